@@ -1,0 +1,1 @@
+"""clusterlens pipeline stages: one module per DVC stage, each a thin CLI over plain functions."""

