@@ -120,10 +120,13 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically; floats rounded to 6 decimals, NaN/inf as null."""
+def write_json(path: str | os.PathLike, obj: Any) -> Any:
+    """Write JSON atomically; floats rounded to 6 decimals, NaN/inf as null. Returns what was
+    written (as read back)."""
+    clean = _jsonable(obj)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+    return clean
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -245,7 +245,7 @@ def run(params: dict, index_path: str = "data/index.parquet") -> dict:
         "seconds": timing["seconds"],
         "images_per_s": timing["images_per_s"],
     }
-    write_json(OUT_METRICS, metrics)
+    metrics = write_json(OUT_METRICS, metrics)
     log_block(log, "extract done", outputs={
         OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
         OUT_METRICS: f"{metrics['images_per_s']:.1f} images/s on {metrics['device']}"})

@@ -408,7 +408,7 @@ def run(params: dict) -> dict:
     plot_class_distribution(counts, OUT_DIST)
     plot_image_sizes(index, OUT_SIZES)
     plot_sample_grid(index, p.root, OUT_SAMPLES, p.seed, p.sample_per_class, p.sample_classes)
-    write_json(OUT_METRICS, metrics)
+    metrics = write_json(OUT_METRICS, metrics)
     log_block(log, "index done", outputs={
         OUT_INDEX: f"{metrics['images']} images, {metrics['classes']} classes",
         OUT_REJECTED: f"{metrics['rejected']} rejected",

@@ -215,7 +215,7 @@ def run(params: dict, features_path: str = "data/features.npy",
     plot_pca_2d(coords, index["class"].astype(str).to_numpy(), OUT_SCATTER,
                 (float(res.explained_variance_ratio[0]),
                  float(res.explained_variance_ratio[1]) if len(cum) > 1 else 0.0), seed)
-    write_json(OUT_METRICS, metrics)
+    metrics = write_json(OUT_METRICS, metrics)
     log_block(log, "reduce done", outputs={
         OUT_PCA: f"{res.scores.shape[0]} x {res.n_components} float32 "
                  f"({metrics['variance_retained']:.1%} of variance)",

@@ -1,0 +1,225 @@
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stages import extract as ex
+from stages.backbones import LITE0, build_backbone, lite0_weights_path
+from stages.common import ParamError
+from stages.index import build_index
+from tests.conftest import MOBILENET_WEIGHTS, make_image
+
+RNG = np.random.default_rng(2)
+
+
+# --------------------------------------------------------------------------- images
+def test_to_rgb_handles_every_mode():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))  # fully transparent -> white
+    assert ex.to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.new("RGBA", (4, 4), (0, 0, 0, 255))
+    assert ex.to_rgb(half).getpixel((0, 0)) == (0, 0, 0)
+    gray16 = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert gray16.mode.startswith("I;16")
+    assert ex.to_rgb(gray16).getpixel((0, 0)) == (255, 255, 255)
+    assert ex.to_rgb(Image.new("L", (4, 4), 100)).getpixel((1, 1)) == (100, 100, 100)
+    cmyk = Image.new("CMYK", (4, 4), (0, 0, 0, 0))
+    assert ex.to_rgb(cmyk).getpixel((0, 0)) == (255, 255, 255)
+    pal = Image.new("RGB", (4, 4), (200, 10, 10)).convert("P")
+    assert ex.to_rgb(pal).mode == "RGB"
+
+
+def test_load_rgb_applies_exif_orientation_and_first_frame(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "r.jpg", exif=exif.tobytes())
+    assert ex.load_rgb(tmp_path / "r.jpg").size == (20, 40)
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    r, g, b = ex.load_rgb(tmp_path / "a.gif").getpixel((2, 2))
+    assert r > 200 and b < 50
+
+
+def test_preprocess_normalises_with_backbone_statistics():
+    img = Image.new("RGB", (30, 50), (255, 127, 0))
+    t = ex.preprocess(img, 16, "squash", mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 0.5))
+    assert t.shape == (3, 16, 16) and t.dtype == torch.float32
+    np.testing.assert_allclose(t[:, 3, 3].numpy(), [1.0, (127 / 255 - 0.5) / 0.25, -1.0],
+                               atol=1e-6)
+
+
+def test_center_crop_keeps_the_centre_and_squash_keeps_everything():
+    arr = np.zeros((100, 300, 3), dtype=np.uint8)
+    arr[:, 100:200] = 255  # white centre third, black sides
+    img = Image.fromarray(arr)
+    crop = ex.preprocess(img, 32, "center_crop", (0, 0, 0), (1, 1, 1), resize_ratio=1.0)
+    squash = ex.preprocess(img, 32, "squash", (0, 0, 0), (1, 1, 1))
+    assert crop.shape == squash.shape == (3, 32, 32)
+    assert crop[:, :, 1:-1].min() > 0.95  # only the white centre survives the crop
+    assert squash[:, :, 0].max() < 0.05 and squash[:, :, 16].min() > 0.95
+    with pytest.raises(ParamError, match="extract.resize"):
+        ex.preprocess(img, 32, "stretch", (0, 0, 0), (1, 1, 1))
+
+
+# --------------------------------------------------------------------------- device
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ex.resolve_device("auto").type == "cpu"
+    assert ex.resolve_device("cpu").type == "cpu"
+    with pytest.raises(ParamError, match="extract.device.*CUDA is not available"):
+        ex.resolve_device("cuda")
+    with pytest.raises(ParamError, match="extract.device"):
+        ex.resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert ex.resolve_device("auto") == torch.device("cuda")
+    with pytest.raises(ParamError, match="only 1 CUDA"):
+        ex.resolve_device("cuda:3")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_autocast_only_on_cuda():
+    ctx = ex.autocast_for(torch.device("cpu"), amp=True)
+    with ctx:
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+    assert isinstance(ex.autocast_for(torch.device("cuda"), amp=True), torch.autocast)
+    assert not isinstance(ex.autocast_for(torch.device("cuda"), amp=False), torch.autocast)
+
+
+# --------------------------------------------------------------------------- backbones
+@pytest.fixture(scope="module")
+def lite0():
+    return build_backbone(LITE0, "DEFAULT", 64)
+
+
+def test_lite0_features_match_an_independent_computation(lite0, tmp_path):
+    """Recompute Lite0 features by hand from the documented preprocessing."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        make_image(i, RNG, size=(50 + 10 * i, 40)).save(p)
+        paths.append(p.name)
+    ours, info = ex.extract_features(lite0, tmp_path, paths, 64, "squash", batch_size=2,
+                                     device="cpu", progress=False)
+    assert ours.shape == (3, 1280) and ours.dtype == np.float32
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=64)
+    net.load_state_dict(torch.load(lite0_weights_path(), weights_only=True))
+    net.eval()
+    batch = []
+    for name in paths:
+        img = Image.open(tmp_path / name).convert("RGB").resize((64, 64), Image.BILINEAR)
+        x = (np.asarray(img, dtype=np.float32) - 127.0) / 128.0
+        batch.append(x.transpose(2, 0, 1))
+    with torch.no_grad():
+        ref = net.extract_features(torch.from_numpy(np.stack(batch))).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+    assert info["images_per_s"] > 0 and info["device"] == "cpu"
+
+
+def test_batch_size_does_not_change_features(lite0, image_tree):
+    index, _, _ = build_index(image_tree)
+    paths = index["path"].tolist()[:5]
+    a, _ = ex.extract_features(lite0, image_tree, paths, 64, batch_size=1, device="cpu",
+                               progress=False)
+    b, _ = ex.extract_features(lite0, image_tree, paths, 64, batch_size=4, device="cpu",
+                               workers=1, progress=False)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_backbone_without_weights_gives_penultimate_features():
+    bb = build_backbone("resnet18", "none")
+    assert bb.dim == 512 and bb.weights.startswith("none")
+    assert bb.mean == (0.485, 0.456, 0.406) and bb.native_size == 224
+    out = bb.model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, 512)
+
+
+@pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason="shared mobilenet weights absent")
+def test_local_weights_file_route_with_real_mobilenet_weights():
+    import torchvision
+
+    bb = build_backbone("mobilenet_v2", str(MOBILENET_WEIGHTS))
+    assert bb.dim == 1280 and len(bb.weights_sha256) == 64
+    ref = torchvision.models.mobilenet_v2()
+    ref.load_state_dict(torch.load(MOBILENET_WEIGHTS, weights_only=True))
+    ref.eval()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = bb.model(x)
+        # the features are exactly what the original classifier reads
+        torch.testing.assert_close(ref.classifier(feats), ref(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason="shared mobilenet weights absent")
+def test_weights_that_do_not_fit_are_a_clear_error():
+    with pytest.raises(ParamError, match="extract.weights.*does not fit backbone 'resnet18'"):
+        build_backbone("resnet18", str(MOBILENET_WEIGHTS))
+
+
+def test_bad_weights_files_are_refused_without_unpickling(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('executed!')",))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"w": Boom()}))
+    with pytest.raises(ParamError, match="extract.weights.*not a loadable"):
+        build_backbone("resnet18", str(evil))
+    with pytest.raises(ParamError, match="extract.weights.*file not found"):
+        build_backbone("resnet18", str(tmp_path / "missing.pth"))
+    buf = io.BytesIO()
+    torch.save([torch.zeros(1)], buf)
+    (tmp_path / "list.pth").write_bytes(buf.getvalue())
+    with pytest.raises(ParamError, match="does not hold a state_dict"):
+        build_backbone("resnet18", str(tmp_path / "list.pth"))
+
+
+def test_unknown_backbone_suggests_names():
+    with pytest.raises(ParamError, match="extract.backbone.*resnet18"):
+        build_backbone("resnet_18")
+
+
+def _params(root, **extract):
+    p = {"seed": 0, "data": {"root": str(root)},
+         "extract": {"backbone": LITE0, "weights": "DEFAULT", "image_size": 32,
+                     "resize": "squash", "batch_size": 8, "device": "auto", "workers": 0,
+                     "amp": True}}
+    p["extract"].update(extract)
+    return p
+
+
+def test_params_are_validated_before_heavy_work(tmp_path):
+    P = ex.ExtractParams.from_params
+    with pytest.raises(ParamError, match="extract.image_size"):
+        P(_params(tmp_path, image_size=4))
+    with pytest.raises(ParamError, match="extract.resize"):
+        P(_params(tmp_path, resize="fit"))
+    with pytest.raises(ParamError, match="extract.batch_size"):
+        P(_params(tmp_path, batch_size=0))
+    with pytest.raises(ParamError, match="extract.backbone"):
+        P(_params(tmp_path, backbone="nope"))
+    with pytest.raises(ParamError, match="extract.amp"):
+        P(_params(tmp_path, amp="yes"))
+
+
+def test_run_writes_features_in_index_order(image_tree, in_tmp_cwd):
+    from stages.common import write_table
+
+    index, _, _ = build_index(image_tree)
+    write_table("data/index.parquet", index)
+    metrics = ex.run(_params(image_tree))
+    feats = np.load("data/features.npy")
+    assert feats.shape == (len(index), 1280) and feats.dtype == np.float32
+    assert json.loads(open("metrics/extract.json").read()) == metrics
+    assert metrics["backbone"] == LITE0 and metrics["dim"] == 1280
+    assert metrics["device"] == "cpu" and metrics["image_size"] == 32
+    one, _ = ex.extract_features(build_backbone(LITE0, "DEFAULT", 32), image_tree,
+                                 [index["path"][4]], 32, device="cpu", progress=False)
+    np.testing.assert_allclose(feats[4], one[0], rtol=1e-4, atol=1e-4)

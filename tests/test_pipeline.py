@@ -1,0 +1,130 @@
+"""End to end: `dvc repro` in a temporary git + DVC repository on a generated image tree."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import PROJECT, make_tree
+
+pytestmark = pytest.mark.slow
+STAGES = ["digits", "index", "extract", "reduce"]
+
+
+def _env():
+    env = dict(os.environ)
+    # `python` in dvc.yaml must be this interpreter (the project's venv).
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "clusterlens-tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
+    return env
+
+
+def sh(cwd, *cmd):
+    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout + res.stderr
+
+
+def ran_stages(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def set_params(repo: Path, **updates):
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for key, value in updates.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    images = make_tree(base / "photos", {"apple": 8, "berry": 7, "cherry": 6}, fmt="jpg",
+                       size=(48, 36))
+    (images / "berry" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    repo = base / "repo"
+    repo.mkdir()
+    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+        shutil.copy(PROJECT / name, repo / name)
+    shutil.copytree(PROJECT / "stages", repo / "stages",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    # data.root outside the repository, as a user's own folder would be
+    set_params(repo, data__root=str(images), extract__image_size=32, reduce__n_components=5)
+    out = sh(repo, "dvc", "repro")
+    return {"repo": repo, "images": images, "first": out}
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo):
+    r = repo["repo"]
+    assert ran_stages(repo["first"]) == STAGES
+    index = pd.read_parquet(r / "data/index.parquet")
+    assert len(index) == 21 and index["class"].nunique() == 3
+    rejected = pd.read_csv(r / "data/rejected.csv")
+    assert rejected.to_dict("records")[0]["path"] == "berry/broken.jpg"
+    feats = np.load(r / "data/features.npy")
+    assert feats.shape == (21, 1280) and feats.dtype == np.float32
+    assert np.load(r / "data/pca.npy").shape == (21, 5)
+    assert np.load(r / "data/pca_2d.npy").shape == (21, 2)
+    m = {n: json.loads((r / f"metrics/{n}.json").read_text()) for n in ["index", "extract",
+                                                                          "reduce"]}
+    assert m["index"]["images"] == 21 and m["index"]["rejected_by_reason"] == {"corrupt": 1}
+    assert m["extract"]["dim"] == 1280 and m["extract"]["device"] == "cpu"
+    assert m["reduce"]["n_components"] == 5
+    for png in ["plots/index/class_distribution.png", "plots/index/image_sizes.png",
+                "plots/index/samples.png", "plots/reduce/pca_2d.png",
+                "plots/reduce/explained_variance.png"]:
+        assert (r / png).stat().st_size > 1000, png
+    assert len(list((r / "data/digits").glob("*/*.png"))) == 1797
+    shown = sh(r, "dvc", "metrics", "show")
+    assert "variance_at_10" in shown and "images_per_s" in shown
+
+
+def test_second_repro_runs_nothing(repo):
+    out = sh(repo["repo"], "dvc", "repro")
+    assert ran_stages(out) == []
+    assert "up to date" in sh(repo["repo"], "dvc", "status")
+
+
+def test_pca_param_change_reruns_only_reduce(repo):
+    r = repo["repo"]
+    set_params(r, reduce__n_components=3)
+    assert ran_stages(sh(r, "dvc", "repro")) == ["reduce"]
+    assert np.load(r / "data/pca.npy").shape == (21, 3)
+
+
+def test_backbone_change_reruns_extract_and_what_follows(repo):
+    r = repo["repo"]
+    set_params(r, extract__backbone="resnet18", extract__weights="none")
+    assert ran_stages(sh(r, "dvc", "repro")) == ["extract", "reduce"]
+    assert np.load(r / "data/features.npy").shape == (21, 512)
+
+
+def test_new_image_reruns_index_onwards(repo):
+    r, images = repo["repo"], repo["images"]
+    shutil.copy(images / "apple" / "000.jpg", images / "cherry" / "extra.jpg")
+    assert ran_stages(sh(r, "dvc", "repro")) == ["index", "extract", "reduce"]
+    assert len(pd.read_parquet(r / "data/index.parquet")) == 22
+
+
+def test_bad_param_fails_with_the_key_and_writes_nothing(repo):
+    r = repo["repo"]
+    set_params(r, reduce__n_components=10_000)
+    res = subprocess.run(["dvc", "repro"], cwd=r, env=_env(), capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "reduce.n_components" in res.stderr + res.stdout
+    set_params(r, reduce__n_components=3)
+    assert ran_stages(sh(r, "dvc", "repro")) == ["reduce"]
+    assert np.load(r / "data/pca.npy").shape == (22, 3)

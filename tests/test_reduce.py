@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+
+from stages.common import ParamError, save_npy, write_table
+from stages.reduce import check_n_components, fit_pca, reduce_metrics, run
+
+
+def _data(n=300, d=40, seed=0):
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 5)) * [10, 6, 4, 2, 1]
+    X = latent @ rng.normal(size=(5, d)) + rng.normal(0, 0.3, (n, d))
+    return (X * rng.uniform(0.1, 50, d)).astype(np.float32)
+
+
+def _match_up_to_sign(a, b):
+    signs = np.sign((a * b).sum(axis=0))
+    np.testing.assert_allclose(a, b * signs, rtol=1e-3, atol=1e-3)
+
+
+def test_pca_equals_sklearn_standardize_then_pca():
+    X = _data()
+    res = fit_pca(X, 7, standardize=True)
+    ref = PCA(7).fit(StandardScaler().fit_transform(X.astype(np.float64)))
+    _match_up_to_sign(res.scores, ref.transform(StandardScaler().fit_transform(X)))
+    np.testing.assert_allclose(res.explained_variance_ratio[:7], ref.explained_variance_ratio_,
+                               rtol=1e-6)
+    assert res.scores.dtype == np.float32 and res.scores.shape == (300, 7)
+    assert res.cumulative[-1] == pytest.approx(1.0)
+
+
+def test_variance_fraction_keeps_the_fewest_components_reaching_it():
+    X = _data()
+    res = fit_pca(X, 0.9)
+    cum = res.cumulative
+    assert cum[res.n_components - 1] >= 0.9 > cum[res.n_components - 2]
+    assert res.scores.shape[1] == res.n_components
+
+
+def test_without_standardize_large_features_dominate():
+    X = _data()
+    raw = fit_pca(X, 2, standardize=False)
+    ref = PCA(2).fit(X.astype(np.float64))
+    _match_up_to_sign(raw.scores, ref.transform(X))
+
+
+def test_metrics_report_variance_at_fixed_counts():
+    X = _data(d=40)
+    res = fit_pca(X, 10)
+    m = reduce_metrics(res, 40)
+    assert m["variance_at_2"] < m["variance_at_10"] <= m["variance_at_50"]
+    assert m["variance_at_50"] == pytest.approx(1.0) == m["variance_at_100"]  # 40 dims
+    assert m["variance_retained"] == m["variance_at_10"]
+
+
+@pytest.mark.parametrize("bad", [0, 41, 1.5, 0.0, "half", True, None])
+def test_invalid_n_components_names_the_key(bad):
+    with pytest.raises(ParamError, match="reduce.n_components"):
+        check_n_components(bad, 300, 40)
+
+
+def test_pca_is_deterministic():
+    X = _data()
+    a, b = fit_pca(X, 5, seed=1), fit_pca(X, 5, seed=1)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_run_writes_outputs(in_tmp_cwd):
+    X = _data(n=120, d=30)
+    save_npy("data/features.npy", X)
+    write_table("data/index.parquet",
+                pd.DataFrame({"path": [f"c{i % 3}/{i}.png" for i in range(120)],
+                              "class": [f"c{i % 3}" for i in range(120)],
+                              "label": [i % 3 for i in range(120)]}))
+    params = {"seed": 0, "reduce": {"standardize": True, "n_components": 8}}
+    metrics = run(params)
+    assert np.load("data/pca.npy").shape == (120, 8)
+    assert np.load("data/pca_2d.npy").shape == (120, 2)
+    np.testing.assert_array_equal(np.load("data/pca_2d.npy"), np.load("data/pca.npy")[:, :2])
+    model = np.load("data/pca_model.npz", allow_pickle=False)
+    assert model["components"].shape == (8, 30)
+    assert json.loads(open("metrics/reduce.json").read()) == metrics
+    curve = pd.read_csv("plots/reduce/explained_variance.csv")
+    assert list(curve.columns) == ["component", "explained_variance", "cumulative_variance"]
+    assert len(curve) == 30 and curve["cumulative_variance"].is_monotonic_increasing
+    for png in ["plots/reduce/pca_2d.png", "plots/reduce/explained_variance.png"]:
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    save_npy("data/features.npy", X[:100])
+    with pytest.raises(ValueError, match="100 rows"):
+        run(params)
