@@ -322,7 +322,8 @@ def plot_class_distribution(counts: pd.Series, path: str | Path) -> None:
     ax.set_ylabel("images")
     ax.set_title(f"Class distribution: {int(counts.sum())} images in {n} classes "
                  f"(imbalance max/min {counts.max() / counts.min():.2f})")
-    ax.legend(loc="upper right")
+    ax.set_ylim(0, counts.max() * 1.15)
+    ax.legend(loc="upper right", framealpha=0.9)
     save_figure(fig, path)
 
 
