@@ -1,0 +1,102 @@
+"""Clustering quality metrics (SPEC C4, C5): internal ones on the features, external ones
+against the class labels. Pure functions over label vectors; noise is the label -1.
+
+Conventions (documented in the README):
+- internal metrics (silhouette, Davies-Bouldin, Calinski-Harabasz) use the non-noise points
+  only, and are None when fewer than 2 clusters remain;
+- external metrics use every point, all noise points together counting as one cluster, so a
+  method cannot score well by discarding the hard points.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn import metrics as skm
+
+NOISE = -1
+HIGHER_IS_BETTER = {
+    "silhouette": True, "davies_bouldin": False, "calinski_harabasz": True, "inertia": False,
+    "purity": True, "nmi": True, "ami": True, "ari": True, "homogeneity": True,
+    "completeness": True, "v_measure": True, "hungarian_accuracy": True, "kappa": True,
+}
+
+
+def contingency(labels_true, labels_pred) -> np.ndarray:
+    """Clusters x classes count matrix (rows in sorted cluster order, columns in class order)."""
+    return skm.cluster.contingency_matrix(labels_pred, labels_true)
+
+
+def purity(labels_true, labels_pred) -> float:
+    """Fraction of points whose cluster's majority class is their own class."""
+    c = contingency(labels_true, labels_pred)
+    return float(c.max(axis=1).sum() / c.sum())
+
+
+def hungarian_accuracy(labels_true, labels_pred) -> float:
+    """Accuracy under the best one-to-one matching of clusters to classes (unmatched = wrong)."""
+    c = contingency(labels_true, labels_pred)
+    rows, cols = linear_sum_assignment(c, maximize=True)
+    return float(c[rows, cols].sum() / c.sum())
+
+
+def majority_mapping(labels_true, labels_pred) -> dict:
+    """cluster -> its most frequent class (ties: the smallest class id)."""
+    true = np.asarray(labels_true)
+    pred = np.asarray(labels_pred)
+    mapping = {}
+    for cl in np.unique(pred):
+        values, counts = np.unique(true[pred == cl], return_counts=True)
+        mapping[cl.item()] = values[np.argmax(counts)].item()
+    return mapping
+
+
+def kappa_after_majority_vote(labels_true, labels_pred) -> float:
+    """Cohen's kappa between the classes and each point's cluster-majority class."""
+    mapping = majority_mapping(labels_true, labels_pred)
+    mapped = np.array([mapping[p] for p in np.asarray(labels_pred).tolist()])
+    return float(skm.cohen_kappa_score(labels_true, mapped))
+
+
+def external_metrics(labels_true, labels_pred) -> dict:
+    y, p = np.asarray(labels_true), np.asarray(labels_pred)
+    h, c, v = skm.homogeneity_completeness_v_measure(y, p)
+    return {
+        "purity": purity(y, p),
+        "nmi": float(skm.normalized_mutual_info_score(y, p)),
+        "ami": float(skm.adjusted_mutual_info_score(y, p)),
+        "ari": float(skm.adjusted_rand_score(y, p)),
+        "homogeneity": float(h), "completeness": float(c), "v_measure": float(v),
+        "hungarian_accuracy": hungarian_accuracy(y, p),
+        "kappa": kappa_after_majority_vote(y, p),
+    }
+
+
+def silhouette_sample_indices(n: int, sample: int, seed: int) -> np.ndarray:
+    """All points when n <= sample, else a seeded sample of `sample` points (sorted)."""
+    if n <= sample:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+
+
+def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0) -> dict:
+    X = np.asarray(X)
+    labels = np.asarray(labels)
+    keep = labels != NOISE
+    Xk, lk = X[keep], labels[keep]
+    n_clusters = len(np.unique(lk))
+    out = {"silhouette": None, "davies_bouldin": None, "calinski_harabasz": None}
+    if n_clusters < 2 or n_clusters >= len(lk):
+        return out
+    idx = silhouette_sample_indices(len(lk), silhouette_sample, seed)
+    if len(np.unique(lk[idx])) >= 2:
+        out["silhouette"] = float(skm.silhouette_score(Xk[idx], lk[idx]))
+    out["davies_bouldin"] = float(skm.davies_bouldin_score(Xk, lk))
+    out["calinski_harabasz"] = float(skm.calinski_harabasz_score(Xk, lk))
+    return out
+
+
+def describe(labels) -> dict:
+    labels = np.asarray(labels)
+    clusters = np.unique(labels[labels != NOISE])
+    return {"n_clusters": int(len(clusters)),
+            "noise_fraction": float(np.mean(labels == NOISE)) if len(labels) else 0.0}
