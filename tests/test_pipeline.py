@@ -14,7 +14,11 @@ import yaml
 from tests.conftest import PROJECT, make_tree
 
 pytestmark = pytest.mark.slow
+import re
+
 STAGES = ["digits", "index", "extract", "reduce"]
+CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5",
+                  "agglomerative@ward", "agglomerative@single", "clustering"]
 
 
 def _env():
@@ -33,8 +37,13 @@ def sh(cwd, *cmd):
     return res.stdout + res.stderr
 
 
+def ran_all(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
 def ran_stages(output: str) -> list[str]:
-    return [s for s in STAGES if f"Running stage '{s}'" in output]
+    """The data-half stages that ran (in pipeline order)."""
+    return [s for s in STAGES if s in ran_all(output)]
 
 
 def set_params(repo: Path, **updates):
@@ -62,7 +71,10 @@ def repo(tmp_path_factory):
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "config", "core.analytics", "false")
     # data.root outside the repository, as a user's own folder would be
-    set_params(repo, data__root=str(images), extract__image_size=32, reduce__n_components=5)
+    set_params(repo, data__root=str(images), extract__image_size=32, reduce__n_components=5,
+               kmeans__k=[2, 3], agglomerative__linkage=["ward", "single"],
+               agglomerative__k=[2, 3], gmm__k=[3], dbscan__eps_percentile=[50],
+               dbscan__min_samples=3, hdbscan__min_cluster_size=[5])
     out = sh(repo, "dvc", "repro")
     return {"repo": repo, "images": images, "first": out}
 
@@ -70,6 +82,7 @@ def repo(tmp_path_factory):
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     r = repo["repo"]
     assert ran_stages(repo["first"]) == STAGES
+    assert sorted(ran_all(repo["first"])) == sorted(STAGES + CLUSTER_STAGES)
     index = pd.read_parquet(r / "data/index.parquet")
     assert len(index) == 21 and index["class"].nunique() == 3
     rejected = pd.read_csv(r / "data/rejected.csv")
@@ -88,13 +101,16 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
                 "plots/reduce/explained_variance.png"]:
         assert (r / png).stat().st_size > 1000, png
     assert len(list((r / "data/digits").glob("*/*.png"))) == 1797
+    clus = json.loads((r / "metrics/clustering.json").read_text())
+    assert set(clus["kmeans"]) == {"k2", "k3"} and clus["selected"]["metric"] == "nmi"
+    assert np.load(r / "data/clusters/kmeans/k3.npy").shape == (21,)
     shown = sh(r, "dvc", "metrics", "show")
     assert "variance_at_10" in shown and "images_per_s" in shown
 
 
 def test_second_repro_runs_nothing(repo):
     out = sh(repo["repo"], "dvc", "repro")
-    assert ran_stages(out) == []
+    assert ran_all(out) == []
     assert "up to date" in sh(repo["repo"], "dvc", "status")
 
 
@@ -103,6 +119,16 @@ def test_pca_param_change_reruns_only_reduce(repo):
     set_params(r, reduce__n_components=3)
     assert ran_stages(sh(r, "dvc", "repro")) == ["reduce"]
     assert np.load(r / "data/pca.npy").shape == (21, 3)
+
+
+def test_adding_a_k_runs_only_that_point_and_the_aggregate(repo):
+    r = repo["repo"]
+    set_params(r, kmeans__k=[2, 3, 4])
+    assert sorted(ran_all(sh(r, "dvc", "repro"))) == ["clustering", "kmeans@4"]
+    set_params(r, kmeans__k=[2, 3])
+    assert ran_all(sh(r, "dvc", "repro")) == ["clustering"]
+    clus = json.loads((r / "metrics/clustering.json").read_text())
+    assert set(clus["kmeans"]) == {"k2", "k3"}  # the removed point left every aggregate
 
 
 def test_backbone_change_reruns_extract_and_what_follows(repo):

@@ -1,0 +1,199 @@
+"""Clustering grid points (SPEC C1-C3, C8): one DVC stage per grid point.
+
+``python -m stages.cluster kmeans --k 10``            K-Means at one K
+``python -m stages.cluster gmm --k 10``               Gaussian mixture at one K
+``python -m stages.cluster dbscan --eps-percentile 25``  DBSCAN, eps from the k-distance curve
+``python -m stages.cluster hdbscan --min-cluster-size 15``
+``python -m stages.cluster agglomerative --linkage ward``  one merge tree, cut at every K
+
+Each run writes ``data/clusters/<method>/<point>.npy`` (int64 labels in index row order, -1 for
+noise) and ``<point>.json`` (the point's metrics), read back by the ``clustering`` aggregate.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from stages import cluster_metrics as cm
+from stages.common import (
+    ParamError, get_logger, load_npy, load_params, log_block, param, read_table, require_choice,
+    require_int, run_cli, save_npy, write_json,
+)
+
+log = get_logger("cluster")
+CLUSTERS_DIR = Path("data/clusters")
+LINKAGES = ("ward", "complete", "average", "single")
+
+
+def point_name(method: str, value) -> str:
+    prefix = {"kmeans": "k", "gmm": "k", "dbscan": "eps_p", "hdbscan": "mcs",
+              "agglomerative": ""}[method]
+    return f"{prefix}{value:g}" if isinstance(value, (int, float)) else f"{prefix}{value}"
+
+
+def point_path(method: str, point: str, clusters_dir=CLUSTERS_DIR, suffix=".json") -> Path:
+    """Where a grid point's files live; agglomerative points `<linkage>_k<K>` sit in a folder per
+    linkage (the stage's output), e.g. data/clusters/agglomerative/ward/k10.npy."""
+    if method == "agglomerative":
+        linkage, k = point.rsplit("_", 1)
+        return Path(clusters_dir) / method / linkage / f"{k}{suffix}"
+    return Path(clusters_dir) / method / f"{point}{suffix}"
+
+
+def evaluate_labels(X, y, labels, silhouette_sample: int, seed: int, **extra) -> dict:
+    out = {**cm.describe(labels), **extra}
+    out.update(cm.internal_metrics(X, labels, silhouette_sample, seed))
+    out.update(cm.external_metrics(y, labels))
+    return out
+
+
+def check_k(key: str, k, n: int) -> int:
+    require_int(key, k, 2)
+    if k > n:
+        raise ParamError(key, f"= {k} is larger than the number of images ({n})")
+    return k
+
+
+# --------------------------------------------------------------------------- methods
+def run_kmeans(X, k: int, n_init: int, max_iter: int, seed: int) -> tuple[np.ndarray, dict]:
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(X)
+    return km.labels_.astype(np.int64), {"inertia": float(km.inertia_),
+                                         "iterations": int(km.n_iter_)}
+
+
+def run_gmm(X, k: int, covariance_type: str, max_iter: int, seed: int):
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter,
+                          random_state=seed).fit(X)
+    return gmm.predict(X).astype(np.int64), {"bic": float(gmm.bic(X)),
+                                             "converged": bool(gmm.converged_)}
+
+
+def dbscan_eps(X, min_samples: int, percentile: float) -> float:
+    """eps = the given percentile of every point's distance to its min_samples-th neighbour."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=min(min_samples, len(X))).fit(X)
+    dist, _ = nn.kneighbors(X)
+    return float(np.percentile(dist[:, -1], percentile))
+
+
+def run_dbscan(X, percentile: float, min_samples: int):
+    from sklearn.cluster import DBSCAN
+
+    eps = dbscan_eps(X, min_samples, percentile)
+    labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(X)
+    return labels.astype(np.int64), {"eps": eps}
+
+
+def run_hdbscan(X, min_cluster_size: int, min_samples):
+    from sklearn.cluster import HDBSCAN
+
+    labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                     copy=True).fit_predict(X)
+    return labels.astype(np.int64), {}
+
+
+def linkage_tree(X, method: str) -> np.ndarray:
+    """The full merge tree on all points. ward/single: fastcluster's O(N)-memory vector routine;
+    complete/average: fastcluster's O(N^2)-memory routine on the condensed distance matrix."""
+    import fastcluster
+
+    X = np.asarray(X, dtype=np.float64)
+    if method in ("ward", "single"):
+        return fastcluster.linkage_vector(X, method=method, metric="euclidean")
+    return fastcluster.linkage(X, method=method, metric="euclidean")
+
+
+def cut_tree_at(Z: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+    from scipy.cluster.hierarchy import cut_tree
+
+    cuts = cut_tree(Z, n_clusters=sorted(ks))
+    return {k: cuts[:, i].astype(np.int64) for i, k in enumerate(sorted(ks))}
+
+
+# --------------------------------------------------------------------------- stage
+def run(method: str, value, params: dict, pca_path="data/pca.npy",
+        index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR) -> dict:
+    seed = require_int("seed", param(params, "seed"))
+    sample = require_int("metrics.silhouette_sample",
+                         param(params, "metrics.silhouette_sample"), 2)
+    X = load_npy(pca_path)
+    y = read_table(index_path)["label"].to_numpy()
+    n = len(X)
+    results = {}
+    if method == "kmeans":
+        k = check_k("kmeans.k", int(value), n)
+        labels, extra = run_kmeans(X, k, require_int("kmeans.n_init",
+                                                     param(params, "kmeans.n_init"), 1),
+                                   require_int("kmeans.max_iter",
+                                               param(params, "kmeans.max_iter"), 1), seed)
+        results[point_name(method, k)] = (labels, {"k": k, **extra})
+    elif method == "gmm":
+        k = check_k("gmm.k", int(value), n)
+        cov = require_choice("gmm.covariance_type", param(params, "gmm.covariance_type"),
+                             ("full", "tied", "diag", "spherical"))
+        labels, extra = run_gmm(X, k, cov, require_int("gmm.max_iter",
+                                                       param(params, "gmm.max_iter"), 1), seed)
+        results[point_name(method, k)] = (labels, {"k": k, **extra})
+    elif method == "dbscan":
+        pct = float(value)
+        if not 0 < pct <= 100:
+            raise ParamError("dbscan.eps_percentile", f"values must be in (0, 100], got {value}")
+        ms = require_int("dbscan.min_samples", param(params, "dbscan.min_samples"), 1)
+        labels, extra = run_dbscan(X, pct, ms)
+        results[point_name(method, value)] = (labels, {"eps_percentile": pct, **extra})
+    elif method == "hdbscan":
+        mcs = require_int("hdbscan.min_cluster_size", int(value), 2)
+        ms = param(params, "hdbscan.min_samples")
+        if ms is not None:
+            require_int("hdbscan.min_samples", ms, 1)
+        labels, extra = run_hdbscan(X, mcs, ms)
+        results[point_name(method, mcs)] = (labels, {"min_cluster_size": mcs})
+    elif method == "agglomerative":
+        linkage = require_choice("agglomerative.linkage", value, LINKAGES)
+        ks = param(params, "agglomerative.k")
+        if not isinstance(ks, list) or not ks:
+            raise ParamError("agglomerative.k", "must be a non-empty list of integers")
+        ks = [check_k("agglomerative.k", k, n) for k in ks]
+        Z = linkage_tree(X, linkage)
+        save_npy(Path(out_dir) / method / linkage / "tree.npy", Z)
+        for k, labels in cut_tree_at(Z, ks).items():
+            results[f"{linkage}_k{k}"] = (labels, {"k": k, "linkage": linkage})
+    else:
+        raise ParamError("method", f"unknown clustering method {method!r}")
+    log_block(log, f"cluster {method} {value}", inputs={"features": f"{pca_path} {X.shape}"},
+              params={"seed": seed, "metrics.silhouette_sample": sample})
+    summary = {}
+    for name, (labels, extra) in results.items():
+        metrics = evaluate_labels(X, y, labels, sample, seed, **extra)
+        save_npy(point_path(method, name, out_dir, ".npy"), labels)
+        summary[name] = write_json(point_path(method, name, out_dir), metrics)
+        log.info("%s/%s: %d clusters, noise %.3f, silhouette %s, NMI %.3f", method, name,
+                 metrics["n_clusters"], metrics["noise_fraction"], metrics["silhouette"],
+                 metrics["nmi"])
+    return summary
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Run one clustering grid point.")
+    ap.add_argument("method", choices=["kmeans", "gmm", "dbscan", "hdbscan", "agglomerative"])
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--k", type=int)
+    g.add_argument("--eps-percentile", type=float)
+    g.add_argument("--min-cluster-size", type=int)
+    g.add_argument("--linkage")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    value = next(v for v in (args.k, args.eps_percentile, args.min_cluster_size, args.linkage)
+                 if v is not None)
+    run(args.method, value, load_params(args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,169 @@
+"""`clustering` aggregate stage: every grid point's metrics in one file, the best point per
+method, and the selected model (SPEC C4, C5, C7).
+
+The grid is read from params.yaml, never by globbing, so files left over from grid points that
+were removed from params do not leak into the aggregate.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from stages.cluster import CLUSTERS_DIR, point_name, point_path
+from stages.cluster_metrics import HIGHER_IS_BETTER
+from stages.common import (
+    DataError, ParamError, get_logger, load_params, log_block, matplotlib_setup, param,
+    read_json, require_choice, run_cli, save_figure, write_json, write_table,
+)
+
+log = get_logger("clustering")
+DENSITY = ("dbscan", "hdbscan")
+SELECT_METRICS = tuple(k for k in HIGHER_IS_BETTER if k != "inertia")
+
+
+def _list(params, key) -> list:
+    value = param(params, key)
+    if not isinstance(value, list):
+        raise ParamError(key, f"must be a list, got {value!r}")
+    return value
+
+
+def grid_points(params: dict) -> dict[str, list[str]]:
+    """method -> the point names the params define (in params order)."""
+    grid = {
+        "kmeans": [point_name("kmeans", k) for k in _list(params, "kmeans.k")],
+        "agglomerative": [f"{link}_k{k}" for link in _list(params, "agglomerative.linkage")
+                          for k in _list(params, "agglomerative.k")],
+        "gmm": [point_name("gmm", k) for k in _list(params, "gmm.k")],
+        "dbscan": [point_name("dbscan", float(p)) for p in _list(params, "dbscan.eps_percentile")],
+        "hdbscan": [point_name("hdbscan", m) for m in _list(params, "hdbscan.min_cluster_size")],
+    }
+    grid = {m: pts for m, pts in grid.items() if pts}
+    if not grid:
+        raise ParamError("kmeans.k", "every clustering grid is empty: give at least one K")
+    return grid
+
+
+def collect(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR) -> dict:
+    results = {}
+    for method, points in grid.items():
+        results[method] = {}
+        for pt in points:
+            path = point_path(method, pt, clusters_dir)
+            if not path.is_file():
+                raise DataError(f"{path} is missing: run `dvc repro` (grid point {method}/{pt})")
+            results[method][pt] = read_json(path)
+    return results
+
+
+def _score(metrics: dict, metric: str):
+    v = metrics.get(metric)
+    if v is None:
+        return None
+    return v if HIGHER_IS_BETTER[metric] else -v
+
+
+def best_per_method(results: dict, metric: str) -> dict:
+    best = {}
+    for method, points in results.items():
+        scored = [(s, pt) for pt, m in points.items() if (s := _score(m, metric)) is not None]
+        if scored:
+            best[method] = max(scored, key=lambda t: t[0])[1]
+    return best
+
+
+def select_model(results: dict, metric: str, max_noise: float) -> dict:
+    """The best point over all methods by ``metric``; a density method qualifies only if its
+    noise fraction is at most ``max_noise`` (else the next best is taken)."""
+    ranked = sorted(((s, method, pt) for method, points in results.items()
+                     for pt, m in points.items() if (s := _score(m, metric)) is not None),
+                    key=lambda t: (-t[0], t[1], t[2]))
+    skipped = []
+    for _, method, pt in ranked:
+        m = results[method][pt]
+        if method in DENSITY and m["noise_fraction"] > max_noise:
+            skipped.append(f"{method}/{pt} (noise {m['noise_fraction']:.1%})")
+            continue
+        reason = f"highest {metric} ({m[metric]:.4f})"
+        if skipped:
+            reason += (f"; skipped better-scoring {', '.join(skipped[:5])} with noise above "
+                       f"select.max_noise={max_noise:g}")
+        return {"method": method, "point": pt, "metric": metric, "value": m[metric],
+                "noise_fraction": m["noise_fraction"], "reason": reason}
+    raise DataError(f"no grid point has a value for select.metric={metric!r} within "
+                    f"select.max_noise={max_noise:g}")
+
+
+def plot_metrics_vs_k(results: dict, path) -> None:
+    import matplotlib.pyplot as plt
+
+    keys = ["silhouette", "nmi", "ari", "purity"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8))
+    for ax, key in zip(axes, keys):
+        for method, points in results.items():
+            series: dict[str, list] = {}
+            for pt, m in points.items():
+                if "k" not in m or m.get(key) is None:
+                    continue
+                label = method if method != "agglomerative" else f"agglo-{m['linkage']}"
+                series.setdefault(label, []).append((m["k"], m[key]))
+            for label, xy in series.items():
+                xy.sort()
+                ax.plot([x for x, _ in xy], [v for _, v in xy], marker="o", label=label)
+        ax.set_xlabel("number of clusters K")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key} vs K")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Clustering metrics per method and K")
+    save_figure(fig, path)
+
+
+OUT_METRICS = "metrics/clustering.json"
+OUT_TABLE = "metrics/clustering_table.csv"
+OUT_INERTIA = "plots/clustering/kmeans_inertia.csv"
+OUT_SILHOUETTE = "plots/clustering/kmeans_silhouette.csv"
+OUT_VS_K = "plots/clustering/metrics_vs_k.png"
+
+
+def run(params: dict, clusters_dir=CLUSTERS_DIR) -> dict:
+    metric = require_choice("select.metric", param(params, "select.metric"), SELECT_METRICS)
+    max_noise = param(params, "select.max_noise")
+    if not isinstance(max_noise, (int, float)) or not 0 <= max_noise <= 1:
+        raise ParamError("select.max_noise", f"must be a fraction in [0, 1], got {max_noise!r}")
+    grid = grid_points(params)
+    log_block(log, "clustering", inputs={"grid": {m: len(p) for m, p in grid.items()}},
+              params={"select.metric": metric, "select.max_noise": max_noise})
+    results = collect(grid, clusters_dir)
+    best = best_per_method(results, metric)
+    selected = select_model(results, metric, float(max_noise))
+    out = {"selected": selected, "best": {m: {"point": pt, metric: results[m][pt][metric]}
+                                          for m, pt in best.items()}}
+    out.update(results)
+    out = write_json(OUT_METRICS, out)
+    rows = [{"method": m, "point": pt, **v} for m, pts in results.items() for pt, v in pts.items()]
+    write_table(OUT_TABLE, pd.DataFrame(rows))
+    if "kmeans" in results:
+        km = sorted(results["kmeans"].values(), key=lambda m: m["k"])
+        ks = [m["k"] for m in km]
+        write_table(OUT_INERTIA, pd.DataFrame({"k": ks, "inertia": [m["inertia"] for m in km]}))
+        write_table(OUT_SILHOUETTE, pd.DataFrame({"k": ks,
+                                                  "silhouette": [m["silhouette"] for m in km]}))
+    matplotlib_setup()
+    plot_metrics_vs_k(results, OUT_VS_K)
+    log_block(log, "clustering done", outputs={
+        OUT_METRICS: f"selected {selected['method']}/{selected['point']}: {selected['reason']}",
+        OUT_TABLE: f"{len(rows)} grid points", "plots": f"{OUT_INERTIA}, {OUT_SILHOUETTE}, {OUT_VS_K}"})
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Aggregate the clustering grid.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

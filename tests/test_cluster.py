@@ -1,0 +1,105 @@
+"""Grid-point stages and the clustering aggregate on generated features."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from stages import cluster, clustering
+from stages.common import DataError, ParamError, save_npy, write_table
+
+
+@pytest.fixture
+def blobs(in_tmp_cwd):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 10, (3, 5))
+    X = np.concatenate([c + rng.normal(0, 0.5, (40, 5)) for c in centers]).astype(np.float32)
+    y = np.repeat([0, 1, 2], 40)
+    save_npy("data/pca.npy", X)
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(120)],
+                                                    "class": [f"c{v}" for v in y], "label": y}))
+    params = {"seed": 0, "metrics": {"silhouette_sample": 50},
+              "kmeans": {"k": [2, 3], "n_init": 4, "max_iter": 100},
+              "agglomerative": {"linkage": ["ward", "single"], "k": [2, 3]},
+              "gmm": {"k": [3], "covariance_type": "diag", "max_iter": 100},
+              "dbscan": {"eps_percentile": [50], "min_samples": 5},
+              "hdbscan": {"min_cluster_size": [10], "min_samples": None},
+              "select": {"metric": "nmi", "max_noise": 0.3}}
+    return X, y, params
+
+
+def test_kmeans_point_matches_sklearn(blobs):
+    X, y, params = blobs
+    out = cluster.run("kmeans", 3, params)["k3"]
+    labels = np.load("data/clusters/kmeans/k3.npy")
+    ref = KMeans(3, n_init=4, max_iter=100, random_state=0).fit(X)
+    np.testing.assert_array_equal(labels, ref.labels_)
+    assert out["inertia"] == pytest.approx(ref.inertia_, rel=1e-5)
+    assert out["nmi"] == pytest.approx(normalized_mutual_info_score(y, labels), abs=1e-6)
+    assert out["ari"] == pytest.approx(adjusted_rand_score(y, labels), abs=1e-6)
+    assert json.load(open("data/clusters/kmeans/k3.json")) == out
+
+
+def test_agglomerative_builds_one_tree_and_cuts_every_k(blobs):
+    X, y, params = blobs
+    out = cluster.run("agglomerative", "ward", params)
+    assert set(out) == {"ward_k2", "ward_k3"}
+    Z = np.load("data/clusters/agglomerative/ward/tree.npy")
+    assert Z.shape == (119, 4)
+    for k in (2, 3):
+        labels = np.load(f"data/clusters/agglomerative/ward/k{k}.npy")
+        assert len(np.unique(labels)) == k and labels.shape == (120,)
+    assert out["ward_k3"]["ari"] == pytest.approx(1.0)
+
+
+def test_density_methods_report_noise(blobs):
+    _, _, params = blobs
+    out = cluster.run("dbscan", 50.0, params)["eps_p50"]
+    assert 0 <= out["noise_fraction"] <= 1 and out["eps"] > 0
+    out = cluster.run("hdbscan", 10, params)["mcs10"]
+    assert out["n_clusters"] == 3
+
+
+def test_k_larger_than_images_names_the_key(blobs):
+    _, _, params = blobs
+    with pytest.raises(ParamError, match="kmeans.k.*larger than the number of images"):
+        cluster.run("kmeans", 500, params)
+
+
+def test_aggregate_reads_the_grid_from_params_and_selects(blobs):
+    _, _, params = blobs
+    for k in (2, 3):
+        cluster.run("kmeans", k, params)
+    for link in ("ward", "single"):
+        cluster.run("agglomerative", link, params)
+    cluster.run("gmm", 3, params)
+    cluster.run("dbscan", 50.0, params)
+    cluster.run("hdbscan", 10, params)
+    cluster.run("kmeans", 2, {**params, "kmeans": {**params["kmeans"]}})
+    save_npy("data/clusters/kmeans/k7.npy", np.zeros(120, np.int64))  # stale, not in params
+    (open("data/clusters/kmeans/k7.json", "w")).write('{"nmi": 5}')
+    out = clustering.run(params)
+    assert set(out["kmeans"]) == {"k2", "k3"}  # the stale k7 is ignored
+    assert out["selected"]["value"] == pytest.approx(1.0)
+    assert out["selected"]["metric"] == "nmi"
+    table = pd.read_csv("metrics/clustering_table.csv")
+    assert len(table) == 2 + 4 + 1 + 1 + 1
+    params["kmeans"]["k"] = [2, 3, 4]
+    with pytest.raises(DataError, match="k4"):
+        clustering.run(params)
+
+
+def test_selection_skips_noisy_density_points():
+    results = {"kmeans": {"k3": {"nmi": 0.5, "noise_fraction": 0.0}},
+               "dbscan": {"eps_p10": {"nmi": 0.9, "noise_fraction": 0.6}}}
+    sel = clustering.select_model(results, "nmi", 0.3)
+    assert (sel["method"], sel["point"]) == ("kmeans", "k3")
+    assert "dbscan/eps_p10" in sel["reason"]
+    assert clustering.select_model(results, "nmi", 0.7)["method"] == "dbscan"
+    sel = clustering.select_model({"kmeans": {"k2": {"davies_bouldin": 2.0, "noise_fraction": 0},
+                                              "k3": {"davies_bouldin": 0.5,
+                                                     "noise_fraction": 0}}},
+                                  "davies_bouldin", 0.3)
+    assert sel["point"] == "k3"  # lower is better
