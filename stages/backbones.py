@@ -166,7 +166,6 @@ def _replace_last_linear(model: nn.Module, name: str) -> int:
 
 
 def build_torchvision(name: str, weights: str) -> Backbone:
-    import torchvision
     from torchvision.models import get_model, get_model_weights
 
     enum = get_model_weights(name)
@@ -199,7 +198,6 @@ def build_torchvision(name: str, weights: str) -> Backbone:
     crop = int(tf.crop_size[0])
     resize = int(tf.resize_size[0])
     dim = _replace_last_linear(model, name)
-    _ = torchvision  # imported for side effects of model registration
     return Backbone(name=name, model=model.eval(), dim=dim, mean=tuple(tf.mean),
                     std=tuple(tf.std), native_size=crop, resize_ratio=resize / crop,
                     interpolation=tf.interpolation.value, weights=desc, weights_sha256=sha)

@@ -7,7 +7,6 @@ were removed from params do not leak into the aggregate.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 

@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import io
 import os
-import statistics
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass

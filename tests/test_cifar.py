@@ -1,7 +1,6 @@
 """Real data: ImageNet features separate CIFAR-10 classes far better than chance."""
 import shutil
 
-import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import NearestCentroid
