@@ -24,6 +24,7 @@ from stages.common import (
 
 log = get_logger("cluster")
 CLUSTERS_DIR = Path("data/clusters")
+PLOTS_DIR = Path("plots/clustering")
 LINKAGES = ("ward", "complete", "average", "single")
 
 
@@ -110,6 +111,51 @@ def linkage_tree(X, method: str) -> np.ndarray:
     return fastcluster.linkage(X, method=method, metric="euclidean")
 
 
+def cut_heights(Z: np.ndarray, ks: list[int]) -> dict[int, float]:
+    """For each K, a height at which a horizontal cut of the (monotone) tree leaves K clusters:
+    midway between the merge that would leave K-1 clusters and the one before it."""
+    n = len(Z) + 1
+    out = {}
+    for k in ks:
+        below = Z[n - k - 1, 2] if n - k - 1 >= 0 else 0.0
+        above = Z[n - k, 2]
+        out[k] = float((below + above) / 2)
+    return out
+
+
+def plot_dendrogram(Z: np.ndarray, ks: list[int], path, linkage: str, leaves: int = 30) -> None:
+    """The top of the merge tree (its last ``leaves`` merges; leaf labels are point counts), with
+    the cut for every K in the grid marked."""
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    from stages.common import matplotlib_setup, save_figure
+
+    matplotlib_setup()
+    n = len(Z) + 1
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    def leaf_label(i: int) -> str:  # a single image is "(1)", like the merged groups
+        return f"({int(Z[i - n, 3]) if i >= n else 1})"
+
+    dendrogram(Z, truncate_mode="lastp", p=min(leaves, n), leaf_label_func=leaf_label,
+               leaf_rotation=90, leaf_font_size=8, color_threshold=0, above_threshold_color="#4C72B0",
+               ax=ax)
+    heights = cut_heights(Z, ks)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, k in enumerate(sorted(heights)):
+        if k > min(leaves, n):  # the cut lies below the drawn part of the tree
+            continue
+        ax.axhline(heights[k], ls="--", lw=1, color=colors[(i + 1) % len(colors)],
+                   label=f"cut at K={k} (height {heights[k]:.3g})")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel(f"merged groups (in brackets: number of images), last {min(leaves, n)} of {n}")
+    ax.set_ylabel(f"{linkage} merge height (PCA space)")
+    ax.set_title(f"Agglomerative clustering, {linkage} linkage: top of the dendrogram of "
+                 f"{n} images")
+    save_figure(fig, path)
+
+
 def cut_tree_at(Z: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
     from scipy.cluster.hierarchy import cut_tree
 
@@ -119,7 +165,8 @@ def cut_tree_at(Z: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
 
 # --------------------------------------------------------------------------- stage
 def run(method: str, value, params: dict, pca_path="data/pca.npy",
-        index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR) -> dict:
+        index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR,
+        plots_dir: Path = PLOTS_DIR) -> dict:
     seed = require_int("seed", param(params, "seed"))
     sample = require_int("metrics.silhouette_sample",
                          param(params, "metrics.silhouette_sample"), 2)
@@ -163,6 +210,7 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
         ks = [check_k("agglomerative.k", k, n) for k in ks]
         Z = linkage_tree(X, linkage)
         save_npy(Path(out_dir) / method / linkage / "tree.npy", Z)
+        plot_dendrogram(Z, ks, Path(plots_dir) / f"dendrogram_{linkage}.png", linkage)
         for k, labels in cut_tree_at(Z, ks).items():
             results[f"{linkage}_k{k}"] = (labels, {"k": k, "linkage": linkage})
     else:

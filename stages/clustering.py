@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pandas as pd
 
 from stages.cluster import CLUSTERS_DIR, point_name, point_path
@@ -95,6 +96,27 @@ def select_model(results: dict, metric: str, max_noise: float) -> dict:
                     f"select.max_noise={max_noise:g}")
 
 
+def elbow_k(ks, inertias):
+    """The elbow of the inertia curve: the K farthest below the straight line from the first to
+    the last point, both axes scaled to [0, 1] (the "kneedle" rule). None with fewer than 3 Ks."""
+    if len(ks) < 3:
+        return None
+    x = np.asarray(ks, dtype=float)
+    y = np.asarray(inertias, dtype=float)
+    x = (x - x[0]) / (x[-1] - x[0])
+    y = (y - y.min()) / (np.ptp(y) or 1.0)
+    line = y[0] + (y[-1] - y[0]) * x
+    return int(ks[int(np.argmax(line - y))])
+
+
+def recommended_k(kmeans: dict) -> dict:
+    """K-Means K recommended by the highest silhouette (seed 001's rule) and by the elbow."""
+    pts = sorted(kmeans.values(), key=lambda m: m["k"])
+    scored = [m for m in pts if m.get("silhouette") is not None]
+    return {"by_silhouette": max(scored, key=lambda m: m["silhouette"])["k"] if scored else None,
+            "by_elbow": elbow_k([m["k"] for m in pts], [m["inertia"] for m in pts])}
+
+
 def plot_metrics_vs_k(results: dict, path) -> None:
     import matplotlib.pyplot as plt
 
@@ -139,6 +161,8 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR) -> dict:
     selected = select_model(results, metric, float(max_noise))
     out = {"selected": selected, "best": {m: {"point": pt, metric: results[m][pt][metric]}
                                           for m, pt in best.items()}}
+    if "kmeans" in results:
+        out["kmeans_recommended_k"] = recommended_k(results["kmeans"])
     out.update(results)
     out = write_json(OUT_METRICS, out)
     rows = [{"method": m, "point": pt, **v} for m, pts in results.items() for pt, v in pts.items()]

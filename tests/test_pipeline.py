@@ -18,7 +18,8 @@ import re
 
 STAGES = ["digits", "index", "extract", "reduce"]
 CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5",
-                  "agglomerative@ward", "agglomerative@single", "clustering"]
+                  "agglomerative@ward", "agglomerative@single", "clustering", "tsne",
+                  "composition"]
 
 
 def _env():
@@ -104,6 +105,11 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     clus = json.loads((r / "metrics/clustering.json").read_text())
     assert set(clus["kmeans"]) == {"k2", "k3"} and clus["selected"]["metric"] == "nmi"
     assert np.load(r / "data/clusters/kmeans/k3.npy").shape == (21,)
+    comp = pd.read_csv(r / "metrics/composition.csv")
+    assert comp["size"].sum() == 21
+    for png in ["heatmap", "montage", "tsne", "pca_2d"]:
+        assert (r / f"plots/composition/{png}.png").stat().st_size > 1000, png
+    assert (r / "plots/clustering/dendrogram_ward.png").stat().st_size > 1000
     shown = sh(r, "dvc", "metrics", "show")
     assert "variance_at_10" in shown and "images_per_s" in shown
 
@@ -124,9 +130,9 @@ def test_pca_param_change_reruns_only_reduce(repo):
 def test_adding_a_k_runs_only_that_point_and_the_aggregate(repo):
     r = repo["repo"]
     set_params(r, kmeans__k=[2, 3, 4])
-    assert sorted(ran_all(sh(r, "dvc", "repro"))) == ["clustering", "kmeans@4"]
+    assert sorted(ran_all(sh(r, "dvc", "repro"))) == ["clustering", "composition", "kmeans@4"]
     set_params(r, kmeans__k=[2, 3])
-    assert ran_all(sh(r, "dvc", "repro")) == ["clustering"]
+    assert ran_all(sh(r, "dvc", "repro")) == ["clustering", "composition"]
     clus = json.loads((r / "metrics/clustering.json").read_text())
     assert set(clus["kmeans"]) == {"k2", "k3"}  # the removed point left every aggregate
 
