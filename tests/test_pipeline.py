@@ -19,7 +19,7 @@ import re
 STAGES = ["digits", "index", "extract", "reduce"]
 CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5",
                   "agglomerative@ward", "agglomerative@single", "clustering", "tsne",
-                  "composition"]
+                  "composition", "macro", "macro_purity", "upper_bound", "summary"]
 
 
 def _env():
@@ -130,9 +130,11 @@ def test_pca_param_change_reruns_only_reduce(repo):
 def test_adding_a_k_runs_only_that_point_and_the_aggregate(repo):
     r = repo["repo"]
     set_params(r, kmeans__k=[2, 3, 4])
-    assert sorted(ran_all(sh(r, "dvc", "repro"))) == ["clustering", "composition", "kmeans@4"]
+    assert sorted(ran_all(sh(r, "dvc", "repro"))) == ["clustering", "composition", "kmeans@4",
+                                                      "macro_purity", "summary"]
     set_params(r, kmeans__k=[2, 3])
-    assert ran_all(sh(r, "dvc", "repro")) == ["clustering", "composition"]
+    assert sorted(ran_all(sh(r, "dvc", "repro"))) == ["clustering", "composition",
+                                                      "macro_purity", "summary"]
     clus = json.loads((r / "metrics/clustering.json").read_text())
     assert set(clus["kmeans"]) == {"k2", "k3"}  # the removed point left every aggregate
 
@@ -162,3 +164,34 @@ def test_bad_param_fails_with_the_key_and_writes_nothing(repo):
     sh(r, "dvc", "repro")  # back to the last good params: restored from DVC's run cache
     assert np.load(r / "data/pca.npy").shape == (22, 3)
     assert "up to date" in sh(r, "dvc", "status")
+
+
+def _output_hashes(repo: Path) -> dict[str, str]:
+    """sha256 of every file DVC caches (under data/ and the PNG plots), by relative path."""
+    import hashlib
+
+    files = [p for p in (repo / "data").rglob("*") if p.is_file() and p.name != ".gitignore"]
+    files += list((repo / "plots").rglob("*.png"))
+    return {p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files}
+
+
+def test_remote_round_trip_restores_outputs_without_rerunning(repo, tmp_path):
+    """dvc push to a local-directory remote, delete outputs and cache, dvc pull: same bytes."""
+    r = repo["repo"]
+    sh(r, "dvc", "remote", "add", "-d", "backup", str(tmp_path / "remote"))
+    before = _output_hashes(r)
+    # the files of the removed K=4 grid point are no stage's output any more: not pushed
+    stale = {k for k in before if k.startswith("data/clusters/kmeans/k4.")}
+    assert len(stale) == 2
+    before = {k: v for k, v in before.items() if k not in stale}
+    assert "data/features.npy" in before and "plots/composition/montage.png" in before
+    sh(r, "dvc", "push")
+    for rel in [*before, *stale]:
+        (r / rel).unlink()
+    shutil.rmtree(r / ".dvc" / "cache")
+    assert "deleted" in sh(r, "dvc", "status")
+    sh(r, "dvc", "pull")
+    assert _output_hashes(r) == before
+    assert "up to date" in sh(r, "dvc", "status")
+    assert ran_all(sh(r, "dvc", "repro")) == []

@@ -1,0 +1,191 @@
+"""`upper_bound` stage: the logistic regressions equal an independent scikit-learn run on the
+same stratified split; macro labels, per-class table, params errors, declared outputs."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from stages import macro, upper_bound as ub
+from stages.common import DataError, ParamError, save_npy
+from tests.test_macro import make_hierarchy, write_inputs
+
+CONFIGS = [{"name": "lr_C1", "C": 1.0, "class_weight": None, "features": "raw"},
+           {"name": "lr_C01", "C": 0.1, "class_weight": None, "features": "raw"},
+           {"name": "lr_C01_balanced", "C": 0.1, "class_weight": "balanced", "features": "raw"},
+           {"name": "pca_C01", "C": 0.1, "class_weight": None, "features": "pca"}]
+PARAMS = {"seed": 3, "kmeans": {"k": [4]},
+          "macro": {"linkage": "ward", "groups": [2, 4], "height_ratios": [0.5],
+                    "color_threshold": 0.5, "heatmap_classes": 50},
+          "upper_bound": {"test_size": 0.25, "max_iter": 500, "configs": CONFIGS}}
+
+
+@pytest.fixture
+def data(in_tmp_cwd):
+    """Hierarchy classes in an 8-D 'PCA' space; 'raw' features = a noisy 40-D linear lift with
+    very different feature scales, hard enough that accuracies are not all 1."""
+    X, y, names, fams = make_hierarchy(per_class=20, seed=1, noise=2.0)
+    rng = np.random.default_rng(2)
+    raw = (X @ rng.normal(size=(8, 40)) + rng.normal(0, 25, (len(y), 40))) * rng.uniform(
+        0.01, 100, 40)
+    X = X / 10  # PCA-score-like scale (lbfgs converges in a few dozen iterations)
+    write_inputs(X, y, names)
+    save_npy("data/features.npy", raw.astype(np.float32))
+    macro.run(PARAMS)
+    return raw.astype(np.float32), X, y, names
+
+
+def _independent(X, y, cfg, test_size, seed, max_iter, scale):
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed,
+                                              stratify=y)
+    if scale:
+        s = StandardScaler().fit(X_tr)
+        X_tr, X_te = s.transform(X_tr), s.transform(X_te)
+    m = LogisticRegression(C=cfg["C"], class_weight=cfg["class_weight"], max_iter=max_iter)
+    m.fit(X_tr, y_tr)
+    p_tr, p_te = m.predict(X_tr), m.predict(X_te)
+    return {"train_accuracy": accuracy_score(y_tr, p_tr),
+            "test_accuracy": accuracy_score(y_te, p_te),
+            "macro_f1": f1_score(y_te, p_te, average="macro"),
+            "weighted_f1": f1_score(y_te, p_te, average="weighted")}, y_te, p_te
+
+
+def test_accuracies_equal_an_independent_sklearn_run(data):
+    raw, pca, y, names = data
+    out = ub.run(PARAMS)
+    accs = []
+    for cfg in CONFIGS:
+        X = raw.astype(np.float64) if cfg["features"] == "raw" else pca.astype(np.float64)
+        ref, _, _ = _independent(X, y, cfg, 0.25, 3, 500, scale=cfg["features"] == "raw")
+        got = out["configs"][cfg["name"]]
+        for key, value in ref.items():
+            assert got[key] == pytest.approx(value, abs=1e-6), (cfg["name"], key)
+        assert got["gap"] == pytest.approx(ref["train_accuracy"] - ref["test_accuracy"], abs=1e-6)
+        assert got["converged"] is True
+        accs.append(ref["test_accuracy"])
+    assert 0.3 < min(accs) and max(accs) < 1.0  # a non-trivial problem
+    best = CONFIGS[int(np.argmax(accs))]["name"]  # argmax: first on a tie, as the stage
+    assert out["best"]["config"] == best
+    assert out["split"] == {"images": len(y), "classes": 12, "train": 180, "test": 60,
+                            "test_size": 0.25, "seed": 3}
+
+
+def test_macro_labels_use_the_same_split_and_the_best_config(data):
+    raw, pca, y, names = data
+    out = ub.run(PARAMS)
+    best = next(c for c in CONFIGS if c["name"] == out["best"]["config"])
+    X = raw.astype(np.float64) if best["features"] == "raw" else pca.astype(np.float64)
+    table = pd.read_csv("data/macro/class_groups.csv")
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=0.25, random_state=3, stratify=y)
+    for cut in ("g2", "g4"):
+        y_macro = table[cut].to_numpy()[y]
+        Xtr, Xte = X[tr], X[te]
+        if best["features"] == "raw":
+            s = StandardScaler().fit(Xtr)
+            Xtr, Xte = s.transform(Xtr), s.transform(Xte)
+        m = LogisticRegression(C=best["C"], class_weight=best["class_weight"], max_iter=500)
+        m.fit(Xtr, y_macro[tr])
+        got = out["macro"][cut]
+        assert got["test_accuracy"] == pytest.approx(accuracy_score(y_macro[te], m.predict(Xte)),
+                                                     abs=1e-6)
+        assert got["groups"] == int(cut[1:])
+        assert got["random_baseline"] == pytest.approx(1 / got["groups"])
+    plot = pd.read_csv(ub.OUT_MACRO_CSV)
+    assert plot["target"].tolist() == ["g2", "g4", "fine"]
+    assert plot["groups"].tolist() == [2, 4, 12]
+    assert plot["test_accuracy"].iloc[-1] == pytest.approx(out["best"]["test_accuracy"])
+    assert out["macro"]["g4"]["test_accuracy"] == pytest.approx(1.0)  # the families separate
+
+
+def test_per_class_table_and_summary(data):
+    names = data[3]
+    out = ub.run(PARAMS)
+    table = pd.read_csv(ub.OUT_PER_CLASS)
+    assert sorted(table["class"]) == names
+    assert table["test_count"].sum() == 60 and table["train_count"].sum() == 180
+    np.testing.assert_allclose(table["accuracy"], table["correct"] / table["test_count"],
+                               atol=1e-6)
+    assert table["accuracy"].is_monotonic_decreasing
+    acc = table["accuracy"]
+    assert out["per_class"]["mean"] == pytest.approx(acc.mean(), abs=1e-6)
+    assert out["per_class"]["median"] == pytest.approx(acc.median(), abs=1e-6)
+    assert out["per_class"]["std"] == pytest.approx(acc.std(), abs=1e-6)
+    assert len(out["best_classes"]) == 10 and len(out["worst_classes"]) == 10
+    assert list(out["best_classes"].values()) == sorted(out["best_classes"].values(), reverse=True)
+    assert list(out["worst_classes"].values()) == sorted(out["worst_classes"].values())
+    preds = pd.read_parquet(ub.OUT_PREDICTIONS)
+    assert (preds["split"] == "test").sum() == 60
+    test_correct = preds.loc[preds["split"] == "test", "correct"].mean()
+    assert test_correct == pytest.approx(out["best"]["test_accuracy"], abs=1e-6)
+
+
+def test_per_class_accuracy_function():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    df = ub.per_class_accuracy(y, pred, ["a", "b", "c", "d"])
+    assert df["class"].tolist() == ["c", "b", "a", "d"]  # d has no test image: last, NaN
+    assert df["accuracy"].iloc[:3].tolist() == pytest.approx([1.0, 2 / 3, 0.5])
+    assert np.isnan(df["accuracy"].iloc[3])
+    s = ub.per_class_summary(df)
+    assert s["classes_without_test_images"] == 1 and s["classes_at_1"] == 1
+
+
+def test_run_writes_every_declared_output(data):
+    ub.run(PARAMS)
+    for path in (ub.OUT_METRICS, ub.OUT_CONFIGS, ub.OUT_PER_CLASS, ub.OUT_PREDICTIONS,
+                 ub.OUT_CONFIGS_PNG, ub.OUT_PER_CLASS_PNG, ub.OUT_MACRO_CSV, ub.OUT_MACRO_PNG):
+        assert Path(path).is_file(), path
+    assert pd.read_csv(ub.OUT_CONFIGS)["config"].tolist() == [c["name"] for c in CONFIGS]
+
+
+def test_without_macro_granularities_it_still_writes_the_fine_row(data):
+    macro.run({**PARAMS, "macro": {**PARAMS["macro"], "groups": [50]}})  # every cut skipped
+    out = ub.run(PARAMS)
+    assert out["macro"] == {}
+    assert pd.read_csv(ub.OUT_MACRO_CSV)["target"].tolist() == ["fine"]
+
+
+def test_non_convergence_is_recorded(data):
+    out = ub.run({**PARAMS, "upper_bound": {**PARAMS["upper_bound"], "max_iter": 2}})
+    assert out["configs"]["lr_C1"]["converged"] is False
+    assert out["configs"]["lr_C1"]["iterations"] == 2
+    assert out["all_converged"] is False
+
+
+def test_best_config_ties_go_to_the_first():
+    res = {"a": {"test_accuracy": 0.5}, "b": {"test_accuracy": 0.7}, "c": {"test_accuracy": 0.7}}
+    assert ub.best_config(res) == "b"
+
+
+def _with(**ub_overrides):
+    return {**PARAMS, "upper_bound": {**PARAMS["upper_bound"], **ub_overrides}}
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"test_size": 1.5}, r"upper_bound\.test_size"),
+    ({"test_size": 0}, r"upper_bound\.test_size"),
+    ({"max_iter": 0}, r"upper_bound\.max_iter"),
+    ({"configs": []}, r"upper_bound\.configs"),
+    ({"configs": [{**CONFIGS[0], "C": 0}]}, r"upper_bound\.configs\[0\]\.C"),
+    ({"configs": [CONFIGS[0], {**CONFIGS[1], "features": "pixels"}]},
+     r"upper_bound\.configs\[1\]\.features"),
+    ({"configs": [{**CONFIGS[0], "class_weight": "auto"}]}, r"configs\[0\]\.class_weight"),
+    ({"configs": [CONFIGS[0], CONFIGS[0]]}, r"configs\[1\]\.name.*twice"),
+    ({"configs": [{**CONFIGS[0], "name": "lr_C0.1"}]}, r"configs\[0\]\.name"),
+    ({"configs": [{**CONFIGS[0], "penalty": "l1"}]}, r"configs\[0\]\.penalty"),
+])
+def test_invalid_params_name_the_key(override, match):
+    with pytest.raises(ParamError, match=match):
+        ub.check_params(_with(**override))
+
+
+def test_split_needs_two_images_per_class_and_enough_test_images():
+    with pytest.raises(DataError, match="at least 2 images"):
+        ub.check_split(np.array([0, 0, 1, 1, 2]), 0.5)
+    with pytest.raises(ParamError, match=r"upper_bound\.test_size"):
+        ub.check_split(np.repeat(np.arange(10), 5), 0.1)  # 5 test images for 10 classes
