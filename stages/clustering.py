@@ -7,6 +7,7 @@ were removed from params do not leak into the aggregate.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from stages.common import (
 
 log = get_logger("clustering")
 DENSITY = ("dbscan", "hdbscan")
+METHODS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan")
 SELECT_METRICS = tuple(k for k in HIGHER_IS_BETTER if k != "inertia")
 
 
@@ -44,6 +46,42 @@ def grid_points(params: dict) -> dict[str, list[str]]:
     if not grid:
         raise ParamError("kmeans.k", "every clustering grid is empty: give at least one K")
     return grid
+
+
+def expected_files(grid: dict[str, list[str]]) -> set[str]:
+    """Paths (relative to the clusters folder) of every file the grid's stages write."""
+    files = set()
+    for method, points in grid.items():
+        for pt in points:
+            for suffix in (".npy", ".json"):
+                files.add(point_path(method, pt, ".", suffix).as_posix().removeprefix("./"))
+            if method == "agglomerative":
+                files.add(f"agglomerative/{pt.rsplit('_', 1)[0]}/tree.npy")
+    return files
+
+
+def prune_stale(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR,
+                methods: tuple[str, ...] = METHODS) -> list[str]:
+    """Delete files under ``<clusters_dir>/<method>/`` that no grid point of the params writes
+    (points removed from params, temporary files of an interrupted run), so that the folder the
+    aggregates depend on holds exactly the current grid, on every machine. Returns what went."""
+    keep = expected_files(grid)
+    removed = []
+    for method in methods:
+        folder = Path(clusters_dir) / method
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.rglob("*"), reverse=True):
+            rel = f.relative_to(clusters_dir).as_posix()
+            if f.is_file() and f.name != ".gitignore" and rel not in keep:
+                f.unlink()
+                removed.append(rel)
+            elif f.is_dir() and not any(f.iterdir()):
+                f.rmdir()
+    if removed:
+        log.warning("removed %d file(s) of grid points no longer in params.yaml: %s",
+                    len(removed), ", ".join(removed[:10]) + (" ..." if len(removed) > 10 else ""))
+    return removed
 
 
 def collect(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR) -> dict:
@@ -156,6 +194,7 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR) -> dict:
     grid = grid_points(params)
     log_block(log, "clustering", inputs={"grid": {m: len(p) for m, p in grid.items()}},
               params={"select.metric": metric, "select.max_noise": max_noise})
+    prune_stale(grid, clusters_dir)
     results = collect(grid, clusters_dir)
     best = best_per_method(results, metric)
     selected = select_model(results, metric, float(max_noise))

@@ -25,6 +25,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from stages.cluster import CLUSTERS_DIR, point_name, point_path
 from stages.cluster_metrics import purity
+from stages.clustering import prune_stale
 from stages.common import (
     DataError, ParamError, get_logger, load_npy, load_params, log_block, matplotlib_setup, param,
     read_table, require_choice, require_int, run_cli, save_figure, save_npy, write_json,
@@ -387,6 +388,8 @@ def plot_purity_heatmap(table: pd.DataFrame, targets: dict[str, int], path) -> N
 def run_purity(params: dict, clusters_dir=CLUSTERS_DIR, groups_path: str = OUT_CLASS_GROUPS,
                index_path: str = "data/index.parquet") -> dict:
     ks = kmeans_grid(params)
+    # the folder this stage depends on must hold exactly the current grid (see clustering.py)
+    prune_stale({"kmeans": [point_name("kmeans", k) for k in ks]}, clusters_dir, ("kmeans",))
     index = read_table(index_path)
     names = class_names(index)
     fine = index["label"].to_numpy(np.int64)

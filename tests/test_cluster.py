@@ -1,5 +1,6 @@
 """Grid-point stages and the clustering aggregate on generated features."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,24 @@ def test_selection_skips_noisy_density_points():
                                                      "noise_fraction": 0}}},
                                   "davies_bouldin", 0.3)
     assert sel["point"] == "k3"  # lower is better
+
+
+def test_prune_stale_keeps_exactly_the_grid(blobs):
+    _, _, params = blobs
+    for k in (2, 3):
+        cluster.run("kmeans", k, params)
+    cluster.run("agglomerative", "ward", params)
+    save_npy("data/clusters/kmeans/k7.npy", np.zeros(3, np.int64))  # a removed grid point
+    open("data/clusters/kmeans/.k3.npy.abc.tmp", "w").write("half")  # an interrupted write
+    open("data/clusters/kmeans/.gitignore", "w").write("/k2.npy\n")
+    save_npy("data/clusters/agglomerative/single/k2.npy", np.zeros(3, np.int64))
+    grid = {"kmeans": ["k2", "k3"], "agglomerative": ["ward_k2", "ward_k3"]}
+    removed = clustering.prune_stale(grid)
+    assert sorted(removed) == ["agglomerative/single/k2.npy", "kmeans/.k3.npy.abc.tmp",
+                               "kmeans/k7.npy"]
+    left = sorted(p.relative_to("data/clusters").as_posix()
+                  for p in Path("data/clusters").rglob("*") if p.is_file())
+    assert left == ["agglomerative/ward/k2.json", "agglomerative/ward/k2.npy",
+                    "agglomerative/ward/k3.json", "agglomerative/ward/k3.npy",
+                    "agglomerative/ward/tree.npy", "kmeans/.gitignore", "kmeans/k2.json",
+                    "kmeans/k2.npy", "kmeans/k3.json", "kmeans/k3.npy"]
