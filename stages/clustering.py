@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.cluster import CLUSTERS_DIR, point_name, point_path
+from stages.cluster import CLUSTERS_DIR, PLOTS_DIR, point_name, point_path
 from stages.cluster_metrics import HIGHER_IS_BETTER
 from stages.common import (
     DataError, ParamError, get_logger, load_params, log_block, matplotlib_setup, param,
@@ -81,6 +81,18 @@ def prune_stale(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR,
     if removed:
         log.warning("removed %d file(s) of grid points no longer in params.yaml: %s",
                     len(removed), ", ".join(removed[:10]) + (" ..." if len(removed) > 10 else ""))
+    return removed
+
+
+def prune_stale_dendrograms(linkages: list[str], plots_dir=PLOTS_DIR) -> list[str]:
+    """Delete dendrogram PNGs of linkages no longer in params (the report depends on the
+    plots/clustering folder, which must hold exactly the current outputs)."""
+    keep = {f"dendrogram_{link}.png" for link in linkages}
+    removed = [f.as_posix() for f in sorted(Path(plots_dir).glob("dendrogram_*.png"))
+               if f.name not in keep]
+    for f in removed:
+        Path(f).unlink()
+        log.warning("removed %s (linkage no longer in agglomerative.linkage)", f)
     return removed
 
 
@@ -195,6 +207,7 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR) -> dict:
     log_block(log, "clustering", inputs={"grid": {m: len(p) for m, p in grid.items()}},
               params={"select.metric": metric, "select.max_noise": max_noise})
     prune_stale(grid, clusters_dir)
+    prune_stale_dendrograms(_list(params, "agglomerative.linkage"))
     results = collect(grid, clusters_dir)
     best = best_per_method(results, metric)
     selected = select_model(results, metric, float(max_noise))

@@ -19,10 +19,10 @@ import re
 STAGES = ["digits", "index", "extract", "reduce"]
 CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5",
                   "agglomerative@ward", "agglomerative@single", "clustering", "tsne",
-                  "composition", "macro", "macro_purity", "upper_bound", "summary"]
+                  "composition", "macro", "macro_purity", "upper_bound", "summary", "report"]
 
 
-AGGREGATES = {"clustering", "composition", "macro_purity", "summary"}
+AGGREGATES = {"clustering", "composition", "macro_purity", "summary", "report"}
 
 
 def _env():
@@ -113,6 +113,12 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     for png in ["heatmap", "montage", "tsne", "pca_2d"]:
         assert (r / f"plots/composition/{png}.png").stat().st_size > 1000, png
     assert (r / "plots/clustering/dendrogram_ward.png").stat().st_size > 1000
+    md = (r / "report/report.md").read_text()
+    assert "## 7. Supervised upper bound and the gap" in md and "is missing" not in md
+    page = (r / "report/report.html").read_text()
+    assert page.count("data:image/png;base64,") == md.count("![") >= 15
+    sh(r, "dvc", "plots", "show")  # every DVC-native plot renders into one page
+    assert (r / "dvc_plots/index.html").stat().st_size > 1000
     shown = sh(r, "dvc", "metrics", "show")
     assert "variance_at_10" in shown and "images_per_s" in shown
 

@@ -1,0 +1,46 @@
+"""The report's renderers (markdown and self-contained HTML)."""
+import base64
+
+import pandas as pd
+
+from stages import report
+from tests.conftest import make_image
+
+
+def _doc(tmp_path, monkeypatch):
+    import numpy as np
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    png = Path("plots") / "fig.png"  # stages write relative paths, from the project root
+    png.parent.mkdir()
+    make_image(0, np.random.default_rng(0)).save(png)
+    doc = report.Doc()
+    doc.h(1, "Title <x>")
+    doc.p("some `code` and **bold** & more")
+    doc.items(["one", "two"])
+    doc.table(pd.DataFrame({"method": ["kmeans", "a|b"], "nmi": [0.123456, None]}))
+    doc.fig(png, "A figure")
+    doc.fig(Path("plots") / "absent.png", "gone")
+    return doc, png
+
+
+def test_markdown_links_figures_relatively_and_escapes_tables(tmp_path, monkeypatch):
+    doc, png = _doc(tmp_path, monkeypatch)
+    md = report.render_markdown(doc, tmp_path / "report")
+    assert md.startswith("# Title <x>\n")
+    assert "| method | nmi |" in md and "| kmeans | 0.1235 |" in md and "a\\|b" in md
+    assert "![A figure](../plots/fig.png)" in md and md.count("![") == 1
+    assert "- one\n- two" in md
+    assert "absent.png` is missing" in md
+
+
+def test_html_is_self_contained_and_escaped(tmp_path, monkeypatch):
+    doc, png = _doc(tmp_path, monkeypatch)
+    page = report.render_html(doc, "t")
+    assert "<h1>Title &lt;x&gt;</h1>" in page
+    assert "<code>code</code>" in page and "<strong>bold</strong>" in page and "&amp;" in page
+    data = base64.b64encode(png.read_bytes()).decode()
+    assert f"data:image/png;base64,{data}" in page
+    assert page.count("<img") == 1 and "src=\"../" not in page
+    assert "<td>-</td>" in page  # missing values shown as a dash
