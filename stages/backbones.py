@@ -94,6 +94,10 @@ def load_state_dict_file(path: str | Path) -> dict:
     return obj
 
 
+FIT_HINT = ("; set `extract.backbone` to the model these weights were saved from, or give a "
+            "state_dict of this backbone")
+
+
 def load_into(model: nn.Module, state_dict: dict, source: str, backbone: str) -> None:
     """Strictly load weights; a mismatch is a clear error naming both sides."""
     try:
@@ -102,11 +106,11 @@ def load_into(model: nn.Module, state_dict: dict, source: str, backbone: str) ->
     except RuntimeError as exc:  # shape mismatches
         first = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:3]
         raise ParamError("extract.weights", f"{source} does not fit backbone {backbone!r}: "
-                         + "; ".join(first or [str(exc)[:300]])) from None
+                         + "; ".join(first or [str(exc)[:300]]) + FIT_HINT) from None
     if missing or unexpected:
         raise ParamError("extract.weights", f"{source} does not fit backbone {backbone!r}: "
                          f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})" + FIT_HINT)
 
 
 # --------------------------------------------------------------------------- Lite0

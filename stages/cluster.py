@@ -18,8 +18,8 @@ import numpy as np
 
 from stages import cluster_metrics as cm
 from stages.common import (
-    ParamError, get_logger, load_npy, load_params, log_block, param, read_table, require_choice,
-    require_int, run_cli, save_npy, write_json,
+    ParamError, get_logger, load_npy, load_params, log_block, param, read_table,
+    remove_stale_tmp, require_choice, require_int, run_cli, save_npy, write_json,
 )
 
 log = get_logger("cluster")
@@ -53,8 +53,17 @@ def evaluate_labels(X, y, labels, silhouette_sample: int, seed: int, **extra) ->
 def check_k(key: str, k, n: int) -> int:
     require_int(key, k, 2)
     if k > n:
-        raise ParamError(key, f"= {k} is larger than the number of images ({n})")
+        raise ParamError(key, f"= {k} is larger than the number of images ({n}); remove it from "
+                         "the grid in params.yaml (or add images)")
     return k
+
+
+def check_at_most_n(key: str, value: int, n: int) -> int:
+    """Neighbourhood sizes (DBSCAN/HDBSCAN) cannot exceed the number of images."""
+    if value > n:
+        raise ParamError(key, f"= {value} is larger than the number of images ({n}); lower it in "
+                         "params.yaml (or add images)")
+    return value
 
 
 # --------------------------------------------------------------------------- methods
@@ -192,14 +201,17 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
         pct = float(value)
         if not 0 < pct <= 100:
             raise ParamError("dbscan.eps_percentile", f"values must be in (0, 100], got {value}")
-        ms = require_int("dbscan.min_samples", param(params, "dbscan.min_samples"), 1)
+        ms = check_at_most_n("dbscan.min_samples",
+                             require_int("dbscan.min_samples", param(params, "dbscan.min_samples"),
+                                         1), n)
         labels, extra = run_dbscan(X, pct, ms)
         results[point_name(method, value)] = (labels, {"eps_percentile": pct, **extra})
     elif method == "hdbscan":
-        mcs = require_int("hdbscan.min_cluster_size", int(value), 2)
+        mcs = check_at_most_n("hdbscan.min_cluster_size",
+                              require_int("hdbscan.min_cluster_size", int(value), 2), n)
         ms = param(params, "hdbscan.min_samples")
         if ms is not None:
-            require_int("hdbscan.min_samples", ms, 1)
+            check_at_most_n("hdbscan.min_samples", require_int("hdbscan.min_samples", ms, 1), n)
         labels, extra = run_hdbscan(X, mcs, ms)
         results[point_name(method, mcs)] = (labels, {"min_cluster_size": mcs})
     elif method == "agglomerative":
@@ -220,6 +232,8 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
     summary = {}
     for name, (labels, extra) in results.items():
         metrics = evaluate_labels(X, y, labels, sample, seed, **extra)
+        remove_stale_tmp(point_path(method, name, out_dir, ".npy"),
+                         point_path(method, name, out_dir))  # left by a run killed mid-write
         save_npy(point_path(method, name, out_dir, ".npy"), labels)
         summary[name] = write_json(point_path(method, name, out_dir), metrics)
         log.info("%s/%s: %d clusters, noise %.3f, silhouette %s, NMI %.3f", method, name,

@@ -106,6 +106,29 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp.unlink()
 
 
+def remove_stale_tmp(*paths: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that ``atomic_path`` leaves beside ``paths`` when its process is
+    killed outright (SIGKILL, power loss) mid-write; returns what was removed.
+
+    Call it at the start of a stage, for that stage's own outputs: DVC runs one stage of a
+    repository at a time, so no live writer owns them. They are never outputs themselves (DVC
+    records only the final names), this only tidies the folders.
+    """
+    import glob
+
+    removed = []
+    for path in map(Path, paths):
+        if not path.parent.is_dir():
+            continue
+        for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

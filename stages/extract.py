@@ -18,6 +18,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -27,8 +28,8 @@ from tqdm import tqdm
 
 from stages.backbones import LITE0, Backbone, build_backbone, check_backbone_name
 from stages.common import (
-    ParamError, get_logger, load_params, log_block, param, read_table, require_bool,
-    require_choice, require_int, run_cli, save_npy, write_json,
+    DataError, ParamError, get_logger, load_params, log_block, param, read_table, require_bool,
+    remove_stale_tmp, require_choice, require_int, run_cli, save_npy, write_json,
 )
 
 log = get_logger("extract")
@@ -38,13 +39,22 @@ _INTERP = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Imag
 
 # --------------------------------------------------------------------------- images
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB: alpha onto white, 16/32-bit grayscale scaled to 8 bits."""
+    """Convert any Pillow mode to RGB: alpha onto white, 16/32-bit grayscale scaled to 8 bits.
+
+    16-bit modes (``I;16*``) always span 0..65535. For 32-bit ``I`` (e.g. from old TIFFs) the range
+    is guessed: 0..65535 when a value exceeds 255, else 0..255; ``F`` is 0..1 or 0..255 likewise.
+    """
     if img.mode == "RGB":
         return img
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if (img.mode != "F" and arr.max(initial=0) > 255) else (
-            1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else 255.0)
+        peak = arr.max(initial=0)
+        if img.mode.startswith("I;16"):
+            top = 65535.0
+        elif img.mode == "I":
+            top = 65535.0 if peak > 255 else 255.0
+        else:
+            top = 1.0 if peak <= 1.0 else 255.0
         arr = np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
@@ -56,13 +66,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB with its EXIF orientation applied (first frame of animations)."""
+def first_frame_rgb(img: Image.Image) -> Image.Image:
+    """An open image's first frame, decoded, EXIF orientation applied, as RGB. The one loading
+    path of the pipeline: ``index`` calls it to accept a file, ``extract`` to read it."""
+    img.seek(0)
+    img.load()
+    img = ImageOps.exif_transpose(img) or img
+    return to_rgb(img)
+
+
+def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
+    """Open an image (a path or a binary file object) as RGB with its EXIF orientation applied
+    (first frame of animations)."""
     with Image.open(path) as img:
-        img.seek(0)
-        img.load()
-        img = ImageOps.exif_transpose(img) or img
-        return to_rgb(img)
+        return first_frame_rgb(img)
 
 
 def preprocess(img: Image.Image, image_size: int, resize: str, mean, std,
@@ -105,8 +122,8 @@ class ImageFolderDataset(Dataset):
         try:
             img = load_rgb(path)
         except Exception as exc:  # the index said it was fine: the folder changed since
-            raise RuntimeError(f"{path}: cannot be read any more ({exc}); the folder changed "
-                               "after indexing, run `dvc repro` again") from exc
+            raise DataError(f"{path}: cannot be read any more ({type(exc).__name__}: {exc}); "
+                            "the folder changed after indexing: run `dvc repro` again") from exc
         return preprocess(img, **self.kw)
 
 
@@ -211,11 +228,39 @@ class ExtractParams:
 
 OUT_FEATURES = "data/features.npy"
 OUT_METRICS = "metrics/extract.json"
+# Timing differs on every run, so it is kept out of the metrics (which must be byte-identical
+# between two runs with the same params): a plain log file, not a metric.
+OUT_TIMING = "logs/extract_timing.json"
+
+
+def check_data_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"data.root: folder {str(root)!r} does not exist (or is not a folder); "
+                        "set `data.root` in params.yaml to the folder that was indexed")
+    return root
+
+
+def extract_metrics(p: ExtractParams, backbone: Backbone, feats: np.ndarray, size: int,
+                    device: torch.device) -> dict:
+    """What was computed, and how: identical for identical params and images (no timings)."""
+    return {
+        "backbone": p.backbone,
+        "weights": backbone.weights,
+        "weights_sha256": backbone.weights_sha256,
+        "dim": int(feats.shape[1]),
+        "images": int(feats.shape[0]),
+        "image_size": int(size),
+        "resize": p.resize,
+        "device": str(device),
+        "amp": bool(p.amp and device.type == "cuda"),
+    }
 
 
 def run(params: dict, index_path: str = "data/index.parquet") -> dict:
     p = ExtractParams.from_params(params)
     device = resolve_device(p.device)  # before any heavy work
+    check_data_root(p.root)
+    remove_stale_tmp(OUT_FEATURES, OUT_METRICS, OUT_TIMING)  # left by a run killed mid-write
     torch.manual_seed(p.seed)
     index = read_table(index_path)
     size = p.image_size
@@ -232,23 +277,14 @@ def run(params: dict, index_path: str = "data/index.parquet") -> dict:
     feats, timing = extract_features(backbone, p.root, index["path"].tolist(), size, p.resize,
                                      p.batch_size, device, p.workers, p.amp)
     save_npy(OUT_FEATURES, feats)
-    metrics = {
-        "backbone": p.backbone,
-        "weights": backbone.weights,
-        "weights_sha256": backbone.weights_sha256,
-        "dim": int(feats.shape[1]),
-        "images": int(feats.shape[0]),
-        "image_size": int(size),
-        "resize": p.resize,
-        "device": timing["device"],
-        "amp": bool(p.amp and device.type == "cuda"),
-        "seconds": timing["seconds"],
-        "images_per_s": timing["images_per_s"],
-    }
-    metrics = write_json(OUT_METRICS, metrics)
+    metrics = write_json(OUT_METRICS, extract_metrics(p, backbone, feats, size, device))
+    timing = write_json(OUT_TIMING, {"seconds": timing["seconds"],
+                                     "images_per_s": timing["images_per_s"],
+                                     "images": int(feats.shape[0]), "device": timing["device"]})
     log_block(log, "extract done", outputs={
         OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
-        OUT_METRICS: f"{metrics['images_per_s']:.1f} images/s on {metrics['device']}"})
+        OUT_METRICS: f"{metrics['dim']}-D {metrics['backbone']} features on {metrics['device']}",
+        OUT_TIMING: f"{timing['seconds']:.1f} s, {timing['images_per_s']:.1f} images/s"})
     return metrics
 
 

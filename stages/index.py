@@ -11,11 +11,15 @@ Rules (documented in the README):
   to a file inside the root;
 - images smaller than ``index.min_side`` pixels on either side are rejected as ``too_small``;
 - exact duplicates (same sha256) are reported; with ``index.drop_duplicates`` every copy after the
-  first (in sorted order) is rejected as ``duplicate``.
+  first (in sorted order) is rejected as ``duplicate``;
+- every file is decoded exactly as ``extract`` will load it (EXIF orientation, first frame, RGB
+  conversion), so an indexed image can always be read by the later stages;
+- names that are not valid UTF-8 cannot be written to the output tables: ``bad_filename``.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import io
 import os
@@ -30,8 +34,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from stages.common import (
-    DataError, get_logger, load_params, log_block, matplotlib_setup, param, require_bool,
-    require_int, run_cli, save_figure, write_json, write_table,
+    DataError, get_logger, load_params, log_block, matplotlib_setup, param, remove_stale_tmp,
+    require_bool, require_int, run_cli, save_figure, write_json, write_table,
 )
 
 log = get_logger("index")
@@ -41,7 +45,6 @@ INDEX_COLUMNS = ["path", "class", "label", "width", "height", "mode", "format", 
 REJECTED_COLUMNS = ["path", "class", "reason", "detail"]
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-EXIF_ORIENTATION = 0x0112
 
 
 class Rejected(Exception):
@@ -90,6 +93,33 @@ def check_root(root: Path) -> Path:
     return root
 
 
+BAD_NAME_DETAIL = ("the name is not valid UTF-8 and cannot be written to the output tables; "
+                   "rename it (e.g. `convmv -f latin1 -t utf8`)")
+
+
+def is_utf8(name: str) -> bool:
+    """False for names holding bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(name: str) -> str:
+    """The name with undecodable bytes shown as escapes (e.g. ``caf\\xe9.jpg``)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace") if name else name
+
+
+def symlink_problem(exc: BaseException) -> str:
+    """Why a symlink cannot be resolved (Python 3.11 raises RuntimeError on loops, 3.13 ELOOP)."""
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, FileNotFoundError):
+        return "dangling symlink: its target does not exist"
+    return f"cannot resolve the symlink ({type(exc).__name__}: {exc})"
+
+
 def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]:
     """List candidate files as (relative posix path, class), the rejected entries, all classes.
 
@@ -102,11 +132,20 @@ def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]
     classes: list[str] = []
 
     def reject(rel: str, cls: str, reason: str, detail: str = "") -> None:
-        rejected.append({"path": rel, "class": cls, "reason": reason, "detail": detail})
+        rejected.append({"path": printable_name(rel), "class": printable_name(cls),
+                         "reason": reason, "detail": detail})
 
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"data.root: cannot list {str(root)!r} ({exc.strerror or exc}); give "
+                        "this user read access to it, or set `data.root` to another folder") \
+            from None
+    for entry in entries:
         rel = entry.name
-        if entry.name.startswith("."):
+        if not is_utf8(entry.name):
+            reject(rel, "", "bad_filename", BAD_NAME_DETAIL)
+        elif entry.name.startswith("."):
             reject(rel, "", "hidden", "hidden entry at the root")
         elif entry.is_symlink() and entry.is_dir():
             reject(rel, "", "symlinked_folder", "folders that are symlinks are not followed")
@@ -117,12 +156,19 @@ def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]
                    "files must be inside a class folder: root/<class>/<image>")
 
     for cls in classes:
-        for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=False):
+        def unlistable(exc: OSError, cls=cls) -> None:  # os.walk would skip it silently
+            rel = Path(exc.filename).relative_to(root).as_posix()
+            reject(rel, cls, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+
+        for dirpath, dirnames, filenames in os.walk(root / cls, onerror=unlistable,
+                                                    followlinks=False):
             rel_dir = Path(dirpath).relative_to(root).as_posix()
             kept_dirs = []
             for d in sorted(dirnames):
                 full = Path(dirpath) / d
-                if d.startswith("."):
+                if not is_utf8(d):
+                    reject(f"{rel_dir}/{d}", cls, "bad_filename", BAD_NAME_DETAIL)
+                elif d.startswith("."):
                     reject(f"{rel_dir}/{d}", cls, "hidden", "hidden folder")
                 elif full.is_symlink():
                     reject(f"{rel_dir}/{d}", cls, "symlinked_folder",
@@ -133,6 +179,9 @@ def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]
             for name in sorted(filenames):
                 rel = f"{rel_dir}/{name}"
                 full = Path(dirpath) / name
+                if not is_utf8(name):
+                    reject(rel, cls, "bad_filename", BAD_NAME_DETAIL)
+                    continue
                 if name.startswith("."):
                     reject(rel, cls, "hidden", "hidden file")
                     continue
@@ -140,7 +189,7 @@ def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]
                     try:
                         target = full.resolve(strict=True)
                     except (OSError, RuntimeError) as exc:
-                        reject(rel, cls, "broken_symlink", type(exc).__name__)
+                        reject(rel, cls, "broken_symlink", symlink_problem(exc))
                         continue
                     if not target.is_relative_to(real_root):
                         reject(rel, cls, "symlink_outside_root",
@@ -157,18 +206,19 @@ def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]
     return candidates, rejected, classes
 
 
-def oriented_size(img: Image.Image) -> tuple[int, int]:
-    """Width and height after the EXIF orientation is applied (as the images are loaded)."""
-    w, h = img.size
-    try:
-        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # malformed EXIF: the pixels are still usable
-        orientation = 1
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+def bomb_limit() -> int | None:
+    """Pillow's safety limit on pixels per image (``Image.MAX_IMAGE_PIXELS``; None = no limit)."""
+    return Image.MAX_IMAGE_PIXELS
 
 
 def inspect_image(path: Path, min_side: int) -> dict:
-    """Read, hash and fully decode one file; raise Rejected with a reason if unusable."""
+    """Read, hash and fully decode one file; raise Rejected with a reason if unusable.
+
+    The pixels are decoded once, exactly as ``extract`` loads them (``first_frame_rgb``: first
+    frame, EXIF orientation, RGB conversion), so every indexed image can be read later.
+    """
+    from stages.extract import first_frame_rgb
+
     try:
         data = path.read_bytes()
     except PermissionError as exc:
@@ -178,26 +228,31 @@ def inspect_image(path: Path, min_side: int) -> dict:
     if not data:
         raise Rejected("empty_file", "0 bytes")
     digest = hashlib.sha256(data).hexdigest()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise Rejected("not_an_image", "Pillow cannot identify the file") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise Rejected("decompression_bomb", str(exc).split(".")[0]) from None
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection
-            raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
-        try:
-            fmt = img.format or ""
-            n_frames = int(getattr(img, "n_frames", 1))
-            img.load()
-            width, height = oriented_size(img)
-            mode = img.mode
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise Rejected("decompression_bomb", str(exc).split(".")[0]) from None
-        except Exception as exc:  # noqa: BLE001
-            raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise Rejected("not_an_image", "Pillow cannot identify the file") from None
+    except Image.DecompressionBombError as exc:
+        raise Rejected("decompression_bomb", str(exc).split(".")[0]) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection
+        raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
+    limit = bomb_limit()
+    pixels = img.size[0] * img.size[1]
+    if limit and pixels > limit:  # explicit: Pillow only warns between 1x and 2x the limit
+        raise Rejected("decompression_bomb", f"{img.size[0]}x{img.size[1]} = {pixels} pixels "
+                       f"exceeds Pillow's limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
+    try:
+        fmt = img.format or ""
+        mode = img.mode
+        n_frames = int(getattr(img, "n_frames", 1))
+        img.seek(0)
+        img.load()
+    except Exception as exc:  # noqa: BLE001
+        raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
+    try:
+        width, height = first_frame_rgb(img).size  # what `extract` will see
+    except Exception as exc:  # noqa: BLE001 - decodes, but cannot become an RGB picture
+        raise Rejected("unsupported_mode", f"mode {mode}: {type(exc).__name__}: {exc}") from None
     if min(width, height) < min_side:
         raise Rejected("too_small", f"{width}x{height} is below index.min_side={min_side}")
     return {"width": width, "height": height, "mode": mode, "format": fmt,
@@ -214,6 +269,7 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     """
     root = Path(root)
     candidates, rejected, classes = scan_tree(root)
+    check_scan(root, classes, candidates, rejected)  # before decoding anything
     rows: list[dict] = []
 
     def work(item):
@@ -223,7 +279,10 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
         except Rejected as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # Pillow warns (rather than raises) between 1x and 2x its pixel limit; inspect_image rejects
+    # those itself. Filters are process-wide, so they are set here, once, not in each thread.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         results = pool.map(work, candidates)
         for (rel, cls), res in tqdm(zip(candidates, results), total=len(candidates),
                                     desc="index", unit="img", mininterval=1.0):
@@ -251,18 +310,54 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(
         "path", kind="stable").reset_index(drop=True)
     info = {"classes_found": classes, "empty_classes": [c for c in classes if c not in label_of]}
-    validate_index(index, root)
+    validate_index(index, root, rejected_df, info["empty_classes"])
     return index, rejected_df, info
 
 
-def validate_index(index: pd.DataFrame, root: Path) -> None:
+def rejection_summary(rejected) -> str:
+    """E.g. ``3 entries rejected: corrupt 2, not_an_image 1``, or '' when none."""
+    reasons = [r["reason"] for r in rejected] if isinstance(rejected, list) else (
+        list(rejected["reason"]) if rejected is not None else [])
+    if not reasons:
+        return ""
+    counts = pd.Series(reasons).value_counts().sort_index()
+    noun = "entry" if len(reasons) == 1 else "entries"
+    return f"{len(reasons)} {noun} rejected: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+LAYOUT_HINT = ("set `data.root` in params.yaml to a folder laid out as root/<class>/<image>, "
+               "with at least 2 class folders")
+
+
+def check_scan(root: Path, classes: list[str], candidates: list, rejected: list) -> None:
+    """Hard errors visible from the folder listing alone, before any image is decoded."""
+    if len(classes) < 2:
+        found = f" ({', '.join(repr(c) for c in classes)})" if classes else ""
+        plural = "" if len(classes) == 1 else "s"
+        raise DataError(f"data.root: {str(root)!r} has {len(classes)} class folder{plural}{found}; "
+                        f"{LAYOUT_HINT}")
+    if not candidates:
+        why = rejection_summary(rejected)
+        raise DataError(f"data.root: no image file under {str(root)!r}"
+                        + (f" ({why})" if why else "") + f"; {LAYOUT_HINT}")
+
+
+def validate_index(index: pd.DataFrame, root: Path, rejected=None,
+                   empty_classes: list[str] | None = None) -> None:
+    """Hard errors after decoding: no usable image, or fewer than 2 classes with one."""
+    why = rejection_summary(rejected)
     if index.empty:
-        raise DataError(f"data.root: no usable image under {str(root)!r} (expected "
-                        "root/<class>/<image>; see the rejected list for what was skipped)")
-    n_classes = index["class"].nunique()
-    if n_classes < 2:
-        raise DataError(f"data.root: {str(root)!r} has {n_classes} class with usable images; "
-                        "clustering against labels needs at least 2 class folders")
+        raise DataError(f"data.root: no usable image under {str(root)!r}"
+                        + (f" ({why})" if why else "")
+                        + f"; fix or remove the broken files, or {LAYOUT_HINT}")
+    used = sorted(index["class"].unique())
+    if len(used) < 2:
+        empty = f"; class folders without a usable image: {', '.join(empty_classes)}" \
+            if empty_classes else ""
+        raise DataError(f"data.root: {str(root)!r} has usable images in only {len(used)} class "
+                        f"({used[0]!r}){empty}" + (f"; {why}" if why else "")
+                        + "; clustering against labels needs at least 2 classes: add images to "
+                        "another class folder")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -383,11 +478,13 @@ OUT_COUNTS = "plots/index/class_counts.csv"
 OUT_DIST = "plots/index/class_distribution.png"
 OUT_SIZES = "plots/index/image_sizes.png"
 OUT_SAMPLES = "plots/index/samples.png"
+OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES)
 
 
 def run(params: dict) -> dict:
     p = IndexParams.from_params(params)
     check_root(p.root)
+    remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
     log_block(log, "index", inputs={"data.root": p.root},
               params={"index.min_side": p.min_side, "index.drop_duplicates": p.drop_duplicates,
                       "index.workers": p.workers, "seed": p.seed})

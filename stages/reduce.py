@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler
 
 from stages.common import (
     ParamError, get_logger, load_npy, load_params, log_block, matplotlib_setup, param,
-    read_table, require_bool, require_int, run_cli, save_figure, save_npy, save_npz,
-    write_json, write_table,
+    read_table, remove_stale_tmp, require_bool, require_int, run_cli, save_figure, save_npy,
+    save_npz, write_json, write_table,
 )
 
 log = get_logger("reduce")
@@ -194,6 +194,8 @@ def run(params: dict, features_path: str = "data/features.npy",
         raise ValueError(f"{features_path} has {len(features)} rows but {index_path} has "
                          f"{len(index)}: re-run `dvc repro`")
     check_n_components(n_components, *features.shape)
+    remove_stale_tmp(OUT_PCA, OUT_PCA_2D, OUT_MODEL, OUT_METRICS, OUT_CURVE, OUT_CURVE_PNG,
+                     OUT_SCATTER)  # left by a run killed mid-write
     log_block(log, "reduce", inputs={"features": f"{features_path} {features.shape}"},
               params={"reduce.standardize": standardize, "reduce.n_components": n_components,
                       "seed": seed})
