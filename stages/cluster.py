@@ -236,9 +236,13 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
                          point_path(method, name, out_dir))  # left by a run killed mid-write
         save_npy(point_path(method, name, out_dir, ".npy"), labels)
         summary[name] = write_json(point_path(method, name, out_dir), metrics)
+        sil = metrics["silhouette"]
         log.info("%s/%s: %d clusters, noise %.3f, silhouette %s, NMI %.3f", method, name,
-                 metrics["n_clusters"], metrics["noise_fraction"], metrics["silhouette"],
-                 metrics["nmi"])
+                 metrics["n_clusters"], metrics["noise_fraction"],
+                 "n/a" if sil is None else f"{sil:.3f}", metrics["nmi"])
+    log_block(log, f"cluster {method} {value} done", outputs={
+        point_path(method, name, out_dir, ".npy").as_posix() + " + .json":
+            f"{m['n_clusters']} clusters, NMI {m['nmi']:.3f}" for name, m in summary.items()})
     return summary
 
 

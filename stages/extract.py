@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,44 +151,98 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def autocast_for(device: torch.device, amp: bool):
-    """Mixed precision only on CUDA (float16); a no-op context on CPU."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def compute_dtype(device: torch.device, precision: str) -> str:
+    """What ``extract.precision`` means on this device: ``auto`` is float16 autocast on CUDA and
+    float32 on CPU; ``bf16`` is bfloat16 autocast on either (fast on CPUs with AVX512-BF16 / AMX
+    and on recent GPUs); ``fp32`` never autocasts."""
+    if precision == "bf16":
+        return "bf16"
+    if precision == "auto" and device.type == "cuda":
+        return "fp16"
+    return "fp32"
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context for ``compute_dtype``; a no-op context for float32."""
+    dtype = compute_dtype(device, precision)
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type,
+                          dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+
+
+def resolve_workers(spec, device: torch.device) -> int:
+    """``auto``: on CUDA one decoding process per core (up to 8), so the GPU never waits; on
+    CPU none (decoding in worker processes steals the cores the model needs; measured in
+    benchmarks/bench_extract.py)."""
+    if spec == "auto":
+        return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return int(spec)
 
 
 # --------------------------------------------------------------------------- extraction
 def extract_features(backbone: Backbone, root, paths, image_size: int, resize: str = "squash",
                      batch_size: int = 64, device: str | torch.device = "auto",
-                     workers: int = 0, amp: bool = True, progress: bool = True
+                     workers: int | str = 0, precision: str = "auto", progress: bool = True
                      ) -> tuple[np.ndarray, dict]:
-    """Features (N, D) float32 in the order of ``paths``, and timing info."""
+    """Features (N, D) float32 in the order of ``paths``, and timing info.
+
+    Every forward pass holds exactly ``batch_size`` images (the last batch is zero-padded), so an
+    image's features do not depend on which images share its batch: extracting a subset gives
+    the same bytes as extracting everything (what the feature store relies on). Channels-last
+    memory format; ``inference_mode``; on CUDA, pinned memory, non-blocking copies both ways
+    and one synchronisation at the end (no per-batch host sync).
+    """
     device = device if isinstance(device, torch.device) else resolve_device(device)
+    workers = resolve_workers(workers, device)
+    cuda = device.type == "cuda"
     dataset = ImageFolderDataset(root, paths, image_size, resize, backbone)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    model = backbone.model.to(device).eval()
-    out = np.empty((len(dataset), backbone.dim), dtype=np.float32)
+                        pin_memory=cuda, persistent_workers=False)
+    model = backbone.model.to(device, memory_format=torch.channels_last).eval()
+    n = len(dataset)
+    out = torch.empty((n, backbone.dim), dtype=torch.float32, pin_memory=cuda)
     start = time.perf_counter()
     row = 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"extract {backbone.name}", unit="batch",
                           disable=not progress, mininterval=1.0):
-            batch = batch.to(device, non_blocking=True)
-            with autocast_for(device, amp):
+            b = len(batch)
+            if b < batch_size:  # pad: same batch shape for every pass
+                batch = torch.cat([batch, batch.new_zeros((batch_size - b, *batch.shape[1:]))])
+            batch = batch.to(device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last)
+            with autocast_for(device, precision):
                 feats = model(batch)
-            feats = feats.float().reshape(len(batch), -1).cpu().numpy()
+            feats = feats[:b].float().reshape(b, -1)
             if feats.shape[1] != backbone.dim:
                 raise RuntimeError(f"{backbone.name} gave {feats.shape[1]}-D features, "
                                    f"expected {backbone.dim}")
-            out[row:row + len(batch)] = feats
-            row += len(batch)
+            out[row:row + b].copy_(feats, non_blocking=cuda)
+            row += b
+    if cuda:
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    out = out.numpy()
     if not np.isfinite(out).all():
-        raise RuntimeError(f"{backbone.name} produced non-finite features; try extract.amp: false")
-    return out, {"seconds": seconds, "images_per_s": len(dataset) / max(seconds, 1e-9),
-                 "device": str(device)}
+        raise RuntimeError(f"{backbone.name} produced non-finite features; try "
+                           "extract.precision: fp32")
+    return out, {"seconds": seconds, "images_per_s": n / max(seconds, 1e-9),
+                 "device": str(device), "workers": workers,
+                 "precision": compute_dtype(device, precision)}
+
+
+def _workers(value) -> int | str:
+    return value if value == "auto" else require_int("extract.workers", value, 0)
+
+
+def _store(value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ParamError("extract.store", f"must be a folder path or `none`, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -199,8 +254,9 @@ class ExtractParams:
     resize: str
     batch_size: int
     device: str
-    workers: int
-    amp: bool
+    workers: int | str
+    precision: str
+    store: str
     seed: int
 
     @classmethod
@@ -220,8 +276,10 @@ class ExtractParams:
             resize=require_choice("extract.resize", param(params, "extract.resize"), RESIZE_MODES),
             batch_size=require_int("extract.batch_size", param(params, "extract.batch_size"), 1),
             device=str(param(params, "extract.device")),
-            workers=require_int("extract.workers", param(params, "extract.workers"), 0),
-            amp=require_bool("extract.amp", param(params, "extract.amp")),
+            workers=_workers(param(params, "extract.workers")),
+            precision=require_choice("extract.precision", param(params, "extract.precision"),
+                                     PRECISIONS),
+            store=_store(param(params, "extract.store")),
             seed=require_int("seed", param(params, "seed")),
         )
 
@@ -252,8 +310,55 @@ def extract_metrics(p: ExtractParams, backbone: Backbone, feats: np.ndarray, siz
         "image_size": int(size),
         "resize": p.resize,
         "device": str(device),
-        "amp": bool(p.amp and device.type == "cuda"),
+        "precision": compute_dtype(device, p.precision),
+        "batch_size": p.batch_size,
     }
+
+
+def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.device) -> dict:
+    """Everything an image's features depend on besides its bytes (the store's key space)."""
+    import torchvision
+
+    spec = {"backbone": p.backbone, "weights": backbone.weights,
+            "weights_sha256": backbone.weights_sha256, "image_size": int(size),
+            "resize": p.resize, "interpolation": backbone.interpolation,
+            "resize_ratio": backbone.resize_ratio, "mean": list(backbone.mean),
+            "std": list(backbone.std), "precision": compute_dtype(device, p.precision),
+            "batch_size": p.batch_size, "device_type": device.type,
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    if backbone.weights.startswith("none"):
+        spec["seed"] = p.seed  # random-init weights come from the seed
+    return spec
+
+
+def features_for_index(p: ExtractParams, backbone: Backbone, index, size: int,
+                       device: torch.device, progress: bool = True) -> tuple[np.ndarray, dict]:
+    """Features in index order: images whose sha256 the store holds under this fingerprint are
+    read back; only the others go through the network (each distinct image once)."""
+    from stages.feature_store import FeatureStore
+
+    shas = index["sha256"].to_numpy(dtype=str)
+    uniq, first, inverse = np.unique(shas, return_index=True, return_inverse=True)
+    store = None if p.store.lower() == "none" else FeatureStore(
+        p.store, store_spec(p, backbone, size, device), backbone.dim)
+    if store is not None:
+        found, cached = store.get(uniq)
+    else:
+        found, cached = np.zeros(len(uniq), dtype=bool), np.empty((0, backbone.dim), np.float32)
+    todo = np.flatnonzero(~found)
+    paths = index["path"].to_numpy()[first[todo]].tolist()
+    log.info("%d images (%d distinct): %d from the feature store, %d to extract", len(index),
+             len(uniq), int(found.sum()), len(todo))
+    new, timing = extract_features(backbone, p.root, paths, size, p.resize, p.batch_size,
+                                   device, p.workers, p.precision, progress)
+    if store is not None:
+        store.put(uniq[todo], new)
+    feats = np.empty((len(uniq), backbone.dim), dtype=np.float32)
+    feats[found] = cached
+    feats[todo] = new
+    timing.update({"extracted": int(len(todo)), "from_store": int(found.sum()),
+                   "store": None if store is None else str(store.dir)})
+    return feats[inverse.reshape(-1)], timing
 
 
 def run(params: dict, index_path: str = "data/index.parquet") -> dict:
@@ -273,18 +378,25 @@ def run(params: dict, index_path: str = "data/index.parquet") -> dict:
               params={"extract.backbone": p.backbone, "extract.weights": backbone.weights,
                       "extract.image_size": size, "extract.resize": p.resize,
                       "extract.batch_size": p.batch_size, "extract.device": f"{p.device} -> "
-                      f"{device}", "extract.workers": p.workers, "extract.amp": p.amp})
-    feats, timing = extract_features(backbone, p.root, index["path"].tolist(), size, p.resize,
-                                     p.batch_size, device, p.workers, p.amp)
+                      f"{device}", "extract.workers": p.workers,
+                      "extract.precision": f"{p.precision} -> {compute_dtype(device, p.precision)}",
+                      "extract.store": p.store})
+    feats, timing = features_for_index(p, backbone, index, size, device)
     save_npy(OUT_FEATURES, feats)
     metrics = write_json(OUT_METRICS, extract_metrics(p, backbone, feats, size, device))
     timing = write_json(OUT_TIMING, {"seconds": timing["seconds"],
                                      "images_per_s": timing["images_per_s"],
-                                     "images": int(feats.shape[0]), "device": timing["device"]})
+                                     "images": int(feats.shape[0]),
+                                     "extracted": timing["extracted"],
+                                     "from_store": timing["from_store"],
+                                     "device": timing["device"], "workers": timing["workers"],
+                                     "precision": timing["precision"]})
     log_block(log, "extract done", outputs={
         OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
         OUT_METRICS: f"{metrics['dim']}-D {metrics['backbone']} features on {metrics['device']}",
-        OUT_TIMING: f"{timing['seconds']:.1f} s, {timing['images_per_s']:.1f} images/s"})
+        OUT_TIMING: f"{timing['extracted']} extracted in {timing['seconds']:.1f} s "
+                    f"({timing['images_per_s']:.1f} images/s), {timing['from_store']} from the "
+                    "feature store"})
     return metrics
 
 

@@ -163,7 +163,7 @@ def section_features(doc: Doc, extract: dict, timing: dict | None):
     doc.h(2, "2. Features")
     line = (f"Backbone **{extract['backbone']}** ({extract['weights']}), {extract['dim']}-D "
             f"features, input {extract['image_size']} px ({extract['resize']}), device "
-            f"{extract['device']}" + (", float16 autocast" if extract.get("amp") else "") + ".")
+            f"{extract['device']}, {extract.get('precision', 'fp32')} compute.")
     if timing:
         line += (f" Throughput of the last run: **{timing['images_per_s']:.0f} images/s** "
                  f"({timing['seconds']:.1f} s for {timing['images']:,} images).")

@@ -82,13 +82,18 @@ def test_resolve_device(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
-def test_autocast_only_on_cuda():
-    ctx = ex.autocast_for(torch.device("cpu"), amp=True)
-    with ctx:
+def test_autocast_float16_only_on_cuda_and_bf16_on_request():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    with ex.autocast_for(cpu, "auto"):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
-    assert y.dtype == torch.float32
-    assert isinstance(ex.autocast_for(torch.device("cuda"), amp=True), torch.autocast)
-    assert not isinstance(ex.autocast_for(torch.device("cuda"), amp=False), torch.autocast)
+    assert y.dtype == torch.float32  # auto never autocasts on CPU
+    with ex.autocast_for(cpu, "bf16"):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.bfloat16
+    assert ex.compute_dtype(cuda, "auto") == "fp16" and ex.compute_dtype(cpu, "auto") == "fp32"
+    assert isinstance(ex.autocast_for(cuda, "auto"), torch.autocast)
+    assert not isinstance(ex.autocast_for(cuda, "fp32"), torch.autocast)
+    assert ex.resolve_workers("auto", cpu) == 0 and ex.resolve_workers(3, cpu) == 3
 
 
 # --------------------------------------------------------------------------- backbones
@@ -190,7 +195,7 @@ def _params(root, **extract):
     p = {"seed": 0, "data": {"root": str(root)},
          "extract": {"backbone": LITE0, "weights": "DEFAULT", "image_size": 32,
                      "resize": "squash", "batch_size": 8, "device": "auto", "workers": 0,
-                     "amp": True}}
+                     "precision": "auto", "store": "none"}}
     p["extract"].update(extract)
     return p
 
@@ -205,8 +210,12 @@ def test_params_are_validated_before_heavy_work(tmp_path):
         P(_params(tmp_path, batch_size=0))
     with pytest.raises(ParamError, match="extract.backbone"):
         P(_params(tmp_path, backbone="nope"))
-    with pytest.raises(ParamError, match="extract.amp"):
-        P(_params(tmp_path, amp="yes"))
+    with pytest.raises(ParamError, match="extract.precision"):
+        P(_params(tmp_path, precision="fp8"))
+    with pytest.raises(ParamError, match="extract.workers"):
+        P(_params(tmp_path, workers=-1))
+    with pytest.raises(ParamError, match="extract.store"):
+        P(_params(tmp_path, store=""))
 
 
 def test_run_writes_features_in_index_order(image_tree, in_tmp_cwd):

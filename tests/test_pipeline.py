@@ -51,8 +51,8 @@ def up_to_date(status: str) -> bool:
 
 
 def ran_stages(output: str) -> list[str]:
-    """The data-half stages that ran (in pipeline order)."""
-    return [s for s in STAGES if s in ran_all(output)]
+    """The data-half stages that ran (in pipeline order), but `index`, which always runs."""
+    return [s for s in STAGES[2:] if s in ran_all(output)]
 
 
 def set_params(repo: Path, **updates):
@@ -90,7 +90,7 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     r = repo["repo"]
-    assert ran_stages(repo["first"]) == STAGES
+    assert [s for s in STAGES if s in ran_all(repo["first"])] == STAGES
     assert sorted(ran_all(repo["first"])) == sorted(STAGES + CLUSTER_STAGES)
     index = pd.read_parquet(r / "data/index.parquet")
     assert len(index) == 21 and index["class"].nunique() == 3
@@ -147,10 +147,10 @@ def test_adding_a_k_runs_only_that_point_and_the_aggregate(repo):
     set_params(r, kmeans__k=[2, 3, 4])
     ran = set(ran_all(sh(r, "dvc", "repro")))
     # only the new point and the aggregates downstream of the grid (those whose inputs changed)
-    assert {"kmeans@4", "clustering", "macro_purity"} <= ran <= {"kmeans@4", *AGGREGATES}
+    assert {"kmeans@4", "clustering", "macro_purity"} <= ran <= {"kmeans@4", "index", *AGGREGATES}
     set_params(r, kmeans__k=[2, 3])
     ran = set(ran_all(sh(r, "dvc", "repro")))
-    assert {"clustering", "macro_purity"} <= ran <= AGGREGATES
+    assert {"clustering", "macro_purity"} <= ran <= {"index", *AGGREGATES}
     clus = json.loads((r / "metrics/clustering.json").read_text())
     assert set(clus["kmeans"]) == {"k2", "k3"}  # the removed point left every aggregate
     assert not list((r / "data/clusters/kmeans").glob("k4.*"))  # and its files were pruned
@@ -166,7 +166,7 @@ def test_backbone_change_reruns_extract_and_what_follows(repo):
 def test_new_image_reruns_index_onwards(repo):
     r, images = repo["repo"], repo["images"]
     shutil.copy(images / "apple" / "000.jpg", images / "cherry" / "extra.jpg")
-    assert ran_stages(sh(r, "dvc", "repro")) == ["index", "extract", "reduce"]
+    assert ran_stages(sh(r, "dvc", "repro")) == ["extract", "reduce"]
     assert len(pd.read_parquet(r / "data/index.parquet")) == 22
 
 
