@@ -195,7 +195,7 @@ def _params(root, **extract):
     p = {"seed": 0, "data": {"root": str(root)},
          "extract": {"backbone": LITE0, "weights": "DEFAULT", "image_size": 32,
                      "resize": "squash", "batch_size": 8, "device": "auto", "workers": 0,
-                     "precision": "auto", "store": "none"}}
+                     "precision": "auto", "jit": "auto", "store": "none"}}
     p["extract"].update(extract)
     return p
 

@@ -55,7 +55,7 @@ def _params(root, store, **over):
     p = {"seed": 0, "data": {"root": str(root)},
          "extract": {"backbone": LITE0, "weights": "DEFAULT", "image_size": 32,
                      "resize": "squash", "batch_size": 4, "device": "cpu", "workers": 0,
-                     "precision": "fp32", "store": str(store)}}
+                     "precision": "fp32", "jit": "auto", "store": str(store)}}
     p["extract"].update(over)
     return p
 
@@ -103,3 +103,17 @@ def test_duplicates_are_extracted_once(tmp_path, in_tmp_cwd):
     rows = index.index[index["sha256"] == index.loc[index["path"] == "b/copy.png", "sha256"]
                        .item()].tolist()
     assert len(rows) == 2 and np.array_equal(feats[rows[0]], feats[rows[1]])
+
+
+def test_jit_and_bf16_features_agree_with_eager_float32(tmp_path):
+    root = make_tree(tmp_path / "img", {"a": 3, "b": 3})
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    bb = build_backbone(LITE0, "DEFAULT", 32)
+    kw = dict(batch_size=4, device="cpu", progress=False)
+    eager, t0 = ex.extract_features(bb, root, paths, 32, precision="fp32", jit=False, **kw)
+    jit, t1 = ex.extract_features(bb, root, paths, 32, precision="fp32", jit=True, **kw)
+    bf16, t2 = ex.extract_features(bb, root, paths, 32, precision="bf16", jit=True, **kw)
+    assert (t0["engine"], t1["engine"], t2["precision"]) == ("eager", "jit", "bf16")
+    cos = lambda a, b: ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    assert cos(eager, jit).min() > 0.9999
+    assert cos(eager, bf16).min() > 0.95  # bfloat16 keeps ~3 significant digits

@@ -616,7 +616,7 @@ def _extract_params(root, **over):
     p = {"seed": 0, "data": {"root": str(root)},
          "extract": {"backbone": LITE0, "weights": "DEFAULT", "image_size": 32,
                      "resize": "squash", "batch_size": 4, "device": "cpu", "workers": 0,
-                     "precision": "fp32", "store": "none"}}
+                     "precision": "fp32", "jit": "auto", "store": "none"}}
     p["extract"].update(over)
     return p
 
