@@ -125,3 +125,16 @@ def test_prune_stale_keeps_exactly_the_grid(blobs):
                     "agglomerative/ward/k3.json", "agglomerative/ward/k3.npy",
                     "agglomerative/ward/tree.npy", "kmeans/.gitignore", "kmeans/k2.json",
                     "kmeans/k2.npy", "kmeans/k3.json", "kmeans/k3.npy"]
+
+
+@pytest.mark.parametrize("linkage", ["ward", "single", "complete", "average"])
+def test_cut_tree_at_equals_scipy_cut_tree(linkage):
+    from scipy.cluster.hierarchy import cut_tree
+
+    X = np.random.default_rng(3).normal(size=(300, 4))
+    Z = cluster.linkage_tree(X, linkage)
+    ks = [2, 7, 30, 299]
+    ref = cut_tree(Z, n_clusters=ks)
+    mine = cluster.cut_tree_at(Z, ks)
+    for i, k in enumerate(ks):
+        np.testing.assert_array_equal(mine[k], ref[:, i])
