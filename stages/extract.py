@@ -194,8 +194,6 @@ def prepare_model(model: torch.nn.Module, device: torch.device, example_shape: t
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream;
             # it works on the pinned torch and is the fastest CPU route measured here
             traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
-            traced(example)  # the first calls specialise the graph; keep them out of the loop
-            traced(example)
         return traced, "jit"
     except Exception as exc:  # control flow or ops the tracer cannot handle
         log.warning("torch.jit.trace failed (%s: %s); running the model eagerly",
