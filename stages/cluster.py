@@ -169,7 +169,8 @@ def cut_tree_at(Z: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
     """The tree cut into K clusters for every K: the clusters left after its first N - K
     merges, numbered in order of their first point (the labels of scipy's ``cut_tree``, which
     walks every merged subtree in Python: O(N^2) for chained trees, 26 s for single linkage on
-    10,000 points; this is O(N) per K)."""
+    10,000 points; this is O(N) per K). A cut that falls between merges of equal height follows
+    the tree's own merge order, where scipy may take another of the tied merges."""
     n = len(Z) + 1
     left = Z[:, 0].astype(np.int64).tolist()
     right = Z[:, 1].astype(np.int64).tolist()
