@@ -132,7 +132,7 @@ def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame, r
     cluster's size and majority class; images of another class are framed in red."""
     import matplotlib.pyplot as plt
 
-    from stages.extract import load_rgb
+    from stages.index import thumbnail_cell
 
     rng = np.random.default_rng(seed)
     rows = table[table["cluster"] != NOISE].head(clusters)
@@ -144,15 +144,9 @@ def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame, r
         pick = np.sort(rng.choice(members, size=min(per_cluster, len(members)), replace=False))
         for c in range(per_cluster):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(pick):
-                row = index.iloc[pick[c]]
-                img = load_rgb(Path(root) / row["path"])
-                img.thumbnail((128, 128))
-                ax.imshow(img, interpolation="nearest")
+            row = index.iloc[pick[c]] if c < len(pick) else None
+            thumbnail_cell(ax, None if row is None else Path(root) / row["path"])
+            if row is not None:
                 off = row["class"] != rec.top1_class
                 ax.set_title(str(row["class"])[:14], fontsize=6, color="#C44E52" if off else "black")
                 if off:

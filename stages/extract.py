@@ -239,6 +239,9 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
         backbone.model, device, (batch_size, 3, image_size, image_size), precision,
         resolve_jit(jit, device))
     out = torch.empty((n, backbone.dim), dtype=torch.float32, pin_memory=cuda)
+    # test hook: seconds to sleep per batch, so that interruption tests can land a signal
+    # mid-loop however fast the machine is (unset in normal use)
+    test_delay = float(os.environ.get("CLUSTERLENS_TEST_BATCH_DELAY", "0") or 0)
     start = time.perf_counter()
     row = 0
     with torch.inference_mode():
@@ -257,6 +260,8 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
                                    f"expected {backbone.dim}")
             out[row:row + b].copy_(feats, non_blocking=cuda)
             row += b
+            if test_delay:
+                time.sleep(test_delay)
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -437,12 +437,24 @@ def plot_image_sizes(index: pd.DataFrame, path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def thumbnail_cell(ax, path=None) -> None:
+    """One cell of an image grid: no ticks or frame; the image (up to 128 px) when given."""
+    from stages.extract import load_rgb
+
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if path is not None:
+        img = load_rgb(path)
+        img.thumbnail((128, 128))
+        ax.imshow(img, interpolation="nearest")
+
+
 def plot_sample_grid(index: pd.DataFrame, root: str | Path, path: str | Path, seed: int,
                      per_class: int = 6, max_classes: int = 10) -> None:
     """A grid of random images: one row per class (a seeded random subset of classes)."""
     import matplotlib.pyplot as plt
-
-    from stages.extract import load_rgb
 
     rng = np.random.default_rng(seed)
     classes = sorted(index["class"].unique())
@@ -456,14 +468,7 @@ def plot_sample_grid(index: pd.DataFrame, root: str | Path, path: str | Path, se
         pick = rng.choice(paths, size=min(per_class, len(paths)), replace=False)
         for c in range(per_class):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(pick):
-                img = load_rgb(Path(root) / pick[c])
-                img.thumbnail((128, 128))
-                ax.imshow(img, interpolation="nearest")
+            thumbnail_cell(ax, Path(root) / pick[c] if c < len(pick) else None)
             if c == 0:
                 ax.set_ylabel(cls, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(f"Sample images ({len(classes)} classes x up to {per_class})")

@@ -16,14 +16,19 @@ pytestmark = [pytest.mark.slow,
 PER_CLASS = 40
 
 
-@pytest.fixture(scope="module")
-def cifar_subset(tmp_path_factory):
-    """The first 40 images of each class, copied (never modified in place)."""
-    root = tmp_path_factory.mktemp("cifar")
+def copy_cifar(root, per_class: int):
+    """The first ``per_class`` images of each class, copied (never modified in place)."""
     for cls_dir in sorted(p for p in CIFAR.iterdir() if p.is_dir()):
         (root / cls_dir.name).mkdir()
-        for f in sorted(cls_dir.glob("*.jpg"))[:PER_CLASS]:
+        for f in sorted(cls_dir.glob("*.jpg"))[:per_class]:
             shutil.copy(f, root / cls_dir.name / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cifar_subset(tmp_path_factory):
+    """The first 40 images of each class."""
+    root = copy_cifar(tmp_path_factory.mktemp("cifar"), PER_CLASS)
     index, rejected, _ = build_index(root)
     assert len(index) == 10 * PER_CLASS and len(rejected) == 0
     return root, index
@@ -62,11 +67,7 @@ CLUSTER_PER_CLASS = 100
 @pytest.fixture(scope="module")
 def cifar_pca(tmp_path_factory):
     """Lite0 ImageNet features of 100 images per class, standardized + PCA-50, and labels."""
-    root = tmp_path_factory.mktemp("cifar_clu")
-    for cls_dir in sorted(p for p in CIFAR.iterdir() if p.is_dir()):
-        (root / cls_dir.name).mkdir()
-        for f in sorted(cls_dir.glob("*.jpg"))[:CLUSTER_PER_CLASS]:
-            shutil.copy(f, root / cls_dir.name / f.name)
+    root = copy_cifar(tmp_path_factory.mktemp("cifar_clu"), CLUSTER_PER_CLASS)
     index, _, _ = build_index(root)
     feats, _ = extract_features(build_backbone(LITE0, "DEFAULT", 96), root,
                                 index["path"].tolist(), 96, "squash", batch_size=50,

@@ -4,7 +4,8 @@ process group, and SIGKILL) leaves no partial output that DVC could record, and 
 
 Each case runs in its own temporary git + DVC repository (as tests/test_pipeline.py does) on the
 same generated image tree, outside the repositories. The kill lands while `extract` is in its
-feature loop: shortly after the stage's progress bar appears (the loop takes a few seconds).
+feature loop: shortly after the stage's progress bar appears (a test hook,
+CLUSTERLENS_TEST_BATCH_DELAY, keeps the loop a few seconds long).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT, make_tree
+from tests.test_pipeline import _env, set_params, sh
+from tests.test_pipeline import ran_all as ran
 
 pytestmark = pytest.mark.slow
 
@@ -30,47 +32,6 @@ DATA_HALF = ["index", "extract", "reduce"]
 
 
 # --------------------------------------------------------------------------- temp repositories
-def _env():
-    env = dict(os.environ)
-    # `python` in dvc.yaml must be this interpreter (the project's venv).
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "clusterlens-tests"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
-    return env
-
-
-def sh(cwd, *cmd) -> str:
-    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
-    return res.stdout + res.stderr
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def set_params(repo: Path, **updates) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for key, value in updates.items():
-        section, name = key.split("__")
-        params[section][name] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def declare_timing_output(repo: Path) -> None:
-    """Until dvc.yaml declares it, add logs/extract_timing.json to `extract`'s outs (uncached,
-    as the metrics are) in the temporary copy."""
-    path = repo / "dvc.yaml"
-    pipeline = yaml.safe_load(path.read_text())
-    outs = pipeline["stages"]["extract"]["outs"]
-    names = [next(iter(o)) if isinstance(o, dict) else o for o in outs]
-    if TIMING not in names:
-        outs.append({TIMING: {"cache": False}})
-        path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
-
-
 def make_repo(path: Path, images: Path, **params) -> Path:
     """A git + DVC repository with the project's pipeline, stages and params; data.root outside."""
     path.mkdir(parents=True)
@@ -78,7 +39,6 @@ def make_repo(path: Path, images: Path, **params) -> Path:
         shutil.copy(PROJECT / name, path / name)
     shutil.copytree(PROJECT / "stages", path / "stages",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    declare_timing_output(path)
     sh(path, "git", "init", "-q")
     sh(path, "dvc", "init", "-q")
     sh(path, "dvc", "config", "core.analytics", "false")
@@ -127,6 +87,10 @@ def leftover_temp_files(repo: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- fixtures
 PARAMS = dict(extract__image_size=64, extract__batch_size=2, reduce__n_components=5)
+# The traced model finishes the 85 images in 0.3 s at 64 px, faster than a kill can land, so the
+# stage's test hook sleeps this long after each of its 43 batches (the loop takes >= 4 s): the
+# signal always lands mid-loop. The uninterrupted reference run does not sleep.
+BATCH_DELAY = "0.1"
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +120,8 @@ def start_and_kill_mid_extract(repo: Path, sig: int, delay: float = 0.4,
     """Start `dvc repro reduce` in its own process group; ``delay`` seconds after `extract`'s
     feature loop starts (its progress bar appears), send ``sig`` to the whole group (what Ctrl-C
     does with SIGINT). Returns the output; the caller checks the stage had not finished."""
-    proc = subprocess.Popen(["dvc", "repro", "reduce"], cwd=repo, env=_env(),
+    env = {**_env(), "CLUSTERLENS_TEST_BATCH_DELAY": BATCH_DELAY}
+    proc = subprocess.Popen(["dvc", "repro", "reduce"], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     chunks: list[bytes] = []
