@@ -62,7 +62,8 @@ from benchmarks import _util as u  # noqa: E402
 
 TARGET_RATIO = 5.0
 STAGE_TARGETS = ["reduce", "kmeans", "agglomerative", "clustering"]
-EMPTY_GRIDS = {"gmm.k": [], "dbscan.eps_percentile": [], "hdbscan.min_cluster_size": []}
+EMPTY_GRIDS = {"gmm.k": [], "dbscan.eps_percentile": [], "hdbscan.min_cluster_size": [],
+               "nmf.k": []}
 
 
 # --------------------------------------------------------------------------- baseline

@@ -12,6 +12,9 @@ preprocessing its weights were trained with (SPEC E1, E2).
   ``nn.Linear`` (the penultimate layer), which is replaced by the identity. Preprocessing (mean,
   std, interpolation, resize/crop ratio) comes from the weights' own transforms; for a file or
   ``none``, from the model's first published ImageNet weights.
+- ``raw_pixels`` (seed 004's baseline): no network; the image resized to ``image_size`` (``auto``:
+  32, CIFAR's size), scaled to [0, 1] and flattened channel-major (R plane, G plane, B plane):
+  ``3 * image_size**2`` features. ``extract.weights`` must be DEFAULT or none (there are none).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from torch import nn
 from stages.common import ParamError
 
 LITE0 = "efficientnet_lite0"
+RAW = "raw_pixels"
+RAW_NATIVE_SIZE = 32
 LITE0_MEAN = (127.0 / 255.0,) * 3
 LITE0_STD = (128.0 / 255.0,) * 3
 
@@ -52,7 +57,7 @@ def torchvision_models() -> list[str]:
 
 
 def available_backbones() -> list[str]:
-    return [LITE0] + torchvision_models()
+    return [LITE0, RAW] + torchvision_models()
 
 
 def check_backbone_name(name: str) -> str:
@@ -61,8 +66,8 @@ def check_backbone_name(name: str) -> str:
         close = difflib.get_close_matches(str(name), names, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ParamError("extract.backbone",
-                         f"names no known backbone: {name!r}.{hint} Choose {LITE0} or a "
-                         "torchvision classification model (torchvision.models.list_models()).")
+                         f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW} or "
+                         "a torchvision classification model (torchvision.models.list_models()).")
     return name
 
 
@@ -207,8 +212,23 @@ def build_torchvision(name: str, weights: str) -> Backbone:
                     interpolation=tf.interpolation.value, weights=desc, weights_sha256=sha)
 
 
-def build_backbone(name: str, weights: str = "DEFAULT", image_size: int = 224) -> Backbone:
+# --------------------------------------------------------------------------- raw pixels
+def build_raw_pixels(weights: str, image_size: int) -> Backbone:
+    if str(weights).lower() not in ("default", "none"):
+        raise ParamError("extract.weights", f"= {weights!r}, but backbone {RAW!r} has no weights; "
+                         "set extract.weights: none (or DEFAULT)")
+    model = nn.Flatten(start_dim=1).eval()  # (B, 3, S, S) in [0, 1] -> (B, 3 S^2)
+    return Backbone(name=RAW, model=model, dim=3 * image_size * image_size, mean=(0.0,) * 3,
+                    std=(1.0,) * 3, native_size=RAW_NATIVE_SIZE, resize_ratio=1.0,
+                    interpolation="bilinear", weights="none (raw pixels, scaled to [0, 1])")
+
+
+def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None = 224) -> Backbone:
+    """``image_size`` None means the backbone's native size (it matters to Lite0's padding and
+    to the raw-pixel dimension)."""
     check_backbone_name(name)
     if name == LITE0:
-        return build_lite0(weights, image_size)
+        return build_lite0(weights, image_size or 224)
+    if name == RAW:
+        return build_raw_pixels(weights, image_size or RAW_NATIVE_SIZE)
     return build_torchvision(name, weights)

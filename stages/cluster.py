@@ -5,6 +5,7 @@
 ``python -m stages.cluster dbscan --eps-percentile 25``  DBSCAN, eps from the k-distance curve
 ``python -m stages.cluster hdbscan --min-cluster-size 15``
 ``python -m stages.cluster agglomerative --linkage ward``  one merge tree, cut at every K
+``python -m stages.cluster nmf --k 10``               K-Means on the NMF factor W (``nmf`` stage)
 
 Each run writes ``data/clusters/<method>/<point>.npy`` (int64 labels in index row order, -1 for
 noise) and ``<point>.json`` (the point's metrics), read back by the ``clustering`` aggregate.
@@ -29,7 +30,7 @@ LINKAGES = ("ward", "complete", "average", "single")
 
 
 def point_name(method: str, value) -> str:
-    prefix = {"kmeans": "k", "gmm": "k", "dbscan": "eps_p", "hdbscan": "mcs",
+    prefix = {"kmeans": "k", "gmm": "k", "nmf": "k", "dbscan": "eps_p", "hdbscan": "mcs",
               "agglomerative": ""}[method]
     return f"{prefix}{value:g}" if isinstance(value, (int, float)) else f"{prefix}{value}"
 
@@ -198,7 +199,7 @@ def cut_tree_at(Z: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
 # --------------------------------------------------------------------------- stage
 def run(method: str, value, params: dict, pca_path="data/pca.npy",
         index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR,
-        plots_dir: Path = PLOTS_DIR) -> dict:
+        plots_dir: Path = PLOTS_DIR, nmf_path="data/nmf.npz") -> dict:
     seed = require_int("seed", param(params, "seed"))
     sample = require_int("metrics.silhouette_sample",
                          param(params, "metrics.silhouette_sample"), 2)
@@ -213,6 +214,19 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
                                    require_int("kmeans.max_iter",
                                                param(params, "kmeans.max_iter"), 1), seed)
         results[point_name(method, k)] = (labels, {"k": k, **extra})
+    elif method == "nmf":
+        # K-Means (the kmeans.* settings) on W; the metrics below are on the PCA features like
+        # every other method's (seed 004 scores its NMF clusters on the PCA features too)
+        k = check_k("nmf.k", int(value), n)
+        with np.load(nmf_path) as z:
+            W = z["W"]
+        labels, extra = run_kmeans(W, k, require_int("kmeans.n_init",
+                                                     param(params, "kmeans.n_init"), 1),
+                                   require_int("kmeans.max_iter",
+                                               param(params, "kmeans.max_iter"), 1), seed)
+        results[point_name(method, k)] = (labels, {"k": k, "nmf_components": int(W.shape[1]),
+                                                   "inertia_on_w": extra["inertia"],
+                                                   "iterations": extra["iterations"]})
     elif method == "gmm":
         k = check_k("gmm.k", int(value), n)
         cov = require_choice("gmm.covariance_type", param(params, "gmm.covariance_type"),
@@ -271,7 +285,8 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Run one clustering grid point.")
-    ap.add_argument("method", choices=["kmeans", "gmm", "dbscan", "hdbscan", "agglomerative"])
+    ap.add_argument("method", choices=["kmeans", "gmm", "dbscan", "hdbscan", "agglomerative",
+                                       "nmf"])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--k", type=int)
     g.add_argument("--eps-percentile", type=float)

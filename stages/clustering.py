@@ -21,7 +21,7 @@ from stages.common import (
 
 log = get_logger("clustering")
 DENSITY = ("dbscan", "hdbscan")
-METHODS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan")
+METHODS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan", "nmf")
 SELECT_METRICS = tuple(k for k in HIGHER_IS_BETTER if k != "inertia")
 
 
@@ -41,6 +41,7 @@ def grid_points(params: dict) -> dict[str, list[str]]:
         "gmm": [point_name("gmm", k) for k in _list(params, "gmm.k")],
         "dbscan": [point_name("dbscan", float(p)) for p in _list(params, "dbscan.eps_percentile")],
         "hdbscan": [point_name("hdbscan", m) for m in _list(params, "hdbscan.min_cluster_size")],
+        "nmf": [point_name("nmf", k) for k in _list(params, "nmf.k")],
     }
     grid = {m: pts for m, pts in grid.items() if pts}
     if not grid:

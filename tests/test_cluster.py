@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from stages import cluster, clustering
+from stages import cluster, clustering, nmf
 from stages.common import DataError, ParamError, save_npy, write_table
 
 
@@ -27,6 +27,7 @@ def blobs(in_tmp_cwd):
               "gmm": {"k": [3], "covariance_type": "diag", "max_iter": 100},
               "dbscan": {"eps_percentile": [50], "min_samples": 5},
               "hdbscan": {"min_cluster_size": [10], "min_samples": None},
+              "nmf": {"k": [3], "n_components": 4, "max_iter": 300, "negative": "shift"},
               "select": {"metric": "nmi", "max_noise": 0.3}}
     return X, y, params
 
@@ -97,6 +98,8 @@ def test_aggregate_reads_the_grid_from_params_and_selects(blobs):
     cluster.run("gmm", 3, params)
     cluster.run("dbscan", 50.0, params)
     cluster.run("hdbscan", 10, params)
+    nmf.run(params, features_path="data/pca.npy")
+    cluster.run("nmf", 3, params)
     cluster.run("kmeans", 2, {**params, "kmeans": {**params["kmeans"]}})
     save_npy("data/clusters/kmeans/k7.npy", np.zeros(120, np.int64))  # stale, not in params
     (open("data/clusters/kmeans/k7.json", "w")).write('{"nmi": 5}')
@@ -105,7 +108,8 @@ def test_aggregate_reads_the_grid_from_params_and_selects(blobs):
     assert out["selected"]["value"] == pytest.approx(1.0)
     assert out["selected"]["metric"] == "nmi"
     table = pd.read_csv("metrics/clustering_table.csv")
-    assert len(table) == 2 + 4 + 1 + 1 + 1
+    assert len(table) == 2 + 4 + 1 + 1 + 1 + 1
+    assert out["nmf"]["k3"]["nmf_components"] == 4
     params["kmeans"]["k"] = [2, 3, 4]
     with pytest.raises(DataError, match="k4"):
         clustering.run(params)

@@ -94,7 +94,7 @@ def selected_run(tmp_path, in_tmp_cwd):
               "kmeans": {"k": [2, 3], "n_init": 3, "max_iter": 100},
               "agglomerative": {"linkage": ["ward"], "k": [3]},
               "gmm": {"k": []}, "dbscan": {"eps_percentile": []},
-              "hdbscan": {"min_cluster_size": []},
+              "hdbscan": {"min_cluster_size": []}, "nmf": {"k": []},
               "select": {"metric": "nmi", "max_noise": 0.3},
               "tsne": {"sample": 20, "perplexity": 5, "max_iter": 250},
               "composition": {"montage_clusters": 2, "montage_images": 4}}

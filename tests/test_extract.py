@@ -89,7 +89,14 @@ def test_autocast_float16_only_on_cuda_and_bf16_on_request():
     assert y.dtype == torch.float32  # auto never autocasts on CPU
     with ex.autocast_for(cpu, "bf16"):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
-    assert y.dtype == torch.bfloat16
+    assert y.dtype == torch.float32  # on CPU bf16 casts the model instead of autocasting
+    assert ex.cast_dtype(cpu, "bf16") == torch.bfloat16 and ex.cast_dtype(cpu, "auto") is None
+    assert ex.cast_dtype(cuda, "bf16") is None
+    assert isinstance(ex.autocast_for(cuda, "bf16"), torch.autocast)
+    for jit in (False, True):  # the model runs in bfloat16 (fed float32), eager or traced
+        f, engine = ex.prepare_model(torch.nn.Conv2d(3, 4, 3), cpu, (2, 3, 8, 8), "bf16", jit)
+        assert f(torch.ones(2, 3, 8, 8)).dtype == torch.bfloat16
+        assert engine == ("jit" if jit else "eager")
     assert ex.compute_dtype(cuda, "auto") == "fp16" and ex.compute_dtype(cpu, "auto") == "fp32"
     assert isinstance(ex.autocast_for(cuda, "auto"), torch.autocast)
     assert not isinstance(ex.autocast_for(cuda, "fp32"), torch.autocast)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 import re
 
 STAGES = ["digits", "index", "extract", "reduce"]
-CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5",
+CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5", "nmf",
+                  "nmf_kmeans@3",
                   "agglomerative@ward", "agglomerative@single", "clustering", "tsne",
                   "composition", "macro", "macro_purity", "upper_bound", "summary", "report"]
 
@@ -83,7 +84,7 @@ def repo(tmp_path_factory):
     set_params(repo, data__root=str(images), extract__image_size=32, reduce__n_components=5,
                kmeans__k=[2, 3], agglomerative__linkage=["ward", "single"],
                agglomerative__k=[2, 3], gmm__k=[3], dbscan__eps_percentile=[50],
-               dbscan__min_samples=3, hdbscan__min_cluster_size=[5])
+               dbscan__min_samples=3, hdbscan__min_cluster_size=[5], nmf__k=[3])
     out = sh(repo, "dvc", "repro")
     return {"repo": repo, "images": images, "first": out}
 

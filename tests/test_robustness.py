@@ -541,6 +541,7 @@ def small_pca(in_tmp_cwd):
               "gmm": {"k": [3], "covariance_type": "diag", "max_iter": 50},
               "dbscan": {"eps_percentile": [50], "min_samples": 3},
               "hdbscan": {"min_cluster_size": [3], "min_samples": None},
+              "nmf": {"k": [3], "n_components": 3, "max_iter": 100, "negative": "shift"},
               "select": {"metric": "nmi", "max_noise": 0.3}}
     return in_tmp_cwd, params
 
@@ -551,7 +552,8 @@ def _outputs(cwd: Path) -> set[str]:
 
 @pytest.mark.parametrize("method,value,key", [
     ("kmeans", 13, "kmeans.k"), ("gmm", 50, "gmm.k"), ("agglomerative", "ward", "agglomerative.k"),
-    ("dbscan", 50, "dbscan.min_samples"), ("hdbscan", 20, "hdbscan.min_cluster_size")])
+    ("dbscan", 50, "dbscan.min_samples"), ("hdbscan", 20, "hdbscan.min_cluster_size"),
+    ("nmf", 13, "nmf.k")])
 def test_k_larger_than_the_number_of_images(small_pca, capsys, monkeypatch, method, value, key):
     cwd, params = small_pca
     params["agglomerative"]["k"] = [3, 40]
@@ -596,6 +598,7 @@ def test_empty_grid(small_pca, capsys):
     params["agglomerative"]["linkage"] = []
     params["dbscan"]["eps_percentile"] = []
     params["hdbscan"]["min_cluster_size"] = []
+    params["nmf"]["k"] = []
     err = one_line_error(lambda: clustering.run(params), capsys)
     assert "`kmeans.k`" in err and "every clustering grid is empty" in err
     assert not Path("metrics/clustering.json").exists()
@@ -761,7 +764,7 @@ def test_two_full_runs_give_byte_identical_metrics(tmp_path):
                      reduce__n_components=5, kmeans__k=[2, 3],
                      agglomerative__linkage=["ward", "single"], agglomerative__k=[2, 3],
                      gmm__k=[3], dbscan__eps_percentile=[50], dbscan__min_samples=3,
-                     hdbscan__min_cluster_size=[5])
+                     hdbscan__min_cluster_size=[5], nmf__k=[3])
 
     def snapshot():
         return {p.relative_to(repo).as_posix(): p.read_bytes()
