@@ -30,6 +30,8 @@ from stages.common import ParamError
 
 LITE0 = "efficientnet_lite0"
 RAW = "raw_pixels"
+SCRATCH_CNN = "scratch_cnn"
+SCRATCH_DIR = Path("models/backbone")  # written by the `backbone` stage
 RAW_NATIVE_SIZE = 32
 LITE0_MEAN = (127.0 / 255.0,) * 3
 LITE0_STD = (128.0 / 255.0,) * 3
@@ -57,7 +59,7 @@ def torchvision_models() -> list[str]:
 
 
 def available_backbones() -> list[str]:
-    return [LITE0, RAW] + torchvision_models()
+    return [LITE0, RAW, SCRATCH_CNN] + torchvision_models()
 
 
 def check_backbone_name(name: str) -> str:
@@ -66,8 +68,9 @@ def check_backbone_name(name: str) -> str:
         close = difflib.get_close_matches(str(name), names, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ParamError("extract.backbone",
-                         f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW} or "
-                         "a torchvision classification model (torchvision.models.list_models()).")
+                         f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW}, "
+                         f"{SCRATCH_CNN} or a torchvision classification model "
+                         "(torchvision.models.list_models()).")
     return name
 
 
@@ -223,6 +226,28 @@ def build_raw_pixels(weights: str, image_size: int) -> Backbone:
                     interpolation="bilinear", weights="none (raw pixels, scaled to [0, 1])")
 
 
+# --------------------------------------------------------------------------- scratch CNN
+def build_scratch_cnn(model_dir: str | Path = SCRATCH_DIR) -> Backbone:
+    """The seed-000 CNN the `backbone` stage trained: features = its 256-D Dense embedding;
+    inputs in [0, 1] (no normalisation) at the size it was trained at, squashed."""
+    import json
+
+    from stages.cnn import WEIGHTS_FILE, load_cnn_features, read_cnn_config
+
+    model_dir = Path(model_dir)
+    cfg = model_dir / "config.json"
+    if not cfg.is_file() or json.loads(cfg.read_text()).get("trained") is False:
+        raise ParamError("extract.backbone", f"= {SCRATCH_CNN}, but {model_dir} holds no trained "
+                         "CNN: run the `backbone` stage first (`dvc repro`)")
+    config = read_cnn_config(model_dir)
+    return Backbone(name=SCRATCH_CNN, model=load_cnn_features(model_dir),
+                    dim=int(config["embedding_dim"]), mean=(0.0,) * 3, std=(1.0,) * 3,
+                    native_size=int(config["image_size"]), resize_ratio=1.0,
+                    interpolation="bilinear",
+                    weights=f"trained from scratch ({(model_dir / WEIGHTS_FILE).as_posix()})",
+                    weights_sha256=file_sha256(model_dir / WEIGHTS_FILE))
+
+
 def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None = 224) -> Backbone:
     """``image_size`` None means the backbone's native size (it matters to Lite0's padding and
     to the raw-pixel dimension)."""
@@ -231,4 +256,6 @@ def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None =
         return build_lite0(weights, image_size or 224)
     if name == RAW:
         return build_raw_pixels(weights, image_size or RAW_NATIVE_SIZE)
+    if name == SCRATCH_CNN:
+        return build_scratch_cnn()
     return build_torchvision(name, weights)

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from stages.backbones import Backbone, build_backbone, check_backbone_name
+from stages.backbones import SCRATCH_CNN, Backbone, build_backbone, check_backbone_name
 from stages.common import (
     DataError, ParamError, get_logger, load_params, log_block, param, read_table, require_bool,
     remove_stale_tmp, require_choice, require_int, run_cli, save_npy, write_json,
@@ -445,6 +445,10 @@ def run(params: dict, index_path: str = "data/index.parquet") -> dict:
     index = read_table(index_path)
     size = None if p.image_size == "auto" else p.image_size
     backbone = build_backbone(p.backbone, p.weights, size)
+    if p.backbone == SCRATCH_CNN and size not in (None, backbone.native_size):
+        log.info("extract.image_size %s ignored: the scratch CNN runs at the %d px it was "
+                 "trained at (cnn.image_size)", size, backbone.native_size)
+        size = backbone.native_size
     size = size or backbone.native_size
     log_block(log, "extract", inputs={"index": f"{index_path} ({len(index)} images)",
                                       "data.root": p.root},

@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 from stages.common import (
-    DataError, ParamError, get_logger, load_npy, load_params, log_block, param, require_choice,
+    DataError, ParamError, get_logger, load_params, log_block, param, require_choice,
     require_int, run_cli, save_npz, write_json,
 )
 
@@ -65,12 +65,15 @@ def fit_nmf(X: np.ndarray, n_components: int, max_iter: int, seed: int) -> tuple
                                   "iterations": int(model.n_iter_), "converged": converged}
 
 
-def run(params: dict, features_path="data/features.npy", out=OUT, metrics_path=METRICS) -> dict:
+def run(params: dict, features_path="data/features.npy", out=OUT, metrics_path=METRICS,
+        fused_path="data/fused.npy") -> dict:
     seed = require_int("seed", param(params, "seed"))
     n_components = require_int("nmf.n_components", param(params, "nmf.n_components"), 1)
     max_iter = require_int("nmf.max_iter", param(params, "nmf.max_iter"), 1)
     negative = require_choice("nmf.negative", param(params, "nmf.negative"), NEGATIVE)
-    X = load_npy(features_path)
+    from stages.fusion import load_selected
+
+    X, features_path = load_selected(params, features_path, fused_path)
     limit = min(X.shape)
     if n_components > limit:
         raise ParamError("nmf.n_components", f"= {n_components} is larger than min(images, "

@@ -184,11 +184,14 @@ OUT_SCATTER = "plots/reduce/pca_2d.png"
 
 
 def run(params: dict, features_path: str = "data/features.npy",
-        index_path: str = "data/index.parquet") -> dict:
+        index_path: str = "data/index.parquet", fused_path: str = "data/fused.npy") -> dict:
     standardize = require_bool("reduce.standardize", param(params, "reduce.standardize"))
     n_components = param(params, "reduce.n_components")
     seed = require_int("seed", param(params, "seed"))
-    features = load_npy(features_path)
+    from stages.fusion import load_selected
+
+    features, source = load_selected(params, features_path, fused_path)
+    features_path = source  # named in the messages below
     index = read_table(index_path)
     if len(index) != len(features):
         raise ValueError(f"{features_path} has {len(features)} rows but {index_path} has "

@@ -159,7 +159,7 @@ def section_data(doc: Doc, root: str, index: dict, rejected: pd.DataFrame):
     doc.fig("plots/index/samples.png", "Random sample images, one row per class")
 
 
-def section_features(doc: Doc, extract: dict, timing: dict | None):
+def section_features(doc: Doc, extract: dict, timing: dict | None, cnn: dict | None = None):
     doc.h(2, "2. Features")
     line = (f"Backbone **{extract['backbone']}** ({extract['weights']}), {extract['dim']}-D "
             f"features, input {extract['image_size']} px ({extract['resize']}), device "
@@ -168,6 +168,14 @@ def section_features(doc: Doc, extract: dict, timing: dict | None):
         line += (f" Throughput of the last run: **{timing['images_per_s']:.0f} images/s** "
                  f"({timing['seconds']:.1f} s for {timing['images']:,} images).")
     doc.p(line)
+    if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
+        doc.p(f"The CNN was trained from scratch (seed 000): {cnn['epochs_run']} epochs, best "
+              f"epoch {cnn['best_epoch']} restored (validation accuracy "
+              f"{cnn['best_val_acc']:.3f}, loss {cnn['best_val_loss']:.3f}; "
+              f"{cnn['lr_reductions']} learning-rate reductions"
+              f"{', stopped early' if cnn['stopped_early'] else ''}). Training curves: "
+              "`dvc plots show` (DVCLive logs in `dvclive/cnn`), per epoch in "
+              "`metrics/cnn_history.csv`.")
 
 
 def section_reduce(doc: Doc, reduce: dict):
@@ -207,6 +215,30 @@ def section_clustering(doc: Doc, clustering: dict, linkages: list[str]):
     for linkage in linkages:
         doc.fig(f"plots/clustering/dendrogram_{linkage}.png",
                 f"Top of the {linkage}-linkage dendrogram of the images, cuts at each K")
+
+
+def section_feature_sets(doc: Doc, fusion: dict, table: pd.DataFrame, captions: dict,
+                         caption_rows: pd.DataFrame, selected_set: str):
+    """Seed 003's comparison: Cohen's kappa (after majority-vote mapping) per clustering method
+    x feature set at K = the number of classes, and a few of the captions."""
+    doc.h(2, "4b. Feature sets: visual, text, fused (seed 003)")
+    if not fusion.get("enabled", True) or table.empty:
+        doc.p("Captions are off (`captions.enabled: false`): the pipeline runs on the visual "
+              "features only.")
+        return
+    pivot = table.pivot(index="method", columns="features", values="kappa")
+    pivot = pivot[[c for c in ("visual", "text", "concat", "weighted") if c in pivot.columns]]
+    doc.p(f"The pipeline above runs on the **{selected_set}** features (`fusion.set`). Cohen's "
+          f"kappa after majority-vote mapping, each method at K = {fusion['k']} on every feature "
+          f"set (`metrics/fusion.csv` also has NMI and ARI); best: "
+          f"**{fusion['best']['method']} on {fusion['best']['features']}** "
+          f"(kappa {fusion['best']['kappa']:.3f}).")
+    doc.table(pivot.reset_index().round(4))
+    doc.p(f"Captions: top-3 ImageNet labels from {captions.get('captioner', '?')}, template "
+          f"`{captions.get('template')}`, {captions.get('unique_captions', 0):,} distinct "
+          f"captions, top-1 probability > 0.5 for {_pct(captions.get('confident_fraction', 0))} "
+          "of the images (all in `data/captions.parquet`). The first few:")
+    doc.table(caption_rows[["path", "caption"]].head(5))
 
 
 def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame):
@@ -304,9 +336,13 @@ def build(params: dict, timing_path="logs/extract_timing.json") -> Doc:
           f"upper bound {fine.get('supervised_test_accuracy', float('nan')):.3f} test accuracy.")
     section_data(doc, root, index, read_table("data/rejected.csv"))
     timing = read_json(timing_path) if Path(timing_path).is_file() else None
-    section_features(doc, read_json("metrics/extract.json"), timing)
+    cnn = read_json("metrics/cnn.json") if Path("metrics/cnn.json").is_file() else None
+    section_features(doc, read_json("metrics/extract.json"), timing, cnn)
     section_reduce(doc, read_json("metrics/reduce.json"))
     section_clustering(doc, clustering, linkages)
+    section_feature_sets(doc, read_json("metrics/fusion.json"), read_table("metrics/fusion.csv"),
+                         read_json("metrics/captions.json"), read_table("data/captions.parquet"),
+                         param(params, "fusion.set", "visual"))
     section_selected(doc, clustering, read_table("metrics/composition.csv"))
     section_macro(doc, read_json("metrics/macro.json"), read_json("data/macro/groups.json"),
                   read_json("metrics/macro_purity.json"))

@@ -302,13 +302,17 @@ def plot_macro(table: pd.DataFrame, fine_acc: float, n_classes: int, config: str
 
 # --------------------------------------------------------------------------- stage
 def run(params: dict, features_path: str = "data/features.npy", pca_path: str = "data/pca.npy",
-        index_path: str = "data/index.parquet", groups_path: str = OUT_CLASS_GROUPS) -> dict:
+        index_path: str = "data/index.parquet", groups_path: str = OUT_CLASS_GROUPS,
+        fused_path: str = "data/fused.npy") -> dict:
     p = check_params(params)
     index = read_table(index_path)
     names = class_names(index)
     y = index["label"].to_numpy(np.int64)
     check_split(y, p["test_size"])
-    raw, pca = load_npy(features_path), load_npy(pca_path)
+    from stages.fusion import load_selected
+
+    raw, features_path = load_selected(params, features_path, fused_path)
+    pca = load_npy(pca_path)
     for path, arr in ((features_path, raw), (pca_path, pca)):
         if len(arr) != len(y):
             raise DataError(f"{path} has {len(arr)} rows but {index_path} has {len(y)}: "

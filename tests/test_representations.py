@@ -88,3 +88,72 @@ def test_nmf_params_are_checked(parts):
         nmf.run({**params, "nmf": {**params["nmf"], "n_components": 500}})
     with pytest.raises(ParamError, match="nmf.negative"):
         nmf.run({**params, "nmf": {**params["nmf"], "negative": "clip"}})
+
+
+# --------------------------------------------------------------------------- feature sets
+def test_reduce_nmf_and_upper_bound_read_the_selected_feature_set(in_tmp_cwd):
+    from stages import fusion, reduce
+
+    rng = np.random.default_rng(0)
+    visual = np.abs(rng.normal(size=(40, 12))).astype(np.float32)
+    fused = rng.normal(size=(40, 7)).astype(np.float32)
+    save_npy("data/features.npy", visual)
+    save_npy("data/fused.npy", fused)
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(40)],
+                                                    "class": ["a", "b"] * 20,
+                                                    "label": [0, 1] * 20}))
+    X, where = fusion.load_selected({"fusion": {"set": "concat"}})
+    assert np.array_equal(X, fused) and "fusion.set: concat" in where
+    X, _ = fusion.load_selected({})  # params without a fusion section: the visual features
+    assert np.array_equal(X, visual)
+    params = {"seed": 0, "fusion": {"set": "weighted"},
+              "reduce": {"standardize": True, "n_components": 3}}
+    reduce.run(params)
+    assert json.load(open("metrics/reduce.json"))["input_dim"] == 7
+    out = nmf.run({**params, "nmf": {"n_components": 2, "max_iter": 50, "negative": "shift"}})
+    assert out["shifted_columns"] == 7  # the fused columns all have negative values
+    save_npy("data/fused.npy", np.zeros((40, 0), np.float32))  # written for fusion.set: visual
+    with pytest.raises(DataError, match="holds no 'weighted' features.*dvc repro fusion"):
+        fusion.load_selected(params)
+
+
+def test_captions_disabled_means_visual_only(in_tmp_cwd):
+    from stages import captions, fusion
+
+    save_npy("data/features.npy", np.ones((6, 5), np.float32))
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(6)],
+                                                    "class": ["a", "b"] * 3, "label": [0, 1] * 3}))
+    params = {"seed": 0, "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
+                                     "device": "cpu"},
+              "captions": {"enabled": False, "template": "seed003", "batch_size": 4},
+              "fusion": {"set": "visual", "weight": 0.5, "dim": 8, "methods": ["kmeans"]},
+              "kmeans": {"n_init": 1, "max_iter": 10}}
+    assert captions.run(params) == {"enabled": False, "images": 6}
+    assert np.load("data/text_features.npy").shape == (6, 0)
+    assert len(pd.read_parquet("data/captions.parquet")) == 0
+    assert fusion.run(params) == {"enabled": False}
+    assert np.load("data/fused.npy").shape == (6, 0)
+    with pytest.raises(ParamError, match="fusion.set.*captions.enabled"):
+        fusion.run({**params, "fusion": {**params["fusion"], "set": "concat"}})
+
+
+def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(image_tree,
+                                                                             in_tmp_cwd):
+    from stages import captions
+
+    paths = sorted(p.relative_to(image_tree).as_posix() for p in image_tree.rglob("*.png"))
+    write_table("data/index.parquet", pd.DataFrame({
+        "path": paths, "class": [p.split("/")[0] for p in paths],
+        "label": pd.factorize(pd.Series([p.split("/")[0] for p in paths]), sort=True)[0],
+        "sha256": [f"{i:064x}" for i in range(len(paths))]}))
+    save_npy("data/features.npy", np.zeros((len(paths), 3 * 32 * 32), np.float32))  # raw pixels
+    params = {"seed": 0, "data": {"root": str(image_tree)},
+              "extract": {"backbone": "raw_pixels", "weights": "DEFAULT", "image_size": 32,
+                          "resize": "squash", "batch_size": 8, "device": "cpu", "workers": 0,
+                          "precision": "fp32", "jit": False, "store": "none"},
+              "captions": {"template": "top1", "batch_size": 8}}
+    m = captions.run(params)
+    assert "efficientnet_lite0" in m["captioner"] and "fallback" in m["captioner"]
+    table = pd.read_parquet("data/captions.parquet")
+    assert len(table) == len(paths) and table["caption"].str.startswith("a photo of ").all()
+    assert np.load("data/text_features.npy").shape == (len(paths), 384)

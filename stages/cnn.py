@@ -1,0 +1,723 @@
+"""The seed-000 custom CNN, trained from scratch on the class labels; its 256-D layer is a
+feature backbone (SPEC E3).
+
+Architecture (seed 000, section 3.2), every number a ``cnn.*`` param:
+
+    3 blocks, filters 32 / 64 / 128, each:
+        Conv 3x3 'same' + ReLU, Conv 3x3 'same' + ReLU, BatchNorm, MaxPool 2,
+        Dropout 0.25 (blocks 2 and 3 only)
+    GlobalAveragePooling -> Dense 256 + ReLU (``embedding``) -> Dropout 0.5 -> Dense n_classes
+
+- Input: RGB squash-resized (bilinear) to ``image_size``, pixels scaled to [0, 1] (Keras
+  ``x / 255``), no mean/std normalisation.
+- Keras defaults kept: Glorot-uniform kernels and zero biases; BatchNorm epsilon 1e-3 and
+  moving-average momentum 0.99 (``cnn.batchnorm_momentum``, Keras convention: the weight of the
+  old value); Adam epsilon 1e-7.
+- L2 as ``keras.regularizers.l2``: ``loss += l2 * sum(w**2)`` over the kernels (not biases, not
+  BatchNorm) of every conv and of the embedding dense; the output dense has none (as in the seed's
+  code). Like Keras, the reported train and validation losses include this penalty, so early
+  stopping and LR reduction watch the same number Keras does.
+- Augmentation (training batches only; seed: RandomFlip horizontal, RandomRotation(0.15),
+  RandomZoom(0.15), RandomTranslation(0.1, 0.1)): each image gets its own flip, angle
+  ``U(-rotation, rotation) * 360`` degrees, zoom ``1 + U(-zoom, zoom)`` (the Keras coordinate
+  scale: > 1 zooms out) and shifts ``U(-translate, translate)`` of the width / height, composed
+  into one affine warp (bilinear, reflect fill = Keras' default ``fill_mode``) done on the device
+  for the whole batch. The random numbers come from a seeded CPU ``torch.Generator``, so a seeded
+  run repeats exactly on CPU and draws the same augmentations on CUDA.
+- Split: stratified ``train_test_split`` with ``test_size=cnn.val_fraction`` and the seed.
+- Adam(``learning_rate``), batch ``batch_size``, at most ``epochs`` epochs; Keras EarlyStopping on
+  ``val_loss`` (``patience``, ``min_delta``, restore best weights, also when all epochs ran, as
+  Keras 3 does) and ReduceLROnPlateau (``lr_factor``, ``lr_patience``, ``lr_min_delta``,
+  ``min_lr``) through ``torch.optim.lr_scheduler.ReduceLROnPlateau`` with Keras-equivalent
+  settings (its ``patience`` counts differently: Keras' ``p`` is PyTorch's ``p - 1``).
+
+Outputs of ``train_cnn``: ``weights.npz`` (state_dict tensors as arrays), ``config.json`` (all
+that ``load_cnn`` needs to rebuild the module), ``history.csv`` (epoch, train_loss, val_loss,
+train_acc, val_acc, lr), ``summary.json``; DVCLive logs per epoch under ``live_dir``.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from stages.common import (
+    DataError,
+    ParamError,
+    atomic_path,
+    get_logger,
+    load_params,
+    log_block,
+    param,
+    read_table,
+    remove_stale_tmp,
+    require_bool,
+    require_int,
+    run_cli,
+    save_npz,
+    write_table,
+)
+
+log = get_logger("cnn")
+
+ARCHITECTURE = "seed000_cnn"
+FORMAT = "clusterlens-cnn/1"
+KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default epsilon
+KERAS_ADAM_EPS = 1e-7  # keras.optimizers.Adam default epsilon
+WEIGHTS_FILE = "weights.npz"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"]
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+# --------------------------------------------------------------------------- params
+@dataclass(frozen=True)
+class CNNParams:
+    """Training and architecture settings (params.yaml section ``cnn``); defaults = seed 000,
+    except ``image_size`` (seed: 224), small so that training runs on a CPU."""
+
+    image_size: int = 32
+    batch_size: int = 32
+    epochs: int = 50
+    learning_rate: float = 5e-4
+    l2: float = 1e-4
+    filters: tuple[int, ...] = (32, 64, 128)
+    embedding_dim: int = 256
+    dropout_conv: float = 0.25
+    dropout_dense: float = 0.5
+    batchnorm_momentum: float = 0.99
+    val_fraction: float = 0.2
+    patience: int = 5
+    min_delta: float = 0.0
+    lr_factor: float = 0.5
+    lr_patience: int = 3
+    lr_min_delta: float = 1e-4
+    min_lr: float = 1e-7
+    rotation: float = 0.15
+    zoom: float = 0.15
+    translate: float = 0.1
+    flip: bool = True
+    device: str = "auto"
+
+
+def _number(key: str, value: Any, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False) -> float:
+    """A real number within bounds. Strings such as ``5e-4`` (which YAML 1.1 readers keep as
+    strings when there is no dot) are accepted when they parse as a finite float."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ParamError(key, f"must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParamError(key, f"must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ParamError(key, f"must be finite, got {value!r}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ParamError(key, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and (value > hi or (hi_open and value == hi)):
+        raise ParamError(key, f"must be {'<' if hi_open else '<='} {hi}, got {value}")
+    return value
+
+
+def _filters(key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ParamError(key, f"must be a non-empty list of filter counts such as [32, 64, 128], "
+                         f"got {value!r}")
+    return tuple(require_int(key, v, 1) for v in value)
+
+
+def _device(key: str, value: Any) -> str:
+    text = str(value)
+    if text == "auto" or text == "cpu" or text == "cuda" or (
+            text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ParamError(key, f"must be {DEVICE_CHOICES}; got {value!r}")
+
+
+def cnn_params(params: dict) -> CNNParams:
+    """Read and validate section ``cnn`` of params.yaml; missing keys take the seed-000
+    defaults of ``CNNParams``, unknown keys are an error (a typo would otherwise be ignored)."""
+    section = param(params, "cnn", {})
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ParamError("cnn", f"must be a mapping of settings, got {section!r}")
+    known = [f.name for f in fields(CNNParams)]
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean `cnn.{close[0]}`?)" if close else ""
+            raise ParamError(f"cnn.{key}", f"is not a known setting{hint}; known: "
+                             + ", ".join(known))
+    d = CNNParams()
+    get = lambda k: section.get(k, getattr(d, k))
+    k = lambda name: f"cnn.{name}"
+    filters = _filters(k("filters"), get("filters"))
+    image_size = require_int(k("image_size"), get("image_size"), 2 ** len(filters))
+    return CNNParams(
+        image_size=image_size,
+        batch_size=require_int(k("batch_size"), get("batch_size"), 1),
+        epochs=require_int(k("epochs"), get("epochs"), 1),
+        learning_rate=_number(k("learning_rate"), get("learning_rate"), 0, lo_open=True),
+        l2=_number(k("l2"), get("l2"), 0),
+        filters=filters,
+        embedding_dim=require_int(k("embedding_dim"), get("embedding_dim"), 1),
+        dropout_conv=_number(k("dropout_conv"), get("dropout_conv"), 0, 1, hi_open=True),
+        dropout_dense=_number(k("dropout_dense"), get("dropout_dense"), 0, 1, hi_open=True),
+        batchnorm_momentum=_number(k("batchnorm_momentum"), get("batchnorm_momentum"), 0, 1,
+                                   hi_open=True),
+        val_fraction=_number(k("val_fraction"), get("val_fraction"), 0, 1, True, True),
+        patience=require_int(k("patience"), get("patience"), 1),
+        min_delta=_number(k("min_delta"), get("min_delta"), 0),
+        lr_factor=_number(k("lr_factor"), get("lr_factor"), 0, 1, True, True),
+        lr_patience=require_int(k("lr_patience"), get("lr_patience"), 1),
+        lr_min_delta=_number(k("lr_min_delta"), get("lr_min_delta"), 0),
+        min_lr=_number(k("min_lr"), get("min_lr"), 0),
+        rotation=_number(k("rotation"), get("rotation"), 0, 1),
+        zoom=_number(k("zoom"), get("zoom"), 0, 1, hi_open=True),
+        translate=_number(k("translate"), get("translate"), 0, 1, hi_open=True),
+        flip=require_bool(k("flip"), get("flip")),
+        device=_device(k("device"), get("device")),
+    )
+
+
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = _device("cnn.device", spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (
+            device.index is not None and device.index >= torch.cuda.device_count())):
+        raise ParamError("cnn.device", f"asks for {spec!r} but that CUDA device is not "
+                         "available here; use `auto` or `cpu`")
+    return device
+
+
+# --------------------------------------------------------------------------- images
+def decode_images(root: str | Path, paths: Sequence[str], image_size: int,
+                  workers: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Decode every image once into a uint8 tensor (N, 3, S, S): the pipeline's loader
+    (``stages.extract.load_rgb``) then a squash resize, bilinear, exactly what
+    ``stages.extract.preprocess(img, S, "squash", mean=0, std=1)`` gives times 255."""
+    from PIL import Image
+
+    from stages.extract import load_rgb  # lazy: extract -> backbones -> cnn
+
+    root = Path(root)
+
+    def one(rel: str) -> np.ndarray:
+        path = root / rel
+        try:
+            img = load_rgb(path)
+        except Exception as exc:  # the index said it was fine: the folder changed since
+            raise DataError(f"{path}: cannot be read any more ({type(exc).__name__}: {exc}); "
+                            "the folder changed after indexing: run `dvc repro` again") from exc
+        img = img.resize((image_size, image_size), Image.BILINEAR)
+        return np.array(img, dtype=np.uint8).transpose(2, 0, 1)  # a writable copy
+
+    out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, arr in enumerate(tqdm(pool.map(one, paths), total=len(paths), desc="decode",
+                                     unit="img", disable=not progress, mininterval=1.0)):
+            out[i] = torch.from_numpy(arr)
+    return out
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1] (Keras ``Rescaling(1/255)``), on the same device."""
+    return images.float().div_(255.0)
+
+
+def augment_params(n: int, p: CNNParams, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2, 3) affine matrices, float32 on the CPU, for ``torch.nn.functional.affine_grid``
+    (normalised output coordinates -> input coordinates). Five uniforms are drawn per image
+    whatever the settings, so switching one augmentation off leaves the others' draws alone."""
+    u = torch.rand((n, 5), generator=generator, dtype=torch.float64)
+    flipped = u[:, 0] < 0.5 if p.flip else torch.zeros(n, dtype=torch.bool)
+    flip = torch.where(flipped, -1.0, 1.0).double()
+    angle = (2 * u[:, 1] - 1) * p.rotation * 2 * math.pi
+    zoom = 1 + (2 * u[:, 2] - 1) * p.zoom
+    # a shift of f * width is 2 f in normalised coordinates ([-1, 1] spans the image)
+    tx = (2 * u[:, 3] - 1) * p.translate * 2
+    ty = (2 * u[:, 4] - 1) * p.translate * 2
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # input = Flip . Rot . (zoom * (out + t)): Keras applies flip, rotation, zoom, translation
+    # in turn, each sampling its input at a transformed output coordinate.
+    a = torch.stack([torch.stack([flip * cos, -flip * sin], 1),
+                     torch.stack([sin, cos], 1)], 1) * zoom[:, None, None]
+    t = torch.stack([tx, ty], 1)
+    b = torch.einsum("nij,nj->ni", a, t)
+    return torch.cat([a, b[:, :, None]], 2).float()
+
+
+def augmentation_enabled(p: CNNParams) -> bool:
+    return p.flip or p.rotation > 0 or p.zoom > 0 or p.translate > 0
+
+
+def augment_batch(x: torch.Tensor, p: CNNParams, generator: torch.Generator) -> torch.Tensor:
+    """Random flip / rotation / zoom / translation of a float batch (B, 3, S, S) on its device:
+    one bilinear warp per image, reflect fill (Keras' default ``fill_mode``)."""
+    if not augmentation_enabled(p):
+        return x
+    theta = augment_params(x.shape[0], p, generator).to(x.device, non_blocking=True)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
+# --------------------------------------------------------------------------- model
+class SeedCNN(nn.Module):
+    """Seed 000's Keras model in PyTorch. ``features`` maps (B, 3, S, S) images in [0, 1] to the
+    (B, embedding_dim) ReLU embedding; ``head`` (dropout + dense) gives the class logits."""
+
+    def __init__(self, n_classes: int, filters: Sequence[int] = (32, 64, 128),
+                 embedding_dim: int = 256, dropout_conv: float = 0.25,
+                 dropout_dense: float = 0.5, batchnorm_momentum: float = 0.99):
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in = 3
+        for i, c in enumerate(filters):
+            block = [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(inplace=True),
+                     nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+                     # Keras momentum m keeps m of the old moving average; PyTorch's keeps 1 - m
+                     nn.BatchNorm2d(c, eps=KERAS_BN_EPS, momentum=1.0 - batchnorm_momentum),
+                     nn.MaxPool2d(2)]
+            if i > 0:
+                block.append(nn.Dropout(dropout_conv))
+            layers[f"block{i + 1}"] = nn.Sequential(*block)
+            c_in = c
+        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        layers["flatten"] = nn.Flatten()
+        layers["embedding"] = nn.Linear(c_in, embedding_dim)
+        layers["embedding_relu"] = nn.ReLU(inplace=True)
+        self.features = nn.Sequential(layers)
+        self.head = nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout_dense),
+                                              output=nn.Linear(embedding_dim, n_classes)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def regularized_kernels(self) -> list[torch.Tensor]:
+        """The kernels the seed puts ``kernel_regularizer=l2`` on: every conv and the embedding
+        dense (not the output dense, not biases, not BatchNorm)."""
+        return [m.weight for m in self.features.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+    def l2_penalty(self) -> torch.Tensor:
+        return sum((w * w).sum() for w in self.regularized_kernels())
+
+
+def init_keras(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Keras' initialisation: Glorot-uniform kernels, zero biases (BatchNorm: ones / zeros)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight, generator=generator)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def build_cnn(n_classes: int, p: CNNParams) -> SeedCNN:
+    return SeedCNN(n_classes, p.filters, p.embedding_dim, p.dropout_conv, p.dropout_dense,
+                   p.batchnorm_momentum)
+
+
+def model_config(n_classes: int, class_names: Sequence[str], p: CNNParams, seed: int) -> dict:
+    """Everything ``load_cnn`` needs to rebuild the module, plus how inputs must be prepared."""
+    return {
+        "format": FORMAT, "architecture": ARCHITECTURE, "n_classes": int(n_classes),
+        "class_names": [str(c) for c in class_names], "image_size": p.image_size,
+        "filters": list(p.filters), "embedding_dim": p.embedding_dim,
+        "dropout_conv": p.dropout_conv, "dropout_dense": p.dropout_dense,
+        "batchnorm_momentum": p.batchnorm_momentum, "batchnorm_eps": KERAS_BN_EPS,
+        "input": {"channels": "RGB", "resize": "squash", "interpolation": "bilinear",
+                  "range": [0.0, 1.0], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        "seed": int(seed), "params": {**asdict(p), "filters": list(p.filters)},
+    }
+
+
+# --------------------------------------------------------------------------- callbacks
+class KerasEarlyStopping:
+    """``keras.callbacks.EarlyStopping(monitor='val_loss', restore_best_weights=True)``:
+    improvement = value < best - min_delta; stop once ``patience`` epochs in a row did not
+    improve (never after the first epoch); the best epoch's weights are kept for restoring."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.wait = math.inf, 0, 0
+        self.best_state: dict | None = None
+        self.stopped_epoch = 0
+
+    def update(self, epoch: int, value: float, model: nn.Module | None = None) -> bool:
+        """Record epoch ``epoch`` (1-based) with monitored ``value``; True means stop now."""
+        if self.best_state is None and model is not None:
+            self.best_state, self.best_epoch = snapshot(model), epoch
+        self.wait += 1
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if model is not None:
+                self.best_state = snapshot(model)
+            return False
+        if self.wait >= self.patience and epoch > 1:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def keras_plateau_scheduler(optimizer: torch.optim.Optimizer, p: CNNParams):
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` behaving as
+    ``keras.callbacks.ReduceLROnPlateau(monitor='val_loss', factor, patience, min_delta,
+    min_lr)``: absolute threshold (Keras ``min_delta``), cooldown 0, reduce whenever the rate is
+    above ``min_lr`` (eps 0). Keras reduces on the ``patience``-th epoch without improvement,
+    PyTorch once ``num_bad_epochs > patience``, hence ``patience - 1``."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=p.lr_factor, patience=p.lr_patience - 1,
+        threshold=p.lr_min_delta, threshold_mode="abs", cooldown=0, min_lr=p.min_lr, eps=0.0)
+
+
+# --------------------------------------------------------------------------- training
+def split_train_val(labels: np.ndarray, val_fraction: float, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of row numbers (sklearn ``train_test_split``, ``random_state=seed``);
+    both sorted."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
+    try:
+        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed,
+                                  stratify=labels)
+    except ValueError as exc:
+        counts = pd.Series(labels).value_counts()
+        raise DataError(f"cannot split {len(labels)} images of {len(counts)} classes "
+                        f"{val_fraction:.0%} / stratified (smallest class: {counts.min()} "
+                        f"images): {exc}. Every class needs >= 2 images and the validation "
+                        "part at least one image per class: add images or raise "
+                        "`cnn.val_fraction`") from None
+    return np.sort(tr), np.sort(va)
+
+
+def _batches(idx: np.ndarray, batch_size: int):
+    for start in range(0, len(idx), batch_size):
+        yield idx[start:start + batch_size]
+
+
+def _to_device(images: torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    batch = images[torch.from_numpy(idx)]
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return to_unit(batch.to(device, non_blocking=True))
+
+
+def evaluate(model: SeedCNN, images: torch.Tensor, labels: np.ndarray, batch_size: int,
+             l2: float, device: str | torch.device = "cpu",
+             idx: np.ndarray | None = None) -> tuple[float, float]:
+    """(loss, accuracy) in eval mode, as Keras reports ``val_loss`` / ``val_accuracy``: mean
+    cross-entropy plus the L2 penalty; ``images`` uint8 (N, 3, S, S) on the CPU."""
+    device = resolve_device(device)
+    idx = np.arange(len(labels)) if idx is None else np.asarray(idx)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for b in _batches(idx, batch_size):
+            x = _to_device(images, b, device)
+            y = y_all[torch.from_numpy(b)].to(device, non_blocking=True)
+            logits = model(x)
+            total += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+        penalty = model.l2_penalty().double() * l2
+    n = max(len(idx), 1)
+    return float(total / n + penalty), float(correct) / n
+
+
+@dataclass
+class FitResult:
+    model: SeedCNN
+    history: pd.DataFrame
+    summary: dict
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+def _seeds(seed: int) -> dict[str, int]:
+    """Independent streams for weights, dropout, augmentation and shuffling from one seed."""
+    state = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+    return dict(zip(("init", "dropout", "augment", "shuffle"), (int(s >> 1) for s in state)))
+
+
+def fit_cnn(images: torch.Tensor, labels: np.ndarray, n_classes: int, p: CNNParams, seed: int,
+            device: str | torch.device = "auto",
+            on_epoch: Callable[[dict], None] | None = None,
+            progress: bool = True) -> FitResult:
+    """Train the seed-000 CNN on uint8 images (N, 3, S, S) and integer labels; returns the model
+    with the best epoch's weights (Keras ``restore_best_weights``), the per-epoch history and a
+    summary. ``on_epoch(row)`` is called after every epoch with the history row."""
+    device = resolve_device(device)
+    labels = np.asarray(labels, dtype=np.int64)
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    images = images.cpu().contiguous()
+    train_idx, val_idx = split_train_val(labels, p.val_fraction, seed)
+    seeds = _seeds(seed)
+    init_gen = torch.Generator().manual_seed(seeds["init"])
+    aug_gen = torch.Generator().manual_seed(seeds["augment"])
+    shuffle_rng = np.random.default_rng(seeds["shuffle"])
+    y_all = torch.as_tensor(labels)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    rows: list[dict] = []
+    reductions: list[int] = []
+    start = time.perf_counter()
+    # dropout draws from the global generators: seed them inside a fork, leaving the caller's
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seeds["dropout"])
+        model = init_keras(build_cnn(n_classes, p), init_gen).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=p.learning_rate,
+                                     betas=(0.9, 0.999), eps=KERAS_ADAM_EPS)
+        scheduler = keras_plateau_scheduler(optimizer, p)
+        stopper = KerasEarlyStopping(p.patience, p.min_delta)
+        bar = tqdm(range(1, p.epochs + 1), desc="train cnn", unit="epoch",
+                   disable=not progress, mininterval=1.0)
+        for epoch in bar:
+            lr = float(optimizer.param_groups[0]["lr"])
+            model.train()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            for b in _batches(shuffle_rng.permutation(train_idx), p.batch_size):
+                x = augment_batch(_to_device(images, b, device), p, aug_gen)
+                y = y_all[torch.from_numpy(b)].to(device, non_blocking=True)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y) + p.l2 * model.l2_penalty()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach().double() * len(b)
+                correct += (logits.detach().argmax(1) == y).sum()
+            val_loss, val_acc = evaluate(model, images, labels, p.batch_size, p.l2, device,
+                                         val_idx)
+            row = {"epoch": epoch, "train_loss": float(loss_sum) / len(train_idx),
+                   "val_loss": val_loss, "train_acc": float(correct) / len(train_idx),
+                   "val_acc": val_acc, "lr": lr}
+            rows.append(row)
+            scheduler.step(val_loss)
+            if float(optimizer.param_groups[0]["lr"]) < lr:
+                reductions.append(epoch)
+            stop = stopper.update(epoch, val_loss, model)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}",
+                            val_acc=f"{val_acc:.3f}", refresh=False)
+            if on_epoch is not None:
+                on_epoch(row)
+            if stop:
+                break
+        stopper.restore(model)
+    model.eval()
+    seconds = time.perf_counter() - start
+    history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    best = history.loc[history["epoch"] == stopper.best_epoch].iloc[0]
+    summary = {
+        "epochs_run": len(rows), "best_epoch": int(stopper.best_epoch),
+        "best_val_loss": float(best["val_loss"]), "best_val_acc": float(best["val_acc"]),
+        "best_train_loss": float(best["train_loss"]), "best_train_acc": float(best["train_acc"]),
+        "stopped_early": bool(stopper.stopped_epoch), "lr_reductions": len(reductions),
+        "lr_reduction_epochs": reductions,
+        "final_lr": float(optimizer.param_groups[0]["lr"]),
+        "n_train": len(train_idx), "n_val": len(val_idx), "n_classes": int(n_classes),
+        "seed": int(seed),
+    }
+    log.info("trained %d epochs in %.1f s (%.2f s/epoch) on %s; best epoch %d: val_loss %.4f, "
+             "val_acc %.4f", len(rows), seconds, seconds / max(len(rows), 1), device,
+             summary["best_epoch"], summary["best_val_loss"], summary["best_val_acc"])
+    return FitResult(model, history, summary, train_idx, val_idx)
+
+
+# --------------------------------------------------------------------------- save / load
+def _write_json_exact(path: str | Path, obj: Any) -> None:
+    """JSON with floats at full precision (``write_json`` rounds to 6 decimals, which would turn
+    ``min_lr`` 1e-7 into 0)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def save_cnn(model: nn.Module, config: dict, out_dir: str | Path) -> None:
+    """``weights.npz`` (state_dict tensors -> numpy arrays) and ``config.json``."""
+    out_dir = Path(out_dir)
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    save_npz(out_dir / WEIGHTS_FILE, **arrays)
+    _write_json_exact(out_dir / CONFIG_FILE, config)
+
+
+def read_cnn_config(out_dir: str | Path) -> dict:
+    """The ``config.json`` of a trained CNN (n_classes, class_names, image_size, input, ...)."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained CNN here (train it first: the `backbone` "
+                                "stage / stages.cnn.train_cnn)")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT:
+        raise DataError(f"{path}: not a {FORMAT} config (format {config.get('format')!r})")
+    return config
+
+
+def load_cnn(out_dir: str | Path, device: str | torch.device = "cpu") -> SeedCNN:
+    """Rebuild the trained classifier from ``config.json`` and load ``weights.npz`` strictly;
+    eval mode."""
+    config = read_cnn_config(out_dir)
+    model = SeedCNN(config["n_classes"], config["filters"], config["embedding_dim"],
+                    config["dropout_conv"], config["dropout_dense"],
+                    config["batchnorm_momentum"])
+    with np.load(Path(out_dir) / WEIGHTS_FILE, allow_pickle=False) as npz:
+        state = {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
+    model.load_state_dict(state, strict=True)
+    return model.to(resolve_device(device)).eval()
+
+
+def load_cnn_features(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained embedding network: (B, 3, S, S) float images in [0, 1] (no mean/std
+    normalisation) -> (B, embedding_dim) = the Dense-256 ReLU output; eval mode."""
+    return load_cnn(out_dir, device).features.eval()
+
+
+# --------------------------------------------------------------------------- DVCLive
+def open_live(live_dir: str | Path):
+    """A DVCLive logger that only writes under ``live_dir``: no dvc.yaml, no experiment saved,
+    no report."""
+    from unittest import mock
+
+    import dvclive.live
+    from dvclive import Live
+
+    # No DVC integration is wanted (the stage's outputs are declared in dvc.yaml), so DVCLive is
+    # not let near the repository: its inspection fails in a git repository without commits
+    # (dvclive 3.49: SCMError "Empty git repo") and runs `dvc init` in a git repo without DVC.
+    with mock.patch.object(dvclive.live, "get_dvc_repo", return_value=None):
+        return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
+
+
+def log_epoch(live, row: dict) -> None:
+    """One DVCLive step: train/val loss and accuracy, learning rate."""
+    live.log_metric("train/loss", row["train_loss"])
+    live.log_metric("val/loss", row["val_loss"])
+    live.log_metric("train/accuracy", row["train_acc"])
+    live.log_metric("val/accuracy", row["val_acc"])
+    live.log_metric("lr", row["lr"])
+    live.next_step()
+
+
+# --------------------------------------------------------------------------- public entry
+def train_cnn(root: str | Path, paths: Sequence[str], labels: Sequence[int],
+              class_names: Sequence[str], p: CNNParams, seed: int, out_dir: str | Path,
+              live_dir: str | Path, device: str | torch.device = "auto", *,
+              history_path: str | Path | None = None, summary_path: str | Path | None = None,
+              progress: bool = True) -> dict:
+    """Decode the images, train, and write ``out_dir``/{weights.npz, config.json,
+    history.csv, summary.json} (history / summary elsewhere when paths are given) and the
+    DVCLive logs under ``live_dir``. Returns the summary, plus ``seconds``,
+    ``seconds_per_epoch`` and ``device`` (not written: they differ between runs)."""
+    out_dir = Path(out_dir)
+    history_path = Path(history_path) if history_path else out_dir / HISTORY_FILE
+    summary_path = Path(summary_path) if summary_path else out_dir / SUMMARY_FILE
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = len(class_names)
+    if n_classes < 2:
+        raise DataError(f"{root}: the CNN needs at least 2 classes, found {n_classes}")
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    device = resolve_device(device)
+    remove_stale_tmp(out_dir / WEIGHTS_FILE, out_dir / CONFIG_FILE, history_path, summary_path)
+    log_block(log, "cnn (seed 000, trained from scratch)",
+              inputs={"root": root, "images": len(paths), "classes": n_classes},
+              params={**{f"cnn.{k}": v for k, v in asdict(p).items()}, "seed": seed},
+              outputs={"model": out_dir, "live": live_dir, "device": device})
+    images = decode_images(root, paths, p.image_size, progress=progress)
+    live = open_live(live_dir)
+    start = time.perf_counter()
+    try:
+        res = fit_cnn(images, labels, n_classes, p, seed, device,
+                      on_epoch=lambda row: log_epoch(live, row), progress=progress)
+        for key in ("best_epoch", "best_val_loss", "best_val_acc", "epochs_run"):
+            live.log_metric(f"best/{key}", res.summary[key], plot=False)
+    finally:
+        live.end()
+    seconds = time.perf_counter() - start
+    save_cnn(res.model, model_config(n_classes, class_names, p, seed), out_dir)
+    write_table(history_path, res.history)
+    _write_json_exact(summary_path, res.summary)
+    return {**res.summary, "seconds": seconds,
+            "seconds_per_epoch": seconds / max(res.summary["epochs_run"], 1),
+            "device": str(device)}
+
+
+def index_inputs(index: pd.DataFrame) -> tuple[list[str], np.ndarray, list[str]]:
+    """(paths, labels, class_names) from ``data/index.parquet`` (columns path, class, label;
+    labels number the classes in sorted order)."""
+    for col in ("path", "class", "label"):
+        if col not in index.columns:
+            raise DataError(f"index has no `{col}` column: re-run `dvc repro index`")
+    names = index.drop_duplicates("label").sort_values("label")
+    labels = index["label"].to_numpy(np.int64)
+    if list(names["label"]) != list(range(len(names))):
+        raise DataError("index labels are not 0..n_classes-1: re-run `dvc repro index`")
+    return index["path"].tolist(), labels, names["class"].astype(str).tolist()
+
+
+def run(params: dict, index_path: str = "data/index.parquet", out_dir: str = "models/cnn",
+        live_dir: str = "dvclive/cnn", history_path: str | None = None,
+        summary_path: str | None = None) -> dict:
+    p = cnn_params(params)  # validate before any heavy work
+    seed = require_int("seed", param(params, "seed"))
+    root = Path(param(params, "data.root"))
+    paths, labels, class_names = index_inputs(read_table(index_path))
+    return train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, p.device,
+                     history_path=history_path, summary_path=summary_path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Train the seed-000 CNN (SPEC E3).")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--index", default="data/index.parquet")
+    ap.add_argument("--out", default="models/cnn", help="weights.npz + config.json go here")
+    ap.add_argument("--live", default="dvclive/cnn", help="DVCLive folder")
+    ap.add_argument("--history", default=None, help="history CSV (default: <out>/history.csv)")
+    ap.add_argument("--summary", default=None, help="summary JSON (default: <out>/summary.json)")
+    args = ap.parse_args(argv)
+    run(load_params(args.params), args.index, args.out, args.live, args.history, args.summary)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
