@@ -310,6 +310,12 @@ def _jit(value) -> bool | str:
     raise ParamError("extract.jit", f"must be auto, true or false; got {value!r}")
 
 
+def _threads(value) -> int | str:
+    from stages.distributed import resolve_threads
+
+    return value if value == "auto" else resolve_threads(value)
+
+
 def _store(value) -> str:
     if not isinstance(value, str) or not value:
         raise ParamError("extract.store", f"must be a folder path or `none`, got {value!r}")
@@ -330,6 +336,10 @@ class ExtractParams:
     jit: bool | str
     store: str
     seed: int
+    threads: int | str = "auto"
+    processes: int = 1
+    nodes: int = 1
+    rdzv_endpoint: str = "localhost:29500"
 
     @classmethod
     def from_params(cls, params: dict) -> "ExtractParams":
@@ -354,7 +364,23 @@ class ExtractParams:
             jit=_jit(param(params, "extract.jit")),
             store=_store(param(params, "extract.store")),
             seed=require_int("seed", param(params, "seed")),
-        )
+            threads=_threads(param(params, "extract.threads", "auto")),
+            processes=require_int("extract.processes", param(params, "extract.processes", 1), 1),
+            nodes=require_int("extract.nodes", param(params, "extract.nodes", 1), 1),
+            rdzv_endpoint=str(param(params, "extract.rdzv_endpoint", "localhost:29500")),
+        ).check_distributed()
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1 or self.nodes > 1
+
+    def check_distributed(self) -> "ExtractParams":
+        if self.distributed and self.store.lower() == "none":
+            raise ParamError("extract.store", "is none, but a sharded run (extract.processes "
+                             f"{self.processes}, extract.nodes {self.nodes}) exchanges the "
+                             "ranks' features through the feature store: give it a folder "
+                             "(shared by all nodes)")
+        return self
 
 
 OUT_FEATURES = "data/features.npy"
@@ -386,6 +412,7 @@ def extract_metrics(p: ExtractParams, backbone: Backbone, feats: np.ndarray, siz
         "precision": compute_dtype(device, p.precision),
         "jit": resolve_jit(p.jit, device),
         "batch_size": p.batch_size,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -400,6 +427,8 @@ def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.de
             "std": list(backbone.std), "precision": compute_dtype(device, p.precision),
             "jit": resolve_jit(p.jit, device),
             "batch_size": p.batch_size, "device_type": device.type,
+            # oneDNN's results depend on the intra-op thread count in the last bits
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
     if backbone.weights.startswith("none"):
         spec["seed"] = p.seed  # random-init weights come from the seed
@@ -407,9 +436,14 @@ def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.de
 
 
 def features_for_index(p: ExtractParams, backbone: Backbone, index, size: int,
-                       device: torch.device, progress: bool = True) -> tuple[np.ndarray, dict]:
+                       device: torch.device, progress: bool = True,
+                       ctx=None) -> tuple[np.ndarray | None, dict]:
     """Features in index order: images whose sha256 the store holds under this fingerprint are
-    read back; only the others go through the network (each distinct image once)."""
+    read back; only the others go through the network (each distinct image once).
+
+    In a sharded run (``ctx``, a ``stages.distributed.Context``) each rank extracts a
+    contiguous share of those and appends it to the store; the writer then reads all of them
+    back (the others return None)."""
     from stages.feature_store import FeatureStore
 
     shas = index["sha256"].to_numpy(dtype=str)
@@ -421,13 +455,32 @@ def features_for_index(p: ExtractParams, backbone: Backbone, index, size: int,
     else:
         found, cached = np.zeros(len(uniq), dtype=bool), np.empty((0, backbone.dim), np.float32)
     todo = np.flatnonzero(~found)
-    paths = index["path"].to_numpy()[first[todo]].tolist()
     log.info("%d images (%d distinct): %d from the feature store, %d to extract", len(index),
              len(uniq), int(found.sum()), len(todo))
+    if ctx is not None:
+        ctx.barrier()  # every rank has read the same store state before any rank writes
+        todo_all = todo
+        todo = np.array_split(todo_all, ctx.world_size)[ctx.rank]
+        log.info("rank %d extracts %d of the %d images", ctx.rank, len(todo), len(todo_all))
+    paths = index["path"].to_numpy()[first[todo]].tolist()
     new, timing = extract_features(backbone, p.root, paths, size, p.resize, p.batch_size,
                                    device, p.workers, p.precision, progress, p.jit)
     if store is not None:
         store.put(uniq[todo], new)
+    if ctx is not None:
+        ctx.barrier()  # every shard is in the store
+        if not ctx.writer:
+            return None, timing
+        from stages.feature_store import FeatureStore as Fresh
+
+        found_all, feats = Fresh(p.store, store.spec, backbone.dim).get(uniq)
+        if not found_all.all():
+            raise RuntimeError(f"{int((~found_all).sum())} images missing from the store after "
+                               "every rank finished: is extract.store on a file system all "
+                               "nodes share?")
+        timing.update({"extracted": int(len(todo_all)), "from_store": int(found.sum()),
+                       "store": str(store.dir), "world_size": ctx.world_size})
+        return feats[inverse.reshape(-1)], timing
     feats = np.empty((len(uniq), backbone.dim), dtype=np.float32)
     feats[found] = cached
     feats[todo] = new
@@ -437,10 +490,25 @@ def features_for_index(p: ExtractParams, backbone: Backbone, index, size: int,
 
 
 def run(params: dict, index_path: str = "data/index.parquet") -> dict:
+    from stages import distributed
+
     p = ExtractParams.from_params(params)
     device = resolve_device(p.device)  # before any heavy work
     check_data_root(p.root)
-    remove_stale_tmp(OUT_FEATURES, OUT_METRICS, OUT_TIMING)  # left by a run killed mid-write
+    ctx = None
+    if distributed.inside_torchrun():  # one rank of a sharded run (stages.distributed)
+        ctx, device = distributed.init(p.device)
+    torch.set_num_threads(distributed.resolve_threads(p.threads))
+    try:
+        return _run(p, device, index_path, ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _run(p: ExtractParams, device: torch.device, index_path: str, ctx) -> dict:
+    if ctx is None or ctx.writer:
+        remove_stale_tmp(OUT_FEATURES, OUT_METRICS, OUT_TIMING)  # left by a killed run
     torch.manual_seed(p.seed)
     index = read_table(index_path)
     size = None if p.image_size == "auto" else p.image_size
@@ -458,8 +526,12 @@ def run(params: dict, index_path: str = "data/index.parquet") -> dict:
                       f"{device}", "extract.workers": p.workers,
                       "extract.precision": f"{p.precision} -> {compute_dtype(device, p.precision)}",
                       "extract.jit": f"{p.jit} -> {resolve_jit(p.jit, device)}",
-                      "extract.store": p.store})
-    feats, timing = features_for_index(p, backbone, index, size, device)
+                      "extract.store": p.store,
+                      "extract.threads": f"{p.threads} -> {torch.get_num_threads()}",
+                      "extract.processes x nodes": f"{p.processes} x {p.nodes}"})
+    feats, timing = features_for_index(p, backbone, index, size, device, ctx=ctx)
+    if feats is None:  # a rank that does not write
+        return {}
     save_npy(OUT_FEATURES, feats)
     metrics = write_json(OUT_METRICS, extract_metrics(p, backbone, feats, size, device))
     timing = write_json(OUT_TIMING, {"seconds": timing["seconds"],
@@ -469,7 +541,8 @@ def run(params: dict, index_path: str = "data/index.parquet") -> dict:
                                      "from_store": timing["from_store"],
                                      "device": timing["device"], "workers": timing["workers"],
                                      "engine": timing["engine"],
-                                     "precision": timing["precision"]})
+                                     "precision": timing["precision"],
+                                     "world_size": timing.get("world_size", 1)})
     log_block(log, "extract done", outputs={
         OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
         OUT_METRICS: f"{metrics['dim']}-D {metrics['backbone']} features on {metrics['device']}",
@@ -484,7 +557,17 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--index", default="data/index.parquet")
     args = ap.parse_args(argv)
-    run(load_params(args.params), args.index)
+    params = load_params(args.params)
+    from stages import distributed
+
+    p = ExtractParams.from_params(params)  # checked before anything is launched
+    if p.distributed and not distributed.inside_torchrun():
+        resolve_device(p.device)
+        distributed.launch(p.processes, p.nodes, p.rdzv_endpoint,
+                           distributed.resolve_threads(p.threads),
+                           ["--params", args.params, "--index", args.index])
+        return
+    run(params, args.index)
 
 
 if __name__ == "__main__":
