@@ -58,6 +58,7 @@ def expected_files(grid: dict[str, list[str]]) -> set[str]:
                 files.add(point_path(method, pt, ".", suffix).as_posix().removeprefix("./"))
             if method == "agglomerative":
                 files.add(f"agglomerative/{pt.rsplit('_', 1)[0]}/tree.npy")
+                files.add(f"agglomerative/{pt.rsplit('_', 1)[0]}/cells.npy")  # two-step route
     return files
 
 
