@@ -19,7 +19,7 @@ import numpy as np
 
 from stages import cluster_metrics as cm
 from stages.common import (
-    ParamError, get_logger, load_params, log_block, param, read_table,
+    DataError, ParamError, get_logger, load_params, log_block, param, read_table,
     remove_stale_tmp, require_choice, require_int, run_cli, save_npy, write_json,
 )
 
@@ -85,13 +85,35 @@ def run_kmeans(X, k: int, n_init: int, max_iter: int, seed: int,
                                          "iterations": int(km.n_iter_)}
 
 
+GMM_REG_COVAR_EXP = (-6, -1)  # reg_covar 1e-6 (scikit-learn's default) ... 1e-1
+
+
 def run_gmm(X, k: int, covariance_type: str, max_iter: int, seed: int):
+    """Gaussian mixture on float64. Data with exact duplicate rows (e.g. text features of
+    images that share a caption) can collapse a component's covariance; the fit is then retried
+    with ten times the covariance regularisation (``reg_covar``, 1e-6 up to 1e-1), logged and
+    recorded in the point's metrics, rather than failing the grid."""
     from sklearn.mixture import GaussianMixture
 
-    gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter,
-                          random_state=seed).fit(X)
+    X = np.asarray(X, dtype=np.float64)
+    exp = GMM_REG_COVAR_EXP[0]
+    while True:
+        reg = float(10.0 ** exp)
+        try:
+            gmm = GaussianMixture(n_components=k, covariance_type=covariance_type,
+                                  max_iter=max_iter, reg_covar=reg, random_state=seed).fit(X)
+            break
+        except ValueError as exc:
+            if "ill-defined empirical covariance" not in str(exc) or exp >= GMM_REG_COVAR_EXP[1]:
+                raise DataError(f"gmm at K = {k}: the mixture could not be fitted even with "
+                                f"reg_covar {reg:g} ({str(exc).split('.')[0]}); lower gmm.k or "
+                                "try gmm.covariance_type: spherical") from None
+            log.warning("gmm K=%d: collapsed covariance with reg_covar %g (duplicate points?); "
+                        "retrying with %g", k, reg, 10.0 ** (exp + 1))
+            exp += 1
     return gmm.predict(X).astype(np.int64), {"bic": float(gmm.bic(X)),
-                                             "converged": bool(gmm.converged_)}
+                                             "converged": bool(gmm.converged_),
+                                             "reg_covar": reg}
 
 
 def dbscan_eps(X, min_samples: int, percentile: float) -> float:

@@ -148,3 +148,27 @@ def test_prune_stale_keeps_exactly_the_grid(blobs):
                     "agglomerative/ward/k3.json", "agglomerative/ward/k3.npy",
                     "agglomerative/ward/tree.npy", "kmeans/.gitignore", "kmeans/k2.json",
                     "kmeans/k2.npy", "kmeans/k3.json", "kmeans/k3.npy"]
+
+
+def test_gmm_retries_a_collapsed_covariance_with_more_regularisation(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+
+    fit = GaussianMixture.fit
+    tried = []
+
+    def fragile(self, X, y=None):
+        tried.append(self.reg_covar)
+        if self.reg_covar < 1e-4:
+            raise ValueError("Fitting the mixture model failed because some components have "
+                             "ill-defined empirical covariance (for instance ...)")
+        return fit(self, X, y)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fragile)
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    labels, info = cluster.run_gmm(X, 2, "diag", 50, 0)
+    assert info["reg_covar"] == pytest.approx(1e-4) and len(tried) == 3
+    assert len(np.unique(labels)) == 2
+    monkeypatch.setattr(GaussianMixture, "fit", lambda self, X, y=None: fragile(
+        self.set_params(reg_covar=0.0), X))
+    with pytest.raises(DataError, match="gmm at K = 2.*reg_covar"):
+        cluster.run_gmm(X, 2, "diag", 50, 0)

@@ -28,7 +28,7 @@ from tests.test_pipeline import ran_all as ran
 pytestmark = pytest.mark.slow
 
 TIMING = "logs/extract_timing.json"
-DATA_HALF = ["index", "extract", "captions", "fusion", "reduce"]
+DATA_HALF = ["index", "backbone", "extract", "captions", "fusion", "reduce"]
 
 
 # --------------------------------------------------------------------------- temp repositories
