@@ -168,9 +168,11 @@ def compute_dtype(device: torch.device, precision: str) -> str:
 
 
 def cast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """On CPU, bfloat16 runs as a bfloat16 model (weights and inputs cast once, after the batch
-    norms are folded in): 1.2-1.5x faster than autocast, which re-casts every weight on every
-    call, at the same accuracy (measured in benchmarks/bench_extract.py). On CUDA, autocast."""
+    """On CPU, bfloat16 runs as a bfloat16 model (weights and inputs cast once; the trace then
+    folds the batch norms): about 1.15x faster than autocast, which re-casts every weight on
+    every call, for slightly lower accuracy (mobilenet_v2, 64 CIFAR images at 224 px: minimum
+    per-image cosine to float32 0.9967 against autocast's 0.9978, mean 0.9988 against 0.9991).
+    On CUDA, autocast."""
     if device.type == "cpu" and compute_dtype(device, precision) == "bf16":
         return torch.bfloat16
     return None
