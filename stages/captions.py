@@ -373,9 +373,6 @@ def captions_params(params: dict) -> dict:
     }
 
 
-FALLBACK_SIZE = 224
-
-
 def write_disabled(index, n: int) -> dict:
     """``captions.enabled: false`` (large folders that only need the visual features): no
     model is loaded; the outputs are an empty caption table and N x 0 text features, which the
@@ -394,40 +391,54 @@ def write_disabled(index, n: int) -> dict:
 
 
 def captioner_features(params: dict, p: dict, feats: np.ndarray, index):
-    """The features to caption and the ImageNet head that reads them: the feature backbone's own
-    (its extracted features go through its classifier: no second pass over the images) when it
-    has a trained ImageNet-1k classifier; otherwise (``raw_pixels``, the scratch CNN, ``weights:
-    none``, weights with another head) EfficientNet-Lite0's ImageNet features, extracted here at
-    224 px with a centre crop (with the extract stage's code and feature store). Returns
-    (features, W, b, description of the captioner)."""
-    from stages.backbones import LITE0, RAW
+    """The features to caption and the ImageNet head that reads them.
 
-    reason = None
-    if p["backbone"] == RAW or p["backbone"].startswith("scratch"):
-        reason = f"backbone {p['backbone']!r} has no ImageNet classifier"
+    The captioner is the feature backbone when it has a trained ImageNet-1k classifier;
+    otherwise (``raw_pixels``, the scratch CNN, ``weights: none``, weights with another head)
+    EfficientNet-Lite0 with its ImageNet weights, with a warning. The classifier reads features
+    of images prepared as it was trained: its native size with a centre crop (the weights'
+    ImageNet evaluation transform). When ``extract`` already used exactly that (the same
+    backbone, ``image_size`` auto or native, ``resize: center_crop``) its features are reused: no
+    second pass over the images; otherwise they are extracted here with the extract stage's
+    code and feature store (captions of 64 px squashed images are mostly confident nonsense).
+    Returns (features, W, b, description of the captioner)."""
+    from stages.backbones import LITE0, RAW, build_backbone
+
+    cap, weights, head, reason = p["backbone"], p["weights"], None, None
+    if cap == RAW or cap.startswith("scratch"):
+        reason = f"backbone {cap!r} has no ImageNet classifier"
     else:
         try:
-            W, b = classifier_head(p["backbone"], p["weights"])
+            W, b = classifier_head(cap, weights)
             if W.shape[0] == len(imagenet_class_names()):
-                return feats, W, b, f"{p['backbone']} ({p['weights']}) ImageNet head"
-            reason = f"its classifier has {W.shape[0]} outputs, not the 1000 ImageNet classes"
+                head = (W, b)
+            else:
+                reason = f"its classifier has {W.shape[0]} outputs, not the 1000 ImageNet classes"
         except ParamError as exc:
             reason = str(exc)
+    if head is None:
+        log.warning("captions: %s; captioning with %s (ImageNet) instead", reason, LITE0)
+        cap, weights = LITE0, "DEFAULT"
+        head = classifier_head(LITE0, "DEFAULT")
+    backbone = build_backbone(cap, weights, None)  # the weights' native size
+    size = backbone.native_size
+    desc = f"{cap} ({weights}) ImageNet head, {size} px centre crop" + (
+        f" (fallback: {reason})" if reason else "")
+    extracted_size = param(params, "extract.image_size", "auto")
+    if (cap == p["backbone"] and param(params, "extract.resize", "center_crop") == "center_crop"
+            and extracted_size in ("auto", size)):
+        return feats, head[0], head[1], desc + ", the extracted features"
     if index is None:
-        raise DataError(f"captions need the index to extract {LITE0} features ({reason})")
-    log.warning("captions: %s; captioning with %s (ImageNet) at %d px, centre crop, instead",
-                reason, LITE0, FALLBACK_SIZE)
-    from stages.backbones import build_backbone
+        raise DataError(f"captions need the index to extract {cap} features at {size} px")
     from stages.extract import ExtractParams, features_for_index, resolve_device
 
     ep = ExtractParams.from_params({**params, "extract": {
-        **params["extract"], "backbone": LITE0, "weights": "DEFAULT",
-        "image_size": FALLBACK_SIZE, "resize": "center_crop"}})
-    device = resolve_device(ep.device)
-    backbone = build_backbone(LITE0, "DEFAULT", FALLBACK_SIZE)
-    lite0, _ = features_for_index(ep, backbone, index, FALLBACK_SIZE, device)
-    W, b = classifier_head(LITE0, "DEFAULT")
-    return lite0, W, b, f"{LITE0} (DEFAULT) ImageNet head at {FALLBACK_SIZE} px (fallback)"
+        **params["extract"], "backbone": cap, "weights": weights, "image_size": size,
+        "resize": "center_crop", "processes": 1, "nodes": 1}})
+    log.info("captions: extracting %s features at %d px (centre crop) for the classifier", cap,
+             size)
+    cap_feats, _ = features_for_index(ep, backbone, index, size, resolve_device(ep.device))
+    return cap_feats, head[0], head[1], desc
 
 
 def caption_metrics(table, classes=None) -> dict:

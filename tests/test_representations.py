@@ -157,3 +157,29 @@ def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(imag
     table = pd.read_parquet("data/captions.parquet")
     assert len(table) == len(paths) and table["caption"].str.startswith("a photo of ").all()
     assert np.load("data/text_features.npy").shape == (len(paths), 384)
+
+
+def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch):
+    """The ImageNet head reads 224 px centre-cropped Lite0 features: extracted features at
+    another size are not reused (captions of squashed 64 px images are nonsense)."""
+    from stages import captions, extract
+
+    calls = []
+    monkeypatch.setattr(extract, "features_for_index",
+                        lambda ep, bb, index, size, device: calls.append((size, ep.resize))
+                        or (np.zeros((2, 1280), np.float32), {}))
+    p = {"backbone": "efficientnet_lite0", "weights": "DEFAULT"}
+    feats = np.ones((2, 1280), np.float32)
+    index = pd.DataFrame({"path": ["a.png", "b.png"], "sha256": ["0" * 64, "1" * 64]})
+    base = {"seed": 0, "data": {"root": "."},
+            "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
+                        "image_size": "auto", "resize": "center_crop", "batch_size": 2,
+                        "device": "cpu", "workers": 0, "precision": "fp32", "jit": False,
+                        "store": "none"}}
+    got, W, _, desc = captions.captioner_features(base, p, feats, index)
+    assert got is feats and calls == [] and "the extracted features" in desc
+    assert W.shape == (1000, 1280)
+    small = {**base, "extract": {**base["extract"], "image_size": 64, "resize": "squash"}}
+    got, _, _, desc = captions.captioner_features(small, p, feats, index)
+    assert calls == [(224, "center_crop")] and "224 px centre crop" in desc
+    assert not got.any()
