@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from stages.backbones import SCRATCH_CNN, Backbone, build_backbone, check_backbone_name
 from stages.common import (
-    DataError, ParamError, get_logger, load_params, log_block, param, read_table, require_bool,
+    DataError, ParamError, get_logger, load_params, log_block, param, read_table,
     remove_stale_tmp, require_choice, require_int, run_cli, save_npy, write_json,
 )
 

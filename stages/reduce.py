@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from stages.common import (
-    ParamError, get_logger, load_npy, load_params, log_block, matplotlib_setup, param,
+    ParamError, get_logger, load_params, log_block, matplotlib_setup, param,
     read_table, remove_stale_tmp, require_bool, require_int, run_cli, save_figure, save_npy,
     save_npz, write_json, write_table,
 )
