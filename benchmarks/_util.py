@@ -111,6 +111,17 @@ def bench_env() -> dict:
     return env
 
 
+def thread_env(threads: int) -> dict | None:
+    """A child's environment with OpenMP and BLAS limited to ``threads`` (0: library defaults,
+    i.e. None: the parent's environment)."""
+    if not threads:
+        return None
+    env = bench_env()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
 def sh(cwd, *cmd, check: bool = True) -> subprocess.CompletedProcess:
     res = subprocess.run(cmd, cwd=cwd, env=bench_env(), capture_output=True, text=True)
     if check and res.returncode != 0:

@@ -160,15 +160,6 @@ def main(a):
 '''
 
 
-def thread_env(threads: int) -> dict | None:
-    if not threads:
-        return None
-    env = u.bench_env()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
 # ---------------------------------------------------------------------- formatting
 def fmt_mb(mb) -> str:
     if not mb:
@@ -252,7 +243,7 @@ def main(argv=None) -> None:
               f"{time.perf_counter() - t:.0f} s", flush=True)
     files = {n: prefix_file(big, n) if n != nmax else big
              for n in sorted(set(sizes + args.exact_ward_sizes + args.exact_complete_sizes))}
-    env = thread_env(args.threads)
+    env = u.thread_env(args.threads)
     timeout = 2 * args.max_seconds
     rows: list[dict] = []
     t_start = time.perf_counter()

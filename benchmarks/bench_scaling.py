@@ -282,16 +282,6 @@ def limit_n(row: dict, key: str, order: float, budget: float) -> float | None:
 
 
 # ---------------------------------------------------------------------- measuring
-def thread_env(threads: int) -> dict | None:
-    """The child's environment: OpenMP and BLAS limited to ``threads`` (0: library defaults)."""
-    if not threads:
-        return None
-    env = u.bench_env()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
 def measure(kind: str, args: dict, repeats: int, timeout: float, env: dict | None = None
             ) -> dict:
     runs = []
@@ -383,7 +373,7 @@ def main(argv=None) -> None:
                                              "peak_rss_mb": p_mem, "base_rss_mb": base},
                           "not run: " + ", ".join(why))
         return record(stage, method, n, measure(kind, a, args.repeats, timeout,
-                                                thread_env(args.threads)), note)
+                                                u.thread_env(args.threads)), note)
 
     # ---- index
     if "index" in only:
@@ -433,7 +423,7 @@ def main(argv=None) -> None:
                       {"features": str(feats_path), "save": str(pca_path)})
             if not pca_path.is_file():  # reduce not run (--only): make the PCA untimed
                 u.run_child(CODE["reduce"], {"features": str(feats_path), "save": str(pca_path)},
-                            env=thread_env(args.threads))
+                            env=u.thread_env(args.threads))
             if "reduce" not in only:
                 rows.remove(r)
             if "cluster" in only:

@@ -160,15 +160,21 @@ def build_lite0(weights: str, image_size: int) -> Backbone:
 
 
 # --------------------------------------------------------------------------- torchvision
-def _replace_last_linear(model: nn.Module, name: str) -> int:
+def last_linear(model: nn.Module, name: str) -> tuple[str, nn.Linear]:
+    """(module name, module) of the model's last ``nn.Linear``: its classifier."""
     last = None
     for mod_name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             last = (mod_name, module)
     if last is None:
-        raise ParamError("extract.backbone", f"{name!r} has no final linear classifier to take "
-                         "penultimate features from; choose another model")
-    mod_name, linear = last
+        raise ParamError("extract.backbone", f"{name!r} has no final linear classifier (to take "
+                         "penultimate features from, or ImageNet logits for captions); choose "
+                         "another model")
+    return last
+
+
+def _replace_last_linear(model: nn.Module, name: str) -> int:
+    mod_name, linear = last_linear(model, name)
     parent = model
     *path, leaf = mod_name.split(".")
     for part in path:
@@ -177,7 +183,10 @@ def _replace_last_linear(model: nn.Module, name: str) -> int:
     return int(linear.in_features)
 
 
-def build_torchvision(name: str, weights: str) -> Backbone:
+def load_torchvision(name: str, weights: str):
+    """The whole torchvision classifier (last layer included) with ``weights`` resolved as
+    ``extract.weights`` says. Returns (model, the weights enum whose transforms apply,
+    description, sha256 of a weights file or "")."""
     from torchvision.models import get_model, get_model_weights
 
     enum = get_model_weights(name)
@@ -206,6 +215,11 @@ def build_torchvision(name: str, weights: str) -> Backbone:
             load_into(model, sd, f"weights file {w!r}", name)
             desc = f"file {w}"
             sha = file_sha256(w)
+    return model, wobj, desc, sha
+
+
+def build_torchvision(name: str, weights: str) -> Backbone:
+    model, wobj, desc, sha = load_torchvision(name, weights)
     tf = wobj.transforms()
     crop = int(tf.crop_size[0])
     resize = int(tf.resize_size[0])

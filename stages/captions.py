@@ -157,53 +157,10 @@ def make_captions(idx, probs, names: list[str], template: str = "seed003") -> li
 
 
 # --------------------------------------------------------------------------- classifier head
-def _last_linear(model, name: str):
-    from torch import nn
-
-    last = None
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            last = module
-    if last is None:
-        raise ParamError("extract.backbone", f"{name!r} has no final linear classifier, so no "
-                         "ImageNet logits for captions; choose another backbone")
-    return last
-
-
 def _no_weights(name: str):
     return ParamError("extract.weights", f"is none (random init): {name!r} then has no trained "
                       "ImageNet classifier to caption with; use DEFAULT, a weights name or a "
                       "state_dict file")
-
-
-def _torchvision_full_model(name: str, weights: str):
-    """The torchvision model with its classifier, loaded as ``backbones.build_torchvision``
-    loads it (same weights resolution and checks)."""
-    from torchvision.models import get_model, get_model_weights
-
-    from stages.backbones import load_into, load_state_dict_file
-
-    enum = get_model_weights(name)
-    w = str(weights)
-    if w.upper() == "DEFAULT" or w in enum.__members__:
-        wobj = enum.DEFAULT if w.upper() == "DEFAULT" else enum[w]
-        try:
-            return get_model(name, weights=wobj)
-        except Exception as exc:  # noqa: BLE001 - offline machines cannot download
-            raise ParamError("extract.weights", f"could not get {name} weights {wobj} "
-                             f"({type(exc).__name__}: {str(exc)[:200]}). Without internet, use "
-                             "a local state_dict path or the efficientnet_lite0 backbone.") \
-                from None
-    if w.lower() == "none":
-        raise _no_weights(name)
-    extra = {"aux_logits": False, "init_weights": False} \
-        if name in ("inception_v3", "googlenet") else {}
-    model = get_model(name, weights=None, **extra)
-    sd = load_state_dict_file(w)
-    if extra:
-        sd = {k: v for k, v in sd.items() if not k.lower().startswith("aux")}
-    load_into(model, sd, f"weights file {w!r}", name)
-    return model
 
 
 def classifier_head(backbone_name: str, weights: str = "DEFAULT") -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +180,11 @@ def classifier_head(backbone_name: str, weights: str = "DEFAULT") -> tuple[np.nd
         # network, whose `_fc` maps the pooled 1280-D features to the 1000 logits.
         linear = build_lite0(weights, 224).model.net._fc
     else:
-        linear = _last_linear(_torchvision_full_model(backbone_name, weights), backbone_name)
+        if str(weights).lower() == "none":
+            raise _no_weights(backbone_name)
+        from stages.backbones import last_linear, load_torchvision
+
+        linear = last_linear(load_torchvision(backbone_name, weights)[0], backbone_name)[1]
     W = linear.weight.detach().cpu().numpy().astype(np.float32)
     b = (linear.bias.detach().cpu().numpy() if linear.bias is not None
          else np.zeros(W.shape[0])).astype(np.float32)

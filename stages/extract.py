@@ -473,9 +473,8 @@ def features_for_index(p: ExtractParams, backbone: Backbone, index, size: int,
         ctx.barrier()  # every shard is in the store
         if not ctx.writer:
             return None, timing
-        from stages.feature_store import FeatureStore as Fresh
-
-        found_all, feats = Fresh(p.store, store.spec, backbone.dim).get(uniq)
+        # a fresh instance: this one's index predates the other ranks' shards
+        found_all, feats = FeatureStore(p.store, store.spec, backbone.dim).get(uniq)
         if not found_all.all():
             raise RuntimeError(f"{int((~found_all).sum())} images missing from the store after "
                                "every rank finished: is extract.store on a file system all "

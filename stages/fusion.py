@@ -181,8 +181,8 @@ OUT_METRICS = "metrics/fusion.json"
 
 
 def fusion_params(params: dict) -> dict:
-    """Validated params: fusion.set (concat), fusion.weight (0.5), fusion.dim (384),
-    fusion.methods ([kmeans, gmm, ward]); kmeans.n_init/max_iter, gmm.covariance_type/max_iter
+    """Validated params: fusion.set (visual), fusion.weight (0.5), fusion.dim (384),
+    fusion.methods ([kmeans, gmm]); kmeans.n_init/max_iter, gmm.covariance_type/max_iter
     and seed as the clustering grids use them."""
     name, weight, dim = check_fusion(param(params, "fusion.set", "visual"),
                                      param(params, "fusion.weight", 0.5),
