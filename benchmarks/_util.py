@@ -71,11 +71,14 @@ def index_table(labels: np.ndarray):
 
 
 def write_features(folder: Path, features: np.ndarray, labels: np.ndarray) -> None:
-    """data/features.npy + data/index.parquet, as `extract` and `index` would leave them."""
+    """data/features.npy + data/index.parquet, as `extract` and `index` would leave them, and
+    data/fused.npy as `fusion` leaves it for `fusion.set: visual` (an N x 0 placeholder; `reduce`
+    depends on it)."""
     data = Path(folder) / "data"
     data.mkdir(parents=True, exist_ok=True)
     np.save(data / "features.npy", np.ascontiguousarray(features, dtype=np.float32),
             allow_pickle=False)
+    np.save(data / "fused.npy", np.zeros((len(features), 0), np.float32), allow_pickle=False)
     index_table(labels).to_parquet(data / "index.parquet", index=False)
 
 

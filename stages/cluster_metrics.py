@@ -10,8 +10,6 @@ Conventions (documented in the README):
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn import metrics as skm
 
 NOISE = -1
 HIGHER_IS_BETTER = {
@@ -21,9 +19,17 @@ HIGHER_IS_BETTER = {
 }
 
 
+def _skm():
+    """scikit-learn's metrics, imported on first use: the `clustering` aggregate imports this
+    module for its constants only, and scikit-learn's import is most of a stage's start-up."""
+    from sklearn import metrics
+
+    return metrics
+
+
 def contingency(labels_true, labels_pred) -> np.ndarray:
     """Clusters x classes count matrix (rows in sorted cluster order, columns in class order)."""
-    return skm.cluster.contingency_matrix(labels_pred, labels_true)
+    return _skm().cluster.contingency_matrix(labels_pred, labels_true)
 
 
 def purity(labels_true, labels_pred) -> float:
@@ -35,6 +41,8 @@ def purity(labels_true, labels_pred) -> float:
 def hungarian_accuracy(labels_true, labels_pred) -> float:
     """Accuracy under the best one-to-one matching of clusters to classes (unmatched = wrong)."""
     c = contingency(labels_true, labels_pred)
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(c, maximize=True)
     return float(c[rows, cols].sum() / c.sum())
 
@@ -54,17 +62,17 @@ def kappa_after_majority_vote(labels_true, labels_pred) -> float:
     """Cohen's kappa between the classes and each point's cluster-majority class."""
     mapping = majority_mapping(labels_true, labels_pred)
     mapped = np.array([mapping[p] for p in np.asarray(labels_pred).tolist()])
-    return float(skm.cohen_kappa_score(labels_true, mapped))
+    return float(_skm().cohen_kappa_score(labels_true, mapped))
 
 
 def external_metrics(labels_true, labels_pred) -> dict:
     y, p = np.asarray(labels_true), np.asarray(labels_pred)
-    h, c, v = skm.homogeneity_completeness_v_measure(y, p)
+    h, c, v = _skm().homogeneity_completeness_v_measure(y, p)
     return {
         "purity": purity(y, p),
-        "nmi": float(skm.normalized_mutual_info_score(y, p)),
-        "ami": float(skm.adjusted_mutual_info_score(y, p)),
-        "ari": float(skm.adjusted_rand_score(y, p)),
+        "nmi": float(_skm().normalized_mutual_info_score(y, p)),
+        "ami": float(_skm().adjusted_mutual_info_score(y, p)),
+        "ari": float(_skm().adjusted_rand_score(y, p)),
         "homogeneity": float(h), "completeness": float(c), "v_measure": float(v),
         "hungarian_accuracy": hungarian_accuracy(y, p),
         "kappa": kappa_after_majority_vote(y, p),
@@ -89,9 +97,9 @@ def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0) ->
         return out
     idx = silhouette_sample_indices(len(lk), silhouette_sample, seed)
     if len(np.unique(lk[idx])) >= 2:
-        out["silhouette"] = float(skm.silhouette_score(Xk[idx], lk[idx]))
-    out["davies_bouldin"] = float(skm.davies_bouldin_score(Xk, lk))
-    out["calinski_harabasz"] = float(skm.calinski_harabasz_score(Xk, lk))
+        out["silhouette"] = float(_skm().silhouette_score(Xk[idx], lk[idx]))
+    out["davies_bouldin"] = float(_skm().davies_bouldin_score(Xk, lk))
+    out["calinski_harabasz"] = float(_skm().calinski_harabasz_score(Xk, lk))
     return out
 
 
