@@ -63,6 +63,8 @@ def available_backbones() -> list[str]:
 
 
 def check_backbone_name(name: str) -> str:
+    if name in (LITE0, RAW, SCRATCH_CNN):  # without importing torchvision, whose model zoo
+        return name  # pulls in torch._dynamo: 1-1.5 s of every extract run's start-up
     names = available_backbones()
     if name not in names:
         close = difflib.get_close_matches(str(name), names, n=3)

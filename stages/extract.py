@@ -517,7 +517,8 @@ def extract_metrics(p: ExtractParams, backbone: Backbone, feats: np.ndarray, siz
 
 def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.device) -> dict:
     """Everything an image's features depend on besides its bytes (the store's key space)."""
-    import torchvision
+    from importlib.metadata import version  # not `import torchvision`: its model zoo
+    # imports torch._dynamo, about a second of start-up the Lite0 path does not need
 
     spec = {"backbone": p.backbone, "weights": backbone.weights,
             "weights_sha256": backbone.weights_sha256, "image_size": int(size),
@@ -528,7 +529,7 @@ def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.de
             "batch_size": p.batch_size, "device_type": device.type,
             # oneDNN's results depend on the intra-op thread count in the last bits
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            "torch": torch.__version__, "torchvision": torchvision.__version__}
+            "torch": torch.__version__, "torchvision": version("torchvision")}
     if backbone.weights.startswith("none"):
         spec["seed"] = p.seed  # random-init weights come from the seed
     if onednn_fusion(device, resolve_jit(p.jit, device)):
