@@ -292,6 +292,7 @@ def test_fold_batchnorms_leaves_an_untraceable_model_as_a_copy(caplog):
         assert torch.equal(out(x), model(x))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.freeze, as the stage
 def test_bf16_model_is_folded_in_float32_before_the_cast():
     """Lite0 in bfloat16 with its batch norms folded in float32 before the cast is closer to
     float32 than the cast model whose trace folds bfloat16 statistics (the earlier route)."""
