@@ -171,9 +171,10 @@ def cast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """On CPU, bfloat16 runs as a bfloat16 model: batch norms folded into the convolutions in
     float32 (``fold_batchnorms``), then weights and inputs cast once. Faster than autocast,
     which re-casts every weight on every call, and as accurate (mobilenet_v2, 64 CIFAR images at
-    224 px: 330-400 against 316 images/s; minimum per-image cosine to float32 0.9975 both).
-    Folding before the cast matters: folding bfloat16 batch-norm statistics gave 0.9967 on
-    mobilenet_v2 and 0.975 on Lite0. On CUDA, autocast."""
+    224 px, without oneDNN Graph fusion: 330-400 against 316 images/s; minimum per-image cosine
+    to float32 0.9975 both). Folding in float32 first matters for Lite0 (worst of 256 CIFAR
+    images 0.975 -> 0.981 against letting the trace fold bfloat16 statistics), not for
+    mobilenet_v2 (unchanged). On CUDA, autocast."""
     if device.type == "cpu" and compute_dtype(device, precision) == "bf16":
         return torch.bfloat16
     return None
@@ -290,6 +291,10 @@ def fold_batchnorms(model: torch.nn.Module) -> torch.nn.Module:
                  type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
         return model
     modules = dict(model.named_modules())
+    calls: dict[str, int] = {}  # a module called at several places (shared weights) stays
+    for node in graph.nodes:    # unfolded: folding one call's batch norm would change the others
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
     folded = 0
     for node in list(graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target),
@@ -298,7 +303,7 @@ def fold_batchnorms(model: torch.nn.Module) -> torch.nn.Module:
         src = node.args[0] if node.args else None
         if not (isinstance(src, torch.fx.Node) and src.op == "call_module"
                 and isinstance(modules.get(src.target), torch.nn.Conv2d)
-                and len(src.users) == 1):
+                and len(src.users) == 1 and calls[src.target] == 1):
             continue
         conv, bn = modules[src.target], modules[node.target]
         if not bn.track_running_stats or bn.running_mean is None:

@@ -358,3 +358,22 @@ def test_a_partition_onednn_cannot_build_falls_back_to_the_plain_trace(caplog):
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         assert torch.allclose(f(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fold_batchnorms_leaves_a_shared_convolution_alone():
+    """A convolution called twice (shared weights), once followed by a batch norm: folding that
+    batch norm into the weights would change the other call."""
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x)
+
+    model = _randomize_bn(Shared())
+    folded = ex.fold_batchnorms(model)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5)
