@@ -38,9 +38,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import _util as u  # noqa: E402
 
-CIFAR = u.SHARED / "datasets" / "cifar10-test"
-
-
 def copy_tree(dst: Path, files: list[Path]) -> None:
     """Copies (the index refuses symlinks that leave the data root; the shared data set itself
     is never touched)."""
@@ -52,7 +49,7 @@ def copy_tree(dst: Path, files: list[Path]) -> None:
 
 
 def run_stage(project: Path, module: str) -> float:
-    env = dict(os.environ, PYTHONPATH=str(u.PROJECT))
+    env = dict(u.bench_env(), PYTHONPATH=str(u.PROJECT))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", module], cwd=project, env=env,
                           capture_output=True, text=True)
@@ -96,10 +93,10 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--keep", action="store_true", help="keep the temporary projects")
     args = ap.parse_args(argv)
-    if not CIFAR.is_dir():
-        print(f"{CIFAR} not found: this benchmark needs the shared CIFAR-10 folder")
+    if not u.CIFAR.is_dir():
+        print(f"{u.CIFAR} not found: this benchmark needs the shared CIFAR-10 folder")
         return 2
-    files = sorted(CIFAR.glob("*/*.jpg"))
+    files = sorted(u.CIFAR.glob("*/*.jpg"))
     rng = np.random.default_rng(0)
     files = [files[i] for i in sorted(rng.choice(len(files), min(args.images, len(files)),
                                                  replace=False))]

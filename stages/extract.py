@@ -288,7 +288,7 @@ def fold_batchnorms(model: torch.nn.Module) -> torch.nn.Module:
         graph = _ConvLeafTracer().trace(model)
     except Exception as exc:  # data-dependent control flow and the like
         log.info("batch norms not folded before the bfloat16 cast (torch.fx: %s: %s)",
-                 type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                 type(exc).__name__, _first_line(exc))
         return model
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}  # a module called at several places (shared weights) stays
@@ -525,19 +525,20 @@ def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.de
     from importlib.metadata import version  # not `import torchvision`: its model zoo
     # imports torch._dynamo, about a second of start-up the Lite0 path does not need
 
+    jit = resolve_jit(p.jit, device)
     spec = {"backbone": p.backbone, "weights": backbone.weights,
             "weights_sha256": backbone.weights_sha256, "image_size": int(size),
             "resize": p.resize, "interpolation": backbone.interpolation,
             "resize_ratio": backbone.resize_ratio, "mean": list(backbone.mean),
             "std": list(backbone.std), "precision": compute_dtype(device, p.precision),
-            "jit": resolve_jit(p.jit, device),
+            "jit": jit,
             "batch_size": p.batch_size, "device_type": device.type,
             # oneDNN's results depend on the intra-op thread count in the last bits
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "torch": torch.__version__, "torchvision": version("torchvision")}
     if backbone.weights.startswith("none"):
         spec["seed"] = p.seed  # random-init weights come from the seed
-    if onednn_fusion(device, resolve_jit(p.jit, device)):
+    if onednn_fusion(device, jit):
         spec["onednn_fusion"] = True  # oneDNN Graph fusion of the traced model (since session 4)
     if cast_dtype(device, p.precision) is not None:
         # bfloat16 on CPU: batch norms folded in float32 before the cast (new key space: the
