@@ -8,7 +8,8 @@ Baseline (the seeds' way): one process, for each batch open + resize + normalise
 with PIL/numpy, stack, run the model in float32 (contiguous memory, ``torch.no_grad``).
 Measured against it, in the same process on the same images: the stage's
 ``extract_features`` in float32 (channels-last, ``inference_mode``, fixed-size batches, traced,
-frozen and run with oneDNN Graph fusion), and with ``precision="bf16"``; per-image cosine
+frozen and run with oneDNN Graph fusion), with ``precision="bf16"`` and with
+``precision="bf16_split"`` (depthwise weights in two bfloat16 parts); per-image cosine
 similarity of each to the baseline's features (minimum and mean). ``setup`` is the stage's
 one-off cost per call (batch-norm fold, trace, freeze, the two fusion warm-up passes): the
 whole-call ratio approaches the loop-only ratio as the folder grows.
@@ -92,22 +93,22 @@ def main(argv=None) -> int:
     print(f"# {args.backbone} ({bb.weights}), {n} CIFAR-10 images at {args.size} px, batch "
           f"{args.batch_size}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    runs = {"baseline": [], "stage fp32": [], "stage bf16": [], "decode only": []}
-    loops = {"stage fp32": [], "stage bf16": []}  # the stage's own timing: loop only, after
+    variants = (("stage fp32", "fp32"), ("stage bf16", "bf16"), ("stage bf16_split", "bf16_split"))
+    runs = {"baseline": [], **{name: [] for name, _ in variants}, "decode only": []}
+    loops = {name: [] for name, _ in variants}  # the stage's own timing: loop only, after
     # folding, tracing, freezing and warming up the model (a one-off cost per call, 1-2 s)
     feats = {}
     kw = dict(batch_size=args.batch_size, device="cpu", workers=0, progress=False)
     # warm-up (first-call allocations, oneDNN kernel selection)
     baseline(bb, root, paths[:args.batch_size], args.size, args.resize, args.batch_size)
-    extract_features(bb, root, paths[:args.batch_size], args.size, args.resize,
-                     precision="fp32", **kw)
-    extract_features(bb, root, paths[:args.batch_size], args.size, args.resize,
-                     precision="bf16", **kw)
+    for _, prec in variants:
+        extract_features(bb, root, paths[:args.batch_size], args.size, args.resize,
+                         precision=prec, **kw)
     for _ in range(args.repeats):
         t, feats["baseline"] = timed(lambda: baseline(bb, root, paths, args.size, args.resize,
                                                       args.batch_size))
         runs["baseline"].append(t)
-        for name, prec in (("stage fp32", "fp32"), ("stage bf16", "bf16")):
+        for name, prec in variants:
             t, (feats[name], info) = timed(lambda: extract_features(
                 bb, root, paths, args.size, args.resize, precision=prec, **kw))
             runs[name].append(t)
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
         t, _ = timed(lambda: decode(bb, root, paths, args.size, args.resize))
         runs["decode only"].append(t)
     base = statistics.median(runs["baseline"])
-    print(f"{'what':<14}{'images':>8}{'seconds':>10}{'images/s':>10}{'ratio':>8}"
+    print(f"{'what':<18}{'images':>8}{'seconds':>10}{'images/s':>10}{'ratio':>8}"
           f"{'setup s':>9}{'loop-only ratio':>17}{'min cosine':>12}{'mean cosine':>13}")
     for name, ts in runs.items():
         t = statistics.median(ts)
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         loop = f"{base / statistics.median(loops[name]):.2f}" if name in loops else "-"
         setup = (f"{statistics.median([a - b for a, b in zip(ts, loops[name])]):.2f}"
                  if name in loops else "-")
-        print(f"{name:<14}{n:>8}{t:>10.2f}{n / t:>10.1f}{base / t:>8.2f}{setup:>9}{loop:>17}"
+        print(f"{name:<18}{n:>8}{t:>10.2f}{n / t:>10.1f}{base / t:>8.2f}{setup:>9}{loop:>17}"
               f"{cmin:>12}{cmean:>13}")
     rate = n / statistics.median(runs["decode only"])
     print(f"# one process decodes + preprocesses {rate:.0f} images/s at {args.size} px: a GPU "

@@ -153,14 +153,14 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16_split")
 
 
 def compute_dtype(device: torch.device, precision: str) -> str:
     """What ``extract.precision`` means on this device: ``auto`` is float16 autocast on CUDA and
     float32 on CPU; ``bf16`` is bfloat16 on either (fast on CPUs with AVX512-BF16 / AMX and on
-    recent GPUs); ``fp32`` never lowers precision."""
-    if precision == "bf16":
+    recent GPUs; ``bf16_split`` too, see ``split_weights``); ``fp32`` never lowers precision."""
+    if precision in ("bf16", "bf16_split"):
         return "bf16"
     if precision == "auto" and device.type == "cuda":
         return "fp16"
@@ -178,6 +178,17 @@ def cast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if device.type == "cpu" and compute_dtype(device, precision) == "bf16":
         return torch.bfloat16
     return None
+
+
+def split_weights(device: torch.device, precision: str) -> bool:
+    """``bf16_split`` on CPU: the bfloat16 model's depthwise convolutions carry their weights in
+    two bfloat16 parts (``split_depthwise``). On CUDA it is plain bfloat16 autocast."""
+    return precision == "bf16_split" and cast_dtype(device, precision) is not None
+
+
+def precision_label(device: torch.device, precision: str) -> str:
+    """What metrics and logs call the compute precision: fp32, fp16, bf16 or bf16_split."""
+    return "bf16_split" if split_weights(device, precision) else compute_dtype(device, precision)
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -203,8 +214,10 @@ def prepare_model(model: torch.nn.Module, device: torch.device, example_shape: t
     for p in model.parameters():
         p.requires_grad_(False)
     if dtype is not None:  # a copy: the caller's float32 model stays usable
-        model = _CastInput(split_depthwise(fold_batchnorms(model), dtype).to(dtype),
-                           dtype).eval()
+        model = fold_batchnorms(model)
+        if split_weights(device, precision):
+            model = split_depthwise(model, dtype)
+        model = _CastInput(model.to(dtype), dtype).eval()
     if not jit:
         return model, "eager"
     example = torch.zeros(example_shape, device=device).contiguous(
@@ -347,10 +360,10 @@ def split_depthwise(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16)
     replaced by a ``_SplitWeightConv``, before a cast to ``dtype``. A depthwise output sums only
     9 or 25 products, so bfloat16's rounding of those few weights (up to 2^-9 each) is a fixed
     error per channel that does not average out and compounds through the blocks; a 1x1
-    convolution sums hundreds. Measured at 224 px on 256 CIFAR-10 images against float32
-    (min / mean per-image cosine): mobilenet_v2 0.9967 / 0.99898 -> 0.9983 / 0.99960 at the same
-    speed (its depthwise convolutions are memory-bound); Lite0 0.9816 / 0.99746 -> 0.9927 /
-    0.99857, 10-20% slower. Splitting every convolution as well: 1.6x slower for mobilenet_v2,
+    convolution sums hundreds. Measured at 224 px on 512 CIFAR-10 images against float32 (min /
+    mean per-image cosine; the stage's loop rate): mobilenet_v2 0.9961 / 0.99899 -> 0.9983 /
+    0.99961, 116 -> 92 images/s; Lite0 0.9799 / 0.99750 -> 0.9927 / 0.99861, 81 -> 67 images/s.
+    Splitting every convolution as well: 1.6x slower for mobilenet_v2,
     and no better minimum (what is left is bfloat16's rounding of the activations)."""
     for name, m in list(model.named_modules()):
         if not is_depthwise(m):
@@ -442,7 +455,7 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
                            "extract.precision: fp32")
     return out, {"seconds": seconds, "images_per_s": n / max(seconds, 1e-9),
                  "device": str(device), "workers": workers, "engine": engine,
-                 "precision": compute_dtype(device, precision)}
+                 "precision": precision_label(device, precision)}
 
 
 def _workers(value) -> int | str:
@@ -554,7 +567,7 @@ def extract_metrics(p: ExtractParams, backbone: Backbone, feats: np.ndarray, siz
         "image_size": int(size),
         "resize": p.resize,
         "device": str(device),
-        "precision": compute_dtype(device, p.precision),
+        "precision": precision_label(device, p.precision),
         "jit": resolve_jit(p.jit, device),
         "batch_size": p.batch_size,
         "threads": torch.get_num_threads(),
@@ -585,7 +598,8 @@ def store_spec(p: ExtractParams, backbone: Backbone, size: int, device: torch.de
         # bfloat16 on CPU: batch norms folded in float32 before the cast (new key space: the
         # features differ from those of the earlier bfloat16 fold; float32 keys are unchanged)
         spec["bf16_fold"] = "fp32"
-        spec["bf16_depthwise"] = "hi+lo"  # split_depthwise (since session 5)
+    if split_weights(device, p.precision):
+        spec["bf16_depthwise"] = "hi+lo"  # split_depthwise: its own key space
     return spec
 
 
@@ -677,7 +691,7 @@ def _run(p: ExtractParams, device: torch.device, index_path: str, ctx) -> dict:
                       "extract.image_size": size, "extract.resize": p.resize,
                       "extract.batch_size": p.batch_size, "extract.device": f"{p.device} -> "
                       f"{device}", "extract.workers": p.workers,
-                      "extract.precision": f"{p.precision} -> {compute_dtype(device, p.precision)}",
+                      "extract.precision": f"{p.precision} -> {precision_label(device, p.precision)}",
                       "extract.jit": f"{p.jit} -> {resolve_jit(p.jit, device)}",
                       "extract.store": p.store,
                       "extract.threads": f"{p.threads} -> {torch.get_num_threads()}",

@@ -401,9 +401,9 @@ def test_split_depthwise_keeps_the_function_and_splits_only_depthwise_convolutio
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.freeze, as the stage
-def test_bf16_with_split_depthwise_weights_is_closer_to_float32():
-    """The stage's bfloat16 model (depthwise weights split into two bfloat16 parts) against the
-    same fold + cast without the split, on Lite0: closer to float32 in every statistic."""
+def test_bf16_split_is_closer_to_float32_than_bf16():
+    """``extract.precision: bf16_split`` (depthwise weights in two bfloat16 parts) against plain
+    ``bf16`` on Lite0: closer to float32 on average and on the worst image."""
     bb = build_backbone(LITE0, "DEFAULT", 64)
     rng = np.random.default_rng(0)
     x = torch.stack([ex.preprocess(make_image(i % 5, rng, size=(64, 64)), 64, "squash", bb.mean,
@@ -412,9 +412,8 @@ def test_bf16_with_split_depthwise_weights_is_closer_to_float32():
     cpu = torch.device("cpu")
     with torch.inference_mode():
         ref = bb.model.eval()(x).numpy()
-        ours = ex.prepare_model(bb.model, cpu, tuple(x.shape), "bf16", False)[0](x).float()
-        plain = ex._CastInput(ex.fold_batchnorms(bb.model).to(torch.bfloat16), torch.bfloat16)
-        unsplit = plain.eval()(x).float()
+        ours = ex.prepare_model(bb.model, cpu, tuple(x.shape), "bf16_split", False)[0](x).float()
+        unsplit = ex.prepare_model(bb.model, cpu, tuple(x.shape), "bf16", False)[0](x).float()
 
     def cos(a, b):
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -425,3 +424,18 @@ def test_bf16_with_split_depthwise_weights_is_closer_to_float32():
     # measured (1 - cosine, mean / worst of 32): 0.00033 / 0.00096 against 0.00103 / 0.00369
     assert 1 - c_ours.mean() < 0.7 * (1 - c_plain.mean())
     assert 1 - c_ours.min() < 0.7 * (1 - c_plain.min())
+
+
+def test_bf16_split_has_its_own_store_key_space_and_label(tmp_path):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ex.split_weights(cpu, "bf16_split") and not ex.split_weights(cpu, "bf16")
+    assert not ex.split_weights(cuda, "bf16_split")  # autocast on CUDA: nothing to split
+    assert ex.compute_dtype(cuda, "bf16_split") == "bf16"
+    assert [ex.precision_label(cpu, v) for v in ("auto", "fp32", "bf16", "bf16_split")] == \
+        ["fp32", "fp32", "bf16", "bf16_split"]
+    bb = build_backbone(LITE0, "DEFAULT", 32)
+    specs = {v: ex.store_spec(ex.ExtractParams.from_params(_params(tmp_path, precision=v)), bb,
+                              32, cpu) for v in ("fp32", "bf16", "bf16_split")}
+    assert specs["bf16_split"]["bf16_depthwise"] == "hi+lo"
+    assert "bf16_depthwise" not in specs["bf16"] and "bf16_fold" not in specs["fp32"]
+    assert len({json.dumps(s, sort_keys=True) for s in specs.values()}) == 3
