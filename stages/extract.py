@@ -351,11 +351,12 @@ class _SplitWeightConv(torch.nn.Module):
 
 
 def is_depthwise(m: torch.nn.Module) -> bool:
-    return isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels \
-        and m.out_channels % m.in_channels == 0
+    """A convolution with one group per input channel (each output sees one channel)."""
+    return isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels
 
 
-def split_depthwise(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+def split_depthwise(model: torch.nn.Module,
+                    dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
     """``model`` (float32, changed in place and returned) with every depthwise convolution
     replaced by a ``_SplitWeightConv``, before a cast to ``dtype``. A depthwise output sums only
     9 or 25 products, so bfloat16's rounding of those few weights (up to 2^-9 each) is a fixed
@@ -363,8 +364,8 @@ def split_depthwise(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16)
     convolution sums hundreds. Measured at 224 px on 512 CIFAR-10 images against float32 (min /
     mean per-image cosine; the stage's loop rate): mobilenet_v2 0.9961 / 0.99899 -> 0.9983 /
     0.99961, 116 -> 92 images/s; Lite0 0.9799 / 0.99750 -> 0.9927 / 0.99861, 81 -> 67 images/s.
-    Splitting every convolution as well: 1.6x slower for mobilenet_v2,
-    and no better minimum (what is left is bfloat16's rounding of the activations)."""
+    Splitting every convolution as well: 1.6x slower for mobilenet_v2 and no better minimum
+    (what is left is bfloat16's rounding of the activations)."""
     for name, m in list(model.named_modules()):
         if not is_depthwise(m):
             continue
@@ -691,7 +692,8 @@ def _run(p: ExtractParams, device: torch.device, index_path: str, ctx) -> dict:
                       "extract.image_size": size, "extract.resize": p.resize,
                       "extract.batch_size": p.batch_size, "extract.device": f"{p.device} -> "
                       f"{device}", "extract.workers": p.workers,
-                      "extract.precision": f"{p.precision} -> {precision_label(device, p.precision)}",
+                      "extract.precision":
+                          f"{p.precision} -> {precision_label(device, p.precision)}",
                       "extract.jit": f"{p.jit} -> {resolve_jit(p.jit, device)}",
                       "extract.store": p.store,
                       "extract.threads": f"{p.threads} -> {torch.get_num_threads()}",
