@@ -165,9 +165,21 @@ def section_features(doc: Doc, extract: dict, timing: dict | None, cnn: dict | N
             f"features, input {extract['image_size']} px ({extract['resize']}), device "
             f"{extract['device']}, {extract.get('precision', 'fp32')} compute.")
     if timing:
-        line += (f" Throughput of the last run: **{timing['images_per_s']:.0f} images/s** "
-                 f"({timing['seconds']:.1f} s for {timing['images']:,} images).")
+        line += " " + timing_sentence(timing)
     doc.p(line)
+
+
+def timing_sentence(timing: dict) -> str:
+    """The last extract run's throughput, over the images it ran through the network (the rest
+    came from the feature store)."""
+    extracted = int(timing.get("extracted", timing["images"]))
+    from_store = int(timing.get("from_store", 0))
+    if not extracted:
+        return (f"The last run took all {timing['images']:,} images' features from the feature "
+                "store (none extracted).")
+    stored = f"; {from_store:,} more came from the feature store" if from_store else ""
+    return (f"Throughput of the last run: **{timing['images_per_s']:.0f} images/s** "
+            f"({timing['seconds']:.1f} s for the {extracted:,} images it extracted{stored}).")
     if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
         doc.p(f"The CNN was trained from scratch (seed 000): {cnn['epochs_run']} epochs, best "
               f"epoch {cnn['best_epoch']} restored (validation accuracy "

@@ -44,3 +44,18 @@ def test_html_is_self_contained_and_escaped(tmp_path, monkeypatch):
     assert f"data:image/png;base64,{data}" in page
     assert page.count("<img") == 1 and "src=\"../" not in page
     assert "<td>-</td>" in page  # missing values shown as a dash
+
+
+def test_timing_sentence_counts_only_the_images_run_through_the_network():
+    full = {"seconds": 3.4, "images_per_s": 528.5, "images": 1797, "extracted": 1797,
+            "from_store": 0}
+    assert report.timing_sentence(full) == ("Throughput of the last run: **528 images/s** "
+                                            "(3.4 s for the 1,797 images it extracted).")
+    part = {**full, "seconds": 0.5, "images_per_s": 200.0, "extracted": 100, "from_store": 1697}
+    assert "0.5 s for the 100 images it extracted; 1,697 more came from the feature store" in \
+        report.timing_sentence(part)
+    cached = {**full, "seconds": 0.002, "images_per_s": 0.0, "extracted": 0, "from_store": 1797}
+    text = report.timing_sentence(cached)
+    assert "all 1,797 images' features from the feature store" in text and "images/s" not in text
+    old = {"seconds": 2.0, "images_per_s": 50.0, "images": 100}  # a log from before the store
+    assert "2.0 s for the 100 images it extracted)" in report.timing_sentence(old)
