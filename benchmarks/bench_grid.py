@@ -336,9 +336,10 @@ def main(args):
         t(f"agglomerative {link}: dendrogram plot", c.plot_dendrogram, Z, ks,
           f"/tmp/_bench_dendro_{os.getpid()}.png", link)
         cuts = t(f"agglomerative {link}: cut_tree_at", c.cut_tree_at, Z, ks)
+        name = f"agglomerative {link}: metrics ({len(ks)} cuts)"
+        shared = t(name, cm.silhouette_distances, X, 5000, 0)  # as the stage does
         for k, lab in cuts.items():
-            t(f"agglomerative {link}: metrics ({len(ks)} cuts)", c.evaluate_labels, X, y, lab,
-              5000, 0)
+            t(name, c.evaluate_labels, X, y, lab, 5000, 0, sample_distances=shared)
     os.unlink(f"/tmp/_bench_dendro_{os.getpid()}.png")
     if limiter is not None:
         limiter.restore_original_limits()

@@ -44,9 +44,13 @@ def point_path(method: str, point: str, clusters_dir=CLUSTERS_DIR, suffix=".json
     return Path(clusters_dir) / method / f"{point}{suffix}"
 
 
-def evaluate_labels(X, y, labels, silhouette_sample: int, seed: int, **extra) -> dict:
+def evaluate_labels(X, y, labels, silhouette_sample: int, seed: int, *,
+                    sample_distances: np.ndarray | None = None, **extra) -> dict:
+    """A grid point's metrics: ``extra`` (the point's own values), `cm.describe`, the internal
+    metrics on X (``sample_distances``: see `cm.internal_metrics`) and the external ones
+    against the classes y."""
     out = {**cm.describe(labels), **extra}
-    out.update(cm.internal_metrics(X, labels, silhouette_sample, seed))
+    out.update(cm.internal_metrics(X, labels, silhouette_sample, seed, sample_distances))
     out.update(cm.external_metrics(y, labels))
     return out
 
@@ -318,9 +322,11 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
         raise ParamError("method", f"unknown clustering method {method!r}")
     log_block(log, f"cluster {method} {value}", inputs={"features": f"{pca_path} {X.shape}"},
               params={"seed": seed, "metrics.silhouette_sample": sample})
+    # the cuts of one tree label the same points: their silhouettes share one distance matrix
+    shared = cm.silhouette_distances(X, sample, seed) if len(results) > 1 else None
     summary = {}
     for name, (labels, extra) in results.items():
-        metrics = evaluate_labels(X, y, labels, sample, seed, **extra)
+        metrics = evaluate_labels(X, y, labels, sample, seed, sample_distances=shared, **extra)
         remove_stale_tmp(point_path(method, name, out_dir, ".npy"),
                          point_path(method, name, out_dir))  # left by a run killed mid-write
         save_npy(point_path(method, name, out_dir, ".npy"), labels)

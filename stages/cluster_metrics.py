@@ -86,7 +86,30 @@ def silhouette_sample_indices(n: int, sample: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
 
 
-def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0) -> dict:
+# Largest distance matrix `silhouette_distances` keeps for several labelings to share (the
+# default 5,000-point sample of float32 features: 100 MB).
+SHARED_DISTANCES_MAX_BYTES = 1 << 30
+
+
+def silhouette_distances(X, silhouette_sample: int = 5000, seed: int = 0,
+                         max_bytes: int = SHARED_DISTANCES_MAX_BYTES) -> np.ndarray | None:
+    """The Euclidean distances among the silhouette sample of all of X (the points
+    `internal_metrics` samples when no point is noise), for several labelings of the same points
+    to share: the cuts of one agglomerative tree (the distances are most of a silhouette's time:
+    0.27 of 0.42 s at 5,000 points). None when the matrix would take more than ``max_bytes``;
+    each silhouette then computes its own distances in chunks, as scikit-learn does."""
+    X = np.asarray(X)
+    idx = silhouette_sample_indices(len(X), silhouette_sample, seed)
+    if len(idx) ** 2 * X.dtype.itemsize > max_bytes:
+        return None
+    return _skm().pairwise_distances(X[idx])
+
+
+def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0,
+                     sample_distances: np.ndarray | None = None) -> dict:
+    """Silhouette (on a seeded sample), Davies-Bouldin, Calinski-Harabasz of the non-noise
+    points. ``sample_distances``: `silhouette_distances` of the same X, sample and seed, used when
+    no point is noise (the same numbers, without computing the distances again)."""
     X = np.asarray(X)
     labels = np.asarray(labels)
     keep = labels != NOISE
@@ -97,7 +120,14 @@ def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0) ->
         return out
     idx = silhouette_sample_indices(len(lk), silhouette_sample, seed)
     if len(np.unique(lk[idx])) >= 2:
-        out["silhouette"] = float(_skm().silhouette_score(Xk[idx], lk[idx]))
+        if sample_distances is not None and keep.all():
+            if sample_distances.shape != (len(idx), len(idx)):
+                raise ValueError(f"sample_distances has shape {sample_distances.shape}, the "
+                                 f"silhouette sample has {len(idx)} points")
+            out["silhouette"] = float(_skm().silhouette_score(sample_distances, lk[idx],
+                                                              metric="precomputed"))
+        else:
+            out["silhouette"] = float(_skm().silhouette_score(Xk[idx], lk[idx]))
     out["davies_bouldin"] = float(_skm().davies_bouldin_score(Xk, lk))
     out["calinski_harabasz"] = float(_skm().calinski_harabasz_score(Xk, lk))
     return out

@@ -82,3 +82,26 @@ def test_internal_metrics_skip_noise_and_sample_silhouette():
     b = cm.internal_metrics(X, labels, silhouette_sample=30, seed=3)
     assert a == b and a["silhouette"] > 0.9
     assert cm.internal_metrics(X, np.zeros(100, int))["silhouette"] is None
+
+
+def test_shared_sample_distances_give_the_same_silhouettes():
+    """The cuts of one tree share `silhouette_distances`: the same numbers as each silhouette
+    computing its own distances, on a sample and on all points; noise falls back."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    X[:200] += 3
+    cuts = [np.repeat([0, 1], 200), rng.integers(0, 4, 400), (X[:, 0] > 1.5).astype(int)]
+    for sample in (150, 400):
+        D = cm.silhouette_distances(X, sample, seed=2)
+        assert D.shape == (sample, sample) and np.all(np.diag(D) == 0)
+        for labels in cuts:
+            assert cm.internal_metrics(X, labels, sample, 2, sample_distances=D) == \
+                cm.internal_metrics(X, labels, sample, 2)
+    noisy = cuts[0].copy()
+    noisy[:10] = cm.NOISE  # other points, so other distances: the shared matrix is not used
+    D = cm.silhouette_distances(X, 150, seed=2)
+    assert cm.internal_metrics(X, noisy, 150, 2, sample_distances=D) == \
+        cm.internal_metrics(X, noisy, 150, 2)
+    with pytest.raises(ValueError, match="silhouette sample has 400 points"):
+        cm.internal_metrics(X, cuts[0], 1000, 2, sample_distances=D)
+    assert cm.silhouette_distances(X, 400, 2, max_bytes=400 * 400 * 4 - 1) is None
