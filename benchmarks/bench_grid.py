@@ -323,8 +323,8 @@ def main(args):
     X = np.load("data/pca.npy"); y = pd.read_parquet("data/index.parquet")["label"].to_numpy()
     out = {}
     limiter = threadpool_limits(args["threads"]) if args["threads"] else None
-    def t(name, f, *a):
-        s = time.perf_counter(); r = f(*a); out[name] = out.get(name, 0) + time.perf_counter() - s
+    def t(name, f, *a, **kw):
+        s = time.perf_counter(); r = f(*a, **kw); out[name] = out.get(name, 0) + time.perf_counter() - s
         return r
     ks = args["ks"]
     for k in args["kmeans_k"]:
