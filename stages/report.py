@@ -167,6 +167,14 @@ def section_features(doc: Doc, extract: dict, timing: dict | None, cnn: dict | N
     if timing:
         line += " " + timing_sentence(timing)
     doc.p(line)
+    if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
+        doc.p(f"The CNN was trained from scratch (seed 000): {cnn['epochs_run']} epochs, best "
+              f"epoch {cnn['best_epoch']} restored (validation accuracy "
+              f"{cnn['best_val_acc']:.3f}, loss {cnn['best_val_loss']:.3f}; "
+              f"{cnn['lr_reductions']} learning-rate reductions"
+              f"{', stopped early' if cnn['stopped_early'] else ''}). Training curves: "
+              "`dvc plots show` (DVCLive logs in `dvclive/cnn`), per epoch in "
+              "`metrics/cnn_history.csv`.")
 
 
 def timing_sentence(timing: dict) -> str:
@@ -180,14 +188,6 @@ def timing_sentence(timing: dict) -> str:
     stored = f"; {from_store:,} more came from the feature store" if from_store else ""
     return (f"Throughput of the last run: **{timing['images_per_s']:.0f} images/s** "
             f"({timing['seconds']:.1f} s for the {extracted:,} images it extracted{stored}).")
-    if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
-        doc.p(f"The CNN was trained from scratch (seed 000): {cnn['epochs_run']} epochs, best "
-              f"epoch {cnn['best_epoch']} restored (validation accuracy "
-              f"{cnn['best_val_acc']:.3f}, loss {cnn['best_val_loss']:.3f}; "
-              f"{cnn['lr_reductions']} learning-rate reductions"
-              f"{', stopped early' if cnn['stopped_early'] else ''}). Training curves: "
-              "`dvc plots show` (DVCLive logs in `dvclive/cnn`), per epoch in "
-              "`metrics/cnn_history.csv`.")
 
 
 def section_reduce(doc: Doc, reduce: dict):

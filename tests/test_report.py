@@ -59,3 +59,20 @@ def test_timing_sentence_counts_only_the_images_run_through_the_network():
     assert "all 1,797 images' features from the feature store" in text and "images/s" not in text
     old = {"seconds": 2.0, "images_per_s": 50.0, "images": 100}  # a log from before the store
     assert "2.0 s for the 100 images it extracted)" in report.timing_sentence(old)
+
+
+def test_features_section_describes_a_trained_cnn_and_only_one():
+    extract = {"backbone": "scratch_cnn", "weights": "models/backbone", "dim": 256,
+               "image_size": 32, "resize": "squash", "device": "cpu", "precision": "fp32"}
+    timing = {"seconds": 1.0, "images_per_s": 30.0, "images": 30, "extracted": 30}
+    cnn = {"trained": True, "epochs_run": 3, "best_epoch": 2, "best_val_acc": 0.875,
+           "best_val_loss": 0.4321, "lr_reductions": 1, "stopped_early": False}
+    doc = report.Doc()
+    report.section_features(doc, extract, timing, cnn)
+    text = [b[1] for b in doc.blocks if b[0] == "p"]
+    assert len(text) == 2 and "30 images/s" in text[0]
+    assert "trained from scratch (seed 000): 3 epochs, best epoch 2" in text[1]
+    assert "validation accuracy 0.875, loss 0.432; 1 learning-rate reductions)" in text[1]
+    doc = report.Doc()
+    report.section_features(doc, extract, timing, {"trained": False})  # any other backbone
+    assert [b[0] for b in doc.blocks] == ["h", "p"]
