@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.backbones import build_backbone  # noqa: E402
-from stages.extract import extract_features, load_rgb, preprocess  # noqa: E402
+from clusterlens.backbones import build_backbone  # noqa: E402
+from clusterlens.features import extract_features, load_rgb, preprocess  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-test"
 

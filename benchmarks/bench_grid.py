@@ -318,7 +318,7 @@ def main(args):
     import os, sys
     os.chdir(args["repo"]); sys.path.insert(0, args["repo"])
     import stages.cluster as c
-    from stages import cluster_metrics as cm
+    from clusterlens import metrics as cm
     from threadpoolctl import threadpool_limits
     X = np.load("data/pca.npy"); y = pd.read_parquet("data/index.parquet")["label"].to_numpy()
     out = {}

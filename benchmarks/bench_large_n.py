@@ -100,7 +100,7 @@ KMEANS = r'''
 import os, time
 import numpy as np
 def main(a):
-    from stages import large_n as ln
+    from clusterlens import large_n as ln
     import faiss, sklearn.cluster  # the engines' imports, before the base is noted
     from sklearn.metrics import adjusted_rand_score
     base = rss_mb()
@@ -128,8 +128,8 @@ def anon_mb():  # anonymous (not file-backed) resident memory: a memory map's pa
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
 def main(a):
-    from stages import large_n as ln
-    from stages import cluster as c
+    from clusterlens import large_n as ln
+    from clusterlens import clustering as c
     import faiss, fastcluster, scipy.sparse, sklearn.cluster, sklearn.metrics  # noqa
     from sklearn.metrics import adjusted_rand_score
     base = rss_mb()
@@ -391,7 +391,7 @@ def report(rows: list[dict], info: dict, args, sizes: list[int], elapsed: float)
 
     print(f"\n== Agglomerative routes, cut at K={args.k} (two-step: {args.n_centroids} "
           "K-Means cells, weighted linkage over them)")
-    from stages import large_n as ln
+    from clusterlens import large_n as ln
 
     base_mb = next((r["base_rss_mb"] for r in rows if r.get("base_rss_mb")), 200.0)
     table = []

@@ -102,7 +102,7 @@ import numpy as np
 CODE = {}
 CODE["index"] = PRELUDE + r'''
 def main(a):
-    from stages.index import build_index
+    from clusterlens.index import build_index
     base = rss_mb()
     t = time.perf_counter(); c0 = time.process_time()
     index, rejected, info = build_index(a["root"], min_side=8, drop_duplicates=False, workers=2)
@@ -113,8 +113,8 @@ def main(a):
 CODE["extract"] = PRELUDE + r'''
 def main(a):
     import torch
-    from stages.backbones import build_backbone
-    from stages.extract import extract_features
+    from clusterlens.backbones import build_backbone
+    from clusterlens.features import extract_features
     base = rss_mb()
     paths = a["paths"]
     t = time.perf_counter(); c0 = time.process_time()
@@ -136,7 +136,7 @@ def main(a):
 '''
 CODE["reduce"] = PRELUDE + r'''
 def main(a):
-    from stages.reduce import fit_pca
+    from clusterlens.reduce import fit_pca
     base = rss_mb()
     X = np.load(a["features"])
     inp = rss_mb()
@@ -149,7 +149,7 @@ def main(a):
 '''
 CODE["cluster"] = PRELUDE + r'''
 def main(a):
-    from stages import cluster as c
+    from clusterlens import clustering as c
     import fastcluster, sklearn.cluster, sklearn.mixture, sklearn.neighbors  # the stage's own
     import scipy.cluster.hierarchy  # lazy imports, loaded before the base is noted
     base = rss_mb()
@@ -187,7 +187,7 @@ def main(a):
 '''
 CODE["upper_bound"] = PRELUDE + r'''
 def main(a):
-    from stages import upper_bound as ub
+    from clusterlens import upper_bound as ub
     base = rss_mb()
     raw = np.load(a["features"]); pca = np.load(a["pca"]); y = np.load(a["labels"])
     inp = rss_mb()

@@ -20,8 +20,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stages.backbones import SCRATCH_CNN, check_backbone_name
-from stages.common import (
+from clusterlens.backbones import SCRATCH_CNN, check_backbone_name
+from clusterlens.common import (
     get_logger, load_params, log_block, param, run_cli, write_json, write_table,
 )
 
@@ -54,7 +54,7 @@ def write_untrained(out_dir: Path = OUT_DIR, live_dir: Path = LIVE_DIR,
 
 
 def write_table_tsv(path: Path, columns: list[str]) -> None:
-    from stages.common import atomic_path
+    from clusterlens.common import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -68,7 +68,7 @@ def run(params: dict, index_path: str = "data/index.parquet", out_dir: Path = OU
         log_block(log, "backbone", params={"extract.backbone": name},
                   outputs={str(out_dir): "nothing to train (pretrained or raw pixels)"})
         return write_untrained(out_dir, live_dir, history, summary)
-    from stages import cnn
+    from clusterlens import cnn
 
     cnn.cnn_params(params)  # validate every cnn.* key before decoding anything
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from stages import backbone
-from stages.backbones import SCRATCH_CNN, build_backbone
-from stages.common import ParamError
+from clusterlens.backbones import SCRATCH_CNN, build_backbone
+from clusterlens.common import ParamError
 from tests.conftest import make_tree
 
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import captions as cap
-from stages import fusion as fu
-from stages.common import DataError, ParamError, load_npy, read_json
+from clusterlens import captions as cap
+from clusterlens import fusion as fu
+from clusterlens.common import DataError, ParamError, load_npy, read_json
 from tests.conftest import MOBILENET_WEIGHTS, make_image
 
 NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
@@ -82,7 +82,7 @@ def test_make_captions_rejects_mismatched_inputs():
 
 # --------------------------------------------------------------------------- classifier head
 def _images(size: int) -> torch.Tensor:
-    from stages.extract import preprocess
+    from clusterlens.features import preprocess
 
     rng = np.random.default_rng(0)
     return torch.stack([preprocess(make_image(i, rng), size, "squash", (0.5,) * 3, (0.25,) * 3)
@@ -90,7 +90,7 @@ def _images(size: int) -> torch.Tensor:
 
 
 def test_lite0_head_logits_equal_the_full_model():
-    from stages.backbones import build_lite0
+    from clusterlens.backbones import build_lite0
 
     backbone = build_lite0("DEFAULT", 64)
     x = _images(64)
@@ -108,7 +108,7 @@ def test_lite0_head_logits_equal_the_full_model():
 def test_mobilenet_v2_head_logits_equal_the_full_model():
     import torchvision
 
-    from stages.backbones import build_backbone
+    from clusterlens.backbones import build_backbone
 
     backbone = build_backbone("mobilenet_v2", str(MOBILENET_WEIGHTS))
     full_model = torchvision.models.mobilenet_v2()
@@ -162,7 +162,7 @@ def test_embed_texts_offline_unit_deterministic_and_semantic(monkeypatch):
 
 
 def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
-    from stages.common import save_npy, write_table
+    from clusterlens.common import save_npy, write_table
 
     rng = np.random.default_rng(1)
     feats = np.abs(rng.normal(0, 1, (6, 1280))).astype(np.float32)
@@ -270,7 +270,7 @@ def test_kappa_table_ranks_the_informative_features_first():
 
 
 def test_kappa_table_reuses_the_cluster_metrics_kappa():
-    from stages.cluster_metrics import kappa_after_majority_vote
+    from clusterlens.metrics import kappa_after_majority_vote
 
     _, text, y = _blobs(n_per=20)
     table = fu.kappa_table({"text": text}, y, 3, seed=0, methods=("kmeans",), n_init=2,
@@ -280,7 +280,7 @@ def test_kappa_table_reuses_the_cluster_metrics_kappa():
 
 
 def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
-    from stages.common import save_npy, write_table
+    from clusterlens.common import save_npy, write_table
 
     visual, text, y = _blobs(n_per=15)
     save_npy("data/features.npy", visual)

@@ -5,10 +5,10 @@ import pytest
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import NearestCentroid
 
-from stages.backbones import LITE0, build_backbone
-from stages.extract import extract_features
-from stages.index import build_index
-from stages.reduce import fit_pca
+from clusterlens.backbones import LITE0, build_backbone
+from clusterlens.features import extract_features
+from clusterlens.index import build_index
+from clusterlens.reduce import fit_pca
 from tests.conftest import CIFAR, MOBILENET_WEIGHTS
 
 pytestmark = [pytest.mark.slow,
@@ -76,7 +76,7 @@ def cifar_pca(tmp_path_factory):
 
 
 def _stage_inputs(X, index):
-    from stages.common import save_npy, write_table
+    from clusterlens.common import save_npy, write_table
 
     save_npy("data/pca.npy", X)
     write_table("data/index.parquet", index)
@@ -88,7 +88,7 @@ def test_kmeans_at_k10_recovers_cifar_classes_far_above_shuffled(cifar_pca, in_t
     import numpy as np
     from sklearn.metrics import normalized_mutual_info_score
 
-    from stages import cluster
+    from clusterlens import clustering as cluster
 
     X, index = cifar_pca
     out = cluster.run("kmeans", 10, _stage_inputs(X, index))["k10"]
@@ -107,7 +107,7 @@ def test_grid_metrics_agree_with_independent_sklearn(cifar_pca, in_tmp_cwd):
     from sklearn import metrics as skm
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
-    from stages import cluster
+    from clusterlens import clustering as cluster
 
     X, index = cifar_pca
     y = index["label"].to_numpy()

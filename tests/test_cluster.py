@@ -8,8 +8,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from stages import cluster, clustering, nmf
-from stages.common import DataError, ParamError, save_npy, write_table
+from clusterlens import clustering as cluster, selection as clustering, nmf
+from clusterlens.common import DataError, ParamError, save_npy, write_table
 
 
 @pytest.fixture

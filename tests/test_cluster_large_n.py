@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from stages import cluster, clustering
-from stages.common import ParamError
+from clusterlens import clustering as cluster, selection as clustering
+from clusterlens.common import ParamError
 from tests.test_cluster import blobs  # noqa: F401 - the fixture
 
 

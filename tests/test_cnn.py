@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import cnn
-from stages.cnn import CNNParams, ParamError
+from clusterlens import cnn
+from clusterlens.cnn import CNNParams, ParamError
 from tests.conftest import make_tree
 
 CLASSES = ["apple", "berry", "cherry"]
@@ -101,7 +101,7 @@ def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
 def test_embedding_network_runs_in_the_extract_engine(data, tmp_path):
     """``extract`` traces + freezes backbones in channels-last on CPU: the loaded embedding
     network must survive that and give the same features."""
-    from stages.extract import prepare_model
+    from clusterlens.features import prepare_model
 
     res = _fit(data, dataclasses.replace(FAST, epochs=1))
     cnn.save_cnn(res.model, cnn.model_config(3, CLASSES, FAST, 0), tmp_path)
@@ -193,7 +193,7 @@ def test_early_stopping_matches_keras_counting():
 
 # --------------------------------------------------------------------------- pieces
 def test_decode_matches_extract_preprocess(data):
-    from stages.extract import load_rgb, preprocess
+    from clusterlens.features import load_rgb, preprocess
 
     root, paths, _, images = data
     for i in (0, 45, 89):

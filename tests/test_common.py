@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from stages.common import ParamError, atomic_path, param, save_npy, write_json
+from clusterlens.common import ParamError, atomic_path, param, save_npy, write_json
 
 
 def test_param_names_missing_key():

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster
 
-from stages import cluster, clustering, composition, tsne
-from stages.common import DataError, ParamError, save_npy, write_table
+from clusterlens import clustering as cluster, selection as clustering, composition, tsne
+from clusterlens.common import DataError, ParamError, save_npy, write_table
 from tests.conftest import make_tree
 
 

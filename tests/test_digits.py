@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from stages.digits import write_digits
+from clusterlens.digits import write_digits
 
 
 def test_digits_tree_holds_all_sklearn_digits(tmp_path):

@@ -9,11 +9,11 @@ import sys
 import pytest
 import yaml
 
-from stages import distributed
-from stages.common import ParamError, write_table
-from stages.extract import ExtractParams
-from stages.feature_store import FeatureStore
-from stages.index import build_index
+from clusterlens import distributed
+from clusterlens.common import ParamError, write_table
+from clusterlens.features import ExtractParams
+from clusterlens.feature_store import FeatureStore
+from clusterlens.index import build_index
 from tests.conftest import PROJECT, make_tree
 from tests.test_feature_store import _params
 

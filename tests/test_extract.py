@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stages import extract as ex
-from stages.backbones import LITE0, build_backbone, lite0_weights_path
-from stages.common import ParamError
-from stages.index import build_index
+from clusterlens import features as ex
+from clusterlens.backbones import LITE0, build_backbone, lite0_weights_path
+from clusterlens.common import ParamError
+from clusterlens.index import build_index
 from tests.conftest import MOBILENET_WEIGHTS, make_image
 
 RNG = np.random.default_rng(2)
@@ -227,7 +227,7 @@ def test_params_are_validated_before_heavy_work(tmp_path):
 
 
 def test_run_writes_features_in_index_order(image_tree, in_tmp_cwd):
-    from stages.common import write_table
+    from clusterlens.common import write_table
 
     index, _, _ = build_index(image_tree)
     write_table("data/index.parquet", index)

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from stages import extract as ex
-from stages.backbones import LITE0, build_backbone
-from stages.common import write_table
-from stages.feature_store import FeatureStore, digests
-from stages.index import build_index
+from clusterlens import features as ex
+from clusterlens.backbones import LITE0, build_backbone
+from clusterlens.common import write_table
+from clusterlens.feature_store import FeatureStore, digests
+from clusterlens.index import build_index
 from tests.conftest import make_tree
 
 SHA = [f"{i:064x}" for i in range(6)]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages.common import DataError, ParamError
-from stages.index import IndexParams, build_index, index_metrics, run, scan_tree
+from clusterlens.common import DataError, ParamError
+from clusterlens.index import IndexParams, build_index, index_metrics, run, scan_tree
 from tests.conftest import make_image, make_tree
 
 RNG = np.random.default_rng(1)

@@ -10,9 +10,9 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from stages import large_n as ln
-from stages.cluster import cut_tree_at, linkage_tree
-from stages.common import DataError, ParamError
+from clusterlens import large_n as ln
+from clusterlens.clustering import cut_tree_at, linkage_tree
+from clusterlens.common import DataError, ParamError
 
 needs_faiss = pytest.mark.skipif(not ln.faiss_available(),
                                  reason="faiss not installed (pip install faiss-cpu)")

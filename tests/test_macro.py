@@ -9,9 +9,9 @@ import pytest
 from scipy.cluster.hierarchy import cophenet, fcluster, leaves_list, linkage
 from scipy.spatial.distance import pdist
 
-from stages import macro
-from stages.cluster_metrics import purity
-from stages.common import DataError, ParamError, save_npy, write_table
+from clusterlens import macro
+from clusterlens.metrics import purity
+from clusterlens.common import DataError, ParamError, save_npy, write_table
 
 FAMILIES = {"bird": ["duck", "goose", "swan"], "car": ["cab", "sedan", "van"],
             "planet": ["mars", "saturn", "venus"], "tool": ["axe", "drill", "saw"]}
@@ -162,7 +162,7 @@ def test_dendrogram_renders_many_classes(in_tmp_cwd):
     rng = np.random.default_rng(1)
     names = [f"class-{i:03d}" for i in range(60)]
     Z = linkage(rng.normal(size=(60, 5)), "ward")
-    from stages.common import matplotlib_setup
+    from clusterlens.common import matplotlib_setup
     matplotlib_setup()
     macro.plot_dendrogram(Z, names, 0.5, "d.png")
     shown = macro.plot_centroid_distances(rng.normal(size=(60, 5)), Z, names, 40, "h.png")

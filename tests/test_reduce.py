@@ -6,8 +6,8 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from stages.common import ParamError, save_npy, write_table
-from stages.reduce import check_n_components, fit_pca, reduce_metrics, run
+from clusterlens.common import ParamError, save_npy, write_table
+from clusterlens.reduce import check_n_components, fit_pca, reduce_metrics, run
 
 
 def _data(n=300, d=40, seed=0):

@@ -3,7 +3,7 @@ import base64
 
 import pandas as pd
 
-from stages import report
+from clusterlens import report
 from tests.conftest import make_image
 
 

@@ -8,10 +8,10 @@ from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
-from stages import cluster, nmf
-from stages.backbones import RAW, build_backbone
-from stages.common import DataError, ParamError, save_npy, write_table
-from stages.extract import extract_features
+from clusterlens import clustering as cluster, nmf
+from clusterlens.backbones import RAW, build_backbone
+from clusterlens.common import DataError, ParamError, save_npy, write_table
+from clusterlens.features import extract_features
 
 
 # --------------------------------------------------------------------------- raw pixels
@@ -92,7 +92,7 @@ def test_nmf_params_are_checked(parts):
 
 # --------------------------------------------------------------------------- feature sets
 def test_reduce_nmf_and_upper_bound_read_the_selected_feature_set(in_tmp_cwd):
-    from stages import fusion, reduce
+    from clusterlens import fusion, reduce
 
     rng = np.random.default_rng(0)
     visual = np.abs(rng.normal(size=(40, 12))).astype(np.float32)
@@ -118,7 +118,7 @@ def test_reduce_nmf_and_upper_bound_read_the_selected_feature_set(in_tmp_cwd):
 
 
 def test_captions_disabled_means_visual_only(in_tmp_cwd):
-    from stages import captions, fusion
+    from clusterlens import captions, fusion
 
     save_npy("data/features.npy", np.ones((6, 5), np.float32))
     write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(6)],
@@ -139,7 +139,7 @@ def test_captions_disabled_means_visual_only(in_tmp_cwd):
 
 def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(image_tree,
                                                                              in_tmp_cwd):
-    from stages import captions
+    from clusterlens import captions
 
     paths = sorted(p.relative_to(image_tree).as_posix() for p in image_tree.rglob("*.png"))
     write_table("data/index.parquet", pd.DataFrame({
@@ -162,7 +162,7 @@ def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(imag
 def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch):
     """The ImageNet head reads 224 px centre-cropped Lite0 features: extracted features at
     another size are not reused (captions of squashed 64 px images are nonsense)."""
-    from stages import captions, extract
+    from clusterlens import captions, features as extract
 
     calls = []
     monkeypatch.setattr(extract, "features_for_index",

@@ -33,12 +33,12 @@ import torch
 import yaml
 from PIL import Image
 
-from stages import cluster, clustering
-from stages import extract as ex
-from stages import index as ix
-from stages import reduce as rd
-from stages.backbones import LITE0, build_backbone
-from stages.common import DataError, run_cli, save_npy, write_table
+from clusterlens import clustering as cluster, selection as clustering
+from clusterlens import features as ex
+from clusterlens import index as ix
+from clusterlens import reduce as rd
+from clusterlens.backbones import LITE0, build_backbone
+from clusterlens.common import DataError, run_cli, save_npy, write_table
 from tests.conftest import PROJECT, make_image, make_tree
 
 RNG = np.random.default_rng(6)
@@ -409,7 +409,7 @@ def test_folder_changed_after_indexing_is_a_clear_error(tmp_path, lite0_32):
 def test_leftovers_of_a_killed_write_are_removed_by_the_next_run(tmp_path, in_tmp_cwd):
     """After SIGKILL mid-write, `.<name>.<random>.tmp` may stay beside an output; it is never an
     output itself, and the stage's next run removes it (and nothing else)."""
-    from stages.common import remove_stale_tmp
+    from clusterlens.common import remove_stale_tmp
 
     data = in_tmp_cwd / "data"
     data.mkdir()

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import macro, summary, upper_bound as ub
-from stages.common import DataError, save_npy, write_json
+from clusterlens import macro, summary, upper_bound as ub
+from clusterlens.common import DataError, save_npy, write_json
 from tests.test_upper_bound import PARAMS, data  # noqa: F401  (fixture)
 
 CLUSTERING = {

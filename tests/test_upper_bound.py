@@ -10,8 +10,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from stages import macro, upper_bound as ub
-from stages.common import DataError, ParamError, save_npy
+from clusterlens import macro, upper_bound as ub
+from clusterlens.common import DataError, ParamError, save_npy
 from tests.test_macro import make_hierarchy, write_inputs
 
 CONFIGS = [{"name": "lr_C1", "C": 1.0, "class_weight": None, "features": "raw"},

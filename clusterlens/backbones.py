@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.common import ParamError
+from clusterlens.common import ParamError
 
 LITE0 = "efficientnet_lite0"
 RAW = "raw_pixels"
@@ -248,7 +248,7 @@ def build_scratch_cnn(model_dir: str | Path = SCRATCH_DIR) -> Backbone:
     inputs in [0, 1] (no normalisation) at the size it was trained at, squashed."""
     import json
 
-    from stages.cnn import WEIGHTS_FILE, load_cnn_features, read_cnn_config
+    from clusterlens.cnn import WEIGHTS_FILE, load_cnn_features, read_cnn_config
 
     model_dir = Path(model_dir)
     cfg = model_dir / "config.json"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import atomic_path, get_logger, save_npy
+from clusterlens.common import atomic_path, get_logger, save_npy
 
 log = get_logger("feature_store")
 VERSION = 1

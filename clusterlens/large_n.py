@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import DataError, ParamError, get_logger, require_choice, require_int
+from clusterlens.common import DataError, ParamError, get_logger, require_choice, require_int
 
 log = get_logger("large_n")
 
@@ -625,7 +625,7 @@ def _first_seen_order(labels: np.ndarray) -> np.ndarray:
 def cut_two_step(result: TwoStepTree, ks: list[int]) -> dict[int, np.ndarray]:
     """Cut the cells' tree into K clusters for every K (``stages.cluster.cut_tree_at``) and give
     every point its cell's cluster; labels numbered in order of their first point."""
-    from stages.cluster import cut_tree_at  # here: stages.cluster imports this module
+    from clusterlens.clustering import cut_tree_at  # here: stages.cluster imports this module
 
     m = len(result.sizes)
     for k in ks:
@@ -659,7 +659,7 @@ def check_large_n_params(params: dict) -> dict:
     ``kmeans.engine`` (sklearn), ``agglomerative.route`` (auto), ``agglomerative.max_exact_n``
     (null: per-linkage defaults), ``agglomerative.n_centroids`` (2000),
     ``large_n.mmap_threshold_mb`` (1024; null: never memory-map)."""
-    from stages.common import param
+    from clusterlens.common import param
 
     out = {
         "engine": check_engine(param(params, "kmeans.engine", "sklearn")),

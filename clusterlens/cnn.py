@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from stages.common import (
+from clusterlens.common import (
     DataError,
     ParamError,
     atomic_path,
@@ -224,7 +224,7 @@ def decode_images(root: str | Path, paths: Sequence[str], image_size: int,
     ``stages.extract.preprocess(img, S, "squash", mean=0, std=1)`` gives times 255."""
     from PIL import Image
 
-    from stages.extract import load_rgb  # lazy: extract -> backbones -> cnn
+    from clusterlens.images import load_rgb
 
     root = Path(root)
 

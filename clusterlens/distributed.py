@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stages.common import ParamError, get_logger
+from clusterlens.common import ParamError, get_logger
 
 log = get_logger("distributed")
 WRITER_ENV = "CLUSTERLENS_WRITER_NODE"  # set by the launcher on the node DVC runs on

@@ -1,0 +1,152 @@
+"""Strict pydantic models for params sections, with errors that name the dotted key.
+
+Every section model derives from :class:`Section`: unknown keys are refused (with a "did you
+mean" hint), values are not coerced between types (``"5"`` is not an integer, ``true`` is not
+a number), and every error becomes a :class:`~clusterlens.errors.ParamError` that names the
+dotted key and the value it got, e.g. ``params.yaml: `kmeans.n_init` must be >= 1, got 0``.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from clusterlens.errors import ParamError
+
+S = TypeVar("S", bound="Section")
+
+
+class Section(BaseModel):
+    """Base of every params section: strict types, no unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def load_params(path: str | os.PathLike) -> dict:
+    """Read a params file into a plain mapping of sections.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The YAML file (a stage passes ``params.yaml``).
+
+    Returns
+    -------
+    dict
+        The parsed mapping (empty for an empty file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found (run from the project root)")
+    with open(path, encoding="utf-8") as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict):
+        raise ParamError("<root>", "must be a mapping of sections")
+    return params
+
+
+def _dotted(prefix: str, loc: tuple) -> str:
+    parts = [prefix] if prefix else []
+    parts += [str(p) for p in loc]
+    return ".".join(parts) if parts else "<root>"
+
+
+def _message(err: dict, model: type[BaseModel], prefix: str) -> tuple[str, str]:
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    key = _dotted(prefix, loc)
+    if kind == "extra_forbidden":
+        # the unknown key is the last element of loc; suggest from the fields of its model
+        fields = _fields_at(model, loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
+        msg = "is not a known key"
+        if hint:
+            msg += f"; did you mean `{_dotted(prefix, loc[:-1] + (hint[0],))}`?"
+        elif fields:
+            msg += f" (known: {', '.join(sorted(fields))})"
+        return key, msg
+    if kind == "missing":
+        return key, "is missing"
+    text = str(err.get("msg", "is invalid"))
+    for lead in ("Value error, ", "Assertion failed, "):
+        if text.startswith(lead):
+            text = text[len(lead):]
+    if text.startswith("Input should be"):
+        text = "must be" + text[len("Input should be"):]
+    if "input" in err and kind not in ("value_error",):
+        return key, f"{text[:1].lower()}{text[1:]}, got {err['input']!r}"
+    return key, text
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            ann = current.model_fields[part].annotation
+            current = ann if isinstance(ann, type) else None
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def parse_section(params: dict, name: str, model: type[S]) -> S:
+    """Validate ``params[name]`` against ``model``.
+
+    Parameters
+    ----------
+    params : dict
+        The whole params mapping (see :func:`load_params`).
+    name : str
+        The section, e.g. ``"kmeans"``.
+    model : type of Section
+        The section's model.
+
+    Returns
+    -------
+    Section
+        The validated, immutable section.
+
+    Raises
+    ------
+    ParamError
+        Naming the first offending dotted key (``kmeans.k``) and the value it got; an unknown
+        key gets a "did you mean" hint.
+    """
+    if name not in params:
+        raise ParamError(name, "is missing")
+    value = params[name]
+    if not isinstance(value, dict):
+        raise ParamError(name, f"must be a mapping of keys, got {value!r}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+        key, msg = _message(errors[0], model, name)
+        raise ParamError(key, msg) from None
+
+
+def check_value(key: str, value: Any, check) -> Any:
+    """Run ``check(value)`` and turn a ``ValueError`` into a :class:`ParamError` naming ``key``."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ParamError(key, str(exc)) from None
+
+
+def require_seed(params: dict) -> int:
+    """The top-level ``seed``: an integer >= 0 that every random step takes."""
+    seed = params.get("seed", _MISSING)
+    if seed is _MISSING:
+        raise ParamError("seed", "is missing")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParamError("seed", f"must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+_MISSING = object()

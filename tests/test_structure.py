@@ -1,0 +1,98 @@
+"""The code's shape: stage modules are thin entry points, the library has no cycles, and every
+stage's code deps in dvc.yaml are exactly the modules its code imports."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.code_deps import (
+    LIB, PROJECT, STAGES, closure, declared_code_deps, dvc_stages, expected_code_deps,
+    imported_files, lib_modules, rel, rewrite, stage_module_of, stage_modules,
+)
+
+MAX_STAGE_LINES = 150
+
+
+def test_package_init_files_hold_no_code():
+    # They are left out of every stage's deps, which is only right while they do nothing.
+    for init in [*LIB.rglob("__init__.py"), STAGES / "__init__.py"]:
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        code = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        assert not code, f"{rel(init)} must hold only a docstring"
+
+
+def test_library_never_imports_a_stage():
+    for f in lib_modules():
+        bad = [rel(g) for g in imported_files(f) if g.parent == STAGES]
+        assert not bad, f"{rel(f)} imports stage modules {bad}"
+
+
+def test_no_stage_imports_another_stage():
+    for f in stage_modules():
+        bad = [rel(g) for g in imported_files(f) if g.parent == STAGES]
+        assert not bad, f"{rel(f)} imports stage modules {bad}"
+
+
+def test_the_library_has_no_import_cycle():
+    graph = {f: {g for g in imported_files(f) if g.is_relative_to(LIB)} for f in lib_modules()}
+    state: dict[Path, int] = {}
+
+    def visit(f: Path, stack: list[Path]) -> None:
+        state[f] = 1
+        for g in sorted(graph.get(f, ())):
+            if state.get(g) == 1:
+                cycle = stack[stack.index(g):] + [g] if g in stack else [f, g]
+                pytest.fail("import cycle: " + " -> ".join(rel(c) for c in cycle))
+            if g not in state:
+                visit(g, stack + [g])
+        state[f] = 2
+
+    for f in sorted(graph):
+        if f not in state:
+            visit(f, [f])
+
+
+def test_stage_modules_are_thin():
+    for f in stage_modules():
+        n = len(f.read_text(encoding="utf-8").splitlines())
+        assert n <= MAX_STAGE_LINES, f"{rel(f)} has {n} lines; move logic into clusterlens/"
+
+
+def test_every_stage_module_is_a_dvc_stage():
+    used = {stage_module_of(s["cmd"]) for s in dvc_stages().values()}
+    assert set(stage_modules()) == used
+
+
+@pytest.mark.parametrize("name", sorted(dvc_stages()))
+def test_code_deps_are_exactly_the_imports(name):
+    stage = dvc_stages()[name]
+    declared, expected = declared_code_deps(stage), expected_code_deps(stage)
+    missing, extra = sorted(expected - declared), sorted(declared - expected)
+    assert not missing and not extra, (
+        f"dvc.yaml stage `{name}`: add {missing}, remove {extra}" if missing or extra else "")
+
+
+def test_a_drifted_dep_is_caught(tmp_path):
+    # The check above must fail when dvc.yaml loses a module that a stage imports.
+    stage = dict(dvc_stages()["kmeans"])
+    imports = sorted(expected_code_deps(stage) - {"stages/cluster.py"})
+    assert imports, "stages/cluster.py imports no library module?"
+    stage["deps"] = [d for d in stage["deps"] if d != imports[0]]
+    assert expected_code_deps(stage) - declared_code_deps(stage) == {imports[0]}
+
+
+def test_rewrite_restores_a_drifted_dvc_yaml():
+    text = (PROJECT / "dvc.yaml").read_text(encoding="utf-8")
+    stages = dvc_stages()
+    fixed = rewrite(text, stages)
+    drifted = fixed.replace("      - stages/tsne.py\n", "", 1)
+    assert drifted != fixed
+    assert rewrite(drifted, stages) == fixed
+
+
+def test_logging_and_plotting_helpers_do_not_invalidate_extraction_or_training():
+    for name in ("extract", "backbone"):
+        deps = expected_code_deps(dvc_stages()[name])
+        assert "clusterlens/plotting.py" not in deps, f"{name} depends on the plotting helpers"
