@@ -1,4 +1,4 @@
-"""Zero-shot captions, sentence embeddings and fusion (SPEC E6, seed 003)."""
+"""Zero-shot captions and their sentence embeddings."""
 import socket
 
 import numpy as np
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from clusterlens import captions as cap
+from clusterlens import captions, fusion
 from clusterlens import fusion as fu
-from clusterlens.common import DataError, ParamError, load_npy, read_json
+from clusterlens.common import DataError, ParamError, load_npy, read_json, save_npy, write_table
 from tests.conftest import MOBILENET_WEIGHTS, make_image
 
 NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
@@ -189,113 +190,69 @@ def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
     assert err.value.key == "captions.template"
 
 
-# --------------------------------------------------------------------------- fusion
-def _blobs(n_per=40, k=3, seed=0):
-    """Text separates the k classes; visual is pure noise."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(k), n_per)
-    centres = rng.normal(0, 1, (k, 24))
-    text = centres[y] + rng.normal(0, 0.15, (len(y), 24))
-    visual = rng.normal(0, 1, (len(y), 40)) * 5.0
-    return visual.astype(np.float32), text.astype(np.float32), y
+def test_captions_disabled_means_visual_only(in_tmp_cwd):
+    from clusterlens import captions, fusion
+
+    save_npy("data/features.npy", np.ones((6, 5), np.float32))
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(6)],
+                                                    "class": ["a", "b"] * 3, "label": [0, 1] * 3}))
+    params = {"seed": 0, "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
+                                     "device": "cpu"},
+              "captions": {"enabled": False, "template": "seed003", "batch_size": 4},
+              "fusion": {"set": "visual", "weight": 0.5, "dim": 8, "methods": ["kmeans"]},
+              "kmeans": {"n_init": 1, "max_iter": 10}}
+    assert captions.run(params) == {"enabled": False, "images": 6}
+    assert np.load("data/text_features.npy").shape == (6, 0)
+    assert len(pd.read_parquet("data/captions.parquet")) == 0
+    assert fusion.run(params) == {"enabled": False}
+    assert np.load("data/fused.npy").shape == (6, 0)
+    with pytest.raises(ParamError, match="fusion.set.*captions.enabled"):
+        fusion.run({**params, "fusion": {**params["fusion"], "set": "concat"}})
 
 
-def test_fusion_shapes_and_norms():
-    visual, text, _ = _blobs()
-    n = len(visual)
-    assert np.allclose(np.linalg.norm(fu.l2_normalize(visual), axis=1), 1.0, atol=1e-6)
-    assert not fu.l2_normalize(np.zeros((2, 3))).any()  # zero rows stay zero
-    c = fu.fuse_concat(visual, text)
-    assert c.shape == (n, 64) and c.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(c[:, :40], axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(c[:, 40:], axis=1), 1.0, atol=1e-6)
-    w = fu.fuse_weighted(visual, text, 0.5, dim=384, seed=0)
-    assert w.shape == (n, 24)  # min(dim, D_v, D_t, N)
-    assert fu.fuse_weighted(visual, text, 0.5, dim=8).shape == (n, 8)
-    assert fu.fuse_weighted(visual[:5], text[:5], 0.5, dim=384).shape == (5, 5)
-    assert np.array_equal(w, fu.fuse_weighted(visual, text, 0.5, dim=384, seed=0))
-    assert (np.linalg.norm(w, axis=1) <= 1.0 + 1e-6).all()
-    for name, dim in [("visual", 40), ("text", 24), ("concat", 64), ("weighted", 10)]:
-        assert fu.feature_set(name, visual, text, 0.3, 10).shape == (n, dim)
+def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(image_tree,
+                                                                             in_tmp_cwd):
+    from clusterlens import captions
+
+    paths = sorted(p.relative_to(image_tree).as_posix() for p in image_tree.rglob("*.png"))
+    write_table("data/index.parquet", pd.DataFrame({
+        "path": paths, "class": [p.split("/")[0] for p in paths],
+        "label": pd.factorize(pd.Series([p.split("/")[0] for p in paths]), sort=True)[0],
+        "sha256": [f"{i:064x}" for i in range(len(paths))]}))
+    save_npy("data/features.npy", np.zeros((len(paths), 3 * 32 * 32), np.float32))  # raw pixels
+    params = {"seed": 0, "data": {"root": str(image_tree)},
+              "extract": {"backbone": "raw_pixels", "weights": "DEFAULT", "image_size": 32,
+                          "resize": "squash", "batch_size": 8, "device": "cpu", "workers": 0,
+                          "precision": "fp32", "jit": False, "store": "none"},
+              "captions": {"template": "top1", "batch_size": 8}}
+    m = captions.run(params)
+    assert "efficientnet_lite0" in m["captioner"] and "fallback" in m["captioner"]
+    table = pd.read_parquet("data/captions.parquet")
+    assert len(table) == len(paths) and table["caption"].str.startswith("a photo of ").all()
+    assert np.load("data/text_features.npy").shape == (len(paths), 384)
 
 
-def test_weighted_fusion_at_the_ends_is_one_part_alone():
-    visual, text, _ = _blobs()
-    alone_v = fu.pca_project(visual, 16, seed=0)
-    alone_t = fu.pca_project(text, 16, seed=0)
-    assert np.array_equal(fu.fuse_weighted(visual, text, 1.0, dim=16), alone_v)
-    assert np.array_equal(fu.fuse_weighted(visual, text, 0, dim=16), alone_t)
-    np.testing.assert_allclose(np.linalg.norm(alone_v, axis=1), 1.0, atol=1e-6)
-    mid = fu.fuse_weighted(visual, text, 0.25, dim=16)
-    np.testing.assert_allclose(mid, 0.25 * alone_v + 0.75 * alone_t, atol=1e-6)
+def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch):
+    """The ImageNet head reads 224 px centre-cropped Lite0 features: extracted features at
+    another size are not reused (captions of squashed 64 px images are nonsense)."""
+    from clusterlens import captions, features as extract
 
-
-@pytest.mark.parametrize("name, weight, dim, key", [
-    ("fused", 0.5, 10, "fusion.set"), ("concat", 1.5, 10, "fusion.weight"),
-    ("concat", -0.1, 10, "fusion.weight"), ("concat", True, 10, "fusion.weight"),
-    ("concat", "half", 10, "fusion.weight"), ("weighted", 0.5, 0, "fusion.dim"),
-    ("weighted", 0.5, 2.5, "fusion.dim"),
-])
-def test_feature_set_validates_params(name, weight, dim, key):
-    visual, text, _ = _blobs(n_per=5)
-    with pytest.raises(ParamError) as err:
-        fu.feature_set(name, visual, text, weight, dim)
-    assert err.value.key == key
-
-
-def test_fusion_rejects_misaligned_rows():
-    visual, text, _ = _blobs(n_per=5)
-    with pytest.raises(DataError):
-        fu.fuse_concat(visual, text[:-1])
-
-
-def test_kappa_table_ranks_the_informative_features_first():
-    visual, text, y = _blobs()
-    sets = {name: fu.feature_set(name, visual, text, 0.5, 16) for name in fu.FEATURE_SETS}
-    table = fu.kappa_table(sets, y, k=3, seed=0, n_init=3, progress=False)
-    assert list(table.columns) == ["features", "method", "label", "kappa", "nmi", "ari"]
-    assert len(table) == 4 * 3
-    assert table["label"].iloc[0] == "K-Means (Visual)"
-    kappa = table.set_index(["features", "method"])["kappa"]
-    for method in fu.METHODS:
-        assert kappa["text", method] > 0.95
-        assert kappa["visual", method] < 0.3
-        assert kappa["text", method] > kappa["visual", method] + 0.5
-    assert kappa["concat", "kmeans"] > kappa["visual", "kmeans"]
-    again = fu.kappa_table(sets, y, k=3, seed=0, n_init=3, progress=False)
-    pd.testing.assert_frame_equal(table, again)  # seeded: identical
-    with pytest.raises(ParamError) as err:
-        fu.kappa_table(sets, y, 3, methods=("kmeans", "spectral"), progress=False)
-    assert err.value.key == "fusion.methods"
-
-
-def test_kappa_table_reuses_the_cluster_metrics_kappa():
-    from clusterlens.metrics import kappa_after_majority_vote
-
-    _, text, y = _blobs(n_per=20)
-    table = fu.kappa_table({"text": text}, y, 3, seed=0, methods=("kmeans",), n_init=2,
-                           progress=False)
-    labels = fu.cluster_labels(text, "kmeans", 3, seed=0, n_init=2)
-    assert table["kappa"].iloc[0] == kappa_after_majority_vote(y, labels)
-
-
-def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
-    from clusterlens.common import save_npy, write_table
-
-    visual, text, y = _blobs(n_per=15)
-    save_npy("data/features.npy", visual)
-    save_npy("data/text_features.npy", fu.l2_normalize(text))
-    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(len(y))],
-                                                    "label": y}))
-    params = {"seed": 0, "fusion": {"set": "weighted", "weight": 0.5, "dim": 8,
-                                    "methods": ["kmeans", "ward"]},
-              "kmeans": {"n_init": 2, "max_iter": 100}}
-    m = fu.run(params)
-    assert load_npy("data/fused.npy").shape == (len(y), 8)
-    table = pd.read_csv("metrics/fusion.csv")
-    assert len(table) == 8 and set(table["method"]) == {"kmeans", "ward"}
-    assert m["text"]["kmeans"] > m["visual"]["kmeans"]
-    assert m["best"]["features"] != "visual" and m["k"] == 3
-    with pytest.raises(ParamError) as err:
-        fu.run({**params, "fusion": {**params["fusion"], "methods": ["dbscan"]}})
-    assert err.value.key == "fusion.methods"
+    calls = []
+    monkeypatch.setattr(extract, "features_for_index",
+                        lambda ep, bb, index, size, device: calls.append((size, ep.resize))
+                        or (np.zeros((2, 1280), np.float32), {}))
+    p = {"backbone": "efficientnet_lite0", "weights": "DEFAULT"}
+    feats = np.ones((2, 1280), np.float32)
+    index = pd.DataFrame({"path": ["a.png", "b.png"], "sha256": ["0" * 64, "1" * 64]})
+    base = {"seed": 0, "data": {"root": "."},
+            "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
+                        "image_size": "auto", "resize": "center_crop", "batch_size": 2,
+                        "device": "cpu", "workers": 0, "precision": "fp32", "jit": False,
+                        "store": "none"}}
+    got, W, _, desc = captions.captioner_features(base, p, feats, index)
+    assert got is feats and calls == [] and "the extracted features" in desc
+    assert W.shape == (1000, 1280)
+    small = {**base, "extract": {**base["extract"], "image_size": 64, "resize": "squash"}}
+    got, _, _, desc = captions.captioner_features(small, p, feats, index)
+    assert calls == [(224, "center_crop")] and "224 px centre crop" in desc
+    assert not got.any()

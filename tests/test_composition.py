@@ -43,22 +43,6 @@ def test_mismatched_lengths_are_an_error():
         composition.composition_table(np.array([0, 1, 1]), np.array(["a", "b"]))
 
 
-def test_tsne_is_seeded_and_samples(in_tmp_cwd):
-    rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal(c, 0.3, (30, 6)) for c in (0, 5)]).astype(np.float32)
-    save_npy("data/pca.npy", X)
-    params = {"seed": 3, "tsne": {"sample": 40, "perplexity": 30, "max_iter": 250}}
-    assert tsne.run(params) == {"points": 40}
-    a = np.load("data/tsne.npz")
-    assert a["rows"].shape == (40,) and np.all(np.diff(a["rows"]) > 0)
-    assert a["embedding"].shape == (40, 2)
-    first = a["embedding"].copy()
-    tsne.run(params)
-    np.testing.assert_array_equal(np.load("data/tsne.npz")["embedding"], first)
-    np.testing.assert_array_equal(tsne.sample_rows(10, 40, 0), np.arange(10))
-    with pytest.raises(ParamError, match="tsne.perplexity"):
-        tsne.run({**params, "tsne": {**params["tsne"], "perplexity": -1}})
-
 
 def test_dendrogram_cut_heights_leave_k_clusters(in_tmp_cwd):
     rng = np.random.default_rng(1)

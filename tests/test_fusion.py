@@ -1,0 +1,126 @@
+"""Feature-set fusion: visual, text, concat and weighted sets, and the kappa comparison table."""
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clusterlens import captions as cap
+from clusterlens import fusion as fu
+from clusterlens.common import DataError, ParamError, load_npy, read_json
+from tests.conftest import MOBILENET_WEIGHTS, make_image
+
+NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
+
+
+# --------------------------------------------------------------------------- fusion
+def _blobs(n_per=40, k=3, seed=0):
+    """Text separates the k classes; visual is pure noise."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n_per)
+    centres = rng.normal(0, 1, (k, 24))
+    text = centres[y] + rng.normal(0, 0.15, (len(y), 24))
+    visual = rng.normal(0, 1, (len(y), 40)) * 5.0
+    return visual.astype(np.float32), text.astype(np.float32), y
+
+
+def test_fusion_shapes_and_norms():
+    visual, text, _ = _blobs()
+    n = len(visual)
+    assert np.allclose(np.linalg.norm(fu.l2_normalize(visual), axis=1), 1.0, atol=1e-6)
+    assert not fu.l2_normalize(np.zeros((2, 3))).any()  # zero rows stay zero
+    c = fu.fuse_concat(visual, text)
+    assert c.shape == (n, 64) and c.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(c[:, :40], axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(c[:, 40:], axis=1), 1.0, atol=1e-6)
+    w = fu.fuse_weighted(visual, text, 0.5, dim=384, seed=0)
+    assert w.shape == (n, 24)  # min(dim, D_v, D_t, N)
+    assert fu.fuse_weighted(visual, text, 0.5, dim=8).shape == (n, 8)
+    assert fu.fuse_weighted(visual[:5], text[:5], 0.5, dim=384).shape == (5, 5)
+    assert np.array_equal(w, fu.fuse_weighted(visual, text, 0.5, dim=384, seed=0))
+    assert (np.linalg.norm(w, axis=1) <= 1.0 + 1e-6).all()
+    for name, dim in [("visual", 40), ("text", 24), ("concat", 64), ("weighted", 10)]:
+        assert fu.feature_set(name, visual, text, 0.3, 10).shape == (n, dim)
+
+
+def test_weighted_fusion_at_the_ends_is_one_part_alone():
+    visual, text, _ = _blobs()
+    alone_v = fu.pca_project(visual, 16, seed=0)
+    alone_t = fu.pca_project(text, 16, seed=0)
+    assert np.array_equal(fu.fuse_weighted(visual, text, 1.0, dim=16), alone_v)
+    assert np.array_equal(fu.fuse_weighted(visual, text, 0, dim=16), alone_t)
+    np.testing.assert_allclose(np.linalg.norm(alone_v, axis=1), 1.0, atol=1e-6)
+    mid = fu.fuse_weighted(visual, text, 0.25, dim=16)
+    np.testing.assert_allclose(mid, 0.25 * alone_v + 0.75 * alone_t, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, weight, dim, key", [
+    ("fused", 0.5, 10, "fusion.set"), ("concat", 1.5, 10, "fusion.weight"),
+    ("concat", -0.1, 10, "fusion.weight"), ("concat", True, 10, "fusion.weight"),
+    ("concat", "half", 10, "fusion.weight"), ("weighted", 0.5, 0, "fusion.dim"),
+    ("weighted", 0.5, 2.5, "fusion.dim"),
+])
+def test_feature_set_validates_params(name, weight, dim, key):
+    visual, text, _ = _blobs(n_per=5)
+    with pytest.raises(ParamError) as err:
+        fu.feature_set(name, visual, text, weight, dim)
+    assert err.value.key == key
+
+
+def test_fusion_rejects_misaligned_rows():
+    visual, text, _ = _blobs(n_per=5)
+    with pytest.raises(DataError):
+        fu.fuse_concat(visual, text[:-1])
+
+
+def test_kappa_table_ranks_the_informative_features_first():
+    visual, text, y = _blobs()
+    sets = {name: fu.feature_set(name, visual, text, 0.5, 16) for name in fu.FEATURE_SETS}
+    table = fu.kappa_table(sets, y, k=3, seed=0, n_init=3, progress=False)
+    assert list(table.columns) == ["features", "method", "label", "kappa", "nmi", "ari"]
+    assert len(table) == 4 * 3
+    assert table["label"].iloc[0] == "K-Means (Visual)"
+    kappa = table.set_index(["features", "method"])["kappa"]
+    for method in fu.METHODS:
+        assert kappa["text", method] > 0.95
+        assert kappa["visual", method] < 0.3
+        assert kappa["text", method] > kappa["visual", method] + 0.5
+    assert kappa["concat", "kmeans"] > kappa["visual", "kmeans"]
+    again = fu.kappa_table(sets, y, k=3, seed=0, n_init=3, progress=False)
+    pd.testing.assert_frame_equal(table, again)  # seeded: identical
+    with pytest.raises(ParamError) as err:
+        fu.kappa_table(sets, y, 3, methods=("kmeans", "spectral"), progress=False)
+    assert err.value.key == "fusion.methods"
+
+
+def test_kappa_table_reuses_the_cluster_metrics_kappa():
+    from clusterlens.metrics import kappa_after_majority_vote
+
+    _, text, y = _blobs(n_per=20)
+    table = fu.kappa_table({"text": text}, y, 3, seed=0, methods=("kmeans",), n_init=2,
+                           progress=False)
+    labels = fu.cluster_labels(text, "kmeans", 3, seed=0, n_init=2)
+    assert table["kappa"].iloc[0] == kappa_after_majority_vote(y, labels)
+
+
+def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
+    from clusterlens.common import save_npy, write_table
+
+    visual, text, y = _blobs(n_per=15)
+    save_npy("data/features.npy", visual)
+    save_npy("data/text_features.npy", fu.l2_normalize(text))
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(len(y))],
+                                                    "label": y}))
+    params = {"seed": 0, "fusion": {"set": "weighted", "weight": 0.5, "dim": 8,
+                                    "methods": ["kmeans", "ward"]},
+              "kmeans": {"n_init": 2, "max_iter": 100}}
+    m = fu.run(params)
+    assert load_npy("data/fused.npy").shape == (len(y), 8)
+    table = pd.read_csv("metrics/fusion.csv")
+    assert len(table) == 8 and set(table["method"]) == {"kmeans", "ward"}
+    assert m["text"]["kmeans"] > m["visual"]["kmeans"]
+    assert m["best"]["features"] != "visual" and m["k"] == 3
+    with pytest.raises(ParamError) as err:
+        fu.run({**params, "fusion": {**params["fusion"], "methods": ["dbscan"]}})
+    assert err.value.key == "fusion.methods"
