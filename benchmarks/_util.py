@@ -134,8 +134,9 @@ def sh(cwd, *cmd, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def make_repo(repo: Path, stages_dir: Path | None = None) -> Path:
-    """A fresh git + DVC repository holding copies of dvc.yaml, params.yaml, .dvcignore,
-    .gitignore and stages/ (as tests/test_pipeline.py builds its own)."""
+    """A fresh git + DVC repository holding copies of dvc.yaml, params.yaml, .dvcignore and
+    .gitignore, with ``stages/`` and ``clusterlens/`` as symlinks to the project's code
+    (``stages_dir``: another stages/ folder, e.g. a patched one, instead)."""
     repo = Path(repo)
     if repo.exists():
         shutil.rmtree(repo)
@@ -143,8 +144,9 @@ def make_repo(repo: Path, stages_dir: Path | None = None) -> Path:
     for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, repo / name)
-    shutil.copytree(stages_dir or PROJECT / "stages", repo / "stages",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "stages").symlink_to(Path(stages_dir or PROJECT / "stages").resolve(),
+                                 target_is_directory=True)
+    (repo / "clusterlens").symlink_to(PROJECT / "clusterlens", target_is_directory=True)
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "config", "core.analytics", "false")
@@ -197,7 +199,6 @@ def proc_status_mb(field: str) -> float:
 
 LAUNCHER = """import json, sys, time
 from pathlib import Path
-sys.path.insert(0, {project!r})
 def _status(field):
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -218,7 +219,7 @@ def run_child(code: str, args: dict, timeout: float | None = None, cwd=None,
     """Run ``code`` (a python snippet defining ``main(args) -> dict``; it may call
     ``peak_mb()`` and ``rss_mb()``) in a fresh interpreter, which reports its own peak RSS
     (VmHWM: that process alone) and main's result as JSON on stdout."""
-    launcher = LAUNCHER.format(project=str(PROJECT))
+    launcher = LAUNCHER.format()  # (the doubled braces are literal ones)
     r = run_measured([sys.executable, "-c", launcher, json.dumps(args), code], cwd=cwd,
                      timeout=timeout, env=env)
     if r["rc"] != 0:

@@ -1,7 +1,7 @@
 """Feature-extraction throughput: the seeds' plain loop vs the `extract` stage (issue 7, part 2).
 
-    python benchmarks/bench_extract.py                     # 1,024 CIFAR-10 images, 224 px, Lite0
-    python benchmarks/bench_extract.py --backbone mobilenet_v2 \\
+    python -m benchmarks.bench_extract                     # 1,024 CIFAR-10 images, 224 px, Lite0
+    python -m benchmarks.bench_extract --backbone mobilenet_v2 \\
         --weights ../shared/weights/mobilenet_v2_imagenet.pth --repeats 3
 
 Baseline (the seeds' way): one process, for each batch open + resize + normalise every image
@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clusterlens.backbones import build_backbone  # noqa: E402
-from clusterlens.features import extract_features, load_rgb, preprocess  # noqa: E402
+from clusterlens.backbones import build_backbone
+from clusterlens.features import extract_features, load_rgb, preprocess
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-test"
 

@@ -1,10 +1,10 @@
 """Issue 7 part 4: the clustering grid, end to end through `dvc repro`, against seed 001's loop.
 
-    python benchmarks/bench_grid.py                      # 10,000 x 1280 generated features
-    python benchmarks/bench_grid.py --repeats 5          # more repeats (medians are reported)
-    python benchmarks/bench_grid.py --baseline full      # baseline K-Means on all N points
-    python benchmarks/bench_grid.py --features F.npy --index index.parquet   # real features
-    python benchmarks/bench_grid.py --compare-stages /path/to/patched/stages # a patched copy too
+    python -m benchmarks.bench_grid                      # 10,000 x 1280 generated features
+    python -m benchmarks.bench_grid --repeats 5          # more repeats (medians are reported)
+    python -m benchmarks.bench_grid --baseline full      # baseline K-Means on all N points
+    python -m benchmarks.bench_grid --features F.npy --index index.parquet   # real features
+    python -m benchmarks.bench_grid --compare-stages /path/to/patched/stages # a patched copy too
 
 What is timed, in the same run on the same data (baseline and pipeline repeats interleaved, so
 both see the same machine load):
@@ -56,9 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _util as u  # noqa: E402
+from benchmarks import _util as u
 
 TARGET_RATIO = 5.0
 STAGE_TARGETS = ["reduce", "kmeans", "agglomerative", "clustering"]
@@ -106,10 +105,11 @@ def time_baseline(features: np.ndarray, variant: str) -> dict:
 
 
 # --------------------------------------------------------------------------- pipeline
-def prepare_repo(path: Path, features, labels, stages_dir: Path | None) -> Path:
+def prepare_repo(path: Path, features, labels, stages_dir: Path | None,
+                 grid: dict | None = None) -> Path:
     repo = u.make_repo(path, stages_dir)
     u.write_features(repo, features, labels)
-    u.set_params(repo, EMPTY_GRIDS)
+    u.set_params(repo, {**EMPTY_GRIDS, **(grid or {})})
     return repo
 
 
@@ -140,8 +140,9 @@ def dvc_repro_timed(repo: Path, targets=STAGE_TARGETS) -> dict:
             "dvc_startup": marks[0][1] if marks else None}
 
 
-def time_pipeline(workdir: Path, tag: str, i: int, features, labels, stages_dir) -> dict:
-    repo = prepare_repo(workdir / f"{tag}_{i}", features, labels, stages_dir)
+def time_pipeline(workdir: Path, tag: str, i: int, features, labels, stages_dir,
+                  grid: dict | None = None) -> dict:
+    repo = prepare_repo(workdir / f"{tag}_{i}", features, labels, stages_dir, grid)
     load = os.getloadavg()[0]
     res = dvc_repro_timed(repo)
     res["load_before"] = load
@@ -315,10 +316,11 @@ def startup_times(repo: Path, repeats: int = 5) -> dict:
 BREAKDOWN_CODE = r'''
 import time, numpy as np, pandas as pd
 def main(args):
-    import os, sys
-    os.chdir(args["repo"]); sys.path.insert(0, args["repo"])
-    import stages.cluster as c
+    import os
+    os.chdir(args["repo"])
+    from clusterlens import clustering as c
     from clusterlens import metrics as cm
+    from clusterlens.plots.clustering import plot_dendrogram
     from threadpoolctl import threadpool_limits
     X = np.load("data/pca.npy"); y = pd.read_parquet("data/index.parquet")["label"].to_numpy()
     out = {}
@@ -333,7 +335,7 @@ def main(args):
         t("kmeans: external metrics (all K)", cm.external_metrics, y, lab)
     for link in ("ward", "complete", "average", "single"):
         Z = t(f"agglomerative {link}: tree", c.linkage_tree, X, link)
-        t(f"agglomerative {link}: dendrogram plot", c.plot_dendrogram, Z, ks,
+        t(f"agglomerative {link}: dendrogram plot", plot_dendrogram, Z, ks,
           f"/tmp/_bench_dendro_{os.getpid()}.png", link)
         cuts = t(f"agglomerative {link}: cut_tree_at", c.cut_tree_at, Z, ks)
         name = f"agglomerative {link}: metrics ({len(ks)} cuts)"
@@ -376,13 +378,17 @@ def fmt_table(rows: list[list], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def fingerprint(stages_dir: Path) -> dict[str, str]:
-    """sha256 (12 hex digits) of the grid's stage modules in a repository's stages/ copy."""
+GRID_MODULES = ["stages/cluster.py", "stages/clustering.py", "stages/reduce.py",
+                "clusterlens/clustering.py", "clusterlens/metrics.py",
+                "clusterlens/selection.py", "clusterlens/reduce.py"]
+
+
+def fingerprint(repo: Path) -> dict[str, str]:
+    """sha256 (12 hex digits) of the grid's code as a temporary repository runs it."""
     import hashlib
 
-    return {name: hashlib.sha256((stages_dir / name).read_bytes()).hexdigest()[:12]
-            for name in ("cluster.py", "cluster_metrics.py", "clustering.py", "reduce.py",
-                         "common.py") if (stages_dir / name).is_file()}
+    return {name: hashlib.sha256((repo / name).read_bytes()).hexdigest()[:12]
+            for name in GRID_MODULES if (repo / name).is_file()}
 
 
 def grouped(stages: dict[str, float]) -> dict[str, float]:
@@ -412,6 +418,12 @@ def main(argv=None) -> None:
     ap.add_argument("--workdir", type=Path, help="where the temporary repos go (default: a "
                     "new folder under /tmp, deleted at the end unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary repositories")
+    ap.add_argument("--k", type=int, nargs="+",
+                    help="kmeans.k and agglomerative.k of the temporary repositories (default: "
+                         "params.yaml's)")
+    ap.add_argument("--linkage", nargs="+",
+                    help="agglomerative.linkage of the temporary repositories (default: "
+                         "params.yaml's)")
     ap.add_argument("--no-breakdown", action="store_true",
                     help="skip the where-the-time-goes measurements")
     ap.add_argument("--out", type=Path, default=u.PROJECT / "benchmarks/results/grid.json")
@@ -434,6 +446,11 @@ def main(argv=None) -> None:
         label = args.compare_label or f"pipeline ({args.compare_stages})"
         variants[label] = args.compare_stages.resolve()
 
+    grid = {}
+    if args.k:
+        grid.update({"kmeans.k": args.k, "agglomerative.k": args.k})
+    if args.linkage:
+        grid["agglomerative.linkage"] = args.linkage
     base_runs, pipe_runs = [], {v: [] for v in variants}
     for i in range(args.repeats):  # interleaved: every variant sees the same load pattern
         if not args.skip_baseline:
@@ -443,7 +460,7 @@ def main(argv=None) -> None:
                   f"{b['seconds']:.1f} s (CPU {b['cpu_seconds']:.0f} s; 1-min load average "
                   f"before: {b['load_before']:.2f})", flush=True)
         for j, (name, stages_dir) in enumerate(variants.items()):
-            p = time_pipeline(workdir, f"v{j}", i, features, labels, stages_dir)
+            p = time_pipeline(workdir, f"v{j}", i, features, labels, stages_dir, grid)
             pipe_runs[name].append(p)
             print(f"[{i + 1}/{args.repeats}] {name}: {p['seconds']:.1f} s "
                   f"({', '.join(f'{k} {v:.1f}' for k, v in grouped(p['stages']).items())}; "
@@ -452,7 +469,7 @@ def main(argv=None) -> None:
     n = len(features)
     results = {"machine": info, "features": source, "n": n, "repeats": args.repeats,
                "baseline_variant": args.baseline, "target_ratio": TARGET_RATIO,
-               "stages_sha256": {name: fingerprint(Path(pipe_runs[name][0]["repo"]) / "stages")
+               "code_sha256": {name: fingerprint(Path(pipe_runs[name][0]["repo"]))
                                  for name in variants}}
     rows = []
     base_med = None

@@ -1,9 +1,9 @@
 """Incremental extraction by content hash (issue 7, part 3): the `extract` stage's wall time
 when 1% new images join a processed folder, against a full run, on the CIFAR-10 test set.
 
-    python benchmarks/bench_incremental.py                  # 10,000 images, params.yaml's
+    python -m benchmarks.bench_incremental                  # 10,000 images, params.yaml's
                                                             # extract.* (Lite0, 64 px)
-    python benchmarks/bench_incremental.py --size 224       # at 224 px
+    python -m benchmarks.bench_incremental --size 224       # at 224 px
 
 Every timing is the wall time of the stage's own command (`python -m stages.extract`, the
 process DVC runs: interpreter and torch start-up, model build and trace, index lookup, network,
@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import _util as u  # noqa: E402
+from benchmarks import _util as u
+
 
 def copy_tree(dst: Path, files: list[Path]) -> None:
     """Copies (the index refuses symlinks that leave the data root; the shared data set itself
@@ -49,7 +49,7 @@ def copy_tree(dst: Path, files: list[Path]) -> None:
 
 
 def run_stage(project: Path, module: str) -> float:
-    env = dict(u.bench_env(), PYTHONPATH=str(u.PROJECT))
+    env = u.bench_env()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", module], cwd=project, env=env,
                           capture_output=True, text=True)
@@ -60,7 +60,10 @@ def run_stage(project: Path, module: str) -> float:
 
 
 def make_project(path: Path, images: Path, store: Path, size: int | None) -> Path:
+    """A working folder for the stage commands: params.yaml, and stages/ linked to the
+    project's."""
     path.mkdir(parents=True)
+    (path / "stages").symlink_to(u.PROJECT / "stages", target_is_directory=True)
     params = yaml.safe_load((u.PROJECT / "params.yaml").read_text())
     params["data"]["root"] = str(images)
     params["extract"]["store"] = str(store)

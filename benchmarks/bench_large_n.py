@@ -1,8 +1,8 @@
 """Issue 9 items 2-3: K-Means engines and agglomerative routes at large N (stages/large_n.py).
 
-    python benchmarks/bench_large_n.py                 # N = 10^5 and 10^6 (about 15-25 min here)
-    python benchmarks/bench_large_n.py --quick         # N = 10^4 and 10^5 (a few minutes)
-    python benchmarks/bench_large_n.py --workdir /tmp/ln --keep   # keep (and reuse) the data
+    python -m benchmarks.bench_large_n                 # N = 10^5 and 10^6 (about 15-25 min here)
+    python -m benchmarks.bench_large_n --quick         # N = 10^4 and 10^5 (a few minutes)
+    python -m benchmarks.bench_large_n --workdir /tmp/ln --keep   # keep (and reuse) the data
 
 Data: seeded Gaussian blobs, 256-D float32: ``--blobs`` (100) centres drawn N(0, 0.5^2) per
 dimension, points = centre + N(0, 1) noise (every blob is well apart from the others in 256-D,
@@ -55,7 +55,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _util as u
 from benchmarks.bench_grid import fmt_table

@@ -1,7 +1,7 @@
 """Issue 7 part 5: time and peak memory of every stage and clustering method against N.
 
-    python benchmarks/bench_scaling.py --quick      # N = 10^3, 10^4 (a few minutes)
-    python benchmarks/bench_scaling.py              # N = 10^3, 10^4, 3x10^4, 10^5
+    python -m benchmarks.bench_scaling --quick      # N = 10^3, 10^4 (a few minutes)
+    python -m benchmarks.bench_scaling              # N = 10^3, 10^4, 3x10^4, 10^5
 
 Every measurement runs in a fresh Python process (the stage's own imports, then its inputs
 loaded from .npy files as the stage loads them, then the timed call); its peak memory is that
@@ -61,9 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _util as u  # noqa: E402
+from benchmarks import _util as u
 
 GIB = 1024.0  # MB per GiB
 MACHINE_GIB = 24.0

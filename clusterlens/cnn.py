@@ -1,7 +1,8 @@
-"""The seed-000 custom CNN, trained from scratch on the class labels; its 256-D layer is a
-feature backbone (SPEC E3).
+"""A small CNN trained from scratch on the class labels; its 256-D layer is a feature backbone.
 
-Architecture (seed 000, section 3.2), every number a ``cnn.*`` param:
+The architecture and training recipe are those of a reference Keras model (a small "custom
+CNN" for image classification), reproduced in PyTorch; every number is a setting of
+:class:`~clusterlens.config.cnn.CNNParams`:
 
     3 blocks, filters 32 / 64 / 128, each:
         Conv 3x3 'same' + ReLU, Conv 3x3 'same' + ReLU, BatchNorm, MaxPool 2,
@@ -11,42 +12,42 @@ Architecture (seed 000, section 3.2), every number a ``cnn.*`` param:
 - Input: RGB squash-resized (bilinear) to ``image_size``, pixels scaled to [0, 1] (Keras
   ``x / 255``), no mean/std normalisation.
 - Keras defaults kept: Glorot-uniform kernels and zero biases; BatchNorm epsilon 1e-3 and
-  moving-average momentum 0.99 (``cnn.batchnorm_momentum``, Keras convention: the weight of the
+  moving-average momentum 0.99 (``batchnorm_momentum``, Keras convention: the weight of the
   old value); Adam epsilon 1e-7.
 - L2 as ``keras.regularizers.l2``: ``loss += l2 * sum(w**2)`` over the kernels (not biases, not
-  BatchNorm) of every conv and of the embedding dense; the output dense has none (as in the seed's
-  code). Like Keras, the reported train and validation losses include this penalty, so early
-  stopping and LR reduction watch the same number Keras does.
-- Augmentation (training batches only; seed: RandomFlip horizontal, RandomRotation(0.15),
-  RandomZoom(0.15), RandomTranslation(0.1, 0.1)): each image gets its own flip, angle
-  ``U(-rotation, rotation) * 360`` degrees, zoom ``1 + U(-zoom, zoom)`` (the Keras coordinate
-  scale: > 1 zooms out) and shifts ``U(-translate, translate)`` of the width / height, composed
-  into one affine warp (bilinear, reflect fill = Keras' default ``fill_mode``) done on the device
-  for the whole batch. The random numbers come from a seeded CPU ``torch.Generator``, so a seeded
-  run repeats exactly on CPU and draws the same augmentations on CUDA.
-- Split: stratified ``train_test_split`` with ``test_size=cnn.val_fraction`` and the seed.
+  BatchNorm) of every conv and of the embedding dense; the output dense has none. Like Keras,
+  the reported train and validation losses include this penalty, so early stopping and LR
+  reduction watch the same number Keras does.
+- Augmentation (training batches only; the Keras layers RandomFlip horizontal,
+  RandomRotation(0.15), RandomZoom(0.15), RandomTranslation(0.1, 0.1)): each image gets its own
+  flip, angle ``U(-rotation, rotation) * 360`` degrees, zoom ``1 + U(-zoom, zoom)`` (the Keras
+  coordinate scale: > 1 zooms out) and shifts ``U(-translate, translate)`` of the width /
+  height, composed into one affine warp (bilinear, reflect fill = Keras' default ``fill_mode``)
+  done on the device for the whole batch. The random numbers come from a seeded CPU
+  ``torch.Generator``, so a seeded run repeats exactly on CPU and draws the same augmentations
+  on CUDA.
+- Split: stratified ``train_test_split`` with ``test_size=val_fraction`` and the seed.
 - Adam(``learning_rate``), batch ``batch_size``, at most ``epochs`` epochs; Keras EarlyStopping on
   ``val_loss`` (``patience``, ``min_delta``, restore best weights, also when all epochs ran, as
   Keras 3 does) and ReduceLROnPlateau (``lr_factor``, ``lr_patience``, ``lr_min_delta``,
   ``min_lr``) through ``torch.optim.lr_scheduler.ReduceLROnPlateau`` with Keras-equivalent
   settings (its ``patience`` counts differently: Keras' ``p`` is PyTorch's ``p - 1``).
 
-Outputs of ``train_cnn``: ``weights.npz`` (state_dict tensors as arrays), ``config.json`` (all
-that ``load_cnn`` needs to rebuild the module), ``history.csv`` (epoch, train_loss, val_loss,
-train_acc, val_acc, lr), ``summary.json``; DVCLive logs per epoch under ``live_dir``.
+Outputs of :func:`train_cnn`: ``weights.npz`` (state_dict tensors as arrays), ``config.json``
+(all that :func:`load_cnn` needs to rebuild the module), ``history.csv`` (epoch, train_loss,
+val_loss, train_acc, val_acc, lr), ``summary.json``; DVCLive logs per epoch under ``live_dir``.
 """
 from __future__ import annotations
 
-import argparse
-import difflib
 import json
 import math
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,28 +55,21 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from clusterlens.common import (
-    DataError,
-    ParamError,
-    atomic_path,
-    get_logger,
-    load_params,
-    log_block,
-    param,
-    read_table,
-    remove_stale_tmp,
-    require_bool,
-    require_int,
-    run_cli,
-    save_npz,
-    write_table,
-)
+from clusterlens.config.cnn import CNNParams
+from clusterlens.errors import DataError
+from clusterlens.images import load_rgb
+from clusterlens.io import atomic_path, save_npz, write_table
+from clusterlens.logs import get_logger
 
 log = get_logger("cnn")
 
+# The architecture's name in config.json: the reference notebook, ``seed000``, that defined the
+# Keras model above. Kept as it is, so that the saved model files (and so every stage after
+# `backbone`) do not change.
 ARCHITECTURE = "seed000_cnn"
 FORMAT = "clusterlens-cnn/1"
 KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default epsilon
@@ -85,147 +79,72 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "summary.json"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"]
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
-
-
-# --------------------------------------------------------------------------- params
-@dataclass(frozen=True)
-class CNNParams:
-    """Training and architecture settings (params.yaml section ``cnn``); defaults = seed 000,
-    except ``image_size`` (seed: 224), small so that training runs on a CPU."""
-
-    image_size: int = 32
-    batch_size: int = 32
-    epochs: int = 50
-    learning_rate: float = 5e-4
-    l2: float = 1e-4
-    filters: tuple[int, ...] = (32, 64, 128)
-    embedding_dim: int = 256
-    dropout_conv: float = 0.25
-    dropout_dense: float = 0.5
-    batchnorm_momentum: float = 0.99
-    val_fraction: float = 0.2
-    patience: int = 5
-    min_delta: float = 0.0
-    lr_factor: float = 0.5
-    lr_patience: int = 3
-    lr_min_delta: float = 1e-4
-    min_lr: float = 1e-7
-    rotation: float = 0.15
-    zoom: float = 0.15
-    translate: float = 0.1
-    flip: bool = True
-    device: str = "auto"
-
-
-def _number(key: str, value: Any, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False, hi_open: bool = False) -> float:
-    """A real number within bounds. Strings such as ``5e-4`` (which YAML 1.1 readers keep as
-    strings when there is no dot) are accepted when they parse as a finite float."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ParamError(key, f"must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParamError(key, f"must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ParamError(key, f"must be finite, got {value!r}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ParamError(key, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ParamError(key, f"must be {'<' if hi_open else '<='} {hi}, got {value}")
-    return value
-
-
-def _filters(key: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ParamError(key, f"must be a non-empty list of filter counts such as [32, 64, 128], "
-                         f"got {value!r}")
-    return tuple(require_int(key, v, 1) for v in value)
-
-
-def _device(key: str, value: Any) -> str:
-    text = str(value)
-    if text == "auto" or text == "cpu" or text == "cuda" or (
-            text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise ParamError(key, f"must be {DEVICE_CHOICES}; got {value!r}")
-
-
-def cnn_params(params: dict) -> CNNParams:
-    """Read and validate section ``cnn`` of params.yaml; missing keys take the seed-000
-    defaults of ``CNNParams``, unknown keys are an error (a typo would otherwise be ignored)."""
-    section = param(params, "cnn", {})
-    if section is None:
-        section = {}
-    if not isinstance(section, dict):
-        raise ParamError("cnn", f"must be a mapping of settings, got {section!r}")
-    known = [f.name for f in fields(CNNParams)]
-    for key in section:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean `cnn.{close[0]}`?)" if close else ""
-            raise ParamError(f"cnn.{key}", f"is not a known setting{hint}; known: "
-                             + ", ".join(known))
-    d = CNNParams()
-    get = lambda k: section.get(k, getattr(d, k))
-    k = lambda name: f"cnn.{name}"
-    filters = _filters(k("filters"), get("filters"))
-    image_size = require_int(k("image_size"), get("image_size"), 2 ** len(filters))
-    return CNNParams(
-        image_size=image_size,
-        batch_size=require_int(k("batch_size"), get("batch_size"), 1),
-        epochs=require_int(k("epochs"), get("epochs"), 1),
-        learning_rate=_number(k("learning_rate"), get("learning_rate"), 0, lo_open=True),
-        l2=_number(k("l2"), get("l2"), 0),
-        filters=filters,
-        embedding_dim=require_int(k("embedding_dim"), get("embedding_dim"), 1),
-        dropout_conv=_number(k("dropout_conv"), get("dropout_conv"), 0, 1, hi_open=True),
-        dropout_dense=_number(k("dropout_dense"), get("dropout_dense"), 0, 1, hi_open=True),
-        batchnorm_momentum=_number(k("batchnorm_momentum"), get("batchnorm_momentum"), 0, 1,
-                                   hi_open=True),
-        val_fraction=_number(k("val_fraction"), get("val_fraction"), 0, 1, True, True),
-        patience=require_int(k("patience"), get("patience"), 1),
-        min_delta=_number(k("min_delta"), get("min_delta"), 0),
-        lr_factor=_number(k("lr_factor"), get("lr_factor"), 0, 1, True, True),
-        lr_patience=require_int(k("lr_patience"), get("lr_patience"), 1),
-        lr_min_delta=_number(k("lr_min_delta"), get("lr_min_delta"), 0),
-        min_lr=_number(k("min_lr"), get("min_lr"), 0),
-        rotation=_number(k("rotation"), get("rotation"), 0, 1),
-        zoom=_number(k("zoom"), get("zoom"), 0, 1, hi_open=True),
-        translate=_number(k("translate"), get("translate"), 0, 1, hi_open=True),
-        flip=require_bool(k("flip"), get("flip")),
-        device=_device(k("device"), get("device")),
-    )
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    """The torch device a device setting names.
+
+    Parameters
+    ----------
+    spec : str or torch.device
+        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        For another name, or a CUDA device that is not available here.
+    """
     if isinstance(spec, torch.device):
         return spec
-    spec = _device("cnn.device", spec)
+    if not isinstance(spec, str) or not DEVICE_PATTERN.fullmatch(spec):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N; got {spec!r}")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and (not torch.cuda.is_available() or (
             device.index is not None and device.index >= torch.cuda.device_count())):
-        raise ParamError("cnn.device", f"asks for {spec!r} but that CUDA device is not "
-                         "available here; use `auto` or `cpu`")
+        raise ValueError(f"asks for {spec!r} but that CUDA device is not available here; "
+                         "use `auto` or `cpu`")
     return device
 
 
 # --------------------------------------------------------------------------- images
 def decode_images(root: str | Path, paths: Sequence[str], image_size: int,
                   workers: int | None = None, progress: bool = True) -> torch.Tensor:
-    """Decode every image once into a uint8 tensor (N, 3, S, S): the pipeline's loader
-    (``stages.extract.load_rgb``) then a squash resize, bilinear, exactly what
-    ``stages.extract.preprocess(img, S, "squash", mean=0, std=1)`` gives times 255."""
-    from PIL import Image
+    """Decode every image once into a uint8 tensor.
 
-    from clusterlens.images import load_rgb
+    Each image goes through the pipeline's loader (:func:`clusterlens.images.load_rgb`), then a
+    bilinear squash resize: exactly what the feature extraction's preprocessing gives (squash,
+    mean 0, std 1), times 255.
 
+    Parameters
+    ----------
+    root : str or PathLike
+        The image folder.
+    paths : sequence of str
+        Image paths relative to ``root``.
+    image_size : int
+        Side of the square the images are resized to.
+    workers : int, optional
+        Decoding threads (default: up to 4).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    torch.Tensor
+        uint8, shape (N, 3, image_size, image_size).
+
+    Raises
+    ------
+    DataError
+        When an image cannot be read any more (the folder changed after indexing).
+    """
     root = Path(root)
 
     def one(rel: str) -> np.ndarray:
@@ -275,6 +194,7 @@ def augment_params(n: int, p: CNNParams, generator: torch.Generator) -> torch.Te
 
 
 def augmentation_enabled(p: CNNParams) -> bool:
+    """Whether ``p`` asks for any augmentation (flip, rotation, zoom or translation)."""
     return p.flip or p.rotation > 0 or p.zoom > 0 or p.translate > 0
 
 
@@ -290,8 +210,8 @@ def augment_batch(x: torch.Tensor, p: CNNParams, generator: torch.Generator) -> 
 
 
 # --------------------------------------------------------------------------- model
-class SeedCNN(nn.Module):
-    """Seed 000's Keras model in PyTorch. ``features`` maps (B, 3, S, S) images in [0, 1] to the
+class ScratchCNN(nn.Module):
+    """The reference Keras model in PyTorch. ``features`` maps (B, 3, S, S) images in [0, 1] to the
     (B, embedding_dim) ReLU embedding; ``head`` (dropout + dense) gives the class logits."""
 
     def __init__(self, n_classes: int, filters: Sequence[int] = (32, 64, 128),
@@ -322,11 +242,12 @@ class SeedCNN(nn.Module):
         return self.head(self.features(x))
 
     def regularized_kernels(self) -> list[torch.Tensor]:
-        """The kernels the seed puts ``kernel_regularizer=l2`` on: every conv and the embedding
-        dense (not the output dense, not biases, not BatchNorm)."""
+        """The kernels the reference model puts ``kernel_regularizer=l2`` on: every conv and
+        the embedding dense (not the output dense, not biases, not BatchNorm)."""
         return [m.weight for m in self.features.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
     def l2_penalty(self) -> torch.Tensor:
+        """``sum(w**2)`` over :meth:`regularized_kernels` (multiply by ``l2`` for the loss)."""
         return sum((w * w).sum() for w in self.regularized_kernels())
 
 
@@ -339,9 +260,10 @@ def init_keras(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
-def build_cnn(n_classes: int, p: CNNParams) -> SeedCNN:
-    return SeedCNN(n_classes, p.filters, p.embedding_dim, p.dropout_conv, p.dropout_dense,
-                   p.batchnorm_momentum)
+def build_cnn(n_classes: int, p: CNNParams) -> ScratchCNN:
+    """A freshly constructed (not yet initialised) model with the architecture of ``p``."""
+    return ScratchCNN(n_classes, p.filters, p.embedding_dim, p.dropout_conv, p.dropout_dense,
+                      p.batchnorm_momentum)
 
 
 def model_config(n_classes: int, class_names: Sequence[str], p: CNNParams, seed: int) -> dict:
@@ -354,7 +276,7 @@ def model_config(n_classes: int, class_names: Sequence[str], p: CNNParams, seed:
         "batchnorm_momentum": p.batchnorm_momentum, "batchnorm_eps": KERAS_BN_EPS,
         "input": {"channels": "RGB", "resize": "squash", "interpolation": "bilinear",
                   "range": [0.0, 1.0], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-        "seed": int(seed), "params": {**asdict(p), "filters": list(p.filters)},
+        "seed": int(seed), "params": {**p.model_dump(), "filters": list(p.filters)},
     }
 
 
@@ -386,11 +308,13 @@ class KerasEarlyStopping:
         return False
 
     def restore(self, model: nn.Module) -> None:
+        """Load the best epoch's weights back into ``model``."""
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
 
 
 def snapshot(model: nn.Module) -> dict:
+    """A detached copy of the model's state_dict."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -408,8 +332,18 @@ def keras_plateau_scheduler(optimizer: torch.optim.Optimizer, p: CNNParams):
 # --------------------------------------------------------------------------- training
 def split_train_val(labels: np.ndarray, val_fraction: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split of row numbers (sklearn ``train_test_split``, ``random_state=seed``);
-    both sorted."""
+    """Stratified split of row numbers (sklearn ``train_test_split``, ``random_state=seed``).
+
+    Returns
+    -------
+    train_idx, val_idx : numpy.ndarray
+        Sorted row numbers of the two parts.
+
+    Raises
+    ------
+    DataError
+        When a class is too small to be split.
+    """
     from sklearn.model_selection import train_test_split
 
     labels = np.asarray(labels)
@@ -439,7 +373,7 @@ def _to_device(images: torch.Tensor, idx: np.ndarray, device: torch.device) -> t
     return to_unit(batch.to(device, non_blocking=True))
 
 
-def evaluate(model: SeedCNN, images: torch.Tensor, labels: np.ndarray, batch_size: int,
+def evaluate(model: ScratchCNN, images: torch.Tensor, labels: np.ndarray, batch_size: int,
              l2: float, device: str | torch.device = "cpu",
              idx: np.ndarray | None = None) -> tuple[float, float]:
     """(loss, accuracy) in eval mode, as Keras reports ``val_loss`` / ``val_accuracy``: mean
@@ -464,7 +398,10 @@ def evaluate(model: SeedCNN, images: torch.Tensor, labels: np.ndarray, batch_siz
 
 @dataclass
 class FitResult:
-    model: SeedCNN
+    """What :func:`fit_cnn` returns: the model (best epoch's weights), the per-epoch history,
+    a summary, and the row numbers of the training and validation parts."""
+
+    model: ScratchCNN
     history: pd.DataFrame
     summary: dict
     train_idx: np.ndarray
@@ -481,9 +418,39 @@ def fit_cnn(images: torch.Tensor, labels: np.ndarray, n_classes: int, p: CNNPara
             device: str | torch.device = "auto",
             on_epoch: Callable[[dict], None] | None = None,
             progress: bool = True) -> FitResult:
-    """Train the seed-000 CNN on uint8 images (N, 3, S, S) and integer labels; returns the model
-    with the best epoch's weights (Keras ``restore_best_weights``), the per-epoch history and a
-    summary. ``on_epoch(row)`` is called after every epoch with the history row."""
+    """Train the CNN from scratch.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        uint8, (N, 3, S, S), e.g. from :func:`decode_images`.
+    labels : numpy.ndarray
+        Integer labels in 0 .. n_classes - 1.
+    n_classes : int
+        Number of classes (the output layer's size).
+    p : CNNParams
+        Architecture and training settings.
+    seed : int
+        Seeds the split, the initialisation, dropout, augmentation and shuffling (the caller's
+        global random state is left alone).
+    device : str or torch.device
+        See :func:`resolve_device`.
+    on_epoch : callable, optional
+        Called after every epoch with that epoch's history row.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    FitResult
+        The model with the best epoch's weights (Keras ``restore_best_weights``), the
+        per-epoch history and a summary.
+
+    Raises
+    ------
+    ValueError
+        When the images or labels have the wrong shape, type or range.
+    """
     device = resolve_device(device)
     labels = np.asarray(labels, dtype=np.int64)
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -583,24 +550,42 @@ def save_cnn(model: nn.Module, config: dict, out_dir: str | Path) -> None:
 
 
 def read_cnn_config(out_dir: str | Path) -> dict:
-    """The ``config.json`` of a trained CNN (n_classes, class_names, image_size, input, ...)."""
+    """The ``config.json`` of a trained CNN.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder :func:`save_cnn` wrote.
+
+    Returns
+    -------
+    dict
+        n_classes, class_names, image_size, filters, embedding_dim, input, seed, params, ...
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder holds no ``config.json``.
+    DataError
+        When the file is not a config of this format.
+    """
     path = Path(out_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained CNN here (train it first: the `backbone` "
-                                "stage / stages.cnn.train_cnn)")
+                                "stage, or clusterlens.cnn.train_cnn)")
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("format") != FORMAT:
         raise DataError(f"{path}: not a {FORMAT} config (format {config.get('format')!r})")
     return config
 
 
-def load_cnn(out_dir: str | Path, device: str | torch.device = "cpu") -> SeedCNN:
+def load_cnn(out_dir: str | Path, device: str | torch.device = "cpu") -> ScratchCNN:
     """Rebuild the trained classifier from ``config.json`` and load ``weights.npz`` strictly;
     eval mode."""
     config = read_cnn_config(out_dir)
-    model = SeedCNN(config["n_classes"], config["filters"], config["embedding_dim"],
-                    config["dropout_conv"], config["dropout_dense"],
-                    config["batchnorm_momentum"])
+    model = ScratchCNN(config["n_classes"], config["filters"], config["embedding_dim"],
+                       config["dropout_conv"], config["dropout_dense"],
+                       config["batchnorm_momentum"])
     with np.load(Path(out_dir) / WEIGHTS_FILE, allow_pickle=False) as npz:
         state = {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
     model.load_state_dict(state, strict=True)
@@ -608,8 +593,21 @@ def load_cnn(out_dir: str | Path, device: str | torch.device = "cpu") -> SeedCNN
 
 
 def load_cnn_features(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained embedding network: (B, 3, S, S) float images in [0, 1] (no mean/std
-    normalisation) -> (B, embedding_dim) = the Dense-256 ReLU output; eval mode."""
+    """The trained embedding network, in eval mode.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder :func:`save_cnn` wrote.
+    device : str or torch.device
+        Where the network goes.
+
+    Returns
+    -------
+    torch.nn.Module
+        Maps (B, 3, S, S) float images in [0, 1] (no mean/std normalisation) to the
+        (B, embedding_dim) ReLU output of the embedding layer.
+    """
     return load_cnn(out_dir, device).features.eval()
 
 
@@ -645,10 +643,43 @@ def train_cnn(root: str | Path, paths: Sequence[str], labels: Sequence[int],
               live_dir: str | Path, device: str | torch.device = "auto", *,
               history_path: str | Path | None = None, summary_path: str | Path | None = None,
               progress: bool = True) -> dict:
-    """Decode the images, train, and write ``out_dir``/{weights.npz, config.json,
-    history.csv, summary.json} (history / summary elsewhere when paths are given) and the
-    DVCLive logs under ``live_dir``. Returns the summary, plus ``seconds``,
-    ``seconds_per_epoch`` and ``device`` (not written: they differ between runs)."""
+    """Decode the images, train the CNN and write the model, its history and the DVCLive logs.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        The image folder.
+    paths, labels : sequence
+        Image paths relative to ``root`` and their integer labels (0 .. n_classes - 1).
+    class_names : sequence of str
+        The class of each label, in label order (at least 2).
+    p : CNNParams
+        Architecture and training settings.
+    seed : int
+        Seeds the split, the initialisation, dropout, augmentation and shuffling.
+    out_dir : str or PathLike
+        Receives ``weights.npz`` and ``config.json`` (and, unless other paths are given,
+        ``history.csv`` and ``summary.json``).
+    live_dir : str or PathLike
+        The DVCLive folder (one step per epoch).
+    device : str or torch.device
+        See :func:`resolve_device`.
+    history_path, summary_path : str or PathLike, optional
+        Where the per-epoch history (CSV) and the summary (JSON) go.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The summary, plus ``seconds``, ``seconds_per_epoch`` and ``device`` (not written:
+        they differ between runs).
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 classes, or a class too small for the stratified split.
+    """
     out_dir = Path(out_dir)
     history_path = Path(history_path) if history_path else out_dir / HISTORY_FILE
     summary_path = Path(summary_path) if summary_path else out_dir / SUMMARY_FILE
@@ -659,11 +690,6 @@ def train_cnn(root: str | Path, paths: Sequence[str], labels: Sequence[int],
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     device = resolve_device(device)
-    remove_stale_tmp(out_dir / WEIGHTS_FILE, out_dir / CONFIG_FILE, history_path, summary_path)
-    log_block(log, "cnn (seed 000, trained from scratch)",
-              inputs={"root": root, "images": len(paths), "classes": n_classes},
-              params={**{f"cnn.{k}": v for k, v in asdict(p).items()}, "seed": seed},
-              outputs={"model": out_dir, "live": live_dir, "device": device})
     images = decode_images(root, paths, p.image_size, progress=progress)
     live = open_live(live_dir)
     start = time.perf_counter()
@@ -684,8 +710,26 @@ def train_cnn(root: str | Path, paths: Sequence[str], labels: Sequence[int],
 
 
 def index_inputs(index: pd.DataFrame) -> tuple[list[str], np.ndarray, list[str]]:
-    """(paths, labels, class_names) from ``data/index.parquet`` (columns path, class, label;
-    labels number the classes in sorted order)."""
+    """The training inputs from the index table.
+
+    Parameters
+    ----------
+    index : pandas.DataFrame
+        The ``index`` stage's table (columns path, class, label; labels number the classes in
+        sorted order).
+
+    Returns
+    -------
+    paths : list of str
+    labels : numpy.ndarray of int64
+    class_names : list of str
+        The class of each label, in label order.
+
+    Raises
+    ------
+    DataError
+        A column is missing or the labels are not 0 .. n_classes - 1.
+    """
     for col in ("path", "class", "label"):
         if col not in index.columns:
             raise DataError(f"index has no `{col}` column: re-run `dvc repro index`")
@@ -694,30 +738,3 @@ def index_inputs(index: pd.DataFrame) -> tuple[list[str], np.ndarray, list[str]]
     if list(names["label"]) != list(range(len(names))):
         raise DataError("index labels are not 0..n_classes-1: re-run `dvc repro index`")
     return index["path"].tolist(), labels, names["class"].astype(str).tolist()
-
-
-def run(params: dict, index_path: str = "data/index.parquet", out_dir: str = "models/cnn",
-        live_dir: str = "dvclive/cnn", history_path: str | None = None,
-        summary_path: str | None = None) -> dict:
-    p = cnn_params(params)  # validate before any heavy work
-    seed = require_int("seed", param(params, "seed"))
-    root = Path(param(params, "data.root"))
-    paths, labels, class_names = index_inputs(read_table(index_path))
-    return train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, p.device,
-                     history_path=history_path, summary_path=summary_path)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Train the seed-000 CNN (SPEC E3).")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--index", default="data/index.parquet")
-    ap.add_argument("--out", default="models/cnn", help="weights.npz + config.json go here")
-    ap.add_argument("--live", default="dvclive/cnn", help="DVCLive folder")
-    ap.add_argument("--history", default=None, help="history CSV (default: <out>/history.csv)")
-    ap.add_argument("--summary", default=None, help="summary JSON (default: <out>/summary.json)")
-    args = ap.parse_args(argv)
-    run(load_params(args.params), args.index, args.out, args.live, args.history, args.summary)
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -1,4 +1,4 @@
-"""Sharded feature extraction with ``torch.distributed`` (issue 9), launched by ``torchrun``.
+"""Sharded feature extraction with ``torch.distributed``, launched by ``torchrun``.
 
 ``extract.processes`` > 1 (processes per node) or ``extract.nodes`` > 1 makes the `extract`
 stage start ``python -m torch.distributed.run ... -m stages.extract`` instead of extracting
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from clusterlens.common import ParamError, get_logger
+from clusterlens.errors import ParamError
+from clusterlens.logs import get_logger
 
 log = get_logger("distributed")
 WRITER_ENV = "CLUSTERLENS_WRITER_NODE"  # set by the launcher on the node DVC runs on
@@ -34,17 +35,21 @@ THREADS_ENV = "CLUSTERLENS_THREADS"     # the launcher's resolved extract.thread
 
 @dataclass
 class Context:
+    """This process's place in a sharded run; ``writer`` writes the outputs."""
+
     rank: int
     world_size: int
     local_rank: int
     writer: bool
 
     def barrier(self) -> None:
+        """Wait for every rank."""
         import torch.distributed as dist
 
         dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group."""
         import torch.distributed as dist
 
         if dist.is_initialized():
@@ -52,12 +57,22 @@ class Context:
 
 
 def inside_torchrun() -> bool:
+    """Whether this process is a rank started by torchrun."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
 def init(device_spec: str) -> tuple[Context, torch.device]:
-    """Join the process group torchrun set up: NCCL with one GPU per local rank when CUDA is
-    used, else gloo. Returns the context and this rank's device."""
+    """Join the process group torchrun set up.
+
+    NCCL with one GPU per local rank when CUDA is used (``device_spec`` not ``cpu`` and CUDA
+    available), else gloo.
+
+    Returns
+    -------
+    ctx : Context
+    device : torch.device
+        This rank's device.
+    """
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -89,21 +104,48 @@ def resolve_threads(spec) -> int:
     return spec
 
 
-def torchrun_command(processes: int, nodes: int, endpoint: str, argv: list[str]) -> list[str]:
-    """``python -m torch.distributed.run`` for ``stages.extract``: standalone on one node, a
-    c10d rendezvous at ``endpoint`` across several."""
+def torchrun_command(module: str, processes: int, nodes: int, endpoint: str,
+                     argv: list[str]) -> list[str]:
+    """The ``python -m torch.distributed.run`` command that runs ``python -m module argv``.
+
+    Parameters
+    ----------
+    module : str
+        The module every rank runs (the extract stage).
+    processes : int
+        Processes per node.
+    nodes : int
+        Nodes: 1 runs standalone, more use a c10d rendezvous at ``endpoint``.
+    endpoint : str
+        ``host:port`` of the rendezvous.
+    argv : list of str
+        Arguments for the module.
+
+    Returns
+    -------
+    list of str
+    """
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}"]
     if nodes == 1:
         cmd += ["--standalone"]
     else:
         cmd += [f"--nnodes={nodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
                 "--rdzv_id=clusterlens-extract"]
-    return cmd + ["-m", "stages.extract", *argv]
+    return cmd + ["-m", module, *argv]
 
 
-def launch(processes: int, nodes: int, endpoint: str, threads: int, argv: list[str]) -> None:
-    """Run the sharded extraction and wait for it; a failed rank fails the stage."""
-    cmd = torchrun_command(processes, nodes, endpoint, argv)
+def launch(module: str, processes: int, nodes: int, endpoint: str, threads: int,
+           argv: list[str]) -> None:
+    """Run the sharded extraction (see :func:`torchrun_command`) and wait for it.
+
+    This node's local rank 0 is the writer; every rank uses ``threads`` intra-op threads.
+
+    Raises
+    ------
+    RuntimeError
+        When torchrun fails (a failed rank fails the run).
+    """
+    cmd = torchrun_command(module, processes, nodes, endpoint, argv)
     log.info("launching %d process(es) x %d node(s): %s", processes, nodes, " ".join(cmd))
     env = {**os.environ, WRITER_ENV: "1", THREADS_ENV: str(threads),
            "OMP_NUM_THREADS": str(threads)}

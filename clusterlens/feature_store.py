@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens.common import atomic_path, get_logger, save_npy
+from clusterlens.io import atomic_path, save_npy
+from clusterlens.logs import get_logger
 
 log = get_logger("feature_store")
 VERSION = 1
@@ -49,6 +50,18 @@ def digests(shas) -> np.ndarray:
 
 
 class FeatureStore:
+    """The features of one key space: images by sha256, under the fingerprint of ``spec``.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        The store folder (one sub-folder per key space).
+    spec : dict
+        Everything the features depend on besides the image bytes (JSON-serialisable).
+    dim : int
+        Feature dimension.
+    """
+
     def __init__(self, root: str | os.PathLike, spec: dict, dim: int):
         self.key = fingerprint(spec)
         self.dir = Path(root) / self.key[:20]
@@ -78,7 +91,20 @@ class FeatureStore:
         return len(self._index)
 
     def get(self, shas) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, features of the found ones in the order of ``shas``)."""
+        """Look images up by sha256.
+
+        Parameters
+        ----------
+        shas : sequence of str
+            Hex sha256 digests.
+
+        Returns
+        -------
+        found : numpy.ndarray
+            Boolean mask over ``shas``.
+        features : numpy.ndarray
+            (found.sum(), dim) float32: the found ones, in the order of ``shas``.
+        """
         if self._index is None:
             self._index = self._load_index()
         keys = [d.tobytes() for d in digests(shas)]
@@ -101,7 +127,25 @@ class FeatureStore:
 
     # ----------------------------------------------------------------- writing
     def put(self, shas, feats: np.ndarray) -> Path | None:
-        """Append a shard; returns its features path (None when there is nothing to add)."""
+        """Append a shard (written atomically, under a unique name).
+
+        Parameters
+        ----------
+        shas : sequence of str
+            Hex sha256 digests, one per row of ``feats``.
+        feats : numpy.ndarray
+            (n, dim) features.
+
+        Returns
+        -------
+        Path or None
+            The shard's features file; None when there is nothing to add.
+
+        Raises
+        ------
+        ValueError
+            When the rows and digests do not match or the dimension is not the store's.
+        """
         feats = np.ascontiguousarray(feats, dtype=np.float32)
         if len(feats) == 0:
             return None

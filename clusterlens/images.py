@@ -1,7 +1,8 @@
 """Reading images: one decoding path for the whole pipeline (first frame, EXIF orientation, RGB).
 
 ``index`` calls :func:`first_frame_rgb` to accept a file; feature extraction, the scratch CNN and
-the figures read files with :func:`load_rgb`, so every stage sees the same pixels.
+the figures read files with :func:`load_rgb`, so every stage sees the same pixels. Feature
+extraction then prepares each image with :func:`resize_square` and :func:`normalize`.
 """
 from __future__ import annotations
 
@@ -54,3 +55,77 @@ def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
     (first frame of animations)."""
     with Image.open(path) as img:
         return first_frame_rgb(img)
+
+
+RESIZE_MODES = ("squash", "center_crop")
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def resize_square(img: Image.Image, image_size: int, resize: str = "squash",
+                  resize_ratio: float = 256 / 224,
+                  interpolation: str = "bilinear") -> Image.Image:
+    """Resize an image to an ``image_size`` square (Pillow, antialiased).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        An RGB image.
+    image_size : int
+        The side of the square, in pixels.
+    resize : {"squash", "center_crop"}
+        ``squash``: straight to the square (aspect ratio not kept). ``center_crop``: the shorter
+        side to ``round(image_size * resize_ratio)``, then the centred square (torchvision's
+        evaluation transform).
+    resize_ratio : float
+        Resize size over crop size, for ``center_crop``.
+    interpolation : {"bilinear", "bicubic", "nearest"}
+        Pillow's resampling filter.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The ``image_size`` x ``image_size`` image.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``resize`` or ``interpolation``.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                         f"got {interpolation!r}")
+    interp = INTERPOLATIONS[interpolation]
+    if resize == "squash":
+        return img.resize((image_size, image_size), interp)
+    if resize == "center_crop":
+        short = int(round(image_size * resize_ratio))
+        w, h = img.size
+        if w <= h:
+            new_w, new_h = short, max(short, int(round(h * short / w)))
+        else:
+            new_w, new_h = max(short, int(round(w * short / h))), short
+        img = img.resize((new_w, new_h), interp)
+        left = int(round((new_w - image_size) / 2.0))
+        top = int(round((new_h - image_size) / 2.0))
+        return img.crop((left, top, left + image_size, top + image_size))
+    raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+
+
+def normalize(img: Image.Image, mean, std) -> np.ndarray:
+    """An RGB image as a normalised float32 array, channels first.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        An RGB image.
+    mean, std : sequence of 3 floats
+        Per-channel statistics, applied after scaling to [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous float32 array of shape (3, height, width): ``(x / 255 - mean) / std``.
+    """
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))

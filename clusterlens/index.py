@@ -1,7 +1,7 @@
-"""`index` stage: scan ``data.root`` (one sub-folder per class) into an index table.
+"""Scan an image folder (one sub-folder per class) into an index table and a rejected table.
 
 Every file under a class folder is opened with Pillow and fully decoded once; what cannot be used
-is listed in the rejected table with a reason and left out, never a crash (SPEC D1-D4).
+is listed in the rejected table with a reason and left out, never a crash.
 
 Rules (documented in the README):
 - classes are the non-hidden, non-symlinked folders directly under the root, sorted by name;
@@ -9,23 +9,21 @@ Rules (documented in the README):
 - hidden files and folders (name starting with ``.``) are skipped and listed as ``hidden``;
 - folders that are symlinks are not followed; a symlinked file is indexed only when it resolves
   to a file inside the root;
-- images smaller than ``index.min_side`` pixels on either side are rejected as ``too_small``;
-- exact duplicates (same sha256) are reported; with ``index.drop_duplicates`` every copy after the
+- images smaller than ``min_side`` pixels on either side are rejected as ``too_small``;
+- exact duplicates (same sha256) are reported; with ``drop_duplicates`` every copy after the
   first (in sorted order) is rejected as ``duplicate``;
-- every file is decoded exactly as ``extract`` will load it (EXIF orientation, first frame, RGB
-  conversion), so an indexed image can always be read by the later stages;
+- every file is decoded exactly as feature extraction will load it (EXIF orientation, first
+  frame, RGB conversion), so an indexed image can always be read by the later stages;
 - names that are not valid UTF-8 cannot be written to the output tables: ``bad_filename``.
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +31,8 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from clusterlens.common import (
-    DataError, get_logger, load_params, log_block, matplotlib_setup, param, remove_stale_tmp,
-    require_bool, require_int, run_cli, save_figure, write_json, write_table,
-)
-
-log = get_logger("index")
+from clusterlens.errors import DataError
+from clusterlens.images import first_frame_rgb
 
 INDEX_COLUMNS = ["path", "class", "label", "width", "height", "mode", "format", "n_frames",
                  "bytes", "sha256", "duplicate_of"]
@@ -48,42 +42,23 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
 class Rejected(Exception):
+    """A file that cannot be indexed: ``reason`` (a short code such as ``corrupt``) and
+    ``detail`` (what was found), as written to the rejected table."""
+
     def __init__(self, reason: str, detail: str = ""):
         self.reason, self.detail = reason, detail
         super().__init__(f"{reason}: {detail}")
 
 
-@dataclass(frozen=True)
-class IndexParams:
-    root: Path
-    min_side: int
-    drop_duplicates: bool
-    workers: int
-    sample_per_class: int
-    sample_classes: int
-    seed: int
-
-    @classmethod
-    def from_params(cls, params: dict) -> "IndexParams":
-        root = param(params, "data.root")
-        if not isinstance(root, str) or not root:
-            raise DataError(f"params.yaml: `data.root` must be a folder path, got {root!r}")
-        return cls(
-            root=Path(root),
-            min_side=require_int("index.min_side", param(params, "index.min_side"), 1),
-            drop_duplicates=require_bool("index.drop_duplicates",
-                                         param(params, "index.drop_duplicates")),
-            workers=require_int("index.workers", param(params, "index.workers"), 1),
-            sample_per_class=require_int("index.sample_per_class",
-                                         param(params, "index.sample_per_class"), 1),
-            sample_classes=require_int("index.sample_classes",
-                                       param(params, "index.sample_classes"), 1),
-            seed=require_int("seed", param(params, "seed")),
-        )
-
-
 # --------------------------------------------------------------------------- scanning
 def check_root(root: Path) -> Path:
+    """Check that ``root`` is an existing folder.
+
+    Raises
+    ------
+    DataError
+        When it does not exist or is not a folder.
+    """
     if not root.exists():
         raise DataError(f"data.root: folder {str(root)!r} does not exist; set `data.root` in "
                         "params.yaml to a folder with one sub-folder per class")
@@ -212,13 +187,29 @@ def bomb_limit() -> int | None:
 
 
 def inspect_image(path: Path, min_side: int) -> dict:
-    """Read, hash and fully decode one file; raise Rejected with a reason if unusable.
+    """Read, hash and fully decode one file.
 
-    The pixels are decoded once, exactly as ``extract`` loads them (``first_frame_rgb``: first
-    frame, EXIF orientation, RGB conversion), so every indexed image can be read later.
+    The pixels are decoded once, exactly as feature extraction loads them
+    (:func:`clusterlens.images.first_frame_rgb`: first frame, EXIF orientation, RGB
+    conversion), so every indexed image can be read later.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    min_side : int
+        Smallest accepted width and height, in pixels.
+
+    Returns
+    -------
+    dict
+        width, height (as extraction sees them), mode, format, n_frames, bytes, sha256.
+
+    Raises
+    ------
+    Rejected
+        With the reason the file is unusable.
     """
-    from clusterlens.images import first_frame_rgb
-
     try:
         data = path.read_bytes()
     except PermissionError as exc:
@@ -250,7 +241,7 @@ def inspect_image(path: Path, min_side: int) -> dict:
     except Exception as exc:  # noqa: BLE001
         raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
     try:
-        width, height = first_frame_rgb(img).size  # what `extract` will see
+        width, height = first_frame_rgb(img).size  # what extraction will see
     except Exception as exc:  # noqa: BLE001 - decodes, but cannot become an RGB picture
         raise Rejected("unsupported_mode", f"mode {mode}: {type(exc).__name__}: {exc}") from None
     if min(width, height) < min_side:
@@ -261,11 +252,35 @@ def inspect_image(path: Path, min_side: int) -> dict:
 
 def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = False,
                 workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Scan and inspect ``root``. Returns (index, rejected, info).
+    """Scan and inspect an image folder.
 
-    index: one row per usable image, sorted by path, columns INDEX_COLUMNS; ``label`` numbers
-    the classes that have at least one usable image, in sorted order.
-    rejected: one row per file or folder left out, with its reason.
+    Parameters
+    ----------
+    root : str or Path
+        A folder laid out as ``root/<class>/<image>``.
+    min_side : int
+        Smallest accepted width and height, in pixels.
+    drop_duplicates : bool
+        Move every exact copy after the first (in path order) to the rejected table.
+    workers : int
+        Threads that read and decode the files (the result does not depend on it).
+
+    Returns
+    -------
+    index : pandas.DataFrame
+        One row per usable image, sorted by path, columns ``INDEX_COLUMNS``; ``label`` numbers
+        the classes that have at least one usable image, in sorted order.
+    rejected : pandas.DataFrame
+        One row per file or folder left out, with its reason (columns ``REJECTED_COLUMNS``).
+    info : dict
+        ``classes_found`` (every class folder) and ``empty_classes`` (those without a usable
+        image).
+
+    Raises
+    ------
+    DataError
+        When the folder is missing, has fewer than 2 class folders, or fewer than 2 classes
+        with a usable image.
     """
     root = Path(root)
     candidates, rejected, classes = scan_tree(root)
@@ -362,6 +377,18 @@ def validate_index(index: pd.DataFrame, root: Path, rejected=None,
 
 # --------------------------------------------------------------------------- metrics
 def index_metrics(index: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> dict:
+    """Summary numbers of an index: sizes, class balance, rejections, duplicates, modes.
+
+    Parameters
+    ----------
+    index, rejected, info
+        What :func:`build_index` returns.
+
+    Returns
+    -------
+    dict
+        JSON-ready counts and statistics (the ``index`` stage's metrics).
+    """
     counts = index["class"].value_counts()
     dup_groups = index[index["duplicate_of"] != ""].groupby("duplicate_of")
     cross = 0
@@ -396,136 +423,3 @@ def index_metrics(index: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> di
         "width_min": int(index["width"].min()),
         "height_min": int(index["height"].min()),
     }
-
-
-# --------------------------------------------------------------------------- plots
-def plot_class_distribution(counts: pd.Series, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
-    counts = counts.sort_values(ascending=False)
-    n = len(counts)
-    width = min(max(6.0, 0.28 * n + 2), 60.0)
-    fig, ax = plt.subplots(figsize=(width, 4.5))
-    ax.bar(range(n), counts.values, color="#4C72B0")
-    ax.set_xticks(range(n))
-    ax.set_xticklabels(counts.index, rotation=90 if n > 12 else 0,
-                       fontsize=max(5, min(10, int(400 / max(n, 1)))))
-    ax.axhline(counts.median(), color="#C44E52", ls="--", lw=1,
-               label=f"median {counts.median():g}")
-    ax.set_xlabel("class")
-    ax.set_ylabel("images")
-    ax.set_title(f"Class distribution: {int(counts.sum())} images in {n} classes "
-                 f"(imbalance max/min {counts.max() / counts.min():.2f})")
-    ax.set_ylim(0, counts.max() * 1.15)
-    ax.legend(loc="upper right", framealpha=0.9)
-    save_figure(fig, path)
-
-
-def plot_image_sizes(index: pd.DataFrame, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, col in zip(axes, ["width", "height"]):
-        values = index[col].to_numpy()
-        bins = min(50, max(1, len(np.unique(values))))
-        ax.hist(values, bins=bins, color="#55A868", edgecolor="white")
-        ax.set_xlabel(f"{col} (pixels)")
-        ax.set_ylabel("images")
-        ax.set_title(f"{col.capitalize()}: median {np.median(values):g}, "
-                     f"range {values.min()}-{values.max()}")
-    fig.suptitle(f"Image size distribution (n={len(index)})")
-    save_figure(fig, path)
-
-
-def thumbnail_cell(ax, path=None) -> None:
-    """One cell of an image grid: no ticks or frame; the image (up to 128 px) when given."""
-    from clusterlens.images import load_rgb
-
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if path is not None:
-        img = load_rgb(path)
-        img.thumbnail((128, 128))
-        ax.imshow(img, interpolation="nearest")
-
-
-def plot_sample_grid(index: pd.DataFrame, root: str | Path, path: str | Path, seed: int,
-                     per_class: int = 6, max_classes: int = 10) -> None:
-    """A grid of random images: one row per class (a seeded random subset of classes)."""
-    import matplotlib.pyplot as plt
-
-    rng = np.random.default_rng(seed)
-    classes = sorted(index["class"].unique())
-    if len(classes) > max_classes:
-        classes = sorted(rng.choice(classes, size=max_classes, replace=False).tolist())
-    fig, axes = plt.subplots(len(classes), per_class,
-                             figsize=(1.2 * per_class + 1.5, 1.2 * len(classes) + 0.8),
-                             squeeze=False, layout="constrained")
-    for r, cls in enumerate(classes):
-        paths = index.loc[index["class"] == cls, "path"].to_numpy()
-        pick = rng.choice(paths, size=min(per_class, len(paths)), replace=False)
-        for c in range(per_class):
-            ax = axes[r][c]
-            thumbnail_cell(ax, Path(root) / pick[c] if c < len(pick) else None)
-            if c == 0:
-                ax.set_ylabel(cls, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"Sample images ({len(classes)} classes x up to {per_class})")
-    save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------- stage
-OUT_INDEX = "data/index.parquet"
-OUT_REJECTED = "data/rejected.csv"
-OUT_METRICS = "metrics/index.json"
-OUT_COUNTS = "plots/index/class_counts.csv"
-OUT_DIST = "plots/index/class_distribution.png"
-OUT_SIZES = "plots/index/image_sizes.png"
-OUT_SAMPLES = "plots/index/samples.png"
-OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES)
-
-
-def run(params: dict) -> dict:
-    p = IndexParams.from_params(params)
-    check_root(p.root)
-    remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
-    log_block(log, "index", inputs={"data.root": p.root},
-              params={"index.min_side": p.min_side, "index.drop_duplicates": p.drop_duplicates,
-                      "index.workers": p.workers, "seed": p.seed})
-    index, rejected, info = build_index(p.root, p.min_side, p.drop_duplicates, p.workers)
-    metrics = index_metrics(index, rejected, info)
-    if info["empty_classes"]:
-        log.warning("class folders without a usable image (no label given): %s",
-                    ", ".join(info["empty_classes"]))
-    if len(rejected):
-        log.warning("%d files rejected: %s (see %s)", len(rejected),
-                    metrics["rejected_by_reason"], OUT_REJECTED)
-
-    matplotlib_setup()
-    counts = index["class"].value_counts().sort_index()
-    write_table(OUT_INDEX, index)
-    write_table(OUT_REJECTED, rejected)
-    write_table(OUT_COUNTS, pd.DataFrame({"class": counts.index, "count": counts.values}))
-    plot_class_distribution(counts, OUT_DIST)
-    plot_image_sizes(index, OUT_SIZES)
-    plot_sample_grid(index, p.root, OUT_SAMPLES, p.seed, p.sample_per_class, p.sample_classes)
-    metrics = write_json(OUT_METRICS, metrics)
-    log_block(log, "index done", outputs={
-        OUT_INDEX: f"{metrics['images']} images, {metrics['classes']} classes",
-        OUT_REJECTED: f"{metrics['rejected']} rejected",
-        OUT_METRICS: f"imbalance {metrics['imbalance_ratio']:.2f}, "
-                     f"{metrics['duplicates']} duplicates",
-        "plots": ", ".join([OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES])})
-    return metrics
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Index an image folder (SPEC D1-D4).")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    run(load_params(args.params))
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

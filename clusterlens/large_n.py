@@ -1,12 +1,10 @@
-"""Large-N clustering (issue 9, items 2 and 3): a faiss K-Means engine, memory-mapped features,
-and a two-step route for agglomerative clustering when the exact tree does not fit.
+"""Large-N clustering: a faiss K-Means engine, memory-mapped features, and a two-step route
+for agglomerative clustering when the exact tree does not fit.
 
-Plain functions; ``stages.cluster`` calls them (it owns the params and the outputs).
+K-Means engines:
 
-K-Means engines (``kmeans.engine``):
-
-- ``sklearn``: ``sklearn.cluster.KMeans`` (greedy k-means++, Lloyd, ``tol`` 1e-4), as the
-  ``kmeans@K`` stages have always run; labels identical to ``stages.cluster.run_kmeans``.
+- ``sklearn``: ``sklearn.cluster.KMeans`` (greedy k-means++, Lloyd, ``tol`` 1e-4); labels
+  identical to :func:`clusterlens.clustering.run_kmeans`.
 - ``faiss``: ``faiss.Kmeans`` on float32 (Lloyd on BLAS distance blocks; GPU when faiss sees
   one). Every point is used for training (faiss would otherwise subsample to 256 points per
   centroid), initialisation is k-means++ (faiss >= 1.13; plain random points before), a run
@@ -20,16 +18,16 @@ distance to the assigned centroid, accumulated in float64 from the returned labe
 centroids (scikit-learn's definition; faiss' own objective is a float32 sum).
 
 Determinism: on CPU both engines give identical labels for the same seed, input and thread
-count. faiss also gave the same labels on 1 and 2 OpenMP threads here (its centroid sums run
-per centroid in point order; tests/test_large_n.py checks both). ``threadpoolctl.threadpool_limits``
-(which ``stages.cluster`` applies) reaches faiss' bundled libgomp and OpenBLAS too. On a GPU,
-faiss sums in parallel and results may differ in the last bits between runs.
+count. faiss also gives the same labels on 1 and 2 OpenMP threads (its centroid sums run per
+centroid in point order; tests/test_large_n.py checks both). ``threadpoolctl.threadpool_limits``
+reaches faiss' bundled libgomp and OpenBLAS too. On a GPU, faiss sums in parallel and results
+may differ in the last bits between runs.
 
-Two-step agglomerative (``agglomerative.route``): K-Means (either engine) cuts the points into
-``n_centroids`` cells, then the linkage runs over the cells, each weighted by its number of
-points, and every point takes the cluster of its cell. Each cell is described by the exact mean
-of its points (recomputed after the final assignment), its size and its spread (mean squared
-distance of its points to that mean):
+Two-step agglomerative: K-Means (either engine) cuts the points into ``n_centroids`` cells,
+then the linkage runs over the cells, each weighted by its number of points, and every point
+takes the cluster of its cell. Each cell is described by the exact mean of its points
+(recomputed after the final assignment), its size and its spread (mean squared distance of its
+points to that mean):
 
 - ``ward``: the merge cost of two groups, n_a n_b / (n_a + n_b) ||mu_a - mu_b||^2, depends only
   on their sizes and means, so the weighted tree is *exactly* Ward's agglomeration of the
@@ -43,13 +41,15 @@ distance of its points to that mean):
   closer to everything than its points are, badly so in high dimensions (10,000 256-D points
   in 100 blobs, 2,000 cells, cut at K=100: ARI 0.17 (complete) and 0.00 (average) on plain
   means, 0.93 and 0.97 with the spread; the exact average tree: 0.97); ``cell_spread=False``
-  gives the plain-means variant. Single linkage on
-  cells loses the point-level chaining it is about: treat its two-step result as a rough
-  approximation only.
+  gives the plain-means variant. Single linkage on cells loses the point-level chaining it is
+  about: treat its two-step result as a rough approximation only.
 
 With ``n_centroids >= N`` every point is its own cell (no K-Means) and the result is the exact
 tree. The weighted linkage is a nearest-neighbour-chain over an ``n_centroids`` square distance
 matrix (8 x n_centroids^2 bytes: 32 MB at 2,000 cells), O(n_centroids^2) time.
+
+Invalid arguments raise :class:`~clusterlens.errors.ParamError` naming the params key they come
+from (``kmeans.engine``, ``agglomerative.route``...), so a stage can pass them on unchanged.
 """
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens.common import DataError, ParamError, get_logger, require_choice, require_int
+from clusterlens.errors import DataError, ParamError
+from clusterlens.logs import get_logger
+from clusterlens.trees import cut_tree_at, first_seen_order
 
 log = get_logger("large_n")
 
@@ -69,8 +71,8 @@ ROUTES = ("exact", "two_step", "auto")
 LINKAGES = ("ward", "complete", "average", "single")
 
 # `auto` keeps the exact tree up to these N (per linkage); above, it takes the two-step route.
-# ward/single (fastcluster's O(N)-memory vector routines) are limited by time: on this 2-core
-# machine, one thread, 50 PCA dims, 10^5 points take 7 min (ward) and 4.5 min (single), growing as
+# ward/single (fastcluster's O(N)-memory vector routines) are limited by time: on one thread of a
+# 2-core machine, 50 PCA dims, 10^5 points take minutes (ward ~7, single ~4.5), growing as
 # N^2.3-2.5 (benchmarks/results/scaling.csv). complete/average hold the N x N condensed distance
 # matrix twice (8 bytes x N^2 at the peak): 30,000 points need 6.9 GB and 40 s.
 DEFAULT_MAX_EXACT_N = {"ward": 100_000, "single": 100_000, "complete": 30_000,
@@ -81,6 +83,22 @@ DEFAULT_N_CENTROIDS = 2_000
 DEFAULT_POINTS_PER_CENTROID = 64    # two-step K-Means trains on <= this x n_centroids points
 DEFAULT_TWO_STEP_MAX_ITER = 20
 CHUNK = 65_536               # rows per block when assigning points / summing the objective
+
+
+def require_int(key: str, value, minimum: int | None = None) -> int:
+    """``value`` as an integer >= ``minimum``, else ParamError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamError(key, f"must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ParamError(key, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def require_choice(key: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else ParamError naming ``key``."""
+    if value not in choices:
+        raise ParamError(key, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- features
@@ -544,6 +562,7 @@ def _assign_nearest(X, centroids: np.ndarray, engine: str, chunk: int = CHUNK) -
 
 
 def check_n_centroids(n_centroids, key: str = "agglomerative.n_centroids") -> int:
+    """An integer in [2, MAX_CENTROIDS] (ParamError naming ``key`` otherwise)."""
     require_int(key, n_centroids, 2)
     if n_centroids > MAX_CENTROIDS:
         gib = 8 * n_centroids**2 / 2**30
@@ -614,19 +633,15 @@ def two_step_tree(X, linkage: str, n_centroids: int, seed: int, engine: str = "s
     return TwoStepTree(tree=tree, assign=assign, sizes=sizes, centroids=centroids, info=info)
 
 
-def _first_seen_order(labels: np.ndarray) -> np.ndarray:
-    """Renumber labels 0..K-1 in order of their first point (the labels of scipy's cut_tree)."""
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[inverse.ravel()]
-
-
 def cut_two_step(result: TwoStepTree, ks: list[int]) -> dict[int, np.ndarray]:
-    """Cut the cells' tree into K clusters for every K (``stages.cluster.cut_tree_at``) and give
-    every point its cell's cluster; labels numbered in order of their first point."""
-    from clusterlens.clustering import cut_tree_at  # here: stages.cluster imports this module
+    """Cut the cells' tree into K clusters for every K (:func:`clusterlens.trees.cut_tree_at`)
+    and give every point its cell's cluster; labels numbered in order of their first point.
 
+    Raises
+    ------
+    DataError
+        When a K exceeds the number of non-empty cells.
+    """
     m = len(result.sizes)
     for k in ks:
         if k > m:
@@ -634,7 +649,7 @@ def cut_two_step(result: TwoStepTree, ks: list[int]) -> dict[int, np.ndarray]:
                             "two-step route; raise agglomerative.n_centroids")
     if m == 1:
         return {k: np.zeros(len(result.assign), dtype=np.int64) for k in ks}
-    return {k: _first_seen_order(cells[result.assign])
+    return {k: first_seen_order(cells[result.assign])
             for k, cells in cut_tree_at(result.tree, list(ks)).items()}
 
 
@@ -651,28 +666,3 @@ def two_step_agglomerative(X, linkage: str, ks: list[int], n_centroids: int, see
                          f"= {n_centroids} (or N = {len(X)}): the two-step tree has one leaf "
                          "per K-Means cell")
     return cut_two_step(two_step_tree(X, linkage, n_centroids, seed, engine, **kwargs), ks)
-
-
-# --------------------------------------------------------------------------- params
-def check_large_n_params(params: dict) -> dict:
-    """Validate (before any work) the keys this module adds, with their defaults:
-    ``kmeans.engine`` (sklearn), ``agglomerative.route`` (auto), ``agglomerative.max_exact_n``
-    (null: per-linkage defaults), ``agglomerative.n_centroids`` (2000),
-    ``large_n.mmap_threshold_mb`` (1024; null: never memory-map)."""
-    from clusterlens.common import param
-
-    out = {
-        "engine": check_engine(param(params, "kmeans.engine", "sklearn")),
-        "route": require_choice("agglomerative.route", param(params, "agglomerative.route", "auto"),
-                                ROUTES),
-        "n_centroids": check_n_centroids(param(params, "agglomerative.n_centroids",
-                                               DEFAULT_N_CENTROIDS)),
-    }
-    max_exact = param(params, "agglomerative.max_exact_n", None)
-    for linkage in LINKAGES:  # validates every form (int, mapping) now
-        max_exact_for(linkage, max_exact)
-    out["max_exact_n"] = max_exact
-    mb = param(params, "large_n.mmap_threshold_mb", 1024)
-    out["mmap_threshold_bytes"] = (None if mb is None else
-                                   require_int("large_n.mmap_threshold_mb", mb, 0) * 2**20)
-    return out

@@ -1,7 +1,7 @@
-"""Clustering quality metrics (SPEC C4, C5): internal ones on the features, external ones
-against the class labels. Pure functions over label vectors; noise is the label -1.
+"""Clustering quality metrics: internal ones on the features, external ones against the class
+labels. Pure functions over label vectors; noise is the label -1 (:data:`NOISE`).
 
-Conventions (documented in the README):
+Conventions:
 - internal metrics (silhouette, Davies-Bouldin, Calinski-Harabasz) use the non-noise points
   only, and are None when fewer than 2 clusters remain;
 - external metrics use every point, all noise points together counting as one cluster, so a
@@ -20,8 +20,8 @@ HIGHER_IS_BETTER = {
 
 
 def _skm():
-    """scikit-learn's metrics, imported on first use: the `clustering` aggregate imports this
-    module for its constants only, and scikit-learn's import is most of a stage's start-up."""
+    """scikit-learn's metrics, imported on first use: code that needs only this module's
+    constants does not pay for scikit-learn's import."""
     from sklearn import metrics
 
     return metrics
@@ -66,6 +66,21 @@ def kappa_after_majority_vote(labels_true, labels_pred) -> float:
 
 
 def external_metrics(labels_true, labels_pred) -> dict:
+    """Every external metric of a labeling against the classes.
+
+    Parameters
+    ----------
+    labels_true : array-like of shape (n,)
+        The classes.
+    labels_pred : array-like of shape (n,)
+        The clusters; all noise points (-1) together count as one cluster.
+
+    Returns
+    -------
+    dict
+        ``purity``, ``nmi``, ``ami``, ``ari``, ``homogeneity``, ``completeness``,
+        ``v_measure``, ``hungarian_accuracy``, ``kappa`` (floats).
+    """
     y, p = np.asarray(labels_true), np.asarray(labels_pred)
     h, c, v = _skm().homogeneity_completeness_v_measure(y, p)
     return {
@@ -108,8 +123,30 @@ def silhouette_distances(X, silhouette_sample: int = 5000, seed: int = 0,
 def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0,
                      sample_distances: np.ndarray | None = None) -> dict:
     """Silhouette (on a seeded sample), Davies-Bouldin, Calinski-Harabasz of the non-noise
-    points. ``sample_distances``: `silhouette_distances` of the same X, sample and seed, used when
-    no point is noise (the same numbers, without computing the distances again)."""
+    points.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+    labels : array-like of shape (n,)
+    silhouette_sample, seed : int
+        The silhouette uses at most ``silhouette_sample`` points
+        (:func:`silhouette_sample_indices`).
+    sample_distances : ndarray, optional
+        :func:`silhouette_distances` of the same X, sample and seed, used when no point is
+        noise (the same numbers, without computing the distances again).
+
+    Returns
+    -------
+    dict
+        ``silhouette``, ``davies_bouldin``, ``calinski_harabasz``: None with fewer than 2
+        clusters (or as many clusters as points) left.
+
+    Raises
+    ------
+    ValueError
+        When ``sample_distances`` does not match the sample.
+    """
     X = np.asarray(X)
     labels = np.asarray(labels)
     keep = labels != NOISE
@@ -134,6 +171,7 @@ def internal_metrics(X, labels, silhouette_sample: int = 5000, seed: int = 0,
 
 
 def describe(labels) -> dict:
+    """``n_clusters`` (noise excluded) and ``noise_fraction`` of a labeling."""
     labels = np.asarray(labels)
     clusters = np.unique(labels[labels != NOISE])
     return {"n_clusters": int(len(clusters)),

@@ -1,54 +1,120 @@
-"""`report` stage (SPEC P4): one document a person reads after a run.
+"""The run report: one document built from the stages' metrics, tables and figures.
 
-Writes ``report/report.md`` (markdown; figures linked relatively, e.g. ``../plots/...``, so it
-renders from a checkout) and ``report/report.html`` (self-contained: every figure embedded as a
-data URI, so the single file can be mailed or attached to a CI run). Sections: data, features,
-reduction, clustering grid, the selected model, macro-categories, the supervised upper bound and
-the gap. Everything comes from the other stages' metrics, tables and figures; nothing is
-recomputed, and no timestamp is written, so the same inputs give the same bytes.
+:func:`build_report` turns already-loaded results (:class:`ReportData`) and the paths of the
+figures and files it shows or names (:class:`ReportFiles`) into a :class:`Doc`, a list of
+blocks; :func:`render_markdown` renders it with figures linked relatively, and
+:func:`render_html` as one self-contained page with every figure embedded as a data URI.
+Sections: data, features, reduction, clustering grid, feature sets, the selected model,
+macro-categories, the supervised upper bound and the gap. Nothing is recomputed and no
+timestamp is written, so the same inputs give the same text.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from clusterlens.common import (
-    atomic_path, get_logger, load_params, log_block, param, read_json, read_table, run_cli,
-)
-
-log = get_logger("report")
-OUT_MD = Path("report/report.md")
-OUT_HTML = Path("report/report.html")
 TOP_CLUSTERS = 10
 KEY_METRICS = ["nmi", "ami", "ari", "purity", "hungarian_accuracy", "kappa", "silhouette",
                "davies_bouldin", "noise_fraction", "n_clusters"]
 
 
+# --------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where the figures the report shows, and the files its text names, are.
+
+    Relative paths are relative to the working directory; ``dendrogram`` is a pattern with a
+    ``{linkage}`` field.
+    """
+
+    rejected: str
+    clustering_table: str
+    fusion_table: str
+    captions: str
+    composition: str
+    summary: str
+    cnn_history: str
+    cnn_logs: str
+    class_distribution: str
+    samples: str
+    explained_variance: str
+    reduce_pca_2d: str
+    metrics_vs_k: str
+    dendrogram: str
+    heatmap: str
+    montage: str
+    tsne: str
+    pca_2d: str
+    macro_dendrogram: str
+    centroid_distances: str
+    purity_lines: str
+    purity_heatmap: str
+    upper_configs: str
+    upper_per_class: str
+    upper_macro: str
+    gap: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, already loaded: JSON results as dicts, tables as
+    DataFrames; ``timing`` and ``cnn`` may be None (no extraction log, no CNN result)."""
+
+    root: str
+    linkages: list[str]
+    feature_set: str
+    index: dict
+    rejected: pd.DataFrame
+    extract: dict
+    timing: dict | None
+    cnn: dict | None
+    reduce: dict
+    clustering: dict
+    fusion: dict
+    fusion_table: pd.DataFrame
+    captions: dict
+    caption_rows: pd.DataFrame
+    composition: pd.DataFrame
+    macro: dict
+    groups: dict
+    purity: dict
+    upper: dict
+    upper_configs: pd.DataFrame
+    summary: dict
+
+
 # --------------------------------------------------------------------------- document model
 class Doc:
-    """A list of blocks rendered both to markdown and to HTML."""
+    """A list of blocks (headings, paragraphs, lists, tables, figures) rendered both to
+    markdown and to HTML. Inline markup: ```code```, ``**bold**``, ``*italic*``."""
 
     def __init__(self):
         self.blocks: list[tuple] = []
 
     def h(self, level: int, text: str):
+        """Add a heading of ``level`` (1 = title)."""
         self.blocks.append(("h", level, text))
 
     def p(self, text: str):
+        """Add a paragraph."""
         self.blocks.append(("p", text))
 
     def items(self, items: list[str]):
+        """Add a bullet list."""
         self.blocks.append(("ul", items))
 
     def table(self, df: pd.DataFrame):
+        """Add a table (numbers formatted to 4 significant digits, missing values as ``-``)."""
         self.blocks.append(("table", df))
 
-    def fig(self, path: str | Path, caption: str):
+    def fig(self, path: str | os.PathLike, caption: str):
+        """Add a figure; a missing file becomes a paragraph saying so."""
         path = Path(path)
         if path.is_file():
             self.blocks.append(("img", path, caption))
@@ -79,7 +145,23 @@ def _inline_html(text: str) -> str:
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
 
 
-def render_markdown(doc: Doc, out_dir: Path) -> str:
+def render_markdown(doc: Doc, out_dir: str | os.PathLike) -> str:
+    """Render ``doc`` as markdown.
+
+    Parameters
+    ----------
+    doc : Doc
+        The document.
+    out_dir : str or PathLike
+        The folder the markdown file will be written to: relative figure paths are linked
+        relative to it (``plots/x.png`` from ``report/`` is ``../plots/x.png``); absolute ones
+        are kept.
+
+    Returns
+    -------
+    str
+        The markdown text, ending with a newline.
+    """
     parts = []
     for block in doc.blocks:
         kind = block[0]
@@ -92,7 +174,8 @@ def render_markdown(doc: Doc, out_dir: Path) -> str:
         elif kind == "table":
             parts.append(_md_table(block[1]))
         elif kind == "img":
-            rel = Path("..") / block[1] if not block[1].is_absolute() else block[1]
+            path = block[1]
+            rel = path if path.is_absolute() else Path(os.path.relpath(path, out_dir))
             parts.append(f"![{block[2]}]({rel.as_posix()})\n\n*{block[2]}*")
     return "\n\n".join(parts) + "\n"
 
@@ -108,6 +191,20 @@ h1{border-bottom:2px solid #ddd}h2{border-bottom:1px solid #eee;margin-top:2em}"
 
 
 def render_html(doc: Doc, title: str) -> str:
+    """Render ``doc`` as one self-contained HTML page.
+
+    Parameters
+    ----------
+    doc : Doc
+        The document; its figures are read and embedded as base64 PNG data URIs.
+    title : str
+        The page title.
+
+    Returns
+    -------
+    str
+        The HTML text, ending with a newline.
+    """
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"]
     for block in doc.blocks:
@@ -139,7 +236,8 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def section_data(doc: Doc, root: str, index: dict, rejected: pd.DataFrame):
+def section_data(doc: Doc, root: str, index: dict, rejected: pd.DataFrame, files: ReportFiles):
+    """Section 1: the image folder, class balance, rejected files and duplicates."""
     doc.h(2, "1. Data")
     doc.p(f"`{root}`: **{index['images']:,} images in {index['classes']} classes** "
           f"({index['per_class_min']}-{index['per_class_max']} per class, median "
@@ -153,33 +251,27 @@ def section_data(doc: Doc, root: str, index: dict, rejected: pd.DataFrame):
            "groups across classes)"]
     doc.items(bad)
     if len(rejected):
-        doc.p(f"First rejected files (all {len(rejected)} in `data/rejected.csv`):")
+        doc.p(f"First rejected files (all {len(rejected)} in `{files.rejected}`):")
         doc.table(rejected.head(15)[["path", "reason", "detail"]].fillna(""))
-    doc.fig("plots/index/class_distribution.png", "Images per class")
-    doc.fig("plots/index/samples.png", "Random sample images, one row per class")
-
-
-def section_features(doc: Doc, extract: dict, timing: dict | None, cnn: dict | None = None):
-    doc.h(2, "2. Features")
-    line = (f"Backbone **{extract['backbone']}** ({extract['weights']}), {extract['dim']}-D "
-            f"features, input {extract['image_size']} px ({extract['resize']}), device "
-            f"{extract['device']}, {extract.get('precision', 'fp32')} compute.")
-    if timing:
-        line += " " + timing_sentence(timing)
-    doc.p(line)
-    if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
-        doc.p(f"The CNN was trained from scratch (seed 000): {cnn['epochs_run']} epochs, best "
-              f"epoch {cnn['best_epoch']} restored (validation accuracy "
-              f"{cnn['best_val_acc']:.3f}, loss {cnn['best_val_loss']:.3f}; "
-              f"{cnn['lr_reductions']} learning-rate reductions"
-              f"{', stopped early' if cnn['stopped_early'] else ''}). Training curves: "
-              "`dvc plots show` (DVCLive logs in `dvclive/cnn`), per epoch in "
-              "`metrics/cnn_history.csv`.")
+    doc.fig(files.class_distribution, "Images per class")
+    doc.fig(files.samples, "Random sample images, one row per class")
 
 
 def timing_sentence(timing: dict) -> str:
-    """The last extract run's throughput, over the images it ran through the network (the rest
-    came from the feature store)."""
+    """Describe the last extraction run's throughput.
+
+    Parameters
+    ----------
+    timing : dict
+        ``seconds``, ``images_per_s``, ``images`` and, when a feature store was used,
+        ``extracted`` and ``from_store``.
+
+    Returns
+    -------
+    str
+        A sentence; the throughput counts only the images run through the network (the rest
+        came from the feature store).
+    """
     extracted = int(timing.get("extracted", timing["images"]))
     from_store = int(timing.get("from_store", 0))
     if not extracted:
@@ -190,18 +282,41 @@ def timing_sentence(timing: dict) -> str:
             f"({timing['seconds']:.1f} s for the {extracted:,} images it extracted{stored}).")
 
 
-def section_reduce(doc: Doc, reduce: dict):
+def section_features(doc: Doc, extract: dict, timing: dict | None, cnn: dict | None,
+                     files: ReportFiles):
+    """Section 2: the backbone, the extraction's throughput and, for a CNN trained from
+    scratch, its training run."""
+    doc.h(2, "2. Features")
+    line = (f"Backbone **{extract['backbone']}** ({extract['weights']}), {extract['dim']}-D "
+            f"features, input {extract['image_size']} px ({extract['resize']}), device "
+            f"{extract['device']}, {extract.get('precision', 'fp32')} compute.")
+    if timing:
+        line += " " + timing_sentence(timing)
+    doc.p(line)
+    if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
+        doc.p(f"The CNN was trained from scratch: {cnn['epochs_run']} epochs, best "
+              f"epoch {cnn['best_epoch']} restored (validation accuracy "
+              f"{cnn['best_val_acc']:.3f}, loss {cnn['best_val_loss']:.3f}; "
+              f"{cnn['lr_reductions']} learning-rate reductions"
+              f"{', stopped early' if cnn['stopped_early'] else ''}). Training curves: "
+              f"`dvc plots show` (DVCLive logs in `{files.cnn_logs}`), per epoch in "
+              f"`{files.cnn_history}`.")
+
+
+def section_reduce(doc: Doc, reduce: dict, files: ReportFiles):
+    """Section 3: the variance the PCA keeps."""
     doc.h(2, "3. Reduction (standardize + PCA)")
     doc.p(f"{reduce['n_components']} components keep **{_pct(reduce['variance_retained'])}** "
           f"of the variance of the {reduce['input_dim']}-D features.")
     doc.table(pd.DataFrame({"components": [2, 10, 50, 100],
                             "variance retained": [_pct(reduce[f"variance_at_{k}"])
                                                   for k in (2, 10, 50, 100)]}))
-    doc.fig("plots/reduce/explained_variance.png", "Explained variance by component")
-    doc.fig("plots/reduce/pca_2d.png", "First two principal components, coloured by class")
+    doc.fig(files.explained_variance, "Explained variance by component")
+    doc.fig(files.reduce_pca_2d, "First two principal components, coloured by class")
 
 
 def best_table(clustering: dict) -> pd.DataFrame:
+    """The best grid point of each method with its key metrics, one row per method."""
     rows = []
     for method, info in clustering["best"].items():
         m = clustering[method][info["point"]]
@@ -210,30 +325,31 @@ def best_table(clustering: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def section_clustering(doc: Doc, clustering: dict, linkages: list[str]):
+def section_clustering(doc: Doc, clustering: dict, linkages: list[str], files: ReportFiles):
+    """Section 4: the clustering grid, the best point per method and the selected model."""
     sel = clustering["selected"]
     doc.h(2, "4. Clustering grid")
     n_points = sum(len(v) for k, v in clustering.items()
                    if k not in ("selected", "best", "kmeans_recommended_k"))
     doc.p(f"{n_points} grid points over {len(clustering['best'])} methods. Best point per method "
-          f"by **{sel['metric']}** (all points: `metrics/clustering_table.csv`):")
+          f"by **{sel['metric']}** (all points: `{files.clustering_table}`):")
     doc.table(best_table(clustering))
     doc.p(f"**Selected model: `{sel['method']}/{sel['point']}`**, {sel['reason']}.")
     rec = clustering.get("kmeans_recommended_k")
     if rec:
         doc.p(f"K-Means K recommended by silhouette: {rec['by_silhouette']}; by the elbow of the "
               f"inertia curve: {rec['by_elbow']}.")
-    doc.fig("plots/clustering/metrics_vs_k.png", "Silhouette, NMI, ARI and purity vs K")
+    doc.fig(files.metrics_vs_k, "Silhouette, NMI, ARI and purity vs K")
     for linkage in linkages:
-        doc.fig(f"plots/clustering/dendrogram_{linkage}.png",
+        doc.fig(files.dendrogram.format(linkage=linkage),
                 f"Top of the {linkage}-linkage dendrogram of the images, cuts at each K")
 
 
 def section_feature_sets(doc: Doc, fusion: dict, table: pd.DataFrame, captions: dict,
-                         caption_rows: pd.DataFrame, selected_set: str):
-    """Seed 003's comparison: Cohen's kappa (after majority-vote mapping) per clustering method
-    x feature set at K = the number of classes, and a few of the captions."""
-    doc.h(2, "4b. Feature sets: visual, text, fused (seed 003)")
+                         caption_rows: pd.DataFrame, selected_set: str, files: ReportFiles):
+    """Section 4b: Cohen's kappa (after majority-vote mapping) per clustering method x feature
+    set (visual, text, fused) at K = the number of classes, and the first captions."""
+    doc.h(2, "4b. Feature sets: visual, text, fused")
     if not fusion.get("enabled", True) or table.empty:
         doc.p("Captions are off (`captions.enabled: false`): the pipeline runs on the visual "
               "features only.")
@@ -242,39 +358,45 @@ def section_feature_sets(doc: Doc, fusion: dict, table: pd.DataFrame, captions: 
     pivot = pivot[[c for c in ("visual", "text", "concat", "weighted") if c in pivot.columns]]
     doc.p(f"The pipeline above runs on the **{selected_set}** features (`fusion.set`). Cohen's "
           f"kappa after majority-vote mapping, each method at K = {fusion['k']} on every feature "
-          f"set (`metrics/fusion.csv` also has NMI and ARI); best: "
+          f"set (`{files.fusion_table}` also has NMI and ARI); best: "
           f"**{fusion['best']['method']} on {fusion['best']['features']}** "
           f"(kappa {fusion['best']['kappa']:.3f}).")
     doc.table(pivot.reset_index().round(4))
     doc.p(f"Captions: top-3 ImageNet labels from {captions.get('captioner', '?')}, template "
           f"`{captions.get('template')}`, {captions.get('unique_captions', 0):,} distinct "
           f"captions, top-1 probability > 0.5 for {_pct(captions.get('confident_fraction', 0))} "
-          "of the images (all in `data/captions.parquet`). The first few:")
+          f"of the images (all in `{files.captions}`). The first few:")
     doc.table(caption_rows[["path", "caption"]].head(5))
 
 
-def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame):
+def _top_classes(row) -> str:
+    return ", ".join(f"{row[f'top{i}_class']} {row[f'top{i}_pct']:.0f}%" for i in range(1, 4)
+                     if row[f"top{i}_class"] not in ("", None)
+                     and row[f"top{i}_class"] == row[f"top{i}_class"])
+
+
+def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame, files: ReportFiles):
+    """Section 5: the selected model's scores, its largest clusters and their figures."""
     sel = clustering["selected"]
     doc.h(2, f"5. The selected model: {sel['method']}/{sel['point']}")
     m = clustering[sel["method"]][sel["point"]]
     doc.p(f"{m['n_clusters']} clusters, noise {_pct(m['noise_fraction'])}; NMI {m['nmi']:.3f}, "
           f"ARI {m['ari']:.3f}, purity {m['purity']:.3f}, Hungarian accuracy "
           f"{m['hungarian_accuracy']:.3f}. The {min(TOP_CLUSTERS, len(composition))} largest "
-          f"clusters (all in `metrics/composition.csv`):")
+          f"clusters (all in `{files.composition}`):")
     show = composition.head(TOP_CLUSTERS)
-    top = [", ".join(f"{r[f'top{i}_class']} {r[f'top{i}_pct']:.0f}%" for i in range(1, 4)
-                     if r[f"top{i}_class"] not in ("", None) and r[f"top{i}_class"] == r[f"top{i}_class"])
-           for _, r in show.iterrows()]
+    top = [_top_classes(r) for _, r in show.iterrows()]
     doc.table(pd.DataFrame({"cluster": show["cluster"], "size": show["size"],
                             "share %": show["share_pct"], "entropy (bits)": show["entropy_bits"],
                             "top classes": top}))
-    doc.fig("plots/composition/heatmap.png", "Cluster composition, each row normalised to 1")
-    doc.fig("plots/composition/montage.png", "Sample images of the largest clusters")
-    doc.fig("plots/composition/tsne.png", "t-SNE by true class and by cluster")
-    doc.fig("plots/composition/pca_2d.png", "PCA-2D by true class and by cluster")
+    doc.fig(files.heatmap, "Cluster composition, each row normalised to 1")
+    doc.fig(files.montage, "Sample images of the largest clusters")
+    doc.fig(files.tsne, "t-SNE by true class and by cluster")
+    doc.fig(files.pca_2d, "PCA-2D by true class and by cluster")
 
 
-def section_macro(doc: Doc, macro: dict, groups: dict, purity: dict):
+def section_macro(doc: Doc, macro: dict, groups: dict, purity: dict, files: ReportFiles):
+    """Section 6: the tree over the class centroids, its cuts and K-Means purity per target."""
     doc.h(2, "6. Macro-categories")
     doc.p(f"A {macro['linkage']} tree over the {macro['classes']} class centroids (cophenetic "
           f"correlation {macro['cophenetic_correlation']:.3f}).")
@@ -289,18 +411,33 @@ def section_macro(doc: Doc, macro: dict, groups: dict, purity: dict):
     if h:
         doc.p("Groups at fractions of the maximum merge height: " +
               ", ".join(f"{k[1:]}% → {v}" for k, v in h.items()) + ".")
-    doc.fig("plots/macro/dendrogram.png", "Dendrogram of the class centroids")
-    doc.fig("plots/macro/centroid_distances.png", "Centroid distances in dendrogram order")
+    doc.fig(files.macro_dendrogram, "Dendrogram of the class centroids")
+    doc.fig(files.centroid_distances, "Centroid distances in dendrogram order")
     best = purity.get("best", {})
     if best:
         doc.p("K-Means purity against each target (best K): " +
               "; ".join(f"{t}: {v.get('purity', 0):.3f} (K={v.get('k')})" if isinstance(v, dict)
                         else f"{t}: {v}" for t, v in best.items()) + ".")
-    doc.fig("plots/macro/purity_lines.png", "K-Means purity vs number of target categories")
-    doc.fig("plots/macro/purity_heatmap.png", "K-Means purity, K x target")
+    doc.fig(files.purity_lines, "K-Means purity vs number of target categories")
+    doc.fig(files.purity_heatmap, "K-Means purity, K x target")
 
 
-def section_upper(doc: Doc, upper: dict, configs: pd.DataFrame, summary: dict):
+def gap_table(summary: dict) -> pd.DataFrame:
+    """One row per target (fine classes and macro granularities): unsupervised vs supervised."""
+    rows = []
+    for target, v in summary.items():
+        rows.append({"target": target,
+                     "categories": v.get("classes", v.get("groups")),
+                     "best K-Means purity": v.get("kmeans_best_purity"),
+                     "selected model, Hungarian acc.": v.get("unsupervised_hungarian_accuracy"),
+                     "supervised test accuracy": v.get("supervised_test_accuracy"),
+                     "random": v.get("random_baseline")})
+    return pd.DataFrame(rows)
+
+
+def section_upper(doc: Doc, upper: dict, configs: pd.DataFrame, summary: dict,
+                  files: ReportFiles):
+    """Section 7: the supervised upper bound, its configurations, and the gap."""
     doc.h(2, "7. Supervised upper bound and the gap")
     s = upper["split"]
     doc.p(f"Logistic regression on a stratified split ({s['train']:,} train / {s['test']:,} "
@@ -315,74 +452,46 @@ def section_upper(doc: Doc, upper: dict, configs: pd.DataFrame, summary: dict):
           f"{pc['median']:.3f}, std {pc['std']:.3f}. Worst: " +
           ", ".join(f"{k} {v:.2f}" for k, v in list(upper.get("worst_classes", {}).items())[:5])
           + ".")
-    doc.fig("plots/upper_bound/configs.png", "Train and test accuracy per configuration")
-    doc.fig("plots/upper_bound/per_class_accuracy.png", "Per-class accuracy")
-    doc.fig("plots/upper_bound/macro_accuracy.png", "Accuracy on macro labels vs baselines")
-    rows = []
-    for target, v in summary.items():
-        rows.append({"target": target,
-                     "categories": v.get("classes", v.get("groups")),
-                     "best K-Means purity": v.get("kmeans_best_purity"),
-                     "selected model, Hungarian acc.": v.get("unsupervised_hungarian_accuracy"),
-                     "supervised test accuracy": v.get("supervised_test_accuracy"),
-                     "random": v.get("random_baseline")})
+    doc.fig(files.upper_configs, "Train and test accuracy per configuration")
+    doc.fig(files.upper_per_class, "Per-class accuracy")
+    doc.fig(files.upper_macro, "Accuracy on macro labels vs baselines")
     doc.p("**The gap** between what the features give without labels and with them "
-          "(`metrics/summary.json`):")
-    doc.table(pd.DataFrame(rows))
-    doc.fig("plots/summary/gap.png", "Unsupervised vs supervised")
+          f"(`{files.summary}`):")
+    doc.table(gap_table(summary))
+    doc.fig(files.gap, "Unsupervised vs supervised")
 
 
-# --------------------------------------------------------------------------- stage
-def build(params: dict, timing_path="logs/extract_timing.json") -> Doc:
-    root = param(params, "data.root")
-    linkages = param(params, "agglomerative.linkage")
-    clustering = read_json("metrics/clustering.json")
-    index = read_json("metrics/index.json")
-    doc = Doc()
+# --------------------------------------------------------------------------- the document
+def build_report(data: ReportData, files: ReportFiles) -> Doc:
+    """Build the whole report.
+
+    Parameters
+    ----------
+    data : ReportData
+        The loaded results of the other stages.
+    files : ReportFiles
+        Where the figures are, and the file names the text points the reader to.
+
+    Returns
+    -------
+    Doc
+        Title and summary line, then sections 1-7.
+    """
+    clustering, index = data.clustering, data.index
     sel = clustering["selected"]
-    doc.h(1, f"clusterlens report: {Path(str(root)).name}")
-    summary = read_json("metrics/summary.json")
-    fine = summary.get("fine", {})
+    fine = data.summary.get("fine", {})
+    doc = Doc()
+    doc.h(1, f"clusterlens report: {Path(str(data.root)).name}")
     doc.p(f"{index['images']:,} images, {index['classes']} classes. Selected clustering "
           f"`{sel['method']}/{sel['point']}` ({sel['metric']} {sel['value']:.3f}); supervised "
           f"upper bound {fine.get('supervised_test_accuracy', float('nan')):.3f} test accuracy.")
-    section_data(doc, root, index, read_table("data/rejected.csv"))
-    timing = read_json(timing_path) if Path(timing_path).is_file() else None
-    cnn = read_json("metrics/cnn.json") if Path("metrics/cnn.json").is_file() else None
-    section_features(doc, read_json("metrics/extract.json"), timing, cnn)
-    section_reduce(doc, read_json("metrics/reduce.json"))
-    section_clustering(doc, clustering, linkages)
-    section_feature_sets(doc, read_json("metrics/fusion.json"), read_table("metrics/fusion.csv"),
-                         read_json("metrics/captions.json"), read_table("data/captions.parquet"),
-                         param(params, "fusion.set", "visual"))
-    section_selected(doc, clustering, read_table("metrics/composition.csv"))
-    section_macro(doc, read_json("metrics/macro.json"), read_json("data/macro/groups.json"),
-                  read_json("metrics/macro_purity.json"))
-    section_upper(doc, read_json("metrics/upper_bound.json"),
-                  read_table("metrics/upper_bound_configs.csv"), summary)
+    section_data(doc, data.root, index, data.rejected, files)
+    section_features(doc, data.extract, data.timing, data.cnn, files)
+    section_reduce(doc, data.reduce, files)
+    section_clustering(doc, clustering, data.linkages, files)
+    section_feature_sets(doc, data.fusion, data.fusion_table, data.captions, data.caption_rows,
+                         data.feature_set, files)
+    section_selected(doc, clustering, data.composition, files)
+    section_macro(doc, data.macro, data.groups, data.purity, files)
+    section_upper(doc, data.upper, data.upper_configs, data.summary, files)
     return doc
-
-
-def run(params: dict, out_md: Path = OUT_MD, out_html: Path = OUT_HTML) -> Doc:
-    log_block(log, "report", inputs={"metrics": "metrics/*.json, *.csv", "figures": "plots/"},
-              params={"data.root": param(params, "data.root")})
-    doc = build(params)
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(render_markdown(doc, out_md.parent), encoding="utf-8")
-    with atomic_path(out_html) as tmp:
-        tmp.write_text(render_html(doc, "clusterlens report"), encoding="utf-8")
-    figs = sum(1 for b in doc.blocks if b[0] == "img")
-    log_block(log, "report done", outputs={str(out_md): f"{len(doc.blocks)} blocks, {figs} figures",
-                                           str(out_html): "self-contained (figures embedded)"})
-    return doc
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Write report/report.md and report/report.html.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    run(load_params(args.params))
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

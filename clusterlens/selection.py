@@ -1,52 +1,54 @@
-"""`clustering` aggregate stage: every grid point's metrics in one file, the best point per
-method, and the selected model (SPEC C4, C5, C7).
+"""The clustering grid as a whole: which points it has, its files, and the selected model.
 
-The grid is read from params.yaml, never by globbing, so files left over from grid points that
-were removed from params do not leak into the aggregate.
+The grid comes from the grid values (never from globbing the clusters folder), so files left
+over from points that were removed from the grid do not leak into the aggregate.
 """
 from __future__ import annotations
 
-import argparse
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clusterlens.clustering import CLUSTERS_DIR, PLOTS_DIR, point_name, point_path
+from clusterlens.errors import DataError
+from clusterlens.io import read_json
+from clusterlens.logs import get_logger
 from clusterlens.metrics import HIGHER_IS_BETTER
-from clusterlens.common import (
-    DataError, ParamError, get_logger, load_params, log_block, matplotlib_setup, param,
-    read_json, require_choice, run_cli, save_figure, write_json, write_table,
-)
+from clusterlens.points import DENSITY, METHODS, point_name, point_path
 
 log = get_logger("clustering")
-DENSITY = ("dbscan", "hdbscan")
-METHODS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan", "nmf")
-SELECT_METRICS = tuple(k for k in HIGHER_IS_BETTER if k != "inertia")
 
 
-def _list(params, key) -> list:
-    value = param(params, key)
-    if not isinstance(value, list):
-        raise ParamError(key, f"must be a list, got {value!r}")
-    return value
+def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gmm_k=(),
+                dbscan_eps_percentile=(), hdbscan_min_cluster_size=(), nmf_k=()
+                ) -> dict[str, list[str]]:
+    """The point names of every method's grid.
 
+    Parameters
+    ----------
+    kmeans_k, gmm_k, nmf_k : list of int
+        K values.
+    agglomerative_linkage, agglomerative_k : list
+        Every linkage is cut at every K (points ``<linkage>_k<K>``).
+    dbscan_eps_percentile : list of float
+    hdbscan_min_cluster_size : list of int
 
-def grid_points(params: dict) -> dict[str, list[str]]:
-    """method -> the point names the params define (in params order)."""
+    Returns
+    -------
+    dict of str to list of str
+        method -> its point names, in grid order; methods with an empty grid are left out.
+    """
     grid = {
-        "kmeans": [point_name("kmeans", k) for k in _list(params, "kmeans.k")],
-        "agglomerative": [f"{link}_k{k}" for link in _list(params, "agglomerative.linkage")
-                          for k in _list(params, "agglomerative.k")],
-        "gmm": [point_name("gmm", k) for k in _list(params, "gmm.k")],
-        "dbscan": [point_name("dbscan", float(p)) for p in _list(params, "dbscan.eps_percentile")],
-        "hdbscan": [point_name("hdbscan", m) for m in _list(params, "hdbscan.min_cluster_size")],
-        "nmf": [point_name("nmf", k) for k in _list(params, "nmf.k")],
+        "kmeans": [point_name("kmeans", k) for k in kmeans_k],
+        "agglomerative": [f"{link}_k{k}" for link in agglomerative_linkage
+                          for k in agglomerative_k],
+        "gmm": [point_name("gmm", k) for k in gmm_k],
+        "dbscan": [point_name("dbscan", float(p)) for p in dbscan_eps_percentile],
+        "hdbscan": [point_name("hdbscan", m) for m in hdbscan_min_cluster_size],
+        "nmf": [point_name("nmf", k) for k in nmf_k],
     }
-    grid = {m: pts for m, pts in grid.items() if pts}
-    if not grid:
-        raise ParamError("kmeans.k", "every clustering grid is empty: give at least one K")
-    return grid
+    return {m: pts for m, pts in grid.items() if pts}
 
 
 def expected_files(grid: dict[str, list[str]]) -> set[str]:
@@ -62,11 +64,27 @@ def expected_files(grid: dict[str, list[str]]) -> set[str]:
     return files
 
 
-def prune_stale(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR,
+def prune_stale(grid: dict[str, list[str]], clusters_dir: str | os.PathLike,
                 methods: tuple[str, ...] = METHODS) -> list[str]:
-    """Delete files under ``<clusters_dir>/<method>/`` that no grid point of the params writes
-    (points removed from params, temporary files of an interrupted run), so that the folder the
-    aggregates depend on holds exactly the current grid, on every machine. Returns what went."""
+    """Delete the files under ``<clusters_dir>/<method>/`` that no grid point writes.
+
+    Points removed from the grid and temporary files of an interrupted run go, so that the
+    folder the aggregates depend on holds exactly the current grid, on every machine.
+    ``.gitignore`` files stay; emptied folders are removed.
+
+    Parameters
+    ----------
+    grid : dict of str to list of str
+        As from :func:`grid_points`.
+    clusters_dir : str or PathLike
+    methods : tuple of str
+        The method folders to clean.
+
+    Returns
+    -------
+    list of str
+        The removed files, relative to ``clusters_dir``.
+    """
     keep = expected_files(grid)
     removed = []
     for method in methods:
@@ -86,9 +104,9 @@ def prune_stale(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR,
     return removed
 
 
-def prune_stale_dendrograms(linkages: list[str], plots_dir=PLOTS_DIR) -> list[str]:
-    """Delete dendrogram PNGs of linkages no longer in params (the report depends on the
-    plots/clustering folder, which must hold exactly the current outputs)."""
+def prune_stale_dendrograms(linkages: list[str], plots_dir: str | os.PathLike) -> list[str]:
+    """Delete the ``dendrogram_<linkage>.png`` files in ``plots_dir`` of linkages not in
+    ``linkages`` (the folder must hold exactly the current outputs). Returns what went."""
     keep = {f"dendrogram_{link}.png" for link in linkages}
     removed = [f.as_posix() for f in sorted(Path(plots_dir).glob("dendrogram_*.png"))
                if f.name not in keep]
@@ -98,7 +116,14 @@ def prune_stale_dendrograms(linkages: list[str], plots_dir=PLOTS_DIR) -> list[st
     return removed
 
 
-def collect(grid: dict[str, list[str]], clusters_dir=CLUSTERS_DIR) -> dict:
+def collect(grid: dict[str, list[str]], clusters_dir: str | os.PathLike) -> dict:
+    """Every grid point's metrics: method -> point -> the point's JSON.
+
+    Raises
+    ------
+    DataError
+        Naming the first missing point file.
+    """
     results = {}
     for method, points in grid.items():
         results[method] = {}
@@ -118,6 +143,7 @@ def _score(metrics: dict, metric: str):
 
 
 def best_per_method(results: dict, metric: str) -> dict:
+    """method -> its point with the best ``metric`` (methods without a value are left out)."""
     best = {}
     for method, points in results.items():
         scored = [(s, pt) for pt, m in points.items() if (s := _score(m, metric)) is not None]
@@ -127,8 +153,22 @@ def best_per_method(results: dict, metric: str) -> dict:
 
 
 def select_model(results: dict, metric: str, max_noise: float) -> dict:
-    """The best point over all methods by ``metric``; a density method qualifies only if its
-    noise fraction is at most ``max_noise`` (else the next best is taken)."""
+    """The best point over all methods by ``metric``.
+
+    A density method's point qualifies only if its noise fraction is at most ``max_noise``
+    (else the next best is taken, and the reason says which were skipped). Ties go to the
+    method, then point, name first in alphabetical order.
+
+    Returns
+    -------
+    dict
+        ``method``, ``point``, ``metric``, ``value``, ``noise_fraction``, ``reason``.
+
+    Raises
+    ------
+    DataError
+        When no point qualifies.
+    """
     ranked = sorted(((s, method, pt) for method, points in results.items()
                      for pt, m in points.items() if (s := _score(m, metric)) is not None),
                     key=lambda t: (-t[0], t[1], t[2]))
@@ -162,55 +202,17 @@ def elbow_k(ks, inertias):
 
 
 def recommended_k(kmeans: dict) -> dict:
-    """K-Means K recommended by the highest silhouette (seed 001's rule) and by the elbow."""
+    """The K-Means K with the highest silhouette (``by_silhouette``) and at the elbow of the
+    inertia curve (``by_elbow``, :func:`elbow_k`); None where there is none."""
     pts = sorted(kmeans.values(), key=lambda m: m["k"])
     scored = [m for m in pts if m.get("silhouette") is not None]
     return {"by_silhouette": max(scored, key=lambda m: m["silhouette"])["k"] if scored else None,
             "by_elbow": elbow_k([m["k"] for m in pts], [m["inertia"] for m in pts])}
 
 
-def plot_metrics_vs_k(results: dict, path) -> None:
-    import matplotlib.pyplot as plt
-
-    keys = ["silhouette", "nmi", "ari", "purity"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8))
-    for ax, key in zip(axes, keys):
-        for method, points in results.items():
-            series: dict[str, list] = {}
-            for pt, m in points.items():
-                if "k" not in m or m.get(key) is None:
-                    continue
-                label = method if method != "agglomerative" else f"agglo-{m['linkage']}"
-                series.setdefault(label, []).append((m["k"], m[key]))
-            for label, xy in series.items():
-                xy.sort()
-                ax.plot([x for x, _ in xy], [v for _, v in xy], marker="o", label=label)
-        ax.set_xlabel("number of clusters K")
-        ax.set_ylabel(key)
-        ax.set_title(f"{key} vs K")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Clustering metrics per method and K")
-    save_figure(fig, path)
-
-
-OUT_METRICS = "metrics/clustering.json"
-OUT_TABLE = "metrics/clustering_table.csv"
-OUT_INERTIA = "plots/clustering/kmeans_inertia.csv"
-OUT_SILHOUETTE = "plots/clustering/kmeans_silhouette.csv"
-OUT_VS_K = "plots/clustering/metrics_vs_k.png"
-
-
-def run(params: dict, clusters_dir=CLUSTERS_DIR) -> dict:
-    metric = require_choice("select.metric", param(params, "select.metric"), SELECT_METRICS)
-    max_noise = param(params, "select.max_noise")
-    if not isinstance(max_noise, (int, float)) or not 0 <= max_noise <= 1:
-        raise ParamError("select.max_noise", f"must be a fraction in [0, 1], got {max_noise!r}")
-    grid = grid_points(params)
-    log_block(log, "clustering", inputs={"grid": {m: len(p) for m, p in grid.items()}},
-              params={"select.metric": metric, "select.max_noise": max_noise})
-    prune_stale(grid, clusters_dir)
-    prune_stale_dendrograms(_list(params, "agglomerative.linkage"))
-    results = collect(grid, clusters_dir)
+def summarize(results: dict, metric: str, max_noise: float) -> dict:
+    """The aggregate: ``selected`` (:func:`select_model`), ``best`` per method (its point and
+    value), ``kmeans_recommended_k`` (with a K-Means grid), then every method's points."""
     best = best_per_method(results, metric)
     selected = select_model(results, metric, float(max_noise))
     out = {"selected": selected, "best": {m: {"point": pt, metric: results[m][pt][metric]}
@@ -218,29 +220,18 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR) -> dict:
     if "kmeans" in results:
         out["kmeans_recommended_k"] = recommended_k(results["kmeans"])
     out.update(results)
-    out = write_json(OUT_METRICS, out)
-    rows = [{"method": m, "point": pt, **v} for m, pts in results.items() for pt, v in pts.items()]
-    write_table(OUT_TABLE, pd.DataFrame(rows))
-    if "kmeans" in results:
-        km = sorted(results["kmeans"].values(), key=lambda m: m["k"])
-        ks = [m["k"] for m in km]
-        write_table(OUT_INERTIA, pd.DataFrame({"k": ks, "inertia": [m["inertia"] for m in km]}))
-        write_table(OUT_SILHOUETTE, pd.DataFrame({"k": ks,
-                                                  "silhouette": [m["silhouette"] for m in km]}))
-    matplotlib_setup()
-    plot_metrics_vs_k(results, OUT_VS_K)
-    log_block(log, "clustering done", outputs={
-        OUT_METRICS: f"selected {selected['method']}/{selected['point']}: {selected['reason']}",
-        OUT_TABLE: f"{len(rows)} grid points", "plots": f"{OUT_INERTIA}, {OUT_SILHOUETTE}, {OUT_VS_K}"})
     return out
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Aggregate the clustering grid.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    run(load_params(args.params))
+def results_table(results: dict) -> pd.DataFrame:
+    """One row per grid point: ``method``, ``point``, then its metrics."""
+    return pd.DataFrame([{"method": m, "point": pt, **v}
+                         for m, pts in results.items() for pt, v in pts.items()])
 
 
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+def kmeans_curves(kmeans: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The K-Means inertia and silhouette against K, as two tables (``k`` + the value)."""
+    km = sorted(kmeans.values(), key=lambda m: m["k"])
+    ks = [m["k"] for m in km]
+    return (pd.DataFrame({"k": ks, "inertia": [m["inertia"] for m in km]}),
+            pd.DataFrame({"k": ks, "silhouette": [m["silhouette"] for m in km]}))

@@ -1,10 +1,10 @@
-"""`backbone` stage: prepare the network `extract` runs (SPEC E1-E4).
+"""DVC stage ``backbone``: prepare the network ``extract`` runs.
 
-The DAG is the same for every backbone: this stage always runs before `extract`, which depends on
-its output folder ``models/backbone``.
+The DAG is the same for every backbone: this stage always runs before ``extract``, which depends
+on its output folder ``models/backbone``.
 
-- ``extract.backbone: scratch_cnn`` (seed 000, SPEC E3): train the seed-000 CNN from scratch on
-  the indexed images and their labels (``stages.cnn``, every number a ``cnn.*`` param), writing
+- ``extract.backbone: scratch_cnn``: train the CNN of :mod:`clusterlens.cnn` from scratch on the
+  indexed images and their labels (every number a ``cnn.*`` param), writing
   ``models/backbone/{weights.npz, config.json}`` (no pickle), the per-epoch history
   ``metrics/cnn_history.csv``, the summary ``metrics/cnn.json`` and the DVCLive logs under
   ``dvclive/cnn`` (train/val loss and accuracy, learning rate; drawn by the top-level plots of
@@ -20,12 +20,21 @@ import argparse
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
+from clusterlens import cnn
 from clusterlens.backbones import SCRATCH_CNN, check_backbone_name
-from clusterlens.common import (
-    get_logger, load_params, log_block, param, run_cli, write_json, write_table,
-)
+from clusterlens.cli import run_cli
+from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.cnn import CNNParams
+from clusterlens.config.data import DataParams
+from clusterlens.errors import ParamError
+from clusterlens.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
+from clusterlens.logs import get_logger, log_block
 
 log = get_logger("backbone")
+
+INDEX = "data/index.parquet"
 OUT_DIR = Path("models/backbone")
 LIVE_DIR = Path("dvclive/cnn")
 HISTORY = Path("metrics/cnn_history.csv")
@@ -36,46 +45,56 @@ LIVE_PLOTS = {"train/loss": "loss", "val/loss": "loss", "train/accuracy": "accur
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"]
 
 
+def backbone_name(params: dict) -> str:
+    """``extract.backbone``, checked (the only ``extract`` key this stage reads)."""
+    extract = params.get("extract")
+    if not isinstance(extract, dict) or "backbone" not in extract:
+        raise ParamError("extract.backbone", "is missing")
+    return check_backbone_name(extract["backbone"])
+
+
 def write_untrained(out_dir: Path = OUT_DIR, live_dir: Path = LIVE_DIR,
                     history: Path = HISTORY, summary: Path = SUMMARY) -> dict:
     """The outputs when nothing is trained: constant bytes, so nothing downstream re-runs."""
-    import pandas as pd
-
-    for stale in (out_dir / "weights.npz",):
-        stale.unlink(missing_ok=True)
+    (out_dir / "weights.npz").unlink(missing_ok=True)
     if live_dir.exists():
         shutil.rmtree(live_dir)
     write_json(out_dir / "config.json", {"trained": False})
     write_json(live_dir / "metrics.json", {})
     for name, column in LIVE_PLOTS.items():
-        write_table_tsv(live_dir / "plots" / "metrics" / f"{name}.tsv", ["step", column])
+        tsv = live_dir / "plots" / "metrics" / f"{name}.tsv"
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(tsv) as tmp:
+            tmp.write_text(f"step\t{column}\n", encoding="utf-8")
     write_table(history, pd.DataFrame(columns=HISTORY_COLUMNS))
     return write_json(summary, {"trained": False})
 
 
-def write_table_tsv(path: Path, columns: list[str]) -> None:
-    from clusterlens.common import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text("\t".join(columns) + "\n", encoding="utf-8")
-
-
-def run(params: dict, index_path: str = "data/index.parquet", out_dir: Path = OUT_DIR,
+def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
         live_dir: Path = LIVE_DIR, history: Path = HISTORY, summary: Path = SUMMARY) -> dict:
-    name = check_backbone_name(param(params, "extract.backbone"))
+    """Train the CNN when ``extract.backbone`` is ``scratch_cnn``, else write the placeholder."""
+    name = backbone_name(params)
     if name != SCRATCH_CNN:
         log_block(log, "backbone", params={"extract.backbone": name},
                   outputs={str(out_dir): "nothing to train (pretrained or raw pixels)"})
         return write_untrained(out_dir, live_dir, history, summary)
-    from clusterlens import cnn
-
-    cnn.cnn_params(params)  # validate every cnn.* key before decoding anything
+    # validate every param before decoding anything
+    p = parse_section(params, "cnn", CNNParams)
+    seed = require_seed(params)
+    root = Path(parse_section(params, "data", DataParams).root)
+    device = check_value("cnn.device", p.device, cnn.resolve_device)
+    paths, labels, class_names = cnn.index_inputs(read_table(index_path))
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean
         shutil.rmtree(live_dir)
-    result = cnn.run(params, index_path, str(out_dir), str(live_dir), str(history), str(summary))
+    remove_stale_tmp(out_dir / cnn.WEIGHTS_FILE, out_dir / cnn.CONFIG_FILE, history, summary)
+    log_block(log, "cnn (trained from scratch)",
+              inputs={"root": root, "images": len(paths), "classes": len(class_names)},
+              params={**{f"cnn.{k}": v for k, v in p.model_dump().items()}, "seed": seed},
+              outputs={"model": out_dir, "live": live_dir, "device": device})
+    result = cnn.train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, device,
+                           history_path=history, summary_path=summary)
     log_block(log, "backbone done", outputs={
-        str(out_dir): f"seed-000 CNN, best epoch {result['best_epoch']} of "
+        str(out_dir): f"CNN trained from scratch, best epoch {result['best_epoch']} of "
                       f"{result['epochs_run']} (val accuracy {result['best_val_acc']:.3f}), "
                       f"{result['seconds_per_epoch']:.1f} s/epoch on {result['device']}",
         str(summary): "training summary", str(history): "per-epoch history",
@@ -84,10 +103,10 @@ def run(params: dict, index_path: str = "data/index.parquet", out_dir: Path = OU
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Prepare the feature backbone (train the seed-000 "
-                                 "CNN when extract.backbone is scratch_cnn).")
+    ap = argparse.ArgumentParser(description="Prepare the feature backbone (train the CNN from "
+                                 "scratch when extract.backbone is scratch_cnn).")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--index", default="data/index.parquet")
+    ap.add_argument("--index", default=INDEX)
     args = ap.parse_args(argv)
     run(load_params(args.params), args.index)
 

@@ -1,6 +1,126 @@
-"""DVC stage `captions`: see clusterlens.captions."""
-from clusterlens.common import run_cli
-from clusterlens.captions import main
+"""DVC stage `captions`: zero-shot captions of every image and their sentence embeddings.
+
+Reads ``data/features.npy`` and ``data/index.parquet``; writes ``data/captions.parquet``
+(caption, top-3 labels and probabilities per index row), ``data/text_features.npy`` (N x 384
+float32, unit rows) and ``metrics/captions.json``; the timing goes to
+``logs/captions_timing.json`` (not a metric: it differs on every run). With
+``captions.enabled: false`` it writes an empty table and N x 0 text features.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clusterlens import captions
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.captions import CaptionsParams
+from clusterlens.config.data import DataParams
+from clusterlens.config.extract import ExtractParams
+from clusterlens.errors import DataError
+from clusterlens.features import features_for_index, resolve_device
+from clusterlens.io import (
+    load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table,
+)
+from clusterlens.logs import get_logger, log_block
+
+log = get_logger("captions")
+IN_FEATURES = "data/features.npy"
+IN_INDEX = "data/index.parquet"
+OUT_CAPTIONS = "data/captions.parquet"
+OUT_TEXT = "data/text_features.npy"
+OUT_METRICS = "metrics/captions.json"
+OUT_TIMING = "logs/captions_timing.json"
+
+
+def write_disabled(n: int) -> dict:
+    """No model is loaded: an empty caption table and N x 0 text features."""
+    log.info("captions.enabled is false: no captions, no text features")
+    write_table(OUT_CAPTIONS, captions.empty_caption_table())
+    save_npy(OUT_TEXT, np.zeros((n, 0), np.float32))
+    write_json(OUT_TIMING, {"seconds": 0.0, "captions": 0})
+    return write_json(OUT_METRICS, {"enabled": False, "images": int(n)})
+
+
+def captioner_features(params: dict, ep: ExtractParams, feats: np.ndarray, index):
+    """The features to caption, the ImageNet head that reads them, and its description.
+
+    The extracted features when they are what the head reads; otherwise the captioner's own
+    features, extracted here with the extract stage's settings and feature store.
+    """
+    cap = captions.choose_captioner(ep.backbone, ep.weights)
+    if captions.reuses_features(cap, ep.backbone, ep.image_size, ep.resize):
+        return feats, cap.W, cap.b, cap.description + ", the extracted features"
+    if index is None:
+        raise DataError(f"captions need the index to extract {cap.name} features at "
+                        f"{cap.size} px")
+    log.info("captions: extracting %s features at %d px (centre crop) for the classifier",
+             cap.name, cap.size)
+    root = parse_section(params, "data", DataParams).root
+    cap_feats, _ = features_for_index(
+        cap.backbone, index, root, cap.size, resolve_device(ep.device), resize="center_crop",
+        batch_size=ep.batch_size, workers=ep.workers, precision=ep.precision, jit=ep.jit,
+        store=ep.store_dir, seed=require_seed(params))
+    return cap_feats, cap.W, cap.b, cap.description
+
+
+def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
+    """Caption every image and embed the captions; returns the metrics written."""
+    ep = parse_section(params, "extract", ExtractParams)
+    p = parse_section(params, "captions", CaptionsParams)
+    seed = require_seed(params)
+    captions.resolve_text_device(ep.device)
+    if not Path(features_path).is_file():
+        raise DataError(f"{features_path} is missing: run `dvc repro extract` first")
+    remove_stale_tmp(OUT_CAPTIONS, OUT_TEXT, OUT_METRICS, OUT_TIMING)
+    feats = load_npy(features_path)
+    index = read_table(index_path) if Path(index_path).is_file() else None
+    if index is not None and len(index) != len(feats):
+        raise DataError(f"{index_path} has {len(index)} rows but {features_path} has "
+                        f"{len(feats)}: run `dvc repro` to bring them in step")
+    if not p.enabled:
+        return write_disabled(len(feats))
+    log_block(log, "captions", inputs={"features": f"{features_path} {feats.shape}"},
+              params={"extract.backbone": ep.backbone, "extract.weights": ep.weights,
+                      "captions.template": p.template, "captions.batch_size": p.batch_size})
+    feats, W, b, captioner = captioner_features(params, ep, feats, index)
+    table = captions.caption_table(feats, W, b, captions.imagenet_class_names(), p.template)
+    start = time.perf_counter()
+    captions.load_text_model(ep.device)
+    load_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    emb = captions.embed_texts(table["caption"].tolist(), p.batch_size, ep.device, seed)
+    seconds = time.perf_counter() - start
+    if index is not None:
+        table.insert(0, "path", index["path"].to_numpy())
+    write_table(OUT_CAPTIONS, table)
+    save_npy(OUT_TEXT, emb)
+    metrics = write_json(OUT_METRICS, {
+        "enabled": True, "backbone": ep.backbone, "captioner": captioner,
+        "template": p.template, "text_dim": int(emb.shape[1]),
+        **captions.caption_metrics(table, None if index is None else index["class"].to_numpy())})
+    write_json(OUT_TIMING, {"seconds": seconds, "model_load_seconds": load_seconds,
+                            "captions": len(table),
+                            "unique_captions": metrics["unique_captions"],
+                            "captions_per_s": len(table) / max(seconds, 1e-9)})
+    log_block(log, "captions done", outputs={
+        OUT_CAPTIONS: f"{len(table)} captions ({metrics['unique_captions']} distinct)",
+        OUT_TEXT: f"{emb.shape[0]} x {emb.shape[1]} float32 in {seconds:.1f} s",
+        OUT_METRICS: f"confident {metrics['confident_fraction']:.2f}"})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Zero-shot captions and their sentence embeddings.")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--features", default=IN_FEATURES)
+    ap.add_argument("--index", default=IN_INDEX)
+    args = ap.parse_args(argv)
+    run(load_params(args.params), args.features, args.index)
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

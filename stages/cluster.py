@@ -1,6 +1,144 @@
-"""DVC stage `cluster`: see clusterlens.clustering."""
-from clusterlens.common import run_cli
-from clusterlens.clustering import main
+"""DVC stages `kmeans`, `gmm`, `dbscan`, `hdbscan`, `agglomerative`, `nmf_kmeans`: one grid point,
+e.g. ``python -m stages.cluster kmeans --k 10`` (see :mod:`clusterlens.clustering`).
+
+Each point writes ``data/clusters/<method>/<point>.npy`` (int64 labels in index row order, -1
+for noise) and ``<point>.json`` (its metrics on the PCA features), read by the `clustering`
+aggregate; agglomerative also writes its tree and ``plots/clustering/dendrogram_<linkage>.png``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from clusterlens import clustering as cl, large_n
+from clusterlens.cli import run_cli
+from clusterlens.config.agglomerative import AgglomerativeParams
+from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.dbscan import DBSCANParams
+from clusterlens.config.gmm import GMMParams
+from clusterlens.config.hdbscan import HDBSCANParams
+from clusterlens.config.kmeans import KMeansParams
+from clusterlens.config.large_n import LargeNParams
+from clusterlens.config.metrics import MetricsParams
+from clusterlens.errors import ParamError
+from clusterlens.io import read_table, remove_stale_tmp, save_npy, write_json
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots.clustering import plot_dendrogram
+
+log = get_logger("cluster")
+CLUSTERS_DIR = Path("data/clusters")
+PLOTS_DIR = Path("plots/clustering")
+
+
+def _kmeans_options(params: dict) -> dict:
+    km = parse_section(params, "kmeans", KMeansParams)
+    return {"n_init": km.n_init, "max_iter": km.max_iter, "engine": large_n.check_engine(km.engine)}
+
+
+# method -> (params, grid value, N images, nmf_path) -> (the checked value, the method's options)
+def _kmeans(params, value, n, nmf_path):
+    return cl.check_k("kmeans.k", int(value), n), _kmeans_options(params)
+
+
+def _nmf(params, value, n, nmf_path):
+    k = cl.check_k("nmf.k", int(value), n)
+    with np.load(nmf_path) as z:
+        return k, {"W": z["W"], **_kmeans_options(params)}
+
+
+def _gmm(params, value, n, nmf_path):
+    g = parse_section(params, "gmm", GMMParams)
+    return cl.check_k("gmm.k", int(value), n), {"covariance_type": g.covariance_type,
+                                                "max_iter": g.max_iter}
+
+
+def _dbscan(params, value, n, nmf_path):
+    d = parse_section(params, "dbscan", DBSCANParams)
+    if not 0 < float(value) <= 100:
+        raise ParamError("dbscan.eps_percentile", f"values must be in (0, 100], got {value}")
+    return float(value), {"min_samples": cl.check_at_most_n("dbscan.min_samples", d.min_samples, n)}
+
+
+def _hdbscan(params, value, n, nmf_path):
+    h = parse_section(params, "hdbscan", HDBSCANParams)
+    key = "hdbscan.min_cluster_size"
+    mcs = cl.check_at_most_n(key, large_n.require_int(key, int(value), 2), n)
+    ms = h.min_samples if h.min_samples is None else cl.check_at_most_n(
+        "hdbscan.min_samples", h.min_samples, n)
+    return mcs, {"min_samples": ms}
+
+
+def _agglomerative(params, value, n, nmf_path):
+    linkage = large_n.require_choice("agglomerative.linkage", value, large_n.LINKAGES)
+    a = parse_section(params, "agglomerative", AgglomerativeParams)
+    if not a.k:
+        raise ParamError("agglomerative.k", "must be a non-empty list of integers")
+    engine = large_n.check_engine(parse_section(params, "kmeans", KMeansParams).engine)
+    return linkage, {"ks": [cl.check_k("agglomerative.k", k, n) for k in a.k], "route": a.route,
+                     "max_exact_n": a.max_exact_n, "n_centroids": a.n_centroids, "engine": engine}
+
+
+OPTIONS = {"kmeans": _kmeans, "gmm": _gmm, "dbscan": _dbscan, "hdbscan": _hdbscan,
+           "agglomerative": _agglomerative, "nmf": _nmf}
+
+
+def run(method: str, value, params: dict, pca_path="data/pca.npy",
+        index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR,
+        plots_dir: Path = PLOTS_DIR, nmf_path="data/nmf.npz") -> dict:
+    """Run one grid point (agglomerative: one tree, every cut); returns point -> metrics."""
+    if method not in OPTIONS:
+        raise ParamError("method", f"unknown clustering method {method!r}")
+    seed = require_seed(params)
+    sample = parse_section(params, "metrics", MetricsParams).silhouette_sample
+    lp = parse_section({"large_n": {}, **params}, "large_n", LargeNParams)  # section optional
+    X = large_n.load_features(pca_path, lp.mmap_threshold_bytes)
+    y = read_table(index_path)["label"].to_numpy()
+    value, options = OPTIONS[method](params, value, len(X), nmf_path)
+    result = cl.GRID_METHODS[method](X, value, seed, **options)
+    if result.tree is not None:
+        folder = Path(out_dir) / method / value
+        if result.cells is not None:
+            save_npy(folder / "cells.npy", result.cells)
+        save_npy(folder / "tree.npy", result.tree)
+        plot_dendrogram(result.tree, options["ks"], Path(plots_dir) / f"dendrogram_{value}.png",
+                        value, unit=result.unit)
+    log_block(log, f"cluster {method} {value}", inputs={"features": f"{pca_path} {X.shape}"},
+              params={"seed": seed, "metrics.silhouette_sample": sample})
+    summary = {}
+    for name, metrics in cl.score_points(X, y, result, sample, seed).items():
+        npy, js = (cl.point_path(method, name, out_dir, sfx) for sfx in (".npy", ".json"))
+        remove_stale_tmp(npy, js)  # left by a run killed mid-write
+        save_npy(npy, result.points[name][0])
+        summary[name] = write_json(js, metrics)
+    log_block(log, f"cluster {method} {value} done", outputs={
+        cl.point_path(method, name, out_dir, ".npy").as_posix() + " + .json":
+            f"{m['n_clusters']} clusters, noise {m['noise_fraction']:.3f}, silhouette "
+            f"{'n/a' if m['silhouette'] is None else format(m['silhouette'], '.3f')}, "
+            f"NMI {m['nmi']:.3f}" for name, m in summary.items()})
+    return summary
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Run one clustering grid point.")
+    ap.add_argument("method", choices=list(OPTIONS))
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--k", type=int)
+    g.add_argument("--eps-percentile", type=float)
+    g.add_argument("--min-cluster-size", type=int)
+    g.add_argument("--linkage")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    value = next(v for v in (args.k, args.eps_percentile, args.min_cluster_size, args.linkage)
+                 if v is not None)
+    # One OpenMP/BLAS thread: no spin-waiting on a busy machine, and labels that do not depend
+    # on the core count (K-Means' Lloyd reductions sum in a thread-dependent order).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        run(args.method, value, load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

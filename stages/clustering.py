@@ -1,6 +1,85 @@
-"""DVC stage `clustering`: see clusterlens.selection."""
-from clusterlens.common import run_cli
-from clusterlens.selection import main
+"""DVC stage `clustering`: every grid point's metrics in one file, the best point per method, and
+the selected model.
+
+The grid is read from params.yaml, never by globbing, so files left over from grid points that
+were removed from params do not leak into the aggregate (they are deleted).
+"""
+from __future__ import annotations
+
+import argparse
+
+from clusterlens import selection
+from clusterlens.cli import run_cli
+from clusterlens.config.agglomerative import AgglomerativeParams
+from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.dbscan import DBSCANParams
+from clusterlens.config.gmm import GMMParams
+from clusterlens.config.hdbscan import HDBSCANParams
+from clusterlens.config.kmeans import KMeansParams
+from clusterlens.config.nmf import NMFParams
+from clusterlens.config.select import SelectParams
+from clusterlens.errors import ParamError
+from clusterlens.io import write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots.clustering import plot_metrics_vs_k
+
+log = get_logger("clustering")
+CLUSTERS_DIR = "data/clusters"
+PLOTS_DIR = "plots/clustering"
+OUT_METRICS = "metrics/clustering.json"
+OUT_TABLE = "metrics/clustering_table.csv"
+OUT_INERTIA = "plots/clustering/kmeans_inertia.csv"
+OUT_SILHOUETTE = "plots/clustering/kmeans_silhouette.csv"
+OUT_VS_K = "plots/clustering/metrics_vs_k.png"
+
+
+def grid_points(params: dict) -> dict[str, list[str]]:
+    """method -> the point names the params define (in params order)."""
+    agglo = parse_section(params, "agglomerative", AgglomerativeParams)
+    grid = selection.grid_points(
+        kmeans_k=parse_section(params, "kmeans", KMeansParams).k,
+        agglomerative_linkage=agglo.linkage, agglomerative_k=agglo.k,
+        gmm_k=parse_section(params, "gmm", GMMParams).k,
+        dbscan_eps_percentile=parse_section(params, "dbscan", DBSCANParams).eps_percentile,
+        hdbscan_min_cluster_size=parse_section(params, "hdbscan", HDBSCANParams).min_cluster_size,
+        nmf_k=parse_section(params, "nmf", NMFParams).k)
+    if not grid:
+        raise ParamError("kmeans.k", "every clustering grid is empty: give at least one K")
+    return grid
+
+
+def run(params: dict, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
+    """Aggregate the grid: prune stale files, collect, select, write the tables and figure."""
+    sel = parse_section(params, "select", SelectParams)
+    grid = grid_points(params)
+    log_block(log, "clustering", inputs={"grid": {m: len(p) for m, p in grid.items()}},
+              params={"select.metric": sel.metric, "select.max_noise": sel.max_noise})
+    selection.prune_stale(grid, clusters_dir)
+    selection.prune_stale_dendrograms(
+        parse_section(params, "agglomerative", AgglomerativeParams).linkage, plots_dir)
+    results = selection.collect(grid, clusters_dir)
+    out = write_json(OUT_METRICS, selection.summarize(results, sel.metric, sel.max_noise))
+    table = selection.results_table(results)
+    write_table(OUT_TABLE, table)
+    if "kmeans" in results:
+        inertia, silhouette = selection.kmeans_curves(results["kmeans"])
+        write_table(OUT_INERTIA, inertia)
+        write_table(OUT_SILHOUETTE, silhouette)
+    plot_metrics_vs_k(results, OUT_VS_K)
+    selected = out["selected"]
+    log_block(log, "clustering done", outputs={
+        OUT_METRICS: f"selected {selected['method']}/{selected['point']}: {selected['reason']}",
+        OUT_TABLE: f"{len(table)} grid points",
+        "plots": f"{OUT_INERTIA}, {OUT_SILHOUETTE}, {OUT_VS_K}"})
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Aggregate the clustering grid.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

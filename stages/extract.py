@@ -1,6 +1,117 @@
-"""DVC stage `extract`: see clusterlens.features."""
-from clusterlens.common import run_cli
-from clusterlens.features import main
+"""DVC stage `extract`: backbone features for every indexed image, through the feature store.
+
+Reads ``data/index.parquet`` (and the trained CNN in ``models/backbone`` for ``scratch_cnn``);
+writes ``data/features.npy`` (one float32 row per index row, in index order),
+``metrics/extract.json`` (what was computed, identical between runs) and
+``logs/extract_timing.json`` (throughput: a log, not a metric, since it differs on every run).
+With ``extract.processes`` or ``extract.nodes`` > 1 it launches itself under torchrun
+(:mod:`clusterlens.distributed`); the writer rank writes the outputs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from clusterlens import distributed
+from clusterlens.backbones import build_backbone
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.data import DataParams
+from clusterlens.config.extract import ExtractParams
+from clusterlens.errors import DataError
+from clusterlens.features import extract_metrics, features_for_index, input_size, resolve_device
+from clusterlens.io import read_table, remove_stale_tmp, save_npy, write_json
+from clusterlens.logs import get_logger, log_block
+from clusterlens.precision import precision_label, resolve_jit
+
+log = get_logger("extract")
+INDEX = "data/index.parquet"
+BACKBONE_DIR = "models/backbone"  # the trained scratch CNN (written by the `backbone` stage)
+OUT_FEATURES = "data/features.npy"
+OUT_METRICS = "metrics/extract.json"
+OUT_TIMING = "logs/extract_timing.json"
+
+
+def run(params: dict, index_path: str = INDEX, backbone_dir: str = BACKBONE_DIR) -> dict:
+    """Extract the features of every indexed image; returns the metrics written."""
+    p = parse_section(params, "extract", ExtractParams)
+    root = Path(parse_section(params, "data", DataParams).root)
+    seed = require_seed(params)
+    device = resolve_device(p.device)  # before any heavy work
+    if not root.is_dir():
+        raise DataError(f"data.root: folder {str(root)!r} does not exist (or is not a folder); "
+                        "set `data.root` in params.yaml to the folder that was indexed")
+    ctx = None
+    if distributed.inside_torchrun():  # one rank of a sharded run
+        ctx, device = distributed.init(p.device)
+    torch.set_num_threads(distributed.resolve_threads(p.threads))
+    try:
+        return _run(p, root, seed, device, index_path, backbone_dir, ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_path: str,
+         backbone_dir: str, ctx) -> dict:
+    if ctx is None or ctx.writer:
+        remove_stale_tmp(OUT_FEATURES, OUT_METRICS, OUT_TIMING)  # left by a killed run
+    torch.manual_seed(seed)
+    index = read_table(index_path)
+    requested = None if p.image_size == "auto" else p.image_size
+    backbone = build_backbone(p.backbone, p.weights, requested, model_dir=backbone_dir)
+    size = input_size(backbone, requested)
+    log_block(log, "extract", inputs={"index": f"{index_path} ({len(index)} images)",
+                                      "data.root": root},
+              params={"extract.backbone": p.backbone, "extract.weights": backbone.weights,
+                      "extract.image_size": size, "extract.resize": p.resize,
+                      "extract.batch_size": p.batch_size, "extract.device": f"{p.device} -> "
+                      f"{device}", "extract.workers": p.workers,
+                      "extract.precision":
+                          f"{p.precision} -> {precision_label(device, p.precision)}",
+                      "extract.jit": f"{p.jit} -> {resolve_jit(p.jit, device)}",
+                      "extract.store": p.store,
+                      "extract.threads": f"{p.threads} -> {torch.get_num_threads()}",
+                      "extract.processes x nodes": f"{p.processes} x {p.nodes}"})
+    settings = dict(resize=p.resize, precision=p.precision, jit=p.jit, batch_size=p.batch_size)
+    feats, timing = features_for_index(backbone, index, root, size, device, **settings,
+                                       workers=p.workers, store=p.store_dir, seed=seed, ctx=ctx)
+    if feats is None:  # a rank that does not write
+        return {}
+    save_npy(OUT_FEATURES, feats)
+    metrics = write_json(OUT_METRICS, extract_metrics(backbone, feats, size, device, **settings))
+    timing = write_json(OUT_TIMING, {
+        "seconds": timing["seconds"], "images_per_s": timing["images_per_s"],
+        "images": int(feats.shape[0]), "extracted": timing["extracted"],
+        "from_store": timing["from_store"], "device": timing["device"],
+        "workers": timing["workers"], "engine": timing["engine"],
+        "precision": timing["precision"], "world_size": timing.get("world_size", 1)})
+    log_block(log, "extract done", outputs={
+        OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
+        OUT_METRICS: f"{metrics['dim']}-D {metrics['backbone']} features on {metrics['device']}",
+        OUT_TIMING: f"{timing['extracted']} extracted in {timing['seconds']:.1f} s "
+                    f"({timing['images_per_s']:.1f} images/s), {timing['from_store']} from the "
+                    "feature store"})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Extract backbone features for every image.")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--index", default=INDEX)
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    p = parse_section(params, "extract", ExtractParams)  # checked before anything is launched
+    if p.distributed and not distributed.inside_torchrun():
+        resolve_device(p.device)
+        distributed.launch("stages.extract", p.processes, p.nodes, p.rdzv_endpoint,
+                           distributed.resolve_threads(p.threads),
+                           ["--params", args.params, "--index", args.index])
+        return
+    run(params, args.index)
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

@@ -1,6 +1,105 @@
-"""DVC stage `fusion`: see clusterlens.fusion."""
-from clusterlens.common import run_cli
-from clusterlens.fusion import main
+"""DVC stage `fusion`: the four feature sets, the selected one written, and their comparison.
+
+Reads ``data/features.npy``, ``data/text_features.npy`` and the index's labels; writes
+``data/fused.npy`` (the set named by ``fusion.set``; for ``visual`` an N x 0 placeholder, as the
+visual features are ``data/features.npy`` itself: no copy), ``metrics/fusion.csv`` (the kappa
+table: method x feature set, with NMI and ARI) and ``metrics/fusion.json`` (the same as feature
+set -> method -> kappa, and the best pair). Without text features (``captions.enabled: false``)
+only ``fusion.set: visual`` works and the table is empty.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clusterlens import fusion
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.fusion import FusionParams, parse_fusion
+from clusterlens.config.gmm import GMMParams
+from clusterlens.config.kmeans import KMeansParams
+from clusterlens.errors import DataError, ParamError
+from clusterlens.feature_sets import FEATURE_SETS
+from clusterlens.io import load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+
+log = get_logger("fusion")
+IN_VISUAL = "data/features.npy"
+IN_TEXT = "data/text_features.npy"
+IN_INDEX = "data/index.parquet"
+OUT_FUSED = "data/fused.npy"
+OUT_TABLE = "metrics/fusion.csv"
+OUT_METRICS = "metrics/fusion.json"
+
+
+def write_visual_only(p: FusionParams, n: int) -> dict:
+    """No text features: only ``fusion.set: visual`` works; the comparison table is empty."""
+    if p.set != "visual":
+        raise ParamError("fusion.set", f"= {p.set} needs text features, but captions.enabled "
+                         "is false: set captions.enabled: true, or fusion.set: visual")
+    log.info("no text features (captions.enabled: false): visual only, no comparison table")
+    save_npy(OUT_FUSED, np.zeros((n, 0), np.float32))
+    write_table(OUT_TABLE, pd.DataFrame(columns=fusion.TABLE_COLUMNS))
+    return write_json(OUT_METRICS, {"enabled": False})
+
+
+def clustering_settings(params: dict, methods: list[str]) -> dict:
+    """The K-Means / GMM settings of the grid stages, for the methods the table uses."""
+    out = {}
+    if "kmeans" in methods:
+        km = parse_section(params, "kmeans", KMeansParams)
+        out.update(n_init=km.n_init, max_iter=km.max_iter)
+    if "gmm" in methods:
+        gmm = parse_section(params, "gmm", GMMParams)
+        out.update(covariance_type=gmm.covariance_type, gmm_max_iter=gmm.max_iter)
+    return out
+
+
+def run(params: dict, visual_path: str = IN_VISUAL, text_path: str = IN_TEXT,
+        index_path: str = IN_INDEX) -> dict:
+    p = parse_fusion(params)
+    seed = require_seed(params) if "seed" in params else 0
+    for path in (visual_path, text_path, index_path):
+        if not Path(path).is_file():
+            raise DataError(f"{path} is missing: run `dvc repro` (extract, captions) first")
+    remove_stale_tmp(OUT_FUSED, OUT_TABLE, OUT_METRICS)
+    visual, text = fusion.check_pair(load_npy(visual_path), load_npy(text_path))
+    y = read_table(index_path)["label"].to_numpy()
+    if text.shape[1] == 0:  # captions.enabled: false
+        return write_visual_only(p, len(visual))
+    settings = clustering_settings(params, p.methods)
+    if len(y) != len(visual):
+        raise DataError(f"{index_path} has {len(y)} rows but {visual_path} {len(visual)}")
+    k = len(np.unique(y))
+    log_block(log, "fusion", inputs={"visual": f"{visual_path} {visual.shape}",
+                                     "text": f"{text_path} {text.shape}", "classes": k},
+              params={f"fusion.{key}": getattr(p, key)
+                      for key in ("set", "weight", "dim", "methods")})
+    sets = {name: fusion.feature_set(name, visual, text, p.weight, p.dim, seed)
+            for name in FEATURE_SETS}
+    chosen = sets[p.set]
+    save_npy(OUT_FUSED, chosen if p.set != "visual" else np.zeros((len(chosen), 0), np.float32))
+    table = fusion.kappa_table(sets, y, k, seed, p.methods, **settings)
+    write_table(OUT_TABLE, table.round(6))
+    metrics = write_json(OUT_METRICS, fusion.summarize(table, k, sets["weighted"].shape[1]))
+    best = table.loc[table["kappa"].idxmax()]
+    placeholder = f" (placeholder: visual = {visual_path})" if p.set == "visual" else ""
+    log_block(log, "fusion done", outputs={
+        OUT_FUSED: f"{p.set} {chosen.shape}{placeholder}",
+        OUT_TABLE: "\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+        OUT_METRICS: f"best {best['label']} kappa {best['kappa']:.4f}"})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Visual + text feature fusion and the kappa table.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

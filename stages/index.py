@@ -1,6 +1,81 @@
-"""DVC stage `index`: see clusterlens.index."""
-from clusterlens.common import run_cli
-from clusterlens.index import main
+"""DVC stage ``index``: scan ``data.root`` (one sub-folder per class) into the index table.
+
+Writes ``data/index.parquet`` (one row per usable image), ``data/rejected.csv`` (every file or
+folder left out, with its reason), ``metrics/index.json`` and the figures under ``plots/index``.
+The rules are those of :mod:`clusterlens.index`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.data import DataParams
+from clusterlens.config.index import IndexParams
+from clusterlens.index import build_index, check_root, index_metrics
+from clusterlens.io import remove_stale_tmp, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots.index import plot_class_distribution, plot_image_sizes, plot_sample_grid
+from clusterlens.plotting import matplotlib_setup
+
+log = get_logger("index")
+
+OUT_INDEX = "data/index.parquet"
+OUT_REJECTED = "data/rejected.csv"
+OUT_METRICS = "metrics/index.json"
+OUT_COUNTS = "plots/index/class_counts.csv"
+OUT_DIST = "plots/index/class_distribution.png"
+OUT_SIZES = "plots/index/image_sizes.png"
+OUT_SAMPLES = "plots/index/samples.png"
+OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES)
+
+
+def run(params: dict) -> dict:
+    """Index ``data.root`` and write every output; returns the metrics."""
+    root = Path(parse_section(params, "data", DataParams).root)
+    p = parse_section(params, "index", IndexParams)
+    seed = require_seed(params)
+    check_root(root)
+    remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
+    log_block(log, "index", inputs={"data.root": root},
+              params={"index.min_side": p.min_side, "index.drop_duplicates": p.drop_duplicates,
+                      "index.workers": p.workers, "seed": seed})
+    index, rejected, info = build_index(root, p.min_side, p.drop_duplicates, p.workers)
+    metrics = index_metrics(index, rejected, info)
+    if info["empty_classes"]:
+        log.warning("class folders without a usable image (no label given): %s",
+                    ", ".join(info["empty_classes"]))
+    if len(rejected):
+        log.warning("%d files rejected: %s (see %s)", len(rejected),
+                    metrics["rejected_by_reason"], OUT_REJECTED)
+
+    matplotlib_setup()
+    counts = index["class"].value_counts().sort_index()
+    write_table(OUT_INDEX, index)
+    write_table(OUT_REJECTED, rejected)
+    write_table(OUT_COUNTS, pd.DataFrame({"class": counts.index, "count": counts.values}))
+    plot_class_distribution(counts, OUT_DIST)
+    plot_image_sizes(index, OUT_SIZES)
+    plot_sample_grid(index, root, OUT_SAMPLES, seed, p.sample_per_class, p.sample_classes)
+    metrics = write_json(OUT_METRICS, metrics)
+    log_block(log, "index done", outputs={
+        OUT_INDEX: f"{metrics['images']} images, {metrics['classes']} classes",
+        OUT_REJECTED: f"{metrics['rejected']} rejected",
+        OUT_METRICS: f"imbalance {metrics['imbalance_ratio']:.2f}, "
+                     f"{metrics['duplicates']} duplicates",
+        "plots": ", ".join([OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES])})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Index an image folder (one sub-folder per class).")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

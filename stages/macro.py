@@ -1,6 +1,88 @@
-"""DVC stage `macro`: see clusterlens.macro."""
-from clusterlens.common import run_cli
-from clusterlens.macro import main
+"""DVC stage `macro`: class centroids in PCA space, a linkage tree over them, its cuts.
+
+The tree uses ``macro.linkage`` (Ward by default); it is cut into ``macro.groups`` groups
+(maxclust, ``g<N>``) and at ``macro.height_ratios`` of the maximum merge height (``h<P>``).
+Writes the class -> group map of every cut, the group listing, the tree, the dendrogram and the
+centroid distance heatmap in leaf order.
+"""
+from __future__ import annotations
+
+import argparse
+
+from clusterlens import macro
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.macro import MacroParams
+from clusterlens.errors import DataError
+from clusterlens.io import load_npy, read_table, save_npy, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots import macro as plots
+from clusterlens.plotting import matplotlib_setup
+
+log = get_logger("macro")
+
+IN_PCA = "data/pca.npy"
+IN_INDEX = "data/index.parquet"
+OUT_GROUPS = "data/macro/groups.json"
+OUT_CLASS_GROUPS = "data/macro/class_groups.csv"
+OUT_LINKAGE = "data/macro/linkage.npy"
+OUT_CENTROIDS = "data/macro/centroids.npy"
+OUT_METRICS = "metrics/macro.json"
+OUT_HEIGHT_CUTS = "plots/macro/height_cuts.csv"
+OUT_DENDROGRAM = "plots/macro/dendrogram.png"
+OUT_HEATMAP = "plots/macro/centroid_distances.png"
+
+
+def run(params: dict, pca_path: str = IN_PCA, index_path: str = IN_INDEX) -> dict:
+    """Build the tree and its cuts, write every output; returns the metrics."""
+    p = parse_section(params, "macro", MacroParams)
+    X = load_npy(pca_path)
+    index = read_table(index_path)
+    if len(index) != len(X):
+        raise DataError(f"{pca_path} has {len(X)} rows but {index_path} has {len(index)}: "
+                        "re-run `dvc repro`")
+    names = macro.class_names(index, index_path)
+    n_classes = len(names)
+    kept, skipped = macro.split_granularities(p.groups, n_classes)
+    log_block(log, "macro", inputs={"pca": f"{pca_path} {X.shape}",
+                                    "index": f"{index_path} ({n_classes} classes)"},
+              params={f"macro.{k}": v for k, v in p.model_dump().items()})
+    if skipped:
+        log.warning("macro.groups %s skipped: not fewer than the %d classes", skipped, n_classes)
+    labels = index["label"].to_numpy()
+    centroids = macro.class_centroids(X, labels, n_classes)
+    Z = macro.build_tree(centroids, p.linkage)
+    cuts = macro.make_cuts(Z, kept, p.height_ratios)
+
+    save_npy(OUT_CENTROIDS, centroids)
+    save_npy(OUT_LINKAGE, Z)
+    write_table(OUT_CLASS_GROUPS, macro.class_groups_table(names, labels, cuts))
+    write_json(OUT_GROUPS, macro.groups_listing(Z, names, cuts, p.linkage))
+    write_table(OUT_HEIGHT_CUTS, macro.height_cuts_table(cuts))
+
+    matplotlib_setup()
+    plots.plot_dendrogram(Z, names, p.color_threshold, OUT_DENDROGRAM, p.linkage)
+    shown = plots.plot_centroid_distances(centroids, Z, names, min(p.heatmap_classes, n_classes),
+                                          OUT_HEATMAP)
+    metrics = macro.tree_summary(Z, centroids, cuts, p.linkage, p.color_threshold, skipped,
+                                 len(shown))
+    metrics = write_json(OUT_METRICS, metrics)
+    log_block(log, "macro done", outputs={
+        OUT_CLASS_GROUPS: "class x cut group ids: " + ", ".join(
+            f"{n}={c['n_groups']}" for n, c in cuts.items()),
+        OUT_GROUPS: "group -> class names for every cut",
+        OUT_LINKAGE: f"scipy linkage {Z.shape}", OUT_CENTROIDS: f"{centroids.shape}",
+        OUT_METRICS: f"cophenetic correlation {metrics['cophenetic_correlation']}",
+        "plots": ", ".join([OUT_DENDROGRAM, OUT_HEATMAP, OUT_HEIGHT_CUTS])})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Macro-categories from the class-centroid tree.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

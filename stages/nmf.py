@@ -1,6 +1,77 @@
-"""DVC stage `nmf`: see clusterlens.nmf."""
-from clusterlens.common import run_cli
-from clusterlens.nmf import main
+"""DVC stage `nmf`: the NMF factor ``W`` of the selected feature set (``fusion.set``).
+
+Computed once; the ``nmf_kmeans`` grid stages run K-Means on ``W`` at every K in ``nmf.k``.
+``nmf.negative`` says what to do with a feature column whose minimum is negative: ``shift``
+(subtract that column's minimum) or ``error`` (stop with a message). Writes ``data/nmf.npz``
+(``W``: N x n_components float32) and ``metrics/nmf.json`` (reconstruction error, iterations,
+shifted columns).
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from clusterlens import nmf
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.nmf import NMFParams
+from clusterlens.errors import ParamError
+from clusterlens.feature_sets import load_feature_set
+from clusterlens.io import save_npz, write_json
+from clusterlens.logs import get_logger, log_block
+
+log = get_logger("nmf")
+IN_FEATURES = "data/features.npy"
+IN_FUSED = "data/fused.npy"
+OUT = "data/nmf.npz"
+METRICS = "metrics/nmf.json"
+
+
+def run(params: dict, features_path: str = IN_FEATURES, out: str = OUT,
+        metrics_path: str = METRICS, fused_path: str = IN_FUSED) -> dict:
+    seed = require_seed(params)
+    p = parse_section(params, "nmf", NMFParams)
+    X, source = load_feature_set(parse_fusion(params).set, features_path, fused_path)
+    limit = min(X.shape)
+    if p.n_components > limit:
+        raise ParamError("nmf.n_components", f"= {p.n_components} is larger than min(images, "
+                         f"feature dim) = min{X.shape} = {limit}")
+    log_block(log, "nmf", inputs={"features": f"{source} {X.shape}"},
+              params={"nmf.n_components": p.n_components, "nmf.max_iter": p.max_iter,
+                      "nmf.negative": p.negative, "seed": seed})
+    neg = nmf.negative_columns(X)
+    if p.negative == "error" and neg.any():
+        low = float(np.asarray(X, dtype=np.float32).min())
+        raise ParamError("nmf.negative", f"= error, but {int(neg.sum())} of {X.shape[1]} feature "
+                         f"columns have negative values (minimum {low:.4g}); NMF needs "
+                         "non-negative input: set nmf.negative: shift, or use a backbone whose "
+                         "features are non-negative (CNN features after ReLU, raw pixels)")
+    X, shifted = nmf.make_nonnegative(X)
+    if shifted:
+        log.info("shifted %d of %d feature columns to start at 0 (nmf.negative: shift)",
+                 shifted, X.shape[1])
+    W, info = nmf.fit_nmf(X, p.n_components, p.max_iter, seed)
+    if not info["converged"]:
+        log.warning("NMF did not converge in %d iterations (raise nmf.max_iter)", p.max_iter)
+    save_npz(out, W=W)
+    metrics = write_json(metrics_path, {"n_components": p.n_components,
+                                        "shifted_columns": shifted, **info})
+    log_block(log, "nmf done", outputs={out: f"W {W.shape}",
+                                        metrics_path: f"reconstruction error "
+                                        f"{info['reconstruction_error']:.4g} after "
+                                        f"{info['iterations']} iterations"})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="NMF of the selected feature set (K-Means on W in "
+                                 "the nmf_kmeans grid stages).")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

@@ -1,6 +1,85 @@
-"""DVC stage `reduce`: see clusterlens.reduce."""
-from clusterlens.common import run_cli
-from clusterlens.reduce import main
+"""DVC stage `reduce`: standardise + PCA of the selected feature set (``fusion.set``).
+
+Writes ``data/pca.npy`` (N x n_components float32 scores), ``data/pca_2d.npy`` (the 2-D view),
+``data/pca_model.npz`` (scaler and PCA parameters), ``metrics/reduce.json`` (the variance kept
+and at 2/10/50/100 components), the explained-variance curve (csv + png) and the 2-D view
+coloured by class under ``plots/reduce/``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from clusterlens import reduce
+from clusterlens.cli import run_cli
+from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.reduce import ReduceParams
+from clusterlens.feature_sets import load_feature_set
+from clusterlens.io import read_table, remove_stale_tmp, save_npy, save_npz, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots.reduce import plot_explained_variance, plot_pca_2d
+from clusterlens.plotting import matplotlib_setup
+
+log = get_logger("reduce")
+IN_FEATURES = "data/features.npy"
+IN_FUSED = "data/fused.npy"
+IN_INDEX = "data/index.parquet"
+OUT_PCA = "data/pca.npy"
+OUT_PCA_2D = "data/pca_2d.npy"
+OUT_MODEL = "data/pca_model.npz"
+OUT_METRICS = "metrics/reduce.json"
+OUT_CURVE = "plots/reduce/explained_variance.csv"
+OUT_CURVE_PNG = "plots/reduce/explained_variance.png"
+OUT_SCATTER = "plots/reduce/pca_2d.png"
+
+
+def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_INDEX,
+        fused_path: str = IN_FUSED) -> dict:
+    p = parse_section(params, "reduce", ReduceParams)
+    seed = require_seed(params)
+    features, source = load_feature_set(parse_fusion(params).set, features_path, fused_path)
+    index = read_table(index_path)
+    if len(index) != len(features):
+        raise ValueError(f"{source} has {len(features)} rows but {index_path} has "
+                         f"{len(index)}: re-run `dvc repro`")
+    check_value("reduce.n_components", p.n_components,
+                lambda v: reduce.check_n_components(v, *features.shape))
+    remove_stale_tmp(OUT_PCA, OUT_PCA_2D, OUT_MODEL, OUT_METRICS, OUT_CURVE, OUT_CURVE_PNG,
+                     OUT_SCATTER)  # left by a run killed mid-write
+    log_block(log, "reduce", inputs={"features": f"{source} {features.shape}"},
+              params={"reduce.standardize": p.standardize,
+                      "reduce.n_components": p.n_components, "seed": seed})
+    res = reduce.fit_pca(features, p.n_components, p.standardize, seed)
+    metrics = reduce.reduce_metrics(res, features.shape[1])
+    save_npy(OUT_PCA, res.scores)
+    coords = reduce.plane_coords(features, res, p.standardize, seed)
+    save_npy(OUT_PCA_2D, coords)
+    save_npz(OUT_MODEL, scaler_mean=res.scaler_mean, scaler_scale=res.scaler_scale,
+             pca_mean=res.pca_mean, components=res.components,
+             explained_variance_ratio=res.explained_variance_ratio)
+    write_table(OUT_CURVE, reduce.variance_curve(res))
+    ratio = res.explained_variance_ratio
+    matplotlib_setup()
+    plot_explained_variance(ratio, res.n_components, OUT_CURVE_PNG)
+    plot_pca_2d(coords, index["class"].astype(str).to_numpy(), OUT_SCATTER,
+                (float(ratio[0]), float(ratio[1]) if len(ratio) > 1 else 0.0), seed)
+    metrics = write_json(OUT_METRICS, metrics)
+    log_block(log, "reduce done", outputs={
+        OUT_PCA: f"{res.scores.shape[0]} x {res.n_components} float32 "
+                 f"({metrics['variance_retained']:.1%} of variance)",
+        OUT_PCA_2D: "2-D coordinates", OUT_MODEL: "scaler + PCA parameters",
+        OUT_METRICS: ", ".join(f"{k}={metrics[f'variance_at_{k}']:.3f}"
+                               for k in reduce.VARIANCE_AT),
+        "plots": ", ".join([OUT_CURVE, OUT_CURVE_PNG, OUT_SCATTER])})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Standardise + PCA of the selected feature set.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

@@ -1,6 +1,103 @@
-"""DVC stage `report`: see clusterlens.report."""
-from clusterlens.common import run_cli
-from clusterlens.report import main
+"""DVC stage `report`: one document a person reads after a run.
+
+Writes ``report/report.md`` (markdown; figures linked relatively, e.g. ``../plots/...``, so it
+renders from a checkout) and ``report/report.html`` (self-contained: every figure embedded as a
+data URI, so the single file can be mailed or attached to a CI run). Everything comes from the
+other stages' metrics, tables and figures (see :mod:`clusterlens.report`); nothing is
+recomputed, and no timestamp is written, so the same inputs give the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clusterlens.cli import run_cli
+from clusterlens.config.agglomerative import AgglomerativeParams
+from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.data import DataParams
+from clusterlens.config.fusion import parse_fusion
+from clusterlens.io import atomic_path, read_json, read_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.report import ReportData, ReportFiles, build_report, render_html, render_markdown
+
+log = get_logger("report")
+OUT_MD = Path("report/report.md")
+OUT_HTML = Path("report/report.html")
+TITLE = "clusterlens report"
+
+# The results the report shows, by ReportData field, in reading order; OPTIONAL may be absent.
+INPUTS = {
+    "clustering": "metrics/clustering.json", "index": "metrics/index.json",
+    "summary": "metrics/summary.json", "rejected": "data/rejected.csv",
+    "timing": "logs/extract_timing.json", "cnn": "metrics/cnn.json",
+    "extract": "metrics/extract.json", "reduce": "metrics/reduce.json",
+    "fusion": "metrics/fusion.json", "fusion_table": "metrics/fusion.csv",
+    "captions": "metrics/captions.json", "caption_rows": "data/captions.parquet",
+    "composition": "metrics/composition.csv", "macro": "metrics/macro.json",
+    "groups": "data/macro/groups.json", "purity": "metrics/macro_purity.json",
+    "upper": "metrics/upper_bound.json", "upper_configs": "metrics/upper_bound_configs.csv",
+}
+OPTIONAL = ("timing", "cnn")
+
+FILES = ReportFiles(
+    rejected=INPUTS["rejected"], clustering_table="metrics/clustering_table.csv",
+    fusion_table=INPUTS["fusion_table"], captions=INPUTS["caption_rows"],
+    composition=INPUTS["composition"], summary=INPUTS["summary"],
+    cnn_history="metrics/cnn_history.csv", cnn_logs="dvclive/cnn",
+    class_distribution="plots/index/class_distribution.png", samples="plots/index/samples.png",
+    explained_variance="plots/reduce/explained_variance.png",
+    reduce_pca_2d="plots/reduce/pca_2d.png", metrics_vs_k="plots/clustering/metrics_vs_k.png",
+    dendrogram="plots/clustering/dendrogram_{linkage}.png",
+    heatmap="plots/composition/heatmap.png", montage="plots/composition/montage.png",
+    tsne="plots/composition/tsne.png", pca_2d="plots/composition/pca_2d.png",
+    macro_dendrogram="plots/macro/dendrogram.png",
+    centroid_distances="plots/macro/centroid_distances.png",
+    purity_lines="plots/macro/purity_lines.png", purity_heatmap="plots/macro/purity_heatmap.png",
+    upper_configs="plots/upper_bound/configs.png",
+    upper_per_class="plots/upper_bound/per_class_accuracy.png",
+    upper_macro="plots/upper_bound/macro_accuracy.png", gap="plots/summary/gap.png",
+)
+
+
+def _load(path: str):
+    if Path(path).suffix in (".csv", ".parquet"):
+        return read_table(path)
+    return read_json(path)
+
+
+def load_inputs(inputs: dict[str, str] = INPUTS) -> dict:
+    """Every input by ReportData field; an absent optional input is None."""
+    return {name: None if name in OPTIONAL and not Path(path).is_file() else _load(path)
+            for name, path in inputs.items()}
+
+
+def run(params: dict, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
+        inputs: dict[str, str] = INPUTS, files: ReportFiles = FILES):
+    root = parse_section(params, "data", DataParams).root
+    linkages = parse_section(params, "agglomerative", AgglomerativeParams).linkage
+    feature_set = parse_fusion(params).set
+    log_block(log, "report", inputs={"metrics": "metrics/*.json, *.csv", "figures": "plots/"},
+              params={"data.root": root})
+    data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
+                      **load_inputs(inputs))
+    doc = build_report(data, files)
+    out_md, out_html = Path(out_md), Path(out_html)
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(render_markdown(doc, out_md.parent), encoding="utf-8")
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(render_html(doc, TITLE), encoding="utf-8")
+    figs = sum(1 for b in doc.blocks if b[0] == "img")
+    log_block(log, "report done", outputs={str(out_md): f"{len(doc.blocks)} blocks, {figs} figures",
+                                           str(out_html): "self-contained (figures embedded)"})
+    return doc
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Write report/report.md and report/report.html.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

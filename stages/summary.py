@@ -1,6 +1,64 @@
-"""DVC stage `summary`: see clusterlens.summary."""
-from clusterlens.common import run_cli
-from clusterlens.summary import main
+"""DVC stage `summary`: the gap between unsupervised and supervised.
+
+Reads ``metrics/clustering.json`` (the selected model), ``metrics/upper_bound.json`` (the
+supervised upper bound) and ``metrics/macro_purity.json`` (K-Means purity per target) and writes
+``metrics/summary.json`` (one shallow JSON that ``dvc metrics show`` prints readably, see
+:func:`clusterlens.summary.build_summary`) and ``plots/summary/gap.png``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params
+from clusterlens.errors import DataError
+from clusterlens.io import read_json, write_json
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots.summary import plot_gap
+from clusterlens.plotting import matplotlib_setup
+from clusterlens.summary import build_summary
+
+log = get_logger("summary")
+IN_CLUSTERING = "metrics/clustering.json"
+IN_UPPER = "metrics/upper_bound.json"
+IN_PURITY = "metrics/macro_purity.json"
+OUT_METRICS = "metrics/summary.json"
+OUT_PNG = "plots/summary/gap.png"
+
+
+def _read(path) -> dict:
+    if not Path(path).is_file():
+        raise DataError(f"{path} is missing: run `dvc repro`")
+    return read_json(path)
+
+
+def run(params: dict | None = None, clustering_path: str = IN_CLUSTERING,
+        upper_path: str = IN_UPPER, purity_path: str = IN_PURITY) -> dict:
+    log_block(log, "summary", inputs={"clustering": clustering_path, "upper bound": upper_path,
+                                      "macro purity": purity_path})
+    summary = build_summary(_read(clustering_path), _read(upper_path), _read(purity_path))
+    summary = write_json(OUT_METRICS, summary)
+    matplotlib_setup()
+    plot_gap(summary, OUT_PNG)
+    f = summary["fine"]
+    log_block(log, "summary done", outputs={
+        OUT_METRICS: f"fine: {f['unsupervised_model']} hungarian "
+                     f"{f['unsupervised_hungarian_accuracy']} vs supervised "
+                     f"{f['supervised_test_accuracy']}; " + ", ".join(
+                         f"{k}: K-Means {v['kmeans_best_purity']} vs supervised "
+                         f"{v['supervised_test_accuracy']}" for k, v in summary.items()
+                         if k != "fine"),
+        "plot": OUT_PNG})
+    return summary
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Unsupervised vs supervised, side by side.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

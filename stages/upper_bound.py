@@ -1,6 +1,127 @@
-"""DVC stage `upper_bound`: see clusterlens.upper_bound."""
-from clusterlens.common import run_cli
-from clusterlens.upper_bound import main
+"""DVC stage `upper_bound`: the supervised upper bound, logistic regressions on a stratified split.
+
+One fit per entry of ``upper_bound.configs`` on the split ``upper_bound.test_size`` / ``seed``;
+the best configuration (highest test accuracy, first on a tie), its per-class test accuracy and
+the same classifier on the macro labels of every ``g<N>`` cut of the `macro` stage. ``raw``
+features are the set named by ``fusion.set``; ``pca`` features are data/pca.npy.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from clusterlens import upper_bound as ub
+from clusterlens.cli import run_cli
+from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.upper_bound import UpperBoundParams
+from clusterlens.errors import DataError
+from clusterlens.feature_sets import load_feature_set
+from clusterlens.io import load_npy, read_table, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.macro import class_names, read_class_groups
+from clusterlens.plots import upper_bound as plots
+from clusterlens.plotting import matplotlib_setup
+
+log = get_logger("upper_bound")
+
+IN_FEATURES = "data/features.npy"
+IN_FUSED = "data/fused.npy"
+IN_PCA = "data/pca.npy"
+IN_INDEX = "data/index.parquet"
+IN_CLASS_GROUPS = "data/macro/class_groups.csv"
+OUT_METRICS = "metrics/upper_bound.json"
+OUT_CONFIGS = "metrics/upper_bound_configs.csv"
+OUT_PER_CLASS = "metrics/upper_bound_per_class.csv"
+OUT_PREDICTIONS = "data/upper_bound/predictions.parquet"
+OUT_CONFIGS_PNG = "plots/upper_bound/configs.png"
+OUT_PER_CLASS_PNG = "plots/upper_bound/per_class_accuracy.png"
+OUT_MACRO_CSV = "plots/upper_bound/macro_accuracy.csv"
+OUT_MACRO_PNG = "plots/upper_bound/macro_accuracy.png"
+
+
+def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
+        index_path: str = IN_INDEX, groups_path: str = IN_CLASS_GROUPS,
+        fused_path: str = IN_FUSED) -> dict:
+    """Fit and score every configuration, write every output; returns the metrics."""
+    p = parse_section(params, "upper_bound", UpperBoundParams)
+    seed = require_seed(params)
+    feature_set = parse_fusion(params).set
+    index = read_table(index_path)
+    names = class_names(index, index_path)
+    y = index["label"].to_numpy(np.int64)
+    ub.check_stratifiable(y)
+    check_value("upper_bound.test_size", p.test_size, lambda t: ub.check_test_size(y, t))
+    raw, features_path = load_feature_set(feature_set, features_path, fused_path)
+    pca = load_npy(pca_path)
+    for path, arr in ((features_path, raw), (pca_path, pca)):
+        if len(arr) != len(y):
+            raise DataError(f"{path} has {len(arr)} rows but {index_path} has {len(y)}: "
+                            "re-run `dvc repro`")
+    _, cuts = read_class_groups(groups_path, names, index_path)
+    log_block(log, "upper_bound", inputs={
+        "features": f"{features_path} {raw.shape}", "pca": f"{pca_path} {pca.shape}",
+        "index": f"{index_path} ({len(names)} classes)",
+        "macro cuts": f"{groups_path}: {', '.join(cuts) or 'none'}"},
+        params={"upper_bound.test_size": p.test_size, "upper_bound.max_iter": p.max_iter,
+                "upper_bound.configs": ", ".join(c.name for c in p.configs), "seed": seed})
+    t0 = time.perf_counter()
+    train_idx, test_idx = ub.stratified_split(y, p.test_size, seed)
+    views = ub.feature_views(raw, pca, train_idx)
+    results, preds = {}, {}
+    for cfg in p.configs:
+        t1 = time.perf_counter()
+        res, p_train, p_test = ub.evaluate_config(cfg, views, y, train_idx, test_idx,
+                                                  p.max_iter, seed)
+        results[cfg.name], preds[cfg.name] = res, (p_train, p_test)
+        log.info("%s: train %.4f test %.4f (%d iterations%s, %.1f s)", cfg.name,
+                 res["train_accuracy"], res["test_accuracy"], res["iterations"],
+                 "" if res["converged"] else ", NOT converged", time.perf_counter() - t1)
+    best = ub.best_config(results)
+    best_cfg = next(c for c in p.configs if c.name == best)
+    p_train, p_test = preds[best]
+    per_class = ub.per_class_accuracy(y[test_idx], p_test, names, y[train_idx])
+    macro = ub.macro_scores(best_cfg, views, y, cuts, train_idx, test_idx, p.max_iter, seed)
+    for r in macro.itertuples():
+        log.info("%s (%d groups): test %.4f, random %.4f", r.target, r.groups, r.test_accuracy,
+                 r.random_baseline)
+    macro_plot = ub.with_fine_row(macro, results[best], y, train_idx, test_idx, len(names))
+    seconds = time.perf_counter() - t0
+
+    configs_table = pd.DataFrame([{"config": n, **r} for n, r in results.items()])
+    write_table(OUT_CONFIGS, configs_table.round(6))
+    write_table(OUT_PER_CLASS, per_class.round(6))
+    write_table(OUT_MACRO_CSV, macro_plot.round(6))
+    write_table(OUT_PREDICTIONS, ub.predictions_table(index, names, y, train_idx, test_idx,
+                                                      p_train, p_test))
+    matplotlib_setup()
+    plots.plot_configs(configs_table, best, OUT_CONFIGS_PNG)
+    plots.plot_per_class(per_class, best, OUT_PER_CLASS_PNG)
+    plots.plot_macro(macro_plot, results[best]["test_accuracy"], len(names), best, OUT_MACRO_PNG)
+    split = {"images": len(y), "classes": len(names), "train": len(train_idx),
+             "test": len(test_idx), "test_size": p.test_size, "seed": seed}
+    metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, macro))
+    log_block(log, "upper_bound done", outputs={
+        OUT_METRICS: f"best {best}: test {results[best]['test_accuracy']:.4f} "
+                     f"(train {results[best]['train_accuracy']:.4f}); fits took {seconds:.1f} s",
+        OUT_CONFIGS: f"{len(configs_table)} configurations",
+        OUT_PER_CLASS: f"{len(per_class)} classes, mean {metrics['per_class']['mean']:.3f}",
+        OUT_MACRO_CSV: ", ".join(f"{r.target}: {r.test_accuracy:.3f}"
+                                 for r in macro_plot.itertuples()),
+        OUT_PREDICTIONS: "split and best-config prediction per image",
+        "plots": ", ".join([OUT_CONFIGS_PNG, OUT_PER_CLASS_PNG, OUT_MACRO_PNG])})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Logistic regression upper bound.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

@@ -1,12 +1,29 @@
-"""Shared fixtures: small generated image trees, and paths to the shared real data."""
+"""Shared fixtures: small generated image trees, paths to the shared real data, and the one
+end-to-end DVC repository that every `dvc repro` test works from.
+
+The end-to-end repository is built once per pytest run (``e2e_base``): a git + DVC repository
+holding the project's dvc.yaml and params.yaml (small grids, a 21-image generated tree beside
+it as ``data.root``), with ``stages/`` and ``clusterlens/`` as symlinks to the project's own
+code, after one full `dvc repro`. Under pytest-xdist the first worker that needs it builds it
+(a file lock in the run's shared temporary folder) and the others wait and reuse it. Tests never
+run DVC in it: ``e2e_copy`` gives each test module its own copy (workspace, DVC cache, run
+cache), so tests may change params, delete outputs or kill runs without affecting each other.
+"""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
+import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -14,8 +31,7 @@ SHARED = PROJECT.parent / "shared"
 CIFAR = SHARED / "datasets" / "cifar10-test"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
 
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 # A colour per class: generated images of a class share a hue and a stripe direction.
 CLASS_STYLES = [((220, 40, 40), 0), ((40, 200, 60), 1), ((40, 60, 220), 2),
@@ -66,4 +82,184 @@ def cuda_visible() -> bool:
     return torch.cuda.is_available()
 
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# --------------------------------------------------------------------------- running DVC
+def dvc_env() -> dict:
+    """The environment `dvc` and git run in: `python` in dvc.yaml is this interpreter."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "clusterlens-tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
+    env.pop("CLUSTERLENS_HOLD_AFTER_BATCH", None)
+    return env
+
+
+def sh(cwd, *cmd) -> str:
+    """Run a command; its stdout + stderr. Fails the test when it exits non-zero."""
+    res = subprocess.run(cmd, cwd=cwd, env=dvc_env(), capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout + res.stderr
+
+
+def ran_all(output: str) -> list[str]:
+    """The stages `dvc repro` ran (or, with --dry, would run), in order."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def changed(status: str) -> list[str]:
+    """The stages `dvc status` lists as changed, in its order."""
+    return re.findall(r"^(\S[^:\n]*):\s*$", status, flags=re.M)
+
+
+def up_to_date(status: str) -> bool:
+    """`dvc status` lists nothing but the always-run `index` stage."""
+    return status.strip() in ("index:\n\talways changed", "Data and pipelines are up to date.")
+
+
+def set_params(repo: Path, **updates) -> dict:
+    """Set ``section__key=value`` in repo/params.yaml; returns the previous values (same form)."""
+    path = Path(repo) / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    before = {}
+    for key, value in updates.items():
+        section, name = key.split("__")
+        before[key] = params[section][name]
+        params[section][name] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return before
+
+
+@contextlib.contextmanager
+def params_set(repo: Path, **updates):
+    """Params changed for the block, restored afterwards (even when it fails)."""
+    before = set_params(repo, **updates)
+    try:
+        yield
+    finally:
+        set_params(repo, **before)
+
+
+def make_repo(path: Path, images: str | Path, **params) -> Path:
+    """A git + DVC repository with the project's pipeline (dvc.yaml, params.yaml) whose
+    ``stages/`` and ``clusterlens/`` are symlinks to the project's code; ``data.root`` =
+    ``images`` (outside the repository, as a user's own folder would be)."""
+    path.mkdir(parents=True)
+    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+        shutil.copy(PROJECT / name, path / name)
+    for code in ["stages", "clusterlens"]:
+        (path / code).symlink_to(PROJECT / code, target_is_directory=True)
+    sh(path, "git", "init", "-q")
+    sh(path, "dvc", "init", "-q")
+    sh(path, "dvc", "config", "core.analytics", "false")
+    set_params(path, data__root=str(images), **params)
+    return path
+
+
+# --------------------------------------------------------------------------- the e2e repository
+# Small grids: every method runs, at one or two points each.
+E2E_PARAMS = dict(extract__image_size=32, extract__batch_size=8, reduce__n_components=5,
+                  kmeans__k=[2, 3], agglomerative__linkage=["ward", "single"],
+                  agglomerative__k=[2, 3], gmm__k=[3], dbscan__eps_percentile=[50],
+                  dbscan__min_samples=3, hdbscan__min_cluster_size=[5], nmf__k=[3])
+E2E_CLASSES = {"apple": 8, "berry": 7, "cherry": 6}  # 21 images, + one broken file
+E2E_IMAGES = 21
+
+
+@dataclass(frozen=True)
+class E2E:
+    """A built end-to-end folder: ``repo`` (the repository) beside ``photos`` (its data.root,
+    given to DVC as the relative path ``../photos``)."""
+    folder: Path
+    first_repro: str  # output of the full `dvc repro` that built it
+
+    @property
+    def repo(self) -> Path:
+        return self.folder / "repo"
+
+    @property
+    def photos(self) -> Path:
+        return self.folder / "photos"
+
+
+def _build_e2e(folder: Path) -> str:
+    images = make_tree(folder / "photos", E2E_CLASSES, fmt="jpg", size=(48, 36))
+    (images / "berry" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    repo = make_repo(folder / "repo", "../photos", **E2E_PARAMS)
+    return sh(repo, "dvc", "repro")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def e2e_base(tmp_path_factory) -> E2E:
+    """The end-to-end folder, built once per pytest run (shared by the xdist workers). Read its
+    files; run DVC only in an ``e2e_copy``."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # popen-gwN/: its parent is this run's, shared
+        shared = shared.parent
+    folder = shared / "e2e-shared"
+    log, failed = shared / "e2e-shared.log", shared / "e2e-shared.failed"
+    with _file_lock(shared / "e2e-shared.lock"):
+        if failed.exists():
+            pytest.fail(f"building the end-to-end repository failed:\n{failed.read_text()}")
+        if not log.exists():
+            try:
+                out = _build_e2e(folder)
+            except BaseException as exc:
+                failed.write_text(str(exc))
+                raise
+            log.write_text(out)
+    return E2E(folder, log.read_text())
+
+
+def e2e_copy(base: E2E, dest: Path, *, feature_store: bool = True,
+             run_cache: bool = True) -> E2E:
+    """A private copy of the end-to-end folder (repository with its DVC cache, and photos).
+
+    ``feature_store=False`` leaves out the per-image feature store (``extract`` then computes
+    every feature); ``run_cache=False`` leaves out DVC's run cache (a stage whose outputs are
+    gone is then recomputed, not restored).
+    """
+    def ignore(folder, names):
+        rel = Path(folder).relative_to(base.folder).as_posix()
+        skip = {"__pycache__"}
+        if rel == "repo/.dvc":
+            skip.add("tmp")  # locks and DVC's own state of the original
+        if rel == "repo" and not feature_store:
+            skip.add(".cache")
+        if rel == "repo/.dvc/cache" and not run_cache:
+            skip.add("runs")
+        return [n for n in names if n in skip]
+
+    shutil.copytree(base.folder, dest, symlinks=True, ignore=ignore)
+    return E2E(dest, base.first_repro)
+
+
+@pytest.fixture(scope="module")
+def e2e_module(e2e_base, tmp_path_factory) -> E2E:
+    """A copy of the end-to-end folder for one test module (its tests run in file order)."""
+    return e2e_copy(e2e_base, tmp_path_factory.mktemp("e2e") / "copy")
+
+
+# --------------------------------------------------------------------------- scheduling
+# The file that builds the end-to-end repository runs first; the other files that use it run
+# last, so that under `-n auto --dist loadfile` (with --no-loadscope-reorder) the other worker
+# runs in-process tests meanwhile instead of waiting for the build.
+E2E_FIRST = ("test_pipeline.py",)
+E2E_LAST = ("test_interrupt.py", "test_robustness.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        name = item.path.name
+        return 0 if name in E2E_FIRST else 2 if name in E2E_LAST else 1
+
+    items.sort(key=rank)  # stable: the order inside each group is kept

@@ -1,5 +1,5 @@
-"""Issue 8: every representation runs through `dvc repro` (the `backbone` stage trains the
-seed-000 CNN only when it is the backbone; raw pixels; captions fall back to Lite0)."""
+"""Every representation runs through `dvc repro` (the `backbone` stage trains the CNN from
+scratch only when it is the backbone; raw pixels; captions fall back to Lite0)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import backbone
 from clusterlens.backbones import SCRATCH_CNN, build_backbone
-from clusterlens.common import ParamError
+from clusterlens.errors import ParamError
+from clusterlens.index import build_index
+from clusterlens.io import write_table
+from stages import backbone
 from tests.conftest import make_tree
 
 
@@ -25,6 +27,40 @@ def test_untrained_outputs_are_constant_and_scratch_cnn_needs_training(in_tmp_cw
     assert again == first  # nothing after it re-runs when only cnn.* params change
     with pytest.raises(ParamError, match="extract.backbone.*no trained CNN.*backbone"):
         build_backbone(SCRATCH_CNN)
+    with pytest.raises(ParamError, match="extract.backbone.*no trained CNN.*backbone"):
+        build_backbone(SCRATCH_CNN, model_dir=in_tmp_cwd / "models/backbone")
+
+
+def test_params_are_checked_before_any_work(in_tmp_cwd):
+    with pytest.raises(ParamError, match="extract.backbone.*missing"):
+        backbone.run({"extract": {}})
+    with pytest.raises(ParamError, match="extract.backbone"):
+        backbone.run({"extract": {"backbone": "no_such_net"}})
+    with pytest.raises(ParamError, match="did you mean `cnn.epochs`"):
+        backbone.run({"extract": {"backbone": SCRATCH_CNN}, "cnn": {"epoch": 1}, "seed": 0,
+                      "data": {"root": "absent"}})
+    with pytest.raises(ParamError, match="cnn.device"):
+        backbone.run({"extract": {"backbone": SCRATCH_CNN}, "cnn": {"device": "cuda:99"},
+                      "seed": 0, "data": {"root": "absent"}})
+    assert not list(in_tmp_cwd.rglob("*.*"))
+
+
+def test_scratch_cnn_trains_in_process(tmp_path, in_tmp_cwd):
+    root = make_tree(tmp_path / "photos", {"apple": 10, "berry": 10}, fmt="png", size=(20, 20))
+    write_table("data/index.parquet", build_index(root, workers=1)[0])
+    params = {"extract": {"backbone": SCRATCH_CNN}, "seed": 0, "data": {"root": str(root)},
+              "cnn": {"epochs": 2, "image_size": 8, "filters": [4, 8], "embedding_dim": 16,
+                      "device": "cpu"}}
+    result = backbone.run(params)
+    assert result["epochs_run"] == 2 and result["device"] == "cpu"
+    summary = json.loads((in_tmp_cwd / "metrics/cnn.json").read_text())
+    assert summary["n_classes"] == 2 and "seconds" not in summary
+    assert len(pd.read_csv(in_tmp_cwd / "metrics/cnn_history.csv")) == 2
+    config = json.loads((in_tmp_cwd / "models/backbone/config.json").read_text())
+    assert config["class_names"] == ["apple", "berry"] and config["embedding_dim"] == 16
+    assert build_backbone(SCRATCH_CNN, model_dir="models/backbone").dim == 16
+    loss = pd.read_csv(in_tmp_cwd / "dvclive/cnn/plots/metrics/val/loss.tsv", sep="\t")
+    assert list(loss["step"]) == [0, 1]
 
 
 @pytest.mark.slow

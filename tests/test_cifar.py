@@ -76,19 +76,20 @@ def cifar_pca(tmp_path_factory):
 
 
 def _stage_inputs(X, index):
-    from clusterlens.common import save_npy, write_table
+    from clusterlens.io import save_npy, write_table
 
     save_npy("data/pca.npy", X)
     write_table("data/index.parquet", index)
     return {"seed": 0, "metrics": {"silhouette_sample": 5000},
-            "kmeans": {"n_init": 10, "max_iter": 300}, "agglomerative": {"k": [10, 20]}}
+            "kmeans": {"k": [10], "n_init": 10, "max_iter": 300},
+            "agglomerative": {"linkage": ["ward"], "k": [10, 20]}}
 
 
 def test_kmeans_at_k10_recovers_cifar_classes_far_above_shuffled(cifar_pca, in_tmp_cwd):
     import numpy as np
     from sklearn.metrics import normalized_mutual_info_score
 
-    from clusterlens import clustering as cluster
+    from stages import cluster
 
     X, index = cifar_pca
     out = cluster.run("kmeans", 10, _stage_inputs(X, index))["k10"]
@@ -107,7 +108,7 @@ def test_grid_metrics_agree_with_independent_sklearn(cifar_pca, in_tmp_cwd):
     from sklearn import metrics as skm
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
-    from clusterlens import clustering as cluster
+    from stages import cluster
 
     X, index = cifar_pca
     y = index["label"].to_numpy()

@@ -1,4 +1,4 @@
-"""Grid-point stages and the clustering aggregate on generated features."""
+"""Grid-point stages, the clustering aggregate and the grid methods on generated features."""
 import json
 from pathlib import Path
 
@@ -8,8 +8,10 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from clusterlens import clustering as cluster, selection as clustering, nmf
-from clusterlens.common import DataError, ParamError, save_npy, write_table
+from clusterlens import clustering as cl, selection
+from clusterlens.errors import DataError, ParamError
+from clusterlens.io import save_npy, write_table
+from stages import cluster, clustering, nmf
 
 
 @pytest.fixture
@@ -56,17 +58,17 @@ def test_agglomerative_builds_one_tree_and_cuts_every_k(blobs):
     assert out["ward_k3"]["ari"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("linkage", cluster.LINKAGES)
+@pytest.mark.parametrize("linkage", cl.LINKAGES)
 def test_cut_tree_at_gives_scipy_cut_tree_labels(linkage):
     from scipy.cluster.hierarchy import cut_tree
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5))
     X = np.concatenate([X, X[:40]])  # exact duplicates: the first 40 merges tie at height 0
-    Z = cluster.linkage_tree(X, linkage)
+    Z = cl.linkage_tree(X, linkage)
     ks = [2, 5, 17, 100, 300]
     ref = cut_tree(Z, n_clusters=ks)
-    got = cluster.cut_tree_at(Z, ks + [339])
+    got = cl.cut_tree_at(Z, ks + [339])
     for i, k in enumerate(ks):
         np.testing.assert_array_equal(got[k], ref[:, i])
         assert got[k].dtype == np.int64
@@ -118,11 +120,11 @@ def test_aggregate_reads_the_grid_from_params_and_selects(blobs):
 def test_selection_skips_noisy_density_points():
     results = {"kmeans": {"k3": {"nmi": 0.5, "noise_fraction": 0.0}},
                "dbscan": {"eps_p10": {"nmi": 0.9, "noise_fraction": 0.6}}}
-    sel = clustering.select_model(results, "nmi", 0.3)
+    sel = selection.select_model(results, "nmi", 0.3)
     assert (sel["method"], sel["point"]) == ("kmeans", "k3")
     assert "dbscan/eps_p10" in sel["reason"]
-    assert clustering.select_model(results, "nmi", 0.7)["method"] == "dbscan"
-    sel = clustering.select_model({"kmeans": {"k2": {"davies_bouldin": 2.0, "noise_fraction": 0},
+    assert selection.select_model(results, "nmi", 0.7)["method"] == "dbscan"
+    sel = selection.select_model({"kmeans": {"k2": {"davies_bouldin": 2.0, "noise_fraction": 0},
                                               "k3": {"davies_bouldin": 0.5,
                                                      "noise_fraction": 0}}},
                                   "davies_bouldin", 0.3)
@@ -139,7 +141,7 @@ def test_prune_stale_keeps_exactly_the_grid(blobs):
     open("data/clusters/kmeans/.gitignore", "w").write("/k2.npy\n")
     save_npy("data/clusters/agglomerative/single/k2.npy", np.zeros(3, np.int64))
     grid = {"kmeans": ["k2", "k3"], "agglomerative": ["ward_k2", "ward_k3"]}
-    removed = clustering.prune_stale(grid)
+    removed = selection.prune_stale(grid, "data/clusters")
     assert sorted(removed) == ["agglomerative/single/k2.npy", "kmeans/.k3.npy.abc.tmp",
                                "kmeans/k7.npy"]
     left = sorted(p.relative_to("data/clusters").as_posix()
@@ -165,10 +167,81 @@ def test_gmm_retries_a_collapsed_covariance_with_more_regularisation(monkeypatch
 
     monkeypatch.setattr(GaussianMixture, "fit", fragile)
     X = np.random.default_rng(0).normal(size=(60, 3))
-    labels, info = cluster.run_gmm(X, 2, "diag", 50, 0)
+    labels, info = cl.run_gmm(X, 2, "diag", 50, 0)
     assert info["reg_covar"] == pytest.approx(1e-4) and len(tried) == 3
     assert len(np.unique(labels)) == 2
     monkeypatch.setattr(GaussianMixture, "fit", lambda self, X, y=None: fragile(
         self.set_params(reg_covar=0.0), X))
     with pytest.raises(DataError, match="gmm at K = 2.*reg_covar"):
-        cluster.run_gmm(X, 2, "diag", 50, 0)
+        cl.run_gmm(X, 2, "diag", 50, 0)
+
+
+# --------------------------------------------------------------------------- params
+def test_grid_params_name_the_dotted_key_and_value():
+    from clusterlens.config.base import parse_section
+    from clusterlens.config.dbscan import DBSCANParams
+    from clusterlens.config.gmm import GMMParams
+    from clusterlens.config.hdbscan import HDBSCANParams
+    from clusterlens.config.kmeans import KMeansParams
+    from clusterlens.config.metrics import MetricsParams
+    from clusterlens.config.select import SelectParams
+
+    km = {"k": [2, 3], "n_init": 4, "max_iter": 100}
+    for section, model, bad, match in [
+            ("kmeans", KMeansParams, {**km, "k": 5},
+             r"`kmeans.k` must be a list of integers >= 2, got 5"),
+            ("kmeans", KMeansParams, {**km, "k": [1, 3]}, r"`kmeans.k` must be a list"),
+            ("kmeans", KMeansParams, {**km, "n_init": 0}, r"`kmeans.n_init` must be >= 1, got 0"),
+            ("kmeans", KMeansParams, {**km, "max_iter": True}, r"`kmeans.max_iter` must be an int"),
+            ("kmeans", KMeansParams, {**km, "n_inits": 4}, r"did you mean `kmeans.n_init`"),
+            ("gmm", GMMParams, {"k": [3], "covariance_type": "round", "max_iter": 10},
+             r"`gmm.covariance_type` must be one of full, tied, diag, spherical; got 'round'"),
+            ("dbscan", DBSCANParams, {"eps_percentile": [0], "min_samples": 5},
+             r"`dbscan.eps_percentile` values must be numbers in \(0, 100\]"),
+            ("hdbscan", HDBSCANParams, {"min_cluster_size": [10], "min_samples": 0},
+             r"`hdbscan.min_samples` must be >= 1"),
+            ("metrics", MetricsParams, {"silhouette_sample": 1},
+             r"`metrics.silhouette_sample` must be >= 2"),
+            ("select", SelectParams, {"metric": "inertia", "max_noise": 0.3},
+             r"`select.metric` must be one of"),
+            ("select", SelectParams, {"metric": "nmi", "max_noise": 1.5},
+             r"`select.max_noise` must be a fraction in \[0, 1\], got 1.5")]:
+        with pytest.raises(ParamError, match=match):
+            parse_section({section: bad}, section, model)
+    assert parse_section({"hdbscan": {"min_cluster_size": [10], "min_samples": None}},
+                         "hdbscan", HDBSCANParams).min_samples is None
+
+
+def test_select_metrics_are_the_scored_metrics():
+    from clusterlens.config.select import SELECT_METRICS
+    from clusterlens.metrics import HIGHER_IS_BETTER
+
+    assert SELECT_METRICS == tuple(k for k in HIGHER_IS_BETTER if k != "inertia")
+
+
+def test_every_method_has_a_grid_function_and_options(blobs):
+    _, _, params = blobs
+    assert set(cluster.OPTIONS) == set(cl.GRID_METHODS)
+    with pytest.raises(ParamError, match="unknown clustering method 'spectral'"):
+        cluster.run("spectral", 3, params)
+    with pytest.raises(ParamError, match="agglomerative.linkage"):
+        cluster.run("agglomerative", "centroid", params)
+    with pytest.raises(ParamError, match="`agglomerative.k` must be a non-empty list"):
+        cluster.run("agglomerative", "ward", {**params, "agglomerative": {
+            **params["agglomerative"], "k": []}})
+    with pytest.raises(ParamError, match="dbscan.min_samples.*larger than the number of images"):
+        cluster.run("dbscan", 50.0, {**params, "dbscan": {**params["dbscan"], "min_samples": 500}})
+
+
+def test_grid_functions_in_process(blobs):
+    X, y, _ = blobs
+    res = cl.GRID_METHODS["kmeans"](X, 3, 0, n_init=4, max_iter=100)
+    labels, extra = res.points["k3"]
+    np.testing.assert_array_equal(labels, KMeans(3, n_init=4, max_iter=100,
+                                                 random_state=0).fit(X).labels_)
+    assert extra["k"] == 3 and res.tree is None
+    res = cl.agglomerative_points(X, "average", 0, ks=[2, 3])
+    assert list(res.points) == ["average_k2", "average_k3"] and res.tree.shape == (119, 4)
+    scores = cl.score_points(X, y, res, 50, 0)
+    assert scores["average_k3"]["ari"] == pytest.approx(1.0)
+    assert scores["average_k3"]["route"] == "exact"

@@ -1,11 +1,12 @@
-"""Issue 9, item 2, wired into the grid stages: kmeans.engine and agglomerative.route."""
+"""The large-N settings in the grid stages: kmeans.engine and agglomerative.route."""
 import json
 
 import numpy as np
 import pytest
 
-from clusterlens import clustering as cluster, selection as clustering
-from clusterlens.common import ParamError
+from clusterlens import selection
+from clusterlens.errors import ParamError
+from stages import cluster, clustering
 from tests.test_cluster import blobs  # noqa: F401 - the fixture
 
 
@@ -34,7 +35,7 @@ def test_two_step_route_is_recorded_and_its_files_survive_the_aggregate(blobs): 
     assert np.load("data/clusters/agglomerative/ward/tree.npy").shape[0] == point["cells"] - 1
     grid = clustering.grid_points({**params, "agglomerative": {**params["agglomerative"],
                                                                 "linkage": ["ward"]}})
-    assert "agglomerative/ward/cells.npy" not in clustering.prune_stale(grid)
+    assert "agglomerative/ward/cells.npy" not in selection.prune_stale(grid, "data/clusters")
     # auto keeps the exact tree for small N, and says so
     params["agglomerative"]["route"] = "auto"
     cluster.run("agglomerative", "single", params)

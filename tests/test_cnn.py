@@ -1,9 +1,8 @@
-"""The seed-000 CNN (stages/cnn.py): training, determinism, Keras callback semantics, saving and
-reloading, DVCLive logs, augmentation, params. Small generated data (3 colours x 30 images at
-16 px), a few epochs each."""
+"""The CNN trained from scratch (clusterlens.cnn): training, determinism, Keras callback
+semantics, saving and reloading, DVCLive logs, augmentation, params. Small generated data
+(3 colours x 30 images at 16 px), a few epochs each."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -13,13 +12,24 @@ import pytest
 import torch
 
 from clusterlens import cnn
-from clusterlens.cnn import CNNParams, ParamError
+from clusterlens.config.base import parse_section
+from clusterlens.config.cnn import CNNParams
+from clusterlens.errors import DataError, ParamError
 from tests.conftest import make_tree
 
 CLASSES = ["apple", "berry", "cherry"]
-# BatchNorm moving averages at 0.5 (seed: 0.99) so eval-mode statistics settle within the
+# BatchNorm moving averages at 0.5 (default: 0.99) so eval-mode statistics settle within the
 # handful of batches these tests train for.
 FAST = CNNParams(image_size=16, epochs=4, learning_rate=1e-3, batchnorm_momentum=0.5)
+
+
+def replace(p: CNNParams, **changes) -> CNNParams:
+    """A validated copy of ``p`` with some settings changed."""
+    return CNNParams(**{**p.model_dump(), **changes})
+
+
+def parse(section: dict) -> CNNParams:
+    return parse_section({"cnn": section}, "cnn", CNNParams)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +90,7 @@ def test_dvclive_logs_every_epoch_and_leaves_no_dvc_yaml(trained):
 
 
 def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
-    res = _fit(data, dataclasses.replace(FAST, epochs=2))
+    res = _fit(data, replace(FAST, epochs=2))
     config = cnn.model_config(3, CLASSES, FAST, 0)
     cnn.save_cnn(res.model, config, tmp_path)
     x = cnn.to_unit(data[3][:10])
@@ -90,7 +100,10 @@ def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
     assert got.shape == (10, 256)
     assert torch.equal(got, expected)
     assert (got >= 0).all() and got.abs().sum() > 0  # the ReLU'd Dense-256 layer
-    assert cnn.read_cnn_config(tmp_path)["class_names"] == CLASSES
+    saved = cnn.read_cnn_config(tmp_path)
+    assert saved["class_names"] == CLASSES
+    assert list(saved["params"]) == list(CNNParams.model_fields)
+    assert saved["params"] == {**FAST.model_dump(), "filters": [32, 64, 128]}
     # strict loading: a config that does not match the weights fails loudly
     bad = dict(config, embedding_dim=128)
     (tmp_path / "config.json").write_text(json.dumps(bad))
@@ -103,7 +116,7 @@ def test_embedding_network_runs_in_the_extract_engine(data, tmp_path):
     network must survive that and give the same features."""
     from clusterlens.features import prepare_model
 
-    res = _fit(data, dataclasses.replace(FAST, epochs=1))
+    res = _fit(data, replace(FAST, epochs=1))
     cnn.save_cnn(res.model, cnn.model_config(3, CLASSES, FAST, 0), tmp_path)
     x = cnn.to_unit(data[3][:8])
     with torch.no_grad():
@@ -116,7 +129,7 @@ def test_embedding_network_runs_in_the_extract_engine(data, tmp_path):
 
 
 def test_seeded_runs_repeat_exactly(data):
-    p = dataclasses.replace(FAST, epochs=2)
+    p = replace(FAST, epochs=2)
     a, b, c = _fit(data, p, 0), _fit(data, p, 0), _fit(data, p, 1)
     pd.testing.assert_frame_equal(a.history, b.history, check_exact=True)
     sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
@@ -126,7 +139,7 @@ def test_seeded_runs_repeat_exactly(data):
     torch.manual_seed(5)
     before = torch.rand(3)
     torch.manual_seed(5)
-    _fit(data, dataclasses.replace(FAST, epochs=1))
+    _fit(data, replace(FAST, epochs=1))
     assert torch.equal(torch.rand(3), before)
 
 
@@ -136,7 +149,7 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
     'no improvement'. Keras then cuts the LR after each bad epoch (lr_patience 1) and stops
     after two bad epochs (patience 2), restoring epoch 1's weights."""
     root, paths, labels, images = data
-    p = dataclasses.replace(FAST, epochs=10, patience=2, min_delta=100.0, lr_patience=1,
+    p = replace(FAST, epochs=10, patience=2, min_delta=100.0, lr_patience=1,
                             lr_min_delta=100.0, lr_factor=0.5)
     monkeypatch.chdir(tmp_path)
     summary = cnn.train_cnn(root, paths, labels, CLASSES, p, 0, tmp_path / "m",
@@ -159,7 +172,7 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
 
 # --------------------------------------------------------------------------- Keras semantics
 def _lrs(losses, **kw):
-    p = dataclasses.replace(CNNParams(), **kw)
+    p = replace(CNNParams(), **kw)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.learning_rate)
     sched = cnn.keras_plateau_scheduler(opt, p)
     out = []
@@ -193,7 +206,8 @@ def test_early_stopping_matches_keras_counting():
 
 # --------------------------------------------------------------------------- pieces
 def test_decode_matches_extract_preprocess(data):
-    from clusterlens.features import load_rgb, preprocess
+    from clusterlens.features import preprocess
+    from clusterlens.images import load_rgb
 
     root, paths, _, images = data
     for i in (0, 45, 89):
@@ -230,8 +244,8 @@ def test_augmentation_is_seeded_per_image_and_keras_like():
 
 
 def test_model_matches_the_seed_architecture():
-    m = cnn.SeedCNN(233)
-    # what Keras' model.summary() counts for seed 000's model with 233 classes (BatchNorm
+    m = cnn.ScratchCNN(233)
+    # what Keras' model.summary() counts for the reference model with 233 classes (BatchNorm
     # moving statistics included; PyTorch keeps those as buffers)
     n_params = sum(p.numel() for p in m.parameters())
     n_bn_buffers = sum(b.numel() for n, b in m.named_buffers() if "running" in n)
@@ -252,21 +266,24 @@ def test_split_is_stratified_and_seeded():
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(100))
     assert np.array_equal(va, cnn.split_train_val(labels, 0.2, 7)[1])
     assert not np.array_equal(va, cnn.split_train_val(labels, 0.2, 8)[1])
-    with pytest.raises(cnn.DataError, match="val_fraction"):
+    with pytest.raises(DataError, match="val_fraction"):
         cnn.split_train_val(np.array([0, 0, 0, 1]), 0.2, 0)
 
 
 # --------------------------------------------------------------------------- params
-def test_params_defaults_are_seed_000():
-    p = cnn.cnn_params({})
+def test_params_defaults_are_the_reference_recipe():
+    p = parse({})
+    assert p == CNNParams()
     assert (p.filters, p.embedding_dim, p.batch_size, p.epochs, p.learning_rate, p.l2) == (
         (32, 64, 128), 256, 32, 50, 5e-4, 1e-4)
     assert (p.patience, p.lr_factor, p.lr_patience, p.min_lr, p.val_fraction) == (
         5, 0.5, 3, 1e-7, 0.2)
     assert (p.rotation, p.zoom, p.translate, p.flip) == (0.15, 0.15, 0.1, True)
     # YAML 1.1 readers keep `5e-4` (no dot) as a string: accepted when it is a number
-    p = cnn.cnn_params({"cnn": {"learning_rate": "5e-4", "filters": [8, 16], "image_size": 4}})
+    p = parse({"learning_rate": "5e-4", "filters": [8, 16], "image_size": 4})
     assert p.learning_rate == 5e-4 and p.filters == (8, 16) and p.image_size == 4
+    # integers given for real-valued settings are kept as floats (config.json stays the same)
+    assert type(parse({"min_delta": 0}).min_delta) is float
 
 
 @pytest.mark.parametrize("key, value", [
@@ -280,11 +297,19 @@ def test_params_defaults_are_seed_000():
 ])
 def test_bad_params_name_the_key(key, value):
     with pytest.raises(ParamError) as err:
-        cnn.cnn_params({"cnn": {key: value}})
+        parse({key: value})
     assert err.value.key == f"cnn.{key}"
     assert f"`cnn.{key}`" in str(err.value)
 
 
 def test_unknown_key_suggests_the_right_one():
     with pytest.raises(ParamError, match="did you mean `cnn.epochs`"):
-        cnn.cnn_params({"cnn": {"epoch": 5}})
+        parse({"epoch": 5})
+
+
+def test_device_names_are_checked():
+    assert cnn.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
+        cnn.resolve_device("gpu")
+    with pytest.raises(ValueError, match="not available"):
+        cnn.resolve_device(f"cuda:{torch.cuda.device_count()}")

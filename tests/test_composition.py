@@ -7,8 +7,13 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster
 
-from clusterlens import clustering as cluster, selection as clustering, composition, tsne
-from clusterlens.common import DataError, ParamError, save_npy, write_table
+from clusterlens import composition, selection, trees
+from clusterlens.config.base import parse_section
+from clusterlens.config.composition import CompositionParams
+from clusterlens.errors import DataError, ParamError
+from clusterlens.io import save_npy, write_json, write_table
+from clusterlens.plots.clustering import plot_dendrogram
+from stages import cluster, clustering, composition as stage, tsne
 from tests.conftest import make_tree
 
 
@@ -43,22 +48,79 @@ def test_mismatched_lengths_are_an_error():
         composition.composition_table(np.array([0, 1, 1]), np.array(["a", "b"]))
 
 
+@pytest.mark.parametrize("section, match", [
+    ({"montage_clusters": 0, "montage_images": 4}, r"composition.montage_clusters` must be >= 1"),
+    ({"montage_clusters": 2, "montage_images": "4"}, "composition.montage_images"),
+    ({"montage_clusters": 2}, "composition.montage_images` is missing"),
+    ({"montage_clusters": 2, "montage_image": 4}, "did you mean `composition.montage_images`"),
+])
+def test_composition_params_errors_name_the_key(section, match):
+    with pytest.raises(ParamError, match=match):
+        parse_section({"composition": section}, "composition", CompositionParams)
+
+
+def test_selected_labels_follow_the_grid_layout(tmp_path):
+    assert stage.labels_path("kmeans", "k10", tmp_path) == tmp_path / "kmeans" / "k10.npy"
+    assert stage.labels_path("agglomerative", "ward_k10", tmp_path) == \
+        tmp_path / "agglomerative" / "ward" / "k10.npy"
+    save_npy(tmp_path / "agglomerative" / "ward" / "k3.npy", np.array([0, 1, 2]))
+    sel = {"selected": {"method": "agglomerative", "point": "ward_k3"}}
+    name, labels = stage.selected_labels(sel, tmp_path)
+    assert name == "agglomerative/ward_k3" and labels.tolist() == [0, 1, 2]
+    with pytest.raises(DataError, match="the selected model's labels.*missing"):
+        stage.selected_labels({"selected": {"method": "kmeans", "point": "k9"}}, tmp_path)
+
 
 def test_dendrogram_cut_heights_leave_k_clusters(in_tmp_cwd):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 4))
-    Z = cluster.linkage_tree(X, "ward")
-    for k, h in cluster.cut_heights(Z, [2, 5, 9]).items():
+    Z = trees.linkage_tree(X, "ward")
+    for k, h in trees.cut_heights(Z, [2, 5, 9]).items():
         assert len(np.unique(fcluster(Z, h, criterion="distance"))) == k
-    cluster.plot_dendrogram(Z, [2, 5, 9], "plots/d.png", "ward")
+    plot_dendrogram(Z, [2, 5, 9], "plots/d.png", "ward")
     assert Image.open("plots/d.png").size[0] > 800
 
 
 def test_recommended_k_by_silhouette_and_elbow():
     km = {f"k{k}": {"k": k, "inertia": i, "silhouette": s} for k, i, s in
           [(2, 1000, 0.3), (4, 300, 0.5), (6, 250, 0.4), (8, 220, 0.35), (10, 200, 0.3)]}
-    assert clustering.recommended_k(km) == {"by_silhouette": 4, "by_elbow": 4}
-    assert clustering.elbow_k([2, 3], [5, 4]) is None
+    assert selection.recommended_k(km) == {"by_silhouette": 4, "by_elbow": 4}
+    assert selection.elbow_k([2, 3], [5, 4]) is None
+
+
+PARAMS = {"seed": 0, "data": {"root": "images"},
+          "composition": {"montage_clusters": 2, "montage_images": 4}}
+
+
+def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
+    """The stage alone: an agglomerative selection with noise, its labels in the per-linkage
+    folder; the table puts noise last and the figures are written."""
+    root = make_tree(tmp_path / "images", {"apple": 6, "berry": 5, "cherry": 4})
+    rows = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.png"))
+    cls = [r.split("/")[0] for r in rows]
+    write_table("data/index.parquet", pd.DataFrame({"path": rows, "class": cls}))
+    labels = np.array([{"apple": 0, "berry": 1, "cherry": 2}[c] for c in cls])
+    labels[[0, 7]] = -1
+    save_npy("data/clusters/agglomerative/ward/k3.npy", labels)
+    write_json("metrics/clustering.json", {"selected": {
+        "method": "agglomerative", "point": "ward_k3", "metric": "nmi", "value": 0.8,
+        "reason": "highest nmi"}})
+    rng = np.random.default_rng(0)
+    save_npy("data/pca_2d.npy", rng.normal(size=(len(rows), 2)).astype(np.float32))
+    np.savez("data/tsne.npz", embedding=rng.normal(size=(6, 2)), rows=np.arange(0, 12, 2))
+    table = stage.run({**PARAMS, "data": {"root": str(root)}})
+    assert table["cluster"].tolist() == [0, 1, 2, -1]
+    assert table["size"].tolist() == [5, 4, 4, 2]
+    assert pd.read_csv(stage.OUT_TABLE)["cluster"].tolist() == [0, 1, 2, -1]
+    for png in [stage.OUT_HEATMAP, stage.OUT_MONTAGE, stage.OUT_TSNE, stage.OUT_PCA]:
+        assert Image.open(png).size[0] > 300, png
+
+
+def test_composition_stage_checks_its_params_first(in_tmp_cwd):
+    with pytest.raises(ParamError, match="composition.montage_images` must be >= 1"):
+        stage.run({**PARAMS, "composition": {"montage_clusters": 2, "montage_images": 0}})
+    with pytest.raises(ParamError, match="`seed`"):
+        stage.run({k: v for k, v in PARAMS.items() if k != "seed"})
 
 
 @pytest.fixture
@@ -77,8 +139,10 @@ def selected_run(tmp_path, in_tmp_cwd):
     params = {"seed": 0, "data": {"root": str(root)}, "metrics": {"silhouette_sample": 100},
               "kmeans": {"k": [2, 3], "n_init": 3, "max_iter": 100},
               "agglomerative": {"linkage": ["ward"], "k": [3]},
-              "gmm": {"k": []}, "dbscan": {"eps_percentile": []},
-              "hdbscan": {"min_cluster_size": []}, "nmf": {"k": []},
+              "gmm": {"k": [], "covariance_type": "diag", "max_iter": 200},
+              "dbscan": {"eps_percentile": [], "min_samples": 10},
+              "hdbscan": {"min_cluster_size": [], "min_samples": None},
+              "nmf": {"k": [], "n_components": 10, "max_iter": 300, "negative": "shift"},
               "select": {"metric": "nmi", "max_noise": 0.3},
               "tsne": {"sample": 20, "perplexity": 5, "max_iter": 250},
               "composition": {"montage_clusters": 2, "montage_images": 4}}
@@ -92,15 +156,14 @@ def selected_run(tmp_path, in_tmp_cwd):
 
 def test_composition_stage_writes_table_and_figures(selected_run):
     params, y = selected_run
-    table = composition.run(params)
+    table = stage.run(params)
     sel = json.load(open("metrics/clustering.json"))["selected"]
     assert sel["value"] == pytest.approx(1.0)  # three well separated blobs
     assert sorted(table["size"].tolist(), reverse=True) == [12, 10, 8]
     assert (table["top1_pct"] == 100).all() and (table["entropy_bits"] == 0).all()
     on_disk = pd.read_csv("metrics/composition.csv")
     assert on_disk["size"].tolist() == table["size"].tolist()
-    for png in [composition.OUT_HEATMAP, composition.OUT_MONTAGE, composition.OUT_TSNE,
-                composition.OUT_PCA]:
+    for png in [stage.OUT_HEATMAP, stage.OUT_MONTAGE, stage.OUT_TSNE, stage.OUT_PCA]:
         assert Image.open(png).size[0] > 500, png
     assert Image.open("plots/clustering/dendrogram_ward.png").size[0] > 800
 
@@ -109,4 +172,4 @@ def test_composition_without_a_selection_is_a_clear_error(selected_run):
     params, _ = selected_run
     json.dump({"best": {}}, open("metrics/clustering.json", "w"))
     with pytest.raises(DataError, match="no selected model"):
-        composition.run(params)
+        stage.run(params)

@@ -9,10 +9,16 @@ import torch
 from PIL import Image
 
 from clusterlens import features as ex
+from clusterlens import images
+from clusterlens import precision as pr
 from clusterlens.backbones import LITE0, build_backbone, lite0_weights_path
-from clusterlens.common import ParamError
+from clusterlens.config.base import parse_section
+from clusterlens.config.extract import ExtractParams
+from clusterlens.errors import ParamError
 from clusterlens.index import build_index
-from tests.conftest import MOBILENET_WEIGHTS, make_image
+from clusterlens.io import write_table
+from stages import extract as stage
+from tests.conftest import MOBILENET_WEIGHTS, PROJECT, make_image, make_tree
 
 RNG = np.random.default_rng(2)
 
@@ -20,17 +26,17 @@ RNG = np.random.default_rng(2)
 # --------------------------------------------------------------------------- images
 def test_to_rgb_handles_every_mode():
     rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))  # fully transparent -> white
-    assert ex.to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+    assert images.to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
     half = Image.new("RGBA", (4, 4), (0, 0, 0, 255))
-    assert ex.to_rgb(half).getpixel((0, 0)) == (0, 0, 0)
+    assert images.to_rgb(half).getpixel((0, 0)) == (0, 0, 0)
     gray16 = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
     assert gray16.mode.startswith("I;16")
-    assert ex.to_rgb(gray16).getpixel((0, 0)) == (255, 255, 255)
-    assert ex.to_rgb(Image.new("L", (4, 4), 100)).getpixel((1, 1)) == (100, 100, 100)
+    assert images.to_rgb(gray16).getpixel((0, 0)) == (255, 255, 255)
+    assert images.to_rgb(Image.new("L", (4, 4), 100)).getpixel((1, 1)) == (100, 100, 100)
     cmyk = Image.new("CMYK", (4, 4), (0, 0, 0, 0))
-    assert ex.to_rgb(cmyk).getpixel((0, 0)) == (255, 255, 255)
+    assert images.to_rgb(cmyk).getpixel((0, 0)) == (255, 255, 255)
     pal = Image.new("RGB", (4, 4), (200, 10, 10)).convert("P")
-    assert ex.to_rgb(pal).mode == "RGB"
+    assert images.to_rgb(pal).mode == "RGB"
 
 
 def test_load_rgb_applies_exif_orientation_and_first_frame(tmp_path):
@@ -38,10 +44,10 @@ def test_load_rgb_applies_exif_orientation_and_first_frame(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     img.save(tmp_path / "r.jpg", exif=exif.tobytes())
-    assert ex.load_rgb(tmp_path / "r.jpg").size == (20, 40)
+    assert images.load_rgb(tmp_path / "r.jpg").size == (20, 40)
     frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
-    r, g, b = ex.load_rgb(tmp_path / "a.gif").getpixel((2, 2))
+    r, g, b = images.load_rgb(tmp_path / "a.gif").getpixel((2, 2))
     assert r > 200 and b < 50
 
 
@@ -62,7 +68,7 @@ def test_center_crop_keeps_the_centre_and_squash_keeps_everything():
     assert crop.shape == squash.shape == (3, 32, 32)
     assert crop[:, :, 1:-1].min() > 0.95  # only the white centre survives the crop
     assert squash[:, :, 0].max() < 0.05 and squash[:, :, 16].min() > 0.95
-    with pytest.raises(ParamError, match="extract.resize"):
+    with pytest.raises(ValueError, match="resize must be one of"):
         ex.preprocess(img, 32, "stretch", (0, 0, 0), (1, 1, 1))
 
 
@@ -85,22 +91,22 @@ def test_resolve_device(monkeypatch):
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_autocast_float16_only_on_cuda_and_bf16_on_request():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    with ex.autocast_for(cpu, "auto"):
+    with pr.autocast_for(cpu, "auto"):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype == torch.float32  # auto never autocasts on CPU
-    with ex.autocast_for(cpu, "bf16"):
+    with pr.autocast_for(cpu, "bf16"):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype == torch.float32  # on CPU bf16 casts the model instead of autocasting
-    assert ex.cast_dtype(cpu, "bf16") == torch.bfloat16 and ex.cast_dtype(cpu, "auto") is None
-    assert ex.cast_dtype(cuda, "bf16") is None
-    assert isinstance(ex.autocast_for(cuda, "bf16"), torch.autocast)
+    assert pr.cast_dtype(cpu, "bf16") == torch.bfloat16 and pr.cast_dtype(cpu, "auto") is None
+    assert pr.cast_dtype(cuda, "bf16") is None
+    assert isinstance(pr.autocast_for(cuda, "bf16"), torch.autocast)
     for jit in (False, True):  # the model runs in bfloat16 (fed float32), eager or traced
-        f, engine = ex.prepare_model(torch.nn.Conv2d(3, 4, 3), cpu, (2, 3, 8, 8), "bf16", jit)
+        f, engine = pr.prepare_model(torch.nn.Conv2d(3, 4, 3), cpu, (2, 3, 8, 8), "bf16", jit)
         assert f(torch.ones(2, 3, 8, 8)).dtype == torch.bfloat16
         assert engine == ("jit" if jit else "eager")
-    assert ex.compute_dtype(cuda, "auto") == "fp16" and ex.compute_dtype(cpu, "auto") == "fp32"
-    assert isinstance(ex.autocast_for(cuda, "auto"), torch.autocast)
-    assert not isinstance(ex.autocast_for(cuda, "fp32"), torch.autocast)
+    assert pr.compute_dtype(cuda, "auto") == "fp16" and pr.compute_dtype(cpu, "auto") == "fp32"
+    assert isinstance(pr.autocast_for(cuda, "auto"), torch.autocast)
+    assert not isinstance(pr.autocast_for(cuda, "fp32"), torch.autocast)
     assert ex.resolve_workers("auto", cpu) == 0 and ex.resolve_workers(3, cpu) == 3
 
 
@@ -209,7 +215,9 @@ def _params(root, **extract):
 
 
 def test_params_are_validated_before_heavy_work(tmp_path):
-    P = ex.ExtractParams.from_params
+    def P(params):
+        return parse_section(params, "extract", ExtractParams)
+
     with pytest.raises(ParamError, match="extract.image_size"):
         P(_params(tmp_path, image_size=4))
     with pytest.raises(ParamError, match="extract.resize"):
@@ -224,14 +232,21 @@ def test_params_are_validated_before_heavy_work(tmp_path):
         P(_params(tmp_path, workers=-1))
     with pytest.raises(ParamError, match="extract.store"):
         P(_params(tmp_path, store=""))
+    with pytest.raises(ParamError, match="extract.jit"):
+        P(_params(tmp_path, jit="yes"))
+    with pytest.raises(ParamError, match="extract.weights"):
+        P(_params(tmp_path, weights=""))
+    with pytest.raises(ParamError, match="did you mean `extract.threads`"):
+        P(_params(tmp_path, thread=2))
+    ok = P(_params(tmp_path, image_size="auto", workers="auto", store="None"))
+    assert ok.image_size == "auto" and ok.workers == "auto" and ok.store_dir is None
+    assert (ok.threads, ok.processes, ok.nodes) == ("auto", 1, 1) and not ok.distributed
 
 
 def test_run_writes_features_in_index_order(image_tree, in_tmp_cwd):
-    from clusterlens.common import write_table
-
     index, _, _ = build_index(image_tree)
     write_table("data/index.parquet", index)
-    metrics = ex.run(_params(image_tree))
+    metrics = stage.run(_params(image_tree))
     feats = np.load("data/features.npy")
     assert feats.shape == (len(index), 1280) and feats.dtype == np.float32
     assert json.loads(open("metrics/extract.json").read()) == metrics
@@ -273,7 +288,7 @@ def test_fold_batchnorms_removes_every_batchnorm_and_keeps_the_function(name):
         _randomize_bn(model)
     model.eval()
     before = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    folded = ex.fold_batchnorms(model)
+    folded = pr.fold_batchnorms(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert len(before) >= 20  # Lite0's convolutions are a Conv2d subclass: folded as well
     assert all(isinstance(m, torch.nn.BatchNorm2d) for m in before)  # the original untouched
@@ -286,7 +301,7 @@ def test_fold_batchnorms_removes_every_batchnorm_and_keeps_the_function(name):
 def test_fold_batchnorms_leaves_an_untraceable_model_as_a_copy(caplog):
     model = _randomize_bn(_DataDependent())
     with caplog.at_level("INFO", logger="clusterlens.extract"):
-        out = ex.fold_batchnorms(model)
+        out = pr.fold_batchnorms(model)
     assert out is not model and isinstance(out.bn, torch.nn.BatchNorm2d)
     assert "not folded" in caplog.text
     x = torch.randn(1, 3, 8, 8)
@@ -319,9 +334,9 @@ def test_bf16_model_is_folded_in_float32_before_the_cast():
     cpu = torch.device("cpu")
     with torch.inference_mode():
         ref = bb.model.eval()(x).numpy()
-        new, engine = ex.prepare_model(bb.model, cpu, tuple(x.shape), "bf16", True)
+        new, engine = pr.prepare_model(bb.model, cpu, tuple(x.shape), "bf16", True)
         ours = new(x).float().numpy()
-    old = ex._CastInput(copy.deepcopy(bb.model).to(torch.bfloat16), torch.bfloat16).eval()
+    old = pr._CastInput(copy.deepcopy(bb.model).to(torch.bfloat16), torch.bfloat16).eval()
     with torch.no_grad():
         earlier = torch.jit.freeze(torch.jit.trace(old, x, check_trace=False))(x).float().numpy()
 
@@ -334,11 +349,11 @@ def test_bf16_model_is_folded_in_float32_before_the_cast():
 
 def test_cpu_jit_runs_with_onednn_fusion_and_restores_the_flag():
     cpu = torch.device("cpu")
-    assert ex.onednn_fusion(cpu, True) and not ex.onednn_fusion(cpu, False)
-    assert not ex.onednn_fusion(torch.device("cuda"), True)
+    assert pr.onednn_fusion(cpu, True) and not pr.onednn_fusion(cpu, False)
+    assert not pr.onednn_fusion(torch.device("cuda"), True)
     before = torch._C._jit_llga_enabled()
     model = build_backbone("mobilenet_v2", "none", 64).model
-    f, engine = ex.prepare_model(model, cpu, (4, 3, 64, 64), "fp32", True)
+    f, engine = pr.prepare_model(model, cpu, (4, 3, 64, 64), "fp32", True)
     assert engine == "jit" and torch._C._jit_llga_enabled() == before
     x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -348,27 +363,49 @@ def test_cpu_jit_runs_with_onednn_fusion_and_restores_the_flag():
     assert torch.allclose(y1, ref, rtol=1e-4, atol=1e-5)
     graph = str(torch.jit.last_executed_optimized_graph())
     assert "LlgaFusionGroup" in graph or "oneDNN" in graph
-    spec = ex.store_spec(ex.ExtractParams.from_params(
-        {"seed": 0, "data": {"root": "."},
-         "extract": {"backbone": "mobilenet_v2", "weights": "none", "image_size": 32,
-                                "resize": "squash", "batch_size": 4, "device": "cpu",
-                                "workers": 0, "precision": "fp32", "jit": "auto",
-                                "store": "none"}}),
-        build_backbone("mobilenet_v2", "none", 32), 32, cpu)
+    spec = ex.store_spec(build_backbone("mobilenet_v2", "none", 32), 32, cpu, resize="squash",
+                         precision="fp32", jit="auto", batch_size=4, seed=0)
     assert spec["onednn_fusion"] is True and "bf16_fold" not in spec
 
 
-def test_a_partition_onednn_cannot_build_falls_back_to_the_plain_trace(caplog):
-    """mobilenet_v2 at 32 px (1 x 1 maps at the end): oneDNN Graph cannot build a reorder on
-    the pinned torch; the model is traced again without the fusion, not run eagerly."""
+def test_a_partition_onednn_cannot_build_falls_back_to_the_plain_trace(caplog, monkeypatch):
+    """When oneDNN Graph cannot build a fused partition (it happens for some models and shapes
+    on some CPUs), the model is traced again without the fusion, not run eagerly. The failure is
+    forced here, so the fallback is checked on every CPU."""
+    real_trace, calls = pr._trace, []
+
+    def fused_trace_fails(model, example, device, precision, fusion):
+        calls.append(fusion)
+        if fusion:
+            raise RuntimeError("LLGA: cannot build a partition (forced by the test)")
+        return real_trace(model, example, device, precision, fusion)
+
+    monkeypatch.setattr(pr, "_trace", fused_trace_fails)
     model = build_backbone("mobilenet_v2", "none", 32).model
+    before = torch._C._jit_llga_enabled()
     with caplog.at_level("INFO", logger="clusterlens.extract"):
-        f, engine = ex.prepare_model(model, torch.device("cpu"), (4, 3, 32, 32), "fp32", True)
-    assert engine == "jit"
+        f, engine = pr.prepare_model(model, torch.device("cpu"), (4, 3, 32, 32), "fp32", True)
+    assert calls == [True, False]
+    assert engine == "jit" and isinstance(f, torch.jit.ScriptModule)
     assert "fusion failed" in caplog.text and "eagerly" not in caplog.text
+    assert torch._C._jit_llga_enabled() == before
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         assert torch.allclose(f(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_that_cannot_be_traced_runs_eagerly(caplog, monkeypatch):
+    def no_trace(*args):
+        raise RuntimeError("cannot trace (forced by the test)")
+
+    monkeypatch.setattr(pr, "_trace", no_trace)
+    model = torch.nn.Conv2d(3, 4, 3)
+    with caplog.at_level("INFO", logger="clusterlens.extract"):
+        f, engine = pr.prepare_model(model, torch.device("cpu"), (2, 3, 8, 8), "fp32", True)
+    assert engine == "eager" and "eagerly" in caplog.text
+    x = torch.ones(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(f(x), model(x))
 
 
 def test_fold_batchnorms_leaves_a_shared_convolution_alone():
@@ -384,7 +421,7 @@ def test_fold_batchnorms_leaves_a_shared_convolution_alone():
             return self.bn(self.conv(x)) + self.conv(x)
 
     model = _randomize_bn(Shared())
-    folded = ex.fold_batchnorms(model)
+    folded = pr.fold_batchnorms(model)
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), atol=1e-5)
@@ -392,12 +429,12 @@ def test_fold_batchnorms_leaves_a_shared_convolution_alone():
 
 def test_split_depthwise_keeps_the_function_and_splits_only_depthwise_convolutions():
     model = _randomize_bn(build_backbone("mobilenet_v2", "none", 64).model)
-    depthwise = [n for n, m in model.named_modules() if ex.is_depthwise(m)]
+    depthwise = [n for n, m in model.named_modules() if pr.is_depthwise(m)]
     assert len(depthwise) == 17  # one per inverted-residual block, 1x1 convolutions left alone
-    split = ex.split_depthwise(ex.fold_batchnorms(model))
-    pairs = [m for m in split.modules() if isinstance(m, ex._SplitWeightConv)]
+    split = pr.split_depthwise(pr.fold_batchnorms(model))
+    pairs = [m for m in split.modules() if isinstance(m, pr._SplitWeightConv)]
     assert len(pairs) == 17
-    assert sum(ex.is_depthwise(m) for m in split.modules()) == 2 * 17  # each pair's hi and lo
+    assert sum(pr.is_depthwise(m) for m in split.modules()) == 2 * 17  # each pair's hi and lo
     for p in pairs:  # lo is what bfloat16 rounds away from the float32 weight
         w, lo = p.hi.weight.detach(), p.lo.weight.detach()
         assert torch.allclose(w.to(torch.bfloat16).float() + lo, w, rtol=0, atol=1e-12)
@@ -416,8 +453,8 @@ def test_bf16_split_is_closer_to_float32_than_bf16():
     cpu = torch.device("cpu")
     with torch.inference_mode():
         ref = bb.model.eval()(x).numpy()
-        ours = ex.prepare_model(bb.model, cpu, tuple(x.shape), "bf16_split", False)[0](x).float()
-        unsplit = ex.prepare_model(bb.model, cpu, tuple(x.shape), "bf16", False)[0](x).float()
+        ours = pr.prepare_model(bb.model, cpu, tuple(x.shape), "bf16_split", False)[0](x).float()
+        unsplit = pr.prepare_model(bb.model, cpu, tuple(x.shape), "bf16", False)[0](x).float()
 
     c_ours, c_plain = _cosines(ref, ours.numpy()), _cosines(ref, unsplit.numpy())
     # measured (1 - cosine, mean / worst of 32): 0.00033 / 0.00096 against 0.00103 / 0.00369
@@ -427,14 +464,83 @@ def test_bf16_split_is_closer_to_float32_than_bf16():
 
 def test_bf16_split_has_its_own_store_key_space_and_label(tmp_path):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert ex.split_weights(cpu, "bf16_split") and not ex.split_weights(cpu, "bf16")
-    assert not ex.split_weights(cuda, "bf16_split")  # autocast on CUDA: nothing to split
-    assert ex.compute_dtype(cuda, "bf16_split") == "bf16"
-    assert [ex.precision_label(cpu, v) for v in ("auto", "fp32", "bf16", "bf16_split")] == \
+    assert pr.split_weights(cpu, "bf16_split") and not pr.split_weights(cpu, "bf16")
+    assert not pr.split_weights(cuda, "bf16_split")  # autocast on CUDA: nothing to split
+    assert pr.compute_dtype(cuda, "bf16_split") == "bf16"
+    assert [pr.precision_label(cpu, v) for v in ("auto", "fp32", "bf16", "bf16_split")] == \
         ["fp32", "fp32", "bf16", "bf16_split"]
     bb = build_backbone(LITE0, "DEFAULT", 32)
-    specs = {v: ex.store_spec(ex.ExtractParams.from_params(_params(tmp_path, precision=v)), bb,
-                              32, cpu) for v in ("fp32", "bf16", "bf16_split")}
+    specs = {v: ex.store_spec(bb, 32, cpu, resize="squash", precision=v, jit="auto",
+                              batch_size=8, seed=0) for v in ("fp32", "bf16", "bf16_split")}
     assert specs["bf16_split"]["bf16_depthwise"] == "hi+lo"
     assert "bf16_depthwise" not in specs["bf16"] and "bf16_fold" not in specs["fp32"]
     assert len({json.dumps(s, sort_keys=True) for s in specs.values()}) == 3
+
+
+# --------------------------------------------------------------------------- interrupt hook
+class _Held(Exception):
+    pass
+
+
+def test_hold_hook_stops_right_after_the_nth_batch(image_tree, monkeypatch):
+    """CLUSTERLENS_HOLD_AFTER_BATCH=n holds after the n-th batch (here: raises instead of
+    blocking); unset, extraction runs through."""
+    from clusterlens.backbones import RAW
+
+    held = []
+
+    def hold(n):
+        held.append(n)
+        raise _Held
+
+    monkeypatch.setattr(ex, "_hold", hold)
+    bb = build_backbone(RAW, "none", 8)
+    paths = sorted(p.relative_to(image_tree).as_posix() for p in image_tree.rglob("*.png"))
+    kw = dict(batch_size=2, device="cpu", progress=False, jit=False)
+    monkeypatch.delenv(ex.HOLD_ENV, raising=False)
+    full, _ = ex.extract_features(bb, image_tree, paths, 8, **kw)
+    assert held == [] and full.shape == (len(paths), 3 * 8 * 8)
+    monkeypatch.setenv(ex.HOLD_ENV, "2")
+    with pytest.raises(_Held):
+        ex.extract_features(bb, image_tree, paths, 8, **kw)
+    assert held == [2]
+    monkeypatch.setenv(ex.HOLD_ENV, "0")
+    with pytest.raises(ValueError, match=ex.HOLD_ENV):
+        ex.extract_features(bb, image_tree, paths, 8, **kw)
+
+
+def test_extract_stage_holds_at_the_signalled_point_until_killed(tmp_path, in_tmp_cwd):
+    """The stage, run as a command, says where it holds on stderr and is killed there: no
+    output and no store shard has been written at that point."""
+    import os
+    import selectors
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = make_tree(tmp_path / "img", {"a": 3, "b": 3})
+    index, _, _ = build_index(root)
+    write_table("data/index.parquet", index)
+    params = _params(root, backbone="raw_pixels", weights="none", image_size=16, batch_size=2,
+                     device="cpu", jit=False, store=str(tmp_path / "store"))
+    (in_tmp_cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, ex.HOLD_ENV: "2", "PYTHONPATH": str(PROJECT)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.extract"], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    lines = []
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stderr, selectors.EVENT_READ)
+            while not lines or lines[-1].strip() != "clusterlens: holding after batch 2":
+                assert sel.select(timeout=300), "no hold line in 300 s:\n" + "".join(lines)
+                line = proc.stderr.readline()
+                assert line, "the stage ended without holding:\n" + "".join(lines)
+                lines.append(line)
+        assert proc.poll() is None  # blocked, not finished
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (in_tmp_cwd / "data/features.npy").exists()
+    assert not (in_tmp_cwd / "metrics/extract.json").exists()
+    assert not list((tmp_path / "store").rglob("*.npy"))

@@ -1,17 +1,14 @@
 """Feature-set fusion: visual, text, concat and weighted sets, and the kappa comparison table."""
-import socket
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from clusterlens import captions as cap
-from clusterlens import fusion as fu
-from clusterlens.common import DataError, ParamError, load_npy, read_json
-from tests.conftest import MOBILENET_WEIGHTS, make_image
-
-NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
+from clusterlens import feature_sets, fusion as fu
+from clusterlens.config.base import parse_section
+from clusterlens.config.fusion import METHOD_NAMES, FusionParams, parse_fusion
+from clusterlens.errors import DataError, ParamError
+from clusterlens.io import load_npy, read_json, save_npy, write_table
+from stages import fusion as fusion_stage
 
 
 # --------------------------------------------------------------------------- fusion
@@ -63,9 +60,27 @@ def test_weighted_fusion_at_the_ends_is_one_part_alone():
 ])
 def test_feature_set_validates_params(name, weight, dim, key):
     visual, text, _ = _blobs(n_per=5)
-    with pytest.raises(ParamError) as err:
+    with pytest.raises(ValueError):
         fu.feature_set(name, visual, text, weight, dim)
+    with pytest.raises(ParamError) as err:
+        parse_section({"fusion": {"set": name, "weight": weight, "dim": dim}}, "fusion",
+                      FusionParams)
     assert err.value.key == key
+
+
+def test_fusion_params_defaults_and_names():
+    assert parse_fusion({}) == FusionParams(set="visual", weight=0.5, dim=384,
+                                            methods=["kmeans", "gmm"])
+    assert parse_fusion({"fusion": {"set": "concat"}}).set == "concat"
+    assert parse_fusion({"fusion": {"weight": 1}}).weight == 1.0
+    assert set(FusionParams.model_fields["set"].annotation.__args__) == set(fu.FEATURE_SETS)
+    assert METHOD_NAMES == fu.METHODS and fu.FEATURE_SETS == feature_sets.FEATURE_SETS
+    for methods in (["dbscan"], [], "kmeans"):
+        with pytest.raises(ParamError) as err:
+            parse_fusion({"fusion": {"methods": methods}})
+        assert err.value.key == "fusion.methods"
+    with pytest.raises(ParamError, match="did you mean `fusion.weight`"):
+        parse_fusion({"fusion": {"weigth": 0.5}})
 
 
 def test_fusion_rejects_misaligned_rows():
@@ -89,9 +104,10 @@ def test_kappa_table_ranks_the_informative_features_first():
     assert kappa["concat", "kmeans"] > kappa["visual", "kmeans"]
     again = fu.kappa_table(sets, y, k=3, seed=0, n_init=3, progress=False)
     pd.testing.assert_frame_equal(table, again)  # seeded: identical
-    with pytest.raises(ParamError) as err:
+    with pytest.raises(ValueError, match="spectral"):
         fu.kappa_table(sets, y, 3, methods=("kmeans", "spectral"), progress=False)
-    assert err.value.key == "fusion.methods"
+    with pytest.raises(ValueError, match="more than the"):
+        fu.kappa_table({"text": text[:2]}, y[:2], 3, methods=("kmeans",), progress=False)
 
 
 def test_kappa_table_reuses_the_cluster_metrics_kappa():
@@ -105,8 +121,6 @@ def test_kappa_table_reuses_the_cluster_metrics_kappa():
 
 
 def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
-    from clusterlens.common import save_npy, write_table
-
     visual, text, y = _blobs(n_per=15)
     save_npy("data/features.npy", visual)
     save_npy("data/text_features.npy", fu.l2_normalize(text))
@@ -114,13 +128,19 @@ def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
                                                     "label": y}))
     params = {"seed": 0, "fusion": {"set": "weighted", "weight": 0.5, "dim": 8,
                                     "methods": ["kmeans", "ward"]},
-              "kmeans": {"n_init": 2, "max_iter": 100}}
-    m = fu.run(params)
+              "kmeans": {"k": [3], "n_init": 2, "max_iter": 100}}
+    m = fusion_stage.run(params)
     assert load_npy("data/fused.npy").shape == (len(y), 8)
     table = pd.read_csv("metrics/fusion.csv")
     assert len(table) == 8 and set(table["method"]) == {"kmeans", "ward"}
     assert m["text"]["kmeans"] > m["visual"]["kmeans"]
     assert m["best"]["features"] != "visual" and m["k"] == 3
+    assert read_json("metrics/fusion.json") == m
+    assert set(m) == {*fu.FEATURE_SETS, "best", "k", "weighted_dim"} and m["weighted_dim"] == 8
     with pytest.raises(ParamError) as err:
-        fu.run({**params, "fusion": {**params["fusion"], "methods": ["dbscan"]}})
+        fusion_stage.run({**params, "fusion": {**params["fusion"], "methods": ["dbscan"]}})
     assert err.value.key == "fusion.methods"
+    with pytest.raises(ParamError, match="kmeans.k"):  # the grid's K-Means settings are parsed
+        fusion_stage.run({**params, "kmeans": {"n_init": 2, "max_iter": 100}})
+    with pytest.raises(ParamError, match="gmm"):  # gmm in the table needs the gmm section
+        fusion_stage.run({**params, "fusion": {**params["fusion"], "methods": ["gmm"]}})

@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clusterlens.common import DataError, ParamError
-from clusterlens.index import IndexParams, build_index, index_metrics, run, scan_tree
+from clusterlens.config.base import parse_section
+from clusterlens.config.index import IndexParams
+from clusterlens.errors import DataError, ParamError
+from clusterlens.index import build_index, index_metrics, scan_tree
+from stages.index import run
 from tests.conftest import make_image, make_tree
 
 RNG = np.random.default_rng(1)
@@ -162,10 +165,20 @@ def _params(root, **over):
 
 
 def test_params_are_validated_with_their_key(tmp_path):
+    p = parse_section(_params(tmp_path), "index", IndexParams)
+    assert (p.min_side, p.drop_duplicates, p.workers) == (8, False, 2)
     with pytest.raises(ParamError, match="index.min_side"):
-        IndexParams.from_params(_params(tmp_path, index__min_side=0))
+        parse_section(_params(tmp_path, index__min_side=0), "index", IndexParams)
     with pytest.raises(ParamError, match="index.drop_duplicates"):
-        IndexParams.from_params(_params(tmp_path, index__drop_duplicates="yes"))
+        parse_section(_params(tmp_path, index__drop_duplicates="yes"), "index", IndexParams)
+    with pytest.raises(ParamError, match="did you mean `index.min_side`"):
+        parse_section({"index": {**_params(tmp_path)["index"], "min_sides": 8}}, "index",
+                      IndexParams)
+    # the stage checks its params before it looks at the folder
+    with pytest.raises(ParamError, match="index.workers"):
+        run(_params(tmp_path / "absent", index__workers=0))
+    with pytest.raises(ParamError, match="data.root"):
+        run(_params(tmp_path, data__root=""))
 
 
 def test_run_writes_every_output(messy_tree, in_tmp_cwd):

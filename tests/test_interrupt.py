@@ -1,59 +1,41 @@
-"""Issue 6, item 3: killing `dvc repro` mid-stage (SIGINT, as Ctrl-C sends it to the whole
-process group, and SIGKILL) leaves no partial output that DVC could record, and running
-`dvc repro` again gives byte-identical outputs to an uninterrupted run.
+"""Killing `dvc repro` mid-stage (SIGINT, as Ctrl-C sends it to the whole process group;
+SIGTERM; SIGKILL) leaves no partial output that DVC could record, and running `dvc repro`
+again gives outputs byte-identical to an uninterrupted run.
 
-Each case runs in its own temporary git + DVC repository (as tests/test_pipeline.py does) on the
-same generated image tree, outside the repositories. The kill lands while `extract` is in its
-feature loop: shortly after the stage's progress bar appears (a test hook,
-CLUSTERLENS_TEST_BATCH_DELAY, keeps the loop a few seconds long).
+Each case works on its own copy of the shared end-to-end repository (tests/conftest.py),
+without its feature store and run cache, so that `extract` computes every feature. The kill
+lands at a point the code signals: with CLUSTERLENS_HOLD_AFTER_BATCH=1 the extraction loop
+writes ``clusterlens: holding after batch 1`` to stderr after its first batch and blocks; the
+test reads the output until that line appears, then sends the signal. The uninterrupted
+reference is the shared repository itself.
 """
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, make_tree
-from tests.test_pipeline import _env, set_params, sh
-from tests.test_pipeline import ran_all as ran
+from tests.conftest import dvc_env, e2e_copy, ran_all, sh
 
 pytestmark = pytest.mark.slow
 
 TIMING = "logs/extract_timing.json"
-DATA_HALF = ["index", "backbone", "extract", "captions", "fusion", "reduce"]
-
-
-# --------------------------------------------------------------------------- temp repositories
-def make_repo(path: Path, images: Path, **params) -> Path:
-    """A git + DVC repository with the project's pipeline, stages and params; data.root outside."""
-    path.mkdir(parents=True)
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
-        shutil.copy(PROJECT / name, path / name)
-    shutil.copytree(PROJECT / "stages", path / "stages",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    sh(path, "git", "init", "-q")
-    sh(path, "dvc", "init", "-q")
-    sh(path, "dvc", "config", "core.analytics", "false")
-    set_params(path, data__root=str(images), **params)
-    return path
-
-
-# Files that state the throughput of the run, so differ between runs by design.
 CAPTIONS_TIMING = "logs/captions_timing.json"
+DATA_HALF = ["index", "backbone", "extract", "captions", "fusion", "reduce"]
+HOLD_ENV = "CLUSTERLENS_HOLD_AFTER_BATCH"
+HOLDING = "clusterlens: holding after batch 1"
+# Files that state the throughput of the run, so differ between runs by design.
 VOLATILE = (TIMING, CAPTIONS_TIMING, "report/report.md", "report/report.html")
 
 
 def lock_outs(repo: Path, skip=VOLATILE) -> dict:
-    """dvc.lock as {stage: {deps, params, outs}} with the timing file (and the report that
-    quotes it) left out."""
+    """dvc.lock as {stage: {deps, params, outs}} with the timing files (and the report that
+    quotes them) left out."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for stage in lock.values():
         for key in ("outs", "deps"):
@@ -84,98 +66,66 @@ def output_files(repo: Path, stages: list[str],
 def leftover_temp_files(repo: Path) -> list[str]:
     """Temporary files of atomic writes (`.<name>.<random>.tmp`) anywhere outside .dvc/.git."""
     return sorted(p.relative_to(repo).as_posix() for p in repo.rglob(".*.tmp")
-                  if ".dvc" not in p.relative_to(repo).parts[:1])
+                  if p.relative_to(repo).parts[0] not in (".dvc", ".git"))
 
 
-# --------------------------------------------------------------------------- fixtures
-PARAMS = dict(extract__image_size=64, extract__batch_size=2, reduce__n_components=5,
-              captions__enabled=False)  # the text model is not what this test is about
-# The traced model finishes the 85 images in 0.3 s at 64 px, faster than a kill can land, so the
-# stage's test hook sleeps this long after each of its 43 batches (the loop takes >= 4 s): the
-# signal always lands mid-loop. The uninterrupted reference run does not sleep.
-BATCH_DELAY = "0.1"
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    base = tmp_path_factory.mktemp("interrupt")
-    root = make_tree(base / "photos", {"apple": 30, "berry": 30, "cherry": 25}, fmt="jpg",
-                     size=(48, 36))
-    (root / "berry" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(images, tmp_path_factory):
-    """An uninterrupted `dvc repro reduce` (the data half of the pipeline)."""
-    repo = make_repo(tmp_path_factory.mktemp("ref") / "repo", images, **PARAMS)
-    out = sh(repo, "dvc", "repro", "reduce")
-    assert ran(out) == ["digits", *DATA_HALF]  # `index` is ordered after the demo data
-    return {"files": output_files(repo, DATA_HALF), "lock": lock_outs(repo)}
-
-
-# --------------------------------------------------------------------------- killing
-PROGRESS = re.compile(r"extract efficientnet_lite0:\s+(\d+)%")
-
-
-def start_and_kill_mid_extract(repo: Path, sig: int, delay: float = 0.4,
-                               timeout: float = 150) -> str:
-    """Start `dvc repro reduce` in its own process group; ``delay`` seconds after `extract`'s
-    feature loop starts (its progress bar appears), send ``sig`` to the whole group (what Ctrl-C
-    does with SIGINT). Returns the output; the caller checks the stage had not finished."""
-    env = {**_env(), "CLUSTERLENS_TEST_BATCH_DELAY": BATCH_DELAY}
-    proc = subprocess.Popen(["dvc", "repro", "reduce"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def kill_when_holding(repo: Path, cmd: list[str], sig: int, timeout: float = 300) -> str:
+    """Run ``cmd`` in its own process group with the hold hook set; when the hold line appears
+    in its output, send ``sig`` to the whole group (what Ctrl-C does with SIGINT). Returns the
+    output. A watchdog kills the group if the line never comes within ``timeout`` seconds
+    (a failure, never a race: the signal itself is only sent once the code says it holds)."""
+    proc = subprocess.Popen(cmd, cwd=repo, env={**dvc_env(), HOLD_ENV: "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    chunks: list[bytes] = []
-
-    def pump():
-        while data := os.read(proc.stdout.fileno(), 4096):
-            chunks.append(data)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    killed = False
+    watchdog = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
+    lines, held = [], False
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            text = b"".join(chunks).decode(errors="replace")
-            if any(int(p) < 100 for p in PROGRESS.findall(text)):  # the loop has started
-                time.sleep(delay)
+        for line in proc.stdout:
+            lines.append(line)
+            if HOLDING in line and not held:
+                held = True
                 os.killpg(proc.pid, sig)
-                killed = True
-                break
-            time.sleep(0.05)
-        proc.wait(timeout=60)
+        proc.wait()
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        reader.join(timeout=10)
-    output = b"".join(chunks).decode(errors="replace")
-    assert killed, f"extract's feature loop never started:\n{output}"
+    output = "".join(lines)
+    assert held, f"the extraction loop never signalled that it holds:\n{output}"
+    assert proc.returncode != 0, output
     return output
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, images, reference,
+@pytest.fixture(scope="module")
+def reference(e2e_base):
+    """The shared repository's data half, from its uninterrupted `dvc repro`."""
+    return {"files": output_files(e2e_base.repo, DATA_HALF), "lock": lock_outs(e2e_base.repo)}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, e2e_base, reference,
                                                                    tmp_path):
-    repo = make_repo(tmp_path / "repo", images, **PARAMS)
-    output = start_and_kill_mid_extract(repo, sig)
+    repo = e2e_copy(e2e_base, tmp_path / "copy", feature_store=False, run_cache=False).repo
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    output = kill_when_holding(repo, ["dvc", "repro", "--force", "--single-item", "extract"],
+                               sig)
     assert "Running stage 'extract'" in output and "extract done" not in output
 
-    # nothing DVC could record: no extract output, no half-written file, no lock entry
+    # nothing DVC could record: no extract output, no half-written file, the lock untouched
     for rel in ["data/features.npy", "metrics/extract.json", TIMING]:
         assert not (repo / rel).exists(), rel
     assert leftover_temp_files(repo) == []
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert "index" in lock and "extract" not in lock and "reduce" not in lock
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"] == lock_before
     status = sh(repo, "dvc", "status", "--with-deps", "reduce")
     assert "extract:" in status and "up to date" not in status
 
     out = sh(repo, "dvc", "repro", "reduce")
-    # recomputed (not restored from a run cache); `index` always re-scans, with the same output
-    assert [s for s in ran(out) if s != "index"] == ["extract", "captions", "fusion", "reduce"]
+    # recomputed (no run cache here); its features are the uninterrupted run's, so nothing
+    # after it re-runs; `index` always re-scans, with the same output
+    assert [s for s in ran_all(out) if s != "index"] == ["extract"]
     assert sh(repo, "dvc", "status", "--with-deps", "reduce").strip() == "index:\n\talways changed"
     assert leftover_temp_files(repo) == []
     files = output_files(repo, DATA_HALF)

@@ -1,4 +1,4 @@
-"""Large-N clustering (stages/large_n.py): faiss K-Means engine, memory-mapped features, the
+"""Large-N clustering (clusterlens.large_n): faiss K-Means engine, memory-mapped features, the
 two-step agglomerative route and its route choice. Generated data only; about 10 s."""
 import logging
 
@@ -12,7 +12,11 @@ from threadpoolctl import threadpool_limits
 
 from clusterlens import large_n as ln
 from clusterlens.clustering import cut_tree_at, linkage_tree
-from clusterlens.common import DataError, ParamError
+from clusterlens.config.agglomerative import AgglomerativeParams
+from clusterlens.config.base import parse_section
+from clusterlens.config.kmeans import KMeansParams
+from clusterlens.config.large_n import LargeNParams
+from clusterlens.errors import DataError, ParamError
 
 needs_faiss = pytest.mark.skipif(not ln.faiss_available(),
                                  reason="faiss not installed (pip install faiss-cpu)")
@@ -324,22 +328,46 @@ def test_route_two_step_and_bad_values():
         ln.choose_agglomerative_route(100, "median", "auto")
 
 
-def test_check_large_n_params(monkeypatch):
-    monkeypatch.setattr(ln, "faiss_available", lambda: True)  # the check, not the package
-    out = ln.check_large_n_params({})
-    assert out == {"engine": "sklearn", "route": "auto", "n_centroids": 2000,
-                   "max_exact_n": None, "mmap_threshold_bytes": 1024 * 2**20}
-    out = ln.check_large_n_params({"kmeans": {"engine": "faiss"},
-                                   "agglomerative": {"route": "two_step", "n_centroids": 500,
-                                                     "max_exact_n": {"ward": 5000}},
-                                   "large_n": {"mmap_threshold_mb": None}})
-    assert out["engine"] == "faiss" and out["mmap_threshold_bytes"] is None
-    for bad, key in [({"kmeans": {"engine": "gpu"}}, "kmeans.engine"),
-                     ({"agglomerative": {"route": "exactly"}}, "agglomerative.route"),
-                     ({"agglomerative": {"n_centroids": 1}}, "agglomerative.n_centroids"),
-                     ({"agglomerative": {"max_exact_n": {"ward": 1.5}}},
-                      "agglomerative.max_exact_n.ward"),
-                     ({"large_n": {"mmap_threshold_mb": -1}}, "large_n.mmap_threshold_mb")]:
-        with pytest.raises(ParamError) as err:
-            ln.check_large_n_params(bad)
+def test_large_n_params():
+    """The large-N keys, their defaults and the dotted key of every bad value."""
+    km = {"k": [2], "n_init": 1, "max_iter": 10}
+    agg = {"linkage": ["ward"], "k": [2]}
+    assert parse_section({"kmeans": km}, "kmeans", KMeansParams).engine == "sklearn"
+    a = parse_section({"agglomerative": agg}, "agglomerative", AgglomerativeParams)
+    assert (a.route, a.n_centroids, a.max_exact_n) == ("auto", 2000, None)
+    assert parse_section({"large_n": {}}, "large_n", LargeNParams).mmap_threshold_bytes == 1024 * 2**20
+    assert parse_section({"kmeans": {**km, "engine": "faiss"}}, "kmeans", KMeansParams).engine == "faiss"
+    a = parse_section({"agglomerative": {**agg, "route": "two_step", "n_centroids": 500,
+                                         "max_exact_n": {"ward": 5000}}},
+                      "agglomerative", AgglomerativeParams)
+    assert a.route == "two_step" and ln.max_exact_for("ward", a.max_exact_n) == 5000
+    assert parse_section({"large_n": {"mmap_threshold_mb": None}}, "large_n",
+                         LargeNParams).mmap_threshold_bytes is None
+    for section, model, bad, key, match in [
+            ("kmeans", KMeansParams, {**km, "engine": "gpu"}, "kmeans.engine",
+             "must be one of sklearn, faiss"),
+            ("agglomerative", AgglomerativeParams, {**agg, "route": "exactly"},
+             "agglomerative.route", "must be one of exact, two_step, auto"),
+            ("agglomerative", AgglomerativeParams, {**agg, "n_centroids": 1},
+             "agglomerative.n_centroids", ">= 2"),
+            ("agglomerative", AgglomerativeParams, {**agg, "n_centroids": ln.MAX_CENTROIDS + 1},
+             "agglomerative.n_centroids", "GiB"),
+            ("agglomerative", AgglomerativeParams, {**agg, "max_exact_n": {"ward": 1.5}},
+             "agglomerative.max_exact_n", "ward: 1.5"),
+            ("agglomerative", AgglomerativeParams, {**agg, "max_exact_n": {"centroid": 5}},
+             "agglomerative.max_exact_n", "unknown linkages"),
+            ("large_n", LargeNParams, {"mmap_threshold_mb": -1}, "large_n.mmap_threshold_mb",
+             ">= 0")]:
+        with pytest.raises(ParamError, match=match) as err:
+            parse_section({section: bad}, section, model)
         assert err.value.key == key
+
+
+def test_config_constants_match_the_library():
+    from clusterlens.config import agglomerative, kmeans
+
+    assert kmeans.ENGINES == ln.ENGINES
+    assert agglomerative.LINKAGES == ln.LINKAGES and agglomerative.ROUTES == ln.ROUTES
+    assert agglomerative.MAX_CENTROIDS == ln.MAX_CENTROIDS
+    assert parse_section({"agglomerative": {"linkage": ["ward"], "k": [2]}}, "agglomerative",
+                         AgglomerativeParams).n_centroids == ln.DEFAULT_N_CENTROIDS

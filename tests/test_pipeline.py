@@ -1,9 +1,17 @@
-"""End to end: `dvc repro` in a temporary git + DVC repository on a generated image tree."""
+"""End to end: the shared `dvc repro` repository (tests/conftest.py) and what re-runs when.
+
+The full pipeline ran once when the repository was built; the tests here read its outputs,
+ask `dvc status` / `dvc repro --dry` what a change would re-run, and run DVC for real only
+where the result of running is what they check (a failing stage, pruning, the run cache, a
+remote, a backbone switch). They share one copy of the repository (``e2e_module``) and restore
+every param they change.
+"""
+from __future__ import annotations
+
+import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,99 +19,53 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, make_tree
+from clusterlens.backbones import SCRATCH_CNN
+from tests.conftest import (E2E_IMAGES, changed, dvc_env, e2e_copy, params_set, ran_all,
+                            set_params, sh, up_to_date)
 
 pytestmark = pytest.mark.slow
-import re
 
 STAGES = ["digits", "index", "backbone", "extract", "captions", "fusion", "reduce"]
+DATA_HALF = STAGES[2:]  # what follows `index`, up to the PCA
 CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5", "nmf",
-                  "nmf_kmeans@3",
-                  "agglomerative@ward", "agglomerative@single", "clustering", "tsne",
-                  "composition", "macro", "macro_purity", "upper_bound", "summary", "report"]
-
-
+                  "nmf_kmeans@3", "agglomerative@ward", "agglomerative@single", "clustering",
+                  "tsne", "composition", "macro", "macro_purity", "upper_bound", "summary",
+                  "report"]
 AGGREGATES = {"clustering", "composition", "macro_purity", "summary", "report"}
 
 
-def _env():
-    env = dict(os.environ)
-    # `python` in dvc.yaml must be this interpreter (the project's venv).
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "clusterlens-tests"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
-    return env
+def data_half(stages: list[str]) -> list[str]:
+    """The data-half stages among ``stages``, in pipeline order (`index` always runs)."""
+    return [s for s in DATA_HALF if s in stages]
 
 
-def sh(cwd, *cmd):
-    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
-    return res.stdout + res.stderr
-
-
-def ran_all(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def up_to_date(status: str) -> bool:
-    """`dvc status` lists nothing but the always-run `index` stage."""
-    return status.strip() in ("index:\n\talways changed", "Data and pipelines are up to date.")
-
-
-def ran_stages(output: str) -> list[str]:
-    """The data-half stages that ran (in pipeline order), but `index`, which always runs."""
-    return [s for s in STAGES[2:] if s in ran_all(output)]
-
-
-def set_params(repo: Path, **updates):
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for key, value in updates.items():
-        section, name = key.split("__")
-        params[section][name] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+def would_change(repo: Path) -> list[str]:
+    """Stages `dvc status` finds changed (their own deps, params or outputs)."""
+    return changed(sh(repo, "dvc", "status"))
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    images = make_tree(base / "photos", {"apple": 8, "berry": 7, "cherry": 6}, fmt="jpg",
-                       size=(48, 36))
-    (images / "berry" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    repo = base / "repo"
-    repo.mkdir()
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
-        shutil.copy(PROJECT / name, repo / name)
-    shutil.copytree(PROJECT / "stages", repo / "stages",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    sh(repo, "git", "init", "-q")
-    sh(repo, "dvc", "init", "-q")
-    sh(repo, "dvc", "config", "core.analytics", "false")
-    # data.root outside the repository, as a user's own folder would be
-    set_params(repo, data__root=str(images), extract__image_size=32, reduce__n_components=5,
-               kmeans__k=[2, 3], agglomerative__linkage=["ward", "single"],
-               agglomerative__k=[2, 3], gmm__k=[3], dbscan__eps_percentile=[50],
-               dbscan__min_samples=3, hdbscan__min_cluster_size=[5], nmf__k=[3])
-    out = sh(repo, "dvc", "repro")
-    return {"repo": repo, "images": images, "first": out}
+def repo(e2e_module):
+    return e2e_module.repo
 
 
-def test_repro_runs_every_stage_and_writes_outputs(repo):
-    r = repo["repo"]
-    assert [s for s in STAGES if s in ran_all(repo["first"])] == STAGES
-    assert sorted(ran_all(repo["first"])) == sorted(STAGES + CLUSTER_STAGES)
+# --------------------------------------------------------------------------- the first run
+def test_repro_runs_every_stage_and_writes_outputs(e2e_base, repo):
+    first, r = e2e_base.first_repro, e2e_base.repo
+    assert [s for s in STAGES if s in ran_all(first)] == STAGES
+    assert sorted(ran_all(first)) == sorted(STAGES + CLUSTER_STAGES)
     index = pd.read_parquet(r / "data/index.parquet")
-    assert len(index) == 21 and index["class"].nunique() == 3
+    assert len(index) == E2E_IMAGES and index["class"].nunique() == 3
     rejected = pd.read_csv(r / "data/rejected.csv")
     assert rejected.to_dict("records")[0]["path"] == "berry/broken.jpg"
     feats = np.load(r / "data/features.npy")
-    assert feats.shape == (21, 1280) and feats.dtype == np.float32
-    assert np.load(r / "data/pca.npy").shape == (21, 5)
-    assert np.load(r / "data/pca_2d.npy").shape == (21, 2)
-    m = {n: json.loads((r / f"metrics/{n}.json").read_text()) for n in ["index", "extract",
-                                                                          "reduce"]}
-    assert m["index"]["images"] == 21 and m["index"]["rejected_by_reason"] == {"corrupt": 1}
+    assert feats.shape == (E2E_IMAGES, 1280) and feats.dtype == np.float32
+    assert np.load(r / "data/pca.npy").shape == (E2E_IMAGES, 5)
+    assert np.load(r / "data/pca_2d.npy").shape == (E2E_IMAGES, 2)
+    m = {n: json.loads((r / f"metrics/{n}.json").read_text())
+         for n in ["index", "extract", "reduce"]}
+    assert m["index"]["images"] == E2E_IMAGES
+    assert m["index"]["rejected_by_reason"] == {"corrupt": 1}
     assert m["extract"]["dim"] == 1280 and m["extract"]["device"] == "cpu"
     assert m["reduce"]["n_components"] == 5
     for png in ["plots/index/class_distribution.png", "plots/index/image_sizes.png",
@@ -113,9 +75,9 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     assert len(list((r / "data/digits").glob("*/*.png"))) == 1797
     clus = json.loads((r / "metrics/clustering.json").read_text())
     assert set(clus["kmeans"]) == {"k2", "k3"} and clus["selected"]["metric"] == "nmi"
-    assert np.load(r / "data/clusters/kmeans/k3.npy").shape == (21,)
+    assert np.load(r / "data/clusters/kmeans/k3.npy").shape == (E2E_IMAGES,)
     comp = pd.read_csv(r / "metrics/composition.csv")
-    assert comp["size"].sum() == 21
+    assert comp["size"].sum() == E2E_IMAGES
     for png in ["heatmap", "montage", "tsne", "pca_2d"]:
         assert (r / f"plots/composition/{png}.png").stat().st_size > 1000, png
     assert (r / "plots/clustering/dendrogram_ward.png").stat().st_size > 1000
@@ -123,71 +85,80 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     assert "## 7. Supervised upper bound and the gap" in md and "is missing" not in md
     page = (r / "report/report.html").read_text()
     assert page.count("data:image/png;base64,") == md.count("![") >= 15
-    sh(r, "dvc", "plots", "show")  # every DVC-native plot renders into one page
-    assert (r / "dvc_plots/index.html").stat().st_size > 1000
-    shown = sh(r, "dvc", "metrics", "show")
+    assert json.loads((r / "logs/extract_timing.json").read_text())["images"] == E2E_IMAGES
+    # DVC's own views, in this module's copy
+    sh(repo, "dvc", "plots", "show")  # every DVC-native plot renders into one page
+    assert (repo / "dvc_plots/index.html").stat().st_size > 1000
+    shown = sh(repo, "dvc", "metrics", "show")
     assert "variance_at_10" in shown and "image_size" in shown and "images_per_s" not in shown
-    assert json.loads((r / "logs/extract_timing.json").read_text())["images"] == 21
 
 
 def test_second_repro_runs_nothing(repo):
-    out = sh(repo["repo"], "dvc", "repro")
-    assert ran_all(out) == ["index"]  # always re-scans the folder; its outputs are unchanged
-    assert up_to_date(sh(repo["repo"], "dvc", "status"))
+    assert up_to_date(sh(repo, "dvc", "status"))
+    assert ran_all(sh(repo, "dvc", "repro", "--dry")) == ["index"]  # it always re-scans
 
 
+# --------------------------------------------------------------------------- what re-runs
 def test_pca_param_change_reruns_only_reduce(repo):
-    r = repo["repo"]
-    set_params(r, reduce__n_components=3)
-    assert ran_stages(sh(r, "dvc", "repro")) == ["reduce"]
-    assert np.load(r / "data/pca.npy").shape == (21, 3)
-
-
-def test_adding_a_k_runs_only_that_point_and_the_aggregate(repo):
-    r = repo["repo"]
-    set_params(r, kmeans__k=[2, 3, 4])
-    ran = set(ran_all(sh(r, "dvc", "repro")))
-    # only the new point and the aggregates downstream of the grid (those whose inputs changed)
-    assert {"kmeans@4", "clustering", "macro_purity"} <= ran <= {"kmeans@4", "index", *AGGREGATES}
-    set_params(r, kmeans__k=[2, 3])
-    ran = set(ran_all(sh(r, "dvc", "repro")))
-    assert {"clustering", "macro_purity"} <= ran <= {"index", *AGGREGATES}
-    clus = json.loads((r / "metrics/clustering.json").read_text())
-    assert set(clus["kmeans"]) == {"k2", "k3"}  # the removed point left every aggregate
-    assert not list((r / "data/clusters/kmeans").glob("k4.*"))  # and its files were pruned
+    with params_set(repo, reduce__n_components=3):
+        assert data_half(would_change(repo)) == ["reduce"]
+        assert data_half(ran_all(sh(repo, "dvc", "repro", "--dry"))) == ["reduce"]
+    assert up_to_date(sh(repo, "dvc", "status"))
 
 
 def test_backbone_change_reruns_extract_and_what_follows(repo):
-    r = repo["repo"]
-    set_params(r, extract__backbone="resnet18", extract__weights="none")
-    assert ran_stages(sh(r, "dvc", "repro")) == STAGES[2:]
-    assert np.load(r / "data/features.npy").shape == (21, 512)
+    with params_set(repo, extract__backbone="resnet18", extract__weights="none"):
+        # the stages that read extract.backbone; fusion and reduce follow from their inputs
+        assert data_half(would_change(repo)) == ["backbone", "extract", "captions"]
+    assert up_to_date(sh(repo, "dvc", "status"))
 
 
-def test_new_image_reruns_index_onwards(repo):
-    r, images = repo["repo"], repo["images"]
-    shutil.copy(images / "apple" / "000.jpg", images / "cherry" / "extra.jpg")
-    assert ran_stages(sh(r, "dvc", "repro")) == STAGES[2:]
-    assert len(pd.read_parquet(r / "data/index.parquet")) == 22
+def test_new_image_reruns_index_onwards(e2e_module, repo):
+    extra = e2e_module.photos / "cherry" / "extra.jpg"
+    shutil.copy(e2e_module.photos / "apple" / "000.jpg", extra)
+    try:
+        assert ran_all(sh(repo, "dvc", "repro", "index")) == ["index"]
+        assert len(pd.read_parquet(repo / "data/index.parquet")) == E2E_IMAGES + 1
+        assert data_half(would_change(repo)) == DATA_HALF  # all of them read the index
+    finally:
+        extra.unlink()
+    sh(repo, "dvc", "repro", "index")
+    assert up_to_date(sh(repo, "dvc", "status"))  # the same index again: nothing to re-run
+
+
+def test_adding_a_k_runs_only_that_point_and_the_aggregate(repo):
+    with params_set(repo, kmeans__k=[2, 3, 4]):
+        todo = set(would_change(repo))
+        # only the new point and the aggregates that read the grid's params
+        assert {"kmeans@4", "clustering", "macro_purity"} <= todo
+        assert todo <= {"kmeans@4", "index", *AGGREGATES}
+        assert "kmeans@4" in ran_all(sh(repo, "dvc", "repro", "kmeans@4"))
+        assert (repo / "data/clusters/kmeans/k4.npy").is_file()
+    ran = set(ran_all(sh(repo, "dvc", "repro")))  # k = [2, 3] again
+    assert {"clustering", "macro_purity"} <= ran <= {"index", *AGGREGATES}
+    clus = json.loads((repo / "metrics/clustering.json").read_text())
+    assert set(clus["kmeans"]) == {"k2", "k3"}  # the removed point left every aggregate
+    assert not list((repo / "data/clusters/kmeans").glob("k4.*"))  # and its files were pruned
+    assert up_to_date(sh(repo, "dvc", "status"))
 
 
 def test_bad_param_fails_with_the_key_and_writes_nothing(repo):
-    r = repo["repo"]
-    set_params(r, reduce__n_components=10_000)
-    res = subprocess.run(["dvc", "repro"], cwd=r, env=_env(), capture_output=True, text=True)
-    assert res.returncode != 0
-    assert "reduce.n_components" in res.stderr + res.stdout
-    assert not list((r / "data").glob(".*.tmp"))  # no half-written output left behind
-    set_params(r, reduce__n_components=3)
-    sh(r, "dvc", "repro")  # back to the last good params: restored from DVC's run cache
-    assert np.load(r / "data/pca.npy").shape == (22, 3)
-    assert up_to_date(sh(r, "dvc", "status"))
+    with params_set(repo, reduce__n_components=10_000):
+        res = subprocess.run(["dvc", "repro", "reduce"], cwd=repo, env=dvc_env(),
+                             capture_output=True, text=True)
+        assert res.returncode != 0
+        assert "reduce.n_components" in res.stderr + res.stdout
+        assert not list((repo / "data").glob(".*.tmp"))  # no half-written output left behind
+        assert not (repo / "data/pca.npy").exists()  # DVC removed it; the stage wrote none
+    out = sh(repo, "dvc", "repro", "reduce")  # the last good params: from DVC's run cache
+    assert "Stage 'reduce' is cached - skipping run" in out
+    assert np.load(repo / "data/pca.npy").shape == (E2E_IMAGES, 5)
+    assert up_to_date(sh(repo, "dvc", "status"))
 
 
+# --------------------------------------------------------------------------- remote
 def _output_hashes(repo: Path) -> dict[str, str]:
     """sha256 of every file DVC caches (under data/ and the PNG plots), by relative path."""
-    import hashlib
-
     in_git = set()  # `cache: false` outputs are committed to git, not pushed to a DVC remote
     for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values():
         for out in stage.get("outs", []):
@@ -202,16 +173,57 @@ def _output_hashes(repo: Path) -> dict[str, str]:
 
 def test_remote_round_trip_restores_outputs_without_rerunning(repo, tmp_path):
     """dvc push to a local-directory remote, delete outputs and cache, dvc pull: same bytes."""
-    r = repo["repo"]
-    sh(r, "dvc", "remote", "add", "-d", "backup", str(tmp_path / "remote"))
-    before = _output_hashes(r)
+    sh(repo, "dvc", "remote", "add", "-d", "backup", str(tmp_path / "remote"))
+    before = _output_hashes(repo)
     assert "data/features.npy" in before and "plots/composition/montage.png" in before
-    sh(r, "dvc", "push")
+    sh(repo, "dvc", "push")
     for rel in before:
-        (r / rel).unlink()
-    shutil.rmtree(r / ".dvc" / "cache")
-    assert "deleted" in sh(r, "dvc", "status")
-    sh(r, "dvc", "pull")
-    assert _output_hashes(r) == before
-    assert up_to_date(sh(r, "dvc", "status"))
-    assert ran_all(sh(r, "dvc", "repro")) == ["index"]
+        (repo / rel).unlink()
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert "deleted" in sh(repo, "dvc", "status")
+    sh(repo, "dvc", "pull")
+    assert _output_hashes(repo) == before
+    assert up_to_date(sh(repo, "dvc", "status"))
+    assert ran_all(sh(repo, "dvc", "repro")) == ["index"]
+
+
+# --------------------------------------------------------------------------- backbones
+CNN = dict(extract__backbone=SCRATCH_CNN, cnn__epochs=3, cnn__image_size=16, cnn__patience=5)
+
+
+def test_each_backbone_runs_through_dvc_repro_and_back_from_the_run_cache(e2e_base, tmp_path):
+    """The `backbone` stage trains the scratch CNN only when it is the backbone (DVCLive logs
+    per epoch; captions fall back to Lite0); raw pixels; switching back restores every stage
+    from DVC's run cache, nothing retrained or re-extracted."""
+    repo = e2e_copy(e2e_base, tmp_path / "copy").repo
+    set_params(repo, **CNN)
+    ran = ran_all(sh(repo, "dvc", "repro", "reduce"))
+    assert data_half(ran) == DATA_HALF
+    feats = np.load(repo / "data/features.npy")
+    assert feats.shape == (E2E_IMAGES, 256) and (feats >= 0).all()  # the Dense-256 ReLU output
+    summary = json.loads((repo / "metrics/cnn.json").read_text())
+    assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
+    loss = pd.read_csv(repo / "dvclive/cnn/plots/metrics/val/loss.tsv", sep="\t")
+    assert list(loss["step"]) == [0, 1, 2]
+    assert len(pd.read_csv(repo / "metrics/cnn_history.csv")) == 3
+    cap = json.loads((repo / "metrics/captions.json").read_text())
+    assert "fallback" in cap["captioner"]  # the CNN has no ImageNet head
+    sh(repo, "dvc", "plots", "show")
+    assert "CNN loss (train vs validation)" in (repo / "dvc_plots/index.html").read_text()
+    # a clustering param never retrains the CNN
+    with params_set(repo, kmeans__k=[2, 3, 4]):
+        todo = would_change(repo)
+        assert "kmeans@4" in todo and "backbone" not in todo and "extract" not in todo
+    # raw pixels: 3 x 32 x 32 features; the backbone stage writes its placeholder
+    with params_set(repo, extract__backbone="raw_pixels", extract__image_size="auto"):
+        ran = ran_all(sh(repo, "dvc", "repro", "reduce"))
+        assert {"backbone", "extract", "reduce"} <= set(ran)
+        assert np.load(repo / "data/features.npy").shape == (E2E_IMAGES, 3 * 32 * 32)
+        assert json.loads((repo / "metrics/cnn.json").read_text()) == {"trained": False}
+    # and back: restored from the run cache
+    out = sh(repo, "dvc", "repro", "reduce")
+    assert data_half(ran_all(out)) == [], ran_all(out)
+    assert "Stage 'backbone' is cached - skipping run" in out
+    assert "Stage 'extract' is cached - skipping run" in out
+    assert np.load(repo / "data/features.npy").shape == (E2E_IMAGES, 256)
+    assert json.loads((repo / "metrics/cnn.json").read_text()) == summary

@@ -1,11 +1,11 @@
-"""scripts/pr_comment.py on a temporary git + DVC repository with two commits."""
+"""scripts/pr_comment.py on a tiny git + DVC repository of its own (one trivial stage, two
+commits): cheaper than the pipeline's, and the metric and param changes are chosen here."""
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import PROJECT
-from tests.test_pipeline import _env, sh
+from tests.conftest import PROJECT, dvc_env, sh
 
 MAKE = """
 import json, yaml, pathlib
@@ -53,7 +53,7 @@ def two_commits(tmp_path_factory):
 
 def comment(repo, *args) -> str:
     res = subprocess.run([sys.executable, str(PROJECT / "scripts/pr_comment.py"), *args],
-                         cwd=repo, env=_env(), capture_output=True, text=True)
+                         cwd=repo, env=dvc_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -79,6 +79,6 @@ def test_workspace_is_the_default_head_and_no_change_says_so(two_commits, tmp_pa
 
 def test_unknown_revision_is_a_clear_error(two_commits):
     res = subprocess.run([sys.executable, str(PROJECT / "scripts/pr_comment.py"), "--base",
-                          "no-such-rev"], cwd=two_commits, env=_env(), capture_output=True,
+                          "no-such-rev"], cwd=two_commits, env=dvc_env(), capture_output=True,
                          text=True)
     assert res.returncode != 0 and "no-such-rev" in res.stderr + res.stdout

@@ -6,8 +6,14 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from clusterlens.common import ParamError, save_npy, write_table
-from clusterlens.reduce import check_n_components, fit_pca, reduce_metrics, run
+from clusterlens.config.base import parse_section
+from clusterlens.config.reduce import ReduceParams
+from clusterlens.errors import ParamError
+from clusterlens.io import save_npy, write_table
+from clusterlens.reduce import (
+    check_n_components, fit_pca, plane_coords, reduce_metrics, variance_curve,
+)
+from stages.reduce import run
 
 
 def _data(n=300, d=40, seed=0):
@@ -58,9 +64,37 @@ def test_metrics_report_variance_at_fixed_counts():
 
 
 @pytest.mark.parametrize("bad", [0, 41, 1.5, 0.0, "half", True, None])
+def test_invalid_n_components_is_refused(bad):
+    with pytest.raises(ValueError):
+        check_n_components(bad, 300, 40)
+    with pytest.raises(ValueError):
+        fit_pca(_data(), bad)
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, 0.0, "half", True, None])
 def test_invalid_n_components_names_the_key(bad):
     with pytest.raises(ParamError, match="reduce.n_components"):
-        check_n_components(bad, 300, 40)
+        parse_section({"reduce": {"standardize": True, "n_components": bad}}, "reduce",
+                      ReduceParams)
+
+
+def test_unknown_reduce_key_gets_a_hint():
+    with pytest.raises(ParamError, match="did you mean `reduce.standardize`"):
+        parse_section({"reduce": {"standardise": True, "n_components": 2}}, "reduce",
+                      ReduceParams)
+
+
+def test_plane_coords_and_variance_curve():
+    X = _data()
+    res = fit_pca(X, 1)
+    coords = plane_coords(X, res)
+    assert coords.shape == (300, 2) and coords.flags.c_contiguous
+    np.testing.assert_array_equal(coords, fit_pca(X, 2).scores)
+    two = fit_pca(X, 3)
+    np.testing.assert_array_equal(plane_coords(X, two), two.scores[:, :2])
+    curve = variance_curve(res)
+    assert list(curve.columns) == ["component", "explained_variance", "cumulative_variance"]
+    assert len(curve) == 40 and curve["component"].iloc[-1] == 40
 
 
 def test_pca_is_deterministic():
@@ -89,6 +123,8 @@ def test_run_writes_outputs(in_tmp_cwd):
     assert len(curve) == 30 and curve["cumulative_variance"].is_monotonic_increasing
     for png in ["plots/reduce/pca_2d.png", "plots/reduce/explained_variance.png"]:
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ParamError, match="reduce.n_components.*min\\(120, 30\\)"):
+        run({**params, "reduce": {"standardize": True, "n_components": 31}})
     save_npy("data/features.npy", X[:100])
     with pytest.raises(ValueError, match="100 rows"):
         run(params)

@@ -1,16 +1,19 @@
-"""The report's renderers (markdown and self-contained HTML)."""
+"""The report: its renderers (markdown and self-contained HTML), its sections, and the stage."""
 import base64
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from clusterlens import report
+from clusterlens.errors import ParamError
+from clusterlens.io import write_json, write_table
+from stages import report as stage
 from tests.conftest import make_image
 
 
 def _doc(tmp_path, monkeypatch):
-    import numpy as np
-    from pathlib import Path
-
     monkeypatch.chdir(tmp_path)
     png = Path("plots") / "fig.png"  # stages write relative paths, from the project root
     png.parent.mkdir()
@@ -33,6 +36,10 @@ def test_markdown_links_figures_relatively_and_escapes_tables(tmp_path, monkeypa
     assert "![A figure](../plots/fig.png)" in md and md.count("![") == 1
     assert "- one\n- two" in md
     assert "absent.png` is missing" in md
+    assert "![A figure](../plots/fig.png)" in report.render_markdown(doc, "report")
+    absolute = report.Doc()
+    absolute.fig(png.resolve(), "abs")
+    assert f"![abs]({png.resolve().as_posix()})" in report.render_markdown(absolute, "report")
 
 
 def test_html_is_self_contained_and_escaped(tmp_path, monkeypatch):
@@ -68,11 +75,125 @@ def test_features_section_describes_a_trained_cnn_and_only_one():
     cnn = {"trained": True, "epochs_run": 3, "best_epoch": 2, "best_val_acc": 0.875,
            "best_val_loss": 0.4321, "lr_reductions": 1, "stopped_early": False}
     doc = report.Doc()
-    report.section_features(doc, extract, timing, cnn)
+    report.section_features(doc, extract, timing, cnn, stage.FILES)
     text = [b[1] for b in doc.blocks if b[0] == "p"]
     assert len(text) == 2 and "30 images/s" in text[0]
-    assert "trained from scratch (seed 000): 3 epochs, best epoch 2" in text[1]
+    assert "trained from scratch: 3 epochs, best epoch 2" in text[1]
     assert "validation accuracy 0.875, loss 0.432; 1 learning-rate reductions)" in text[1]
+    assert "`dvclive/cnn`" in text[1] and "`metrics/cnn_history.csv`" in text[1]
     doc = report.Doc()
-    report.section_features(doc, extract, timing, {"trained": False})  # any other backbone
+    report.section_features(doc, extract, timing, {"trained": False}, stage.FILES)  # other backbone
     assert [b[0] for b in doc.blocks] == ["h", "p"]
+
+
+# --------------------------------------------------------------------------- the stage
+METRIC = {"nmi": 0.9, "ami": 0.89, "ari": 0.45, "purity": 0.95, "hungarian_accuracy": 0.9,
+          "kappa": 0.8, "silhouette": 0.12345, "davies_bouldin": 1.5, "noise_fraction": 0.05,
+          "n_clusters": 3}
+JSONS = {
+    "metrics/clustering.json": {
+        "kmeans": {"k3": METRIC}, "agglomerative": {"ward_k3": METRIC},
+        "best": {"kmeans": {"point": "k3"}, "agglomerative": {"point": "ward_k3"}},
+        "selected": {"method": "agglomerative", "point": "ward_k3", "metric": "nmi",
+                     "value": 0.9, "reason": "highest nmi (0.9)"},
+        "kmeans_recommended_k": {"by_silhouette": 3, "by_elbow": 3}},
+    "metrics/index.json": {
+        "images": 1797, "classes": 3, "empty_classes": 0, "per_class_min": 5,
+        "per_class_median": 6.0, "per_class_max": 7, "imbalance_ratio": 1.4, "rejected": 2,
+        "rejected_by_reason": {"corrupt": 2}, "duplicates": 0,
+        "cross_class_duplicate_groups": 0, "width_median": 40.0, "height_median": 32.0},
+    "metrics/summary.json": {"fine": {"classes": 3, "supervised_test_accuracy": 0.93,
+                                      "kmeans_best_purity": 0.9, "random_baseline": 1 / 3}},
+    "metrics/extract.json": {"backbone": "raw_pixels", "weights": "none", "dim": 12,
+                             "image_size": 2, "resize": "squash", "device": "cpu"},
+    "metrics/reduce.json": {"n_components": 5, "input_dim": 12, "variance_retained": 0.9,
+                            "variance_at_2": 0.5, "variance_at_10": 1.0, "variance_at_50": 1.0,
+                            "variance_at_100": 1.0},
+    "metrics/fusion.json": {"enabled": False},
+    "metrics/captions.json": {"enabled": False},
+    "metrics/macro.json": {"classes": 3, "linkage": "ward", "cophenetic_correlation": 0.9},
+    "data/macro/groups.json": {"cuts": {"g2": {"n_groups": 2, "groups": {
+        "0": ["apple", "berry"], "1": ["cherry"]}}, "h50": {"n_groups": 2}}},
+    "metrics/macro_purity.json": {"best": {"g2": {"k": 3, "purity": 1.0}}},
+    "metrics/upper_bound.json": {
+        "split": {"train": 14, "test": 4, "seed": 0},
+        "best": {"config": "lr_C1", "test_accuracy": 0.93, "train_accuracy": 1.0,
+                 "macro_f1": 0.92},
+        "per_class": {"mean": 0.9, "median": 0.9, "std": 0.1},
+        "worst_classes": {"berry": 0.8, "apple": 1.0}},
+}
+TABLES = {
+    "data/rejected.csv": pd.DataFrame({"path": ["a/x.png", "b/y.png"],
+                                       "reason": ["corrupt", "corrupt"], "detail": ["bad", None]}),
+    "metrics/fusion.csv": pd.DataFrame({"method": [], "features": [], "kappa": []}),
+    "data/captions.parquet": pd.DataFrame({"path": ["a/0.png"], "caption": ["x"]}),
+    "metrics/composition.csv": pd.DataFrame({
+        "cluster": [0, 1], "size": [10, 8], "share_pct": [55.56, 44.44],
+        "entropy_bits": [0.0, 0.5436], "top1_class": ["apple", "berry"], "top1_pct": [100.0, 87.5],
+        "top2_class": ["", "cherry"], "top2_pct": [0.0, 12.5], "top3_class": ["", ""],
+        "top3_pct": [0.0, 0.0]}),
+    "metrics/upper_bound_configs.csv": pd.DataFrame({"config": ["lr_C1"], "C": [1.0],
+                                                     "test_accuracy": [0.93]}),
+}
+PARAMS = {"data": {"root": "data/fruit"},
+          "agglomerative": {"linkage": ["ward", "single"], "k": [3]}}
+
+
+@pytest.fixture
+def inputs(in_tmp_cwd):
+    for path, obj in JSONS.items():
+        write_json(path, obj)
+    for path, df in TABLES.items():
+        write_table(path, df)
+    Path("plots/summary").mkdir(parents=True)
+    make_image(1, np.random.default_rng(0)).save("plots/summary/gap.png")
+    return in_tmp_cwd
+
+
+def test_report_stage_writes_markdown_and_html(inputs):
+    doc = stage.run(PARAMS)
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    page = Path("report/report.html").read_text(encoding="utf-8")
+    assert md.startswith("# clusterlens report: fruit\n")
+    assert "1,797 images, 3 classes. Selected clustering `agglomerative/ward_k3` (nmi 0.900); " \
+           "supervised upper bound 0.930 test accuracy." in md
+    assert "First rejected files (all 2 in `data/rejected.csv`)" in md
+    assert "the pipeline runs on the visual features only" in md  # captions off
+    assert "dendrogram_single.png` is missing" in md and "dendrogram_complete" not in md
+    assert "| 1 | 8 | 44.44 | 0.5436 | berry 88%, cherry 12% |" in md
+    assert "![Unsupervised vs supervised](../plots/summary/gap.png)" in md
+    assert md.count("![") == 1 and page.count("<img") == 1
+    assert "Throughput" not in md and "feature store" not in md  # no timing log
+    assert sum(b[0] == "img" for b in doc.blocks) == 1
+    assert not list(Path("report").glob("*.tmp*"))
+
+
+def test_report_stage_is_deterministic_and_reads_the_optional_inputs(inputs):
+    write_json("logs/extract_timing.json", {"seconds": 2.0, "images_per_s": 50.0, "images": 100})
+    stage.run(PARAMS)
+    first = Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()
+    assert b"2.0 s for the 100 images it extracted" in first[0]
+    stage.run(PARAMS)
+    assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first
+
+
+def test_report_stage_feature_set_comes_from_fusion_set(inputs):
+    write_json("metrics/fusion.json", {"k": 3, "best": {"method": "kmeans", "features": "text",
+                                                        "kappa": 0.5}})
+    write_table("metrics/fusion.csv", pd.DataFrame({
+        "method": ["kmeans", "kmeans"], "features": ["text", "visual"], "kappa": [0.5, 0.4]}))
+    write_json("metrics/captions.json", {"captioner": "c", "template": "t",
+                                         "unique_captions": 1, "confident_fraction": 0.5})
+    stage.run({**PARAMS, "fusion": {"set": "text"}})
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "runs on the **text** features (`fusion.set`)" in md
+    assert "| kmeans | 0.4 | 0.5 |" in md  # visual column first
+    stage.run(PARAMS)  # no fusion section: visual
+    assert "runs on the **visual** features" in Path("report/report.md").read_text()
+
+
+def test_report_stage_params_errors_name_the_key(inputs):
+    with pytest.raises(ParamError, match="agglomerative.linkage"):
+        stage.run({**PARAMS, "agglomerative": {"linkage": ["wrd"], "k": [3]}})
+    with pytest.raises(ParamError, match="`data` is missing"):
+        stage.run({"agglomerative": PARAMS["agglomerative"]})

@@ -1,5 +1,6 @@
-"""`upper_bound` stage: the logistic regressions equal an independent scikit-learn run on the
-same stratified split; macro labels, per-class table, params errors, declared outputs."""
+"""The supervised upper bound (library and `upper_bound` stage): the logistic regressions equal
+an independent scikit-learn run on the same stratified split; macro labels, per-class table,
+params errors, declared outputs."""
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,19 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from clusterlens import macro, upper_bound as ub
-from clusterlens.common import DataError, ParamError, save_npy
+from clusterlens import upper_bound as ub
+from clusterlens.config.base import parse_section
+from clusterlens.config.upper_bound import LogRegConfig, UpperBoundParams
+from clusterlens.errors import DataError, ParamError
+from clusterlens.io import save_npy
+from stages import macro as macro_stage, upper_bound as ub_stage
 from tests.test_macro import make_hierarchy, write_inputs
 
 CONFIGS = [{"name": "lr_C1", "C": 1.0, "class_weight": None, "features": "raw"},
            {"name": "lr_C01", "C": 0.1, "class_weight": None, "features": "raw"},
            {"name": "lr_C01_balanced", "C": 0.1, "class_weight": "balanced", "features": "raw"},
            {"name": "pca_C01", "C": 0.1, "class_weight": None, "features": "pca"}]
-PARAMS = {"seed": 3, "kmeans": {"k": [4]},
+PARAMS = {"seed": 3, "kmeans": {"k": [4], "n_init": 3, "max_iter": 100},
           "macro": {"linkage": "ward", "groups": [2, 4], "height_ratios": [0.5],
                     "color_threshold": 0.5, "heatmap_classes": 50},
           "upper_bound": {"test_size": 0.25, "max_iter": 500, "configs": CONFIGS}}
@@ -35,7 +40,7 @@ def data(in_tmp_cwd):
     X = X / 10  # PCA-score-like scale (lbfgs converges in a few dozen iterations)
     write_inputs(X, y, names)
     save_npy("data/features.npy", raw.astype(np.float32))
-    macro.run(PARAMS)
+    macro_stage.run(PARAMS)
     return raw.astype(np.float32), X, y, names
 
 
@@ -56,7 +61,7 @@ def _independent(X, y, cfg, test_size, seed, max_iter, scale):
 
 def test_accuracies_equal_an_independent_sklearn_run(data):
     raw, pca, y, names = data
-    out = ub.run(PARAMS)
+    out = ub_stage.run(PARAMS)
     accs = []
     for cfg in CONFIGS:
         X = raw.astype(np.float64) if cfg["features"] == "raw" else pca.astype(np.float64)
@@ -76,7 +81,7 @@ def test_accuracies_equal_an_independent_sklearn_run(data):
 
 def test_macro_labels_use_the_same_split_and_the_best_config(data):
     raw, pca, y, names = data
-    out = ub.run(PARAMS)
+    out = ub_stage.run(PARAMS)
     best = next(c for c in CONFIGS if c["name"] == out["best"]["config"])
     X = raw.astype(np.float64) if best["features"] == "raw" else pca.astype(np.float64)
     table = pd.read_csv("data/macro/class_groups.csv")
@@ -95,7 +100,7 @@ def test_macro_labels_use_the_same_split_and_the_best_config(data):
                                                      abs=1e-6)
         assert got["groups"] == int(cut[1:])
         assert got["random_baseline"] == pytest.approx(1 / got["groups"])
-    plot = pd.read_csv(ub.OUT_MACRO_CSV)
+    plot = pd.read_csv(ub_stage.OUT_MACRO_CSV)
     assert plot["target"].tolist() == ["g2", "g4", "fine"]
     assert plot["groups"].tolist() == [2, 4, 12]
     assert plot["test_accuracy"].iloc[-1] == pytest.approx(out["best"]["test_accuracy"])
@@ -104,8 +109,8 @@ def test_macro_labels_use_the_same_split_and_the_best_config(data):
 
 def test_per_class_table_and_summary(data):
     names = data[3]
-    out = ub.run(PARAMS)
-    table = pd.read_csv(ub.OUT_PER_CLASS)
+    out = ub_stage.run(PARAMS)
+    table = pd.read_csv(ub_stage.OUT_PER_CLASS)
     assert sorted(table["class"]) == names
     assert table["test_count"].sum() == 60 and table["train_count"].sum() == 180
     np.testing.assert_allclose(table["accuracy"], table["correct"] / table["test_count"],
@@ -118,7 +123,7 @@ def test_per_class_table_and_summary(data):
     assert len(out["best_classes"]) == 10 and len(out["worst_classes"]) == 10
     assert list(out["best_classes"].values()) == sorted(out["best_classes"].values(), reverse=True)
     assert list(out["worst_classes"].values()) == sorted(out["worst_classes"].values())
-    preds = pd.read_parquet(ub.OUT_PREDICTIONS)
+    preds = pd.read_parquet(ub_stage.OUT_PREDICTIONS)
     assert (preds["split"] == "test").sum() == 60
     test_correct = preds.loc[preds["split"] == "test", "correct"].mean()
     assert test_correct == pytest.approx(out["best"]["test_accuracy"], abs=1e-6)
@@ -136,22 +141,22 @@ def test_per_class_accuracy_function():
 
 
 def test_run_writes_every_declared_output(data):
-    ub.run(PARAMS)
-    for path in (ub.OUT_METRICS, ub.OUT_CONFIGS, ub.OUT_PER_CLASS, ub.OUT_PREDICTIONS,
-                 ub.OUT_CONFIGS_PNG, ub.OUT_PER_CLASS_PNG, ub.OUT_MACRO_CSV, ub.OUT_MACRO_PNG):
+    ub_stage.run(PARAMS)
+    for path in (ub_stage.OUT_METRICS, ub_stage.OUT_CONFIGS, ub_stage.OUT_PER_CLASS, ub_stage.OUT_PREDICTIONS,
+                 ub_stage.OUT_CONFIGS_PNG, ub_stage.OUT_PER_CLASS_PNG, ub_stage.OUT_MACRO_CSV, ub_stage.OUT_MACRO_PNG):
         assert Path(path).is_file(), path
-    assert pd.read_csv(ub.OUT_CONFIGS)["config"].tolist() == [c["name"] for c in CONFIGS]
+    assert pd.read_csv(ub_stage.OUT_CONFIGS)["config"].tolist() == [c["name"] for c in CONFIGS]
 
 
 def test_without_macro_granularities_it_still_writes_the_fine_row(data):
-    macro.run({**PARAMS, "macro": {**PARAMS["macro"], "groups": [50]}})  # every cut skipped
-    out = ub.run(PARAMS)
+    macro_stage.run({**PARAMS, "macro": {**PARAMS["macro"], "groups": [50]}})  # every cut skipped
+    out = ub_stage.run(PARAMS)
     assert out["macro"] == {}
-    assert pd.read_csv(ub.OUT_MACRO_CSV)["target"].tolist() == ["fine"]
+    assert pd.read_csv(ub_stage.OUT_MACRO_CSV)["target"].tolist() == ["fine"]
 
 
 def test_non_convergence_is_recorded(data):
-    out = ub.run({**PARAMS, "upper_bound": {**PARAMS["upper_bound"], "max_iter": 2}})
+    out = ub_stage.run({**PARAMS, "upper_bound": {**PARAMS["upper_bound"], "max_iter": 2}})
     assert out["configs"]["lr_C1"]["converged"] is False
     assert out["configs"]["lr_C1"]["iterations"] == 2
     assert out["all_converged"] is False
@@ -171,21 +176,66 @@ def _with(**ub_overrides):
     ({"test_size": 0}, r"upper_bound\.test_size"),
     ({"max_iter": 0}, r"upper_bound\.max_iter"),
     ({"configs": []}, r"upper_bound\.configs"),
-    ({"configs": [{**CONFIGS[0], "C": 0}]}, r"upper_bound\.configs\[0\]\.C"),
+    ({"test_size": 1}, r"upper_bound\.test_size"),
+    ({"max_iter": True}, r"upper_bound\.max_iter"),
+    ({"configs": [{**CONFIGS[0], "C": 0}]}, r"upper_bound\.configs\.0\.C"),
+    ({"configs": [{**CONFIGS[0], "C": True}]}, r"upper_bound\.configs\.0\.C"),
     ({"configs": [CONFIGS[0], {**CONFIGS[1], "features": "pixels"}]},
-     r"upper_bound\.configs\[1\]\.features"),
-    ({"configs": [{**CONFIGS[0], "class_weight": "auto"}]}, r"configs\[0\]\.class_weight"),
-    ({"configs": [CONFIGS[0], CONFIGS[0]]}, r"configs\[1\]\.name.*twice"),
-    ({"configs": [{**CONFIGS[0], "name": "lr_C0.1"}]}, r"configs\[0\]\.name"),
-    ({"configs": [{**CONFIGS[0], "penalty": "l1"}]}, r"configs\[0\]\.penalty"),
+     r"upper_bound\.configs\.1\.features"),
+    ({"configs": [{**CONFIGS[0], "class_weight": "auto"}]},
+     r"configs\.0\.class_weight` must be null or balanced"),
+    ({"configs": [CONFIGS[0], CONFIGS[0]]}, r"configs`.*'lr_C1' is used twice \(entries 0 and 1\)"),
+    ({"configs": [{**CONFIGS[0], "name": "lr_C0.1"}]}, r"configs\.0\.name"),
+    ({"configs": [{**CONFIGS[0], "penalty": "l1"}]}, r"configs\.0\.penalty` is not a known key"),
+    ({"configs": [{"C": 1.0}]}, r"configs\.0\.name` is missing"),
+    ({"tests_size": 0.2}, r"upper_bound\.tests_size.*did you mean `upper_bound\.test_size`"),
 ])
 def test_invalid_params_name_the_key(override, match):
     with pytest.raises(ParamError, match=match):
-        ub.check_params(_with(**override))
+        parse_section(_with(**override), "upper_bound", UpperBoundParams)
 
 
-def test_split_needs_two_images_per_class_and_enough_test_images():
+def test_config_defaults():
+    p = parse_section(_with(configs=[{"name": "a", "C": 2}]), "upper_bound", UpperBoundParams)
+    assert p.configs == [LogRegConfig(name="a", C=2.0, class_weight=None, features="raw")]
+    assert isinstance(p.configs[0].C, float)
+
+
+def test_split_needs_two_images_per_class_and_enough_test_images(data):
     with pytest.raises(DataError, match="at least 2 images"):
-        ub.check_split(np.array([0, 0, 1, 1, 2]), 0.5)
-    with pytest.raises(ParamError, match=r"upper_bound\.test_size"):
-        ub.check_split(np.repeat(np.arange(10), 5), 0.1)  # 5 test images for 10 classes
+        ub.check_stratifiable(np.array([0, 0, 1, 1, 2]))
+    ub.check_stratifiable(np.array([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="5 test and 45 training images.*10 classes"):
+        ub.check_test_size(np.repeat(np.arange(10), 5), 0.1)  # 5 test images for 10 classes
+    assert ub.check_test_size(np.repeat(np.arange(10), 5), 0.2) == 0.2
+    with pytest.raises(ParamError, match=r"upper_bound\.test_size` = 0\.01 gives 3 test"):
+        ub_stage.run(_with(test_size=0.01))  # 3 test images for 12 classes
+
+
+def test_library_split_views_and_fits_in_process():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    X = rng.normal(size=(30, 4)) + y[:, None] * 3
+    tr, te = ub.stratified_split(y, 0.2, 0)
+    ref_tr, ref_te = train_test_split(np.arange(30), test_size=0.2, random_state=0, stratify=y)
+    np.testing.assert_array_equal(tr, ref_tr)
+    np.testing.assert_array_equal(te, ref_te)
+    views = ub.feature_views(X * 100, X[:, :2], tr)
+    np.testing.assert_allclose(views["raw"][tr].mean(axis=0), 0, atol=1e-12)  # train stats only
+    assert views["pca"].dtype == np.float64
+    cfg = LogRegConfig(name="a", C=0.5, class_weight="balanced", features="pca")
+    res, p_tr, p_te = ub.evaluate_config(cfg, views, y, tr, te, 200, 0)
+    assert list(res) == ["train_accuracy", "test_accuracy", "gap", "macro_f1", "weighted_f1",
+                         "features", "dim", "C", "class_weight", "iterations", "converged"]
+    assert res["dim"] == 2 and res["class_weight"] == "balanced" and len(p_te) == len(te)
+    macro = ub.macro_scores(cfg, views, y, {"g2": np.array([0, 0, 1])}, tr, te, 200, 0)
+    assert macro.columns.tolist() == ub.MACRO_COLUMNS and macro["groups"].tolist() == [2]
+    both = ub.with_fine_row(macro, res, y, tr, te, 3)
+    assert both["target"].tolist() == ["g2", "fine"]
+    assert both["random_baseline"].tolist() == pytest.approx([0.5, 1 / 3])
+    preds = ub.predictions_table(pd.DataFrame({"path": [f"{i}.png" for i in range(30)],
+                                               "class": [str(v) for v in y]}),
+                                 ["0", "1", "2"], y, tr, te, p_tr, p_te)
+    assert (preds["split"] == "test").sum() == len(te)
+    assert preds.loc[preds["split"] == "test", "correct"].mean() == pytest.approx(
+        res["test_accuracy"])

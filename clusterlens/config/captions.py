@@ -1,0 +1,46 @@
+"""The ``captions`` section: zero-shot captions of the images and their sentence embeddings."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from clusterlens.captions import template_problem
+from clusterlens.config.base import Section
+
+
+class CaptionsParams(Section):
+    """``captions.*``: the caption template, the sentence-model batch size, and the switch.
+
+    ``template`` is ``seed003``, ``top1``, ``top3`` or a format string with {a1} {c1} {p1} ...
+    {a3} (see :func:`clusterlens.captions.check_template`); ``enabled: false`` writes no
+    captions and no text features.
+    """
+
+    template: str = "seed003"
+    batch_size: int = 256
+    enabled: bool = True
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _template(cls, value: Any) -> str:
+        problem = template_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer, got {value!r}")
+        if value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+        return value
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _enabled(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return value

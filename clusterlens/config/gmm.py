@@ -1,0 +1,35 @@
+"""The ``gmm`` section: the Gaussian-mixture grid (one DVC stage per K)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from clusterlens.config.base import Section
+from clusterlens.config.grid import choice, int_list, integer
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+class GMMParams(Section):
+    """``gmm``: ``k`` (list of K >= 2), ``covariance_type`` (full, tied, diag, spherical),
+    ``max_iter`` (>= 1)."""
+
+    k: list[int]
+    covariance_type: str
+    max_iter: int
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, value: Any) -> list[int]:
+        return int_list(value, 2)
+
+    @field_validator("covariance_type", mode="before")
+    @classmethod
+    def _cov(cls, value: Any) -> str:
+        return choice(value, COVARIANCE_TYPES)
+
+    @field_validator("max_iter", mode="before")
+    @classmethod
+    def _max_iter(cls, value: Any) -> int:
+        return integer(value, 1)

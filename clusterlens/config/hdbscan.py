@@ -1,0 +1,27 @@
+"""The ``hdbscan`` section: the HDBSCAN grid over minimum cluster sizes."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from clusterlens.config.base import Section
+from clusterlens.config.grid import int_list, integer
+
+
+class HDBSCANParams(Section):
+    """``hdbscan``: ``min_cluster_size`` (list of integers >= 2), ``min_samples`` (an integer
+    >= 1, or null: HDBSCAN's default, the minimum cluster size)."""
+
+    min_cluster_size: list[int]
+    min_samples: int | None
+
+    @field_validator("min_cluster_size", mode="before")
+    @classmethod
+    def _mcs(cls, value: Any) -> list[int]:
+        return int_list(value, 2)
+
+    @field_validator("min_samples", mode="before")
+    @classmethod
+    def _min_samples(cls, value: Any) -> int | None:
+        return None if value is None else integer(value, 1)

@@ -1,0 +1,37 @@
+"""The ``kmeans`` section: the K-Means grid (one DVC stage per K) and its settings."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from clusterlens.config.base import Section
+from clusterlens.config.grid import choice, int_list, integer
+
+ENGINES = ("sklearn", "faiss")
+
+
+class KMeansParams(Section):
+    """``kmeans``: ``k`` (list of K >= 2), ``n_init`` and ``max_iter`` (>= 1), ``engine``
+    (``sklearn`` or ``faiss``; default ``sklearn``). ``n_init``/``max_iter``/``engine`` also
+    apply to K-Means on the NMF factor (``nmf`` grid)."""
+
+    k: list[int]
+    n_init: int
+    max_iter: int
+    engine: str = "sklearn"
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, value: Any) -> list[int]:
+        return int_list(value, 2)
+
+    @field_validator("n_init", "max_iter", mode="before")
+    @classmethod
+    def _positive(cls, value: Any) -> int:
+        return integer(value, 1)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: Any) -> str:
+        return choice(value, ENGINES)

@@ -1,0 +1,1 @@
+"""Matplotlib figures, one module per domain, kept apart from the computations they draw."""

@@ -1,0 +1,203 @@
+"""Figures of a clustering's composition: the cluster-by-class heatmap, a montage of the
+largest clusters, and 2-D views coloured by class and by cluster."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clusterlens.metrics import NOISE
+from clusterlens.plots.thumbnails import thumbnail_cell
+from clusterlens.plotting import save_figure
+
+OFF_CLASS = "#C44E52"
+
+
+def _class_font(n: int) -> float:
+    return float(max(4, min(10, 300 / max(n, 1))))
+
+
+def plot_heatmap(shares: pd.DataFrame, sizes: dict, title: str, path: str | os.PathLike) -> None:
+    """Draw the row-normalised cluster-by-class matrix.
+
+    Parameters
+    ----------
+    shares : DataFrame
+        Clusters x classes, rows summing to 1 (see
+        :func:`clusterlens.composition.row_normalised`).
+    sizes : dict
+        Cluster label -> number of images, shown in the row labels.
+    title : str
+        The figure's title.
+    path : str or PathLike
+        The PNG to write.
+
+    Notes
+    -----
+    Rows are ordered by their majority class (a good clustering shows a diagonal), then by
+    size; noise comes last. Cells are annotated when the matrix has at most 400 cells.
+    """
+    import matplotlib.pyplot as plt
+
+    majority = shares.to_numpy().argmax(axis=1)
+    order = sorted(range(len(shares)), key=lambda i: (shares.index[i] == NOISE, majority[i],
+                                                       -sizes[shares.index[i]]))
+    shares = shares.iloc[order]
+    n_rows, n_cols = shares.shape
+    width = min(max(7.0, 0.32 * n_cols + 3), 48.0)
+    height = min(max(4.0, 0.3 * n_rows + 2), 48.0)
+    fig, ax = plt.subplots(figsize=(width, height))
+    im = ax.imshow(shares.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                   interpolation="nearest")
+    ax.set_xticks(range(n_cols))
+    ax.set_xticklabels(shares.columns, rotation=90, fontsize=_class_font(n_cols))
+    ax.set_yticks(range(n_rows))
+    ax.set_yticklabels([("noise" if c == NOISE else f"cluster {c}") + f" (n={sizes[c]})"
+                        for c in shares.index], fontsize=_class_font(n_rows))
+    if n_rows * n_cols <= 400:
+        values = shares.to_numpy()
+        for r in range(n_rows):
+            for c in range(n_cols):
+                if values[r, c] >= 0.01:
+                    ax.text(c, r, f"{values[r, c]:.0%}", ha="center", va="center", fontsize=7,
+                            color="black" if values[r, c] > 0.6 else "white")
+    ax.set_xlabel("true class")
+    ax.set_ylabel("cluster (ordered by majority class)")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="share of the cluster's images")
+    save_figure(fig, path)
+
+
+def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame,
+                 root: str | os.PathLike, path: str | os.PathLike, clusters: int,
+                 per_cluster: int, seed: int, title: str) -> None:
+    """Draw sample images of the largest clusters, one row per cluster.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The composition table (:func:`clusterlens.composition.composition_table`), largest
+        cluster first.
+    labels : ndarray of shape (n_images,)
+        Cluster label of each image, aligned with ``index``.
+    index : DataFrame
+        The image index, with ``path`` (relative to ``root``) and ``class`` columns.
+    root : str or PathLike
+        The image folder.
+    path : str or PathLike
+        The PNG to write.
+    clusters : int
+        How many clusters (rows); noise is never shown.
+    per_cluster : int
+        Images per row, a random sample drawn with ``seed``.
+    seed : int
+        Seed of the sample.
+    title : str
+        The figure's title.
+
+    Notes
+    -----
+    Each row is labelled with its cluster's size and majority class; an image of another
+    class is framed in red.
+    """
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    rows = table[table["cluster"] != NOISE].head(clusters)
+    fig, axes = plt.subplots(len(rows), per_cluster,
+                             figsize=(1.25 * per_cluster + 2.2, 1.35 * len(rows) + 0.8),
+                             squeeze=False, layout="constrained")
+    for r, rec in enumerate(rows.itertuples(index=False)):
+        members = np.flatnonzero(labels == rec.cluster)
+        pick = np.sort(rng.choice(members, size=min(per_cluster, len(members)), replace=False))
+        for c in range(per_cluster):
+            ax = axes[r][c]
+            row = index.iloc[pick[c]] if c < len(pick) else None
+            thumbnail_cell(ax, None if row is None else Path(root) / row["path"])
+            if row is not None:
+                off = row["class"] != rec.top1_class
+                ax.set_title(str(row["class"])[:14], fontsize=6,
+                             color=OFF_CLASS if off else "black")
+                if off:
+                    for spine in ax.spines.values():
+                        spine.set_visible(True)
+                        spine.set_color(OFF_CLASS)
+                        spine.set_linewidth(2)
+            if c == 0:
+                ax.set_ylabel(f"cluster {rec.cluster}\nn={rec.size}\n{rec.top1_pct:.0f}% "
+                              f"{str(rec.top1_class)[:14]}", rotation=0, ha="right", va="center",
+                              fontsize=8)
+    fig.suptitle(f"{title}\n(image titles: true class; red frame: not the cluster's majority "
+                 "class)", fontsize=10)
+    save_figure(fig, path)
+
+
+def _colours(n: int):
+    import matplotlib.pyplot as plt
+
+    if n <= 10:
+        return plt.get_cmap("tab10").colors[:n]
+    if n <= 20:
+        return plt.get_cmap("tab20").colors[:n]
+    return [plt.get_cmap("gist_ncar")(v) for v in np.linspace(0.02, 0.95, n)]
+
+
+def _scatter(ax, xy: np.ndarray, groups: np.ndarray, names: dict, title: str) -> None:
+    uniq = [g for g in sorted(set(groups.tolist())) if g != NOISE]
+    colours = dict(zip(uniq, _colours(len(uniq))))
+    point = max(2.0, min(12.0, 6000 / max(len(xy), 1)))
+    if NOISE in set(groups.tolist()):
+        m = groups == NOISE
+        ax.scatter(xy[m, 0], xy[m, 1], s=point, c="#BBBBBB", marker="x", linewidths=0.5,
+                   label="noise")
+    for g in uniq:
+        m = groups == g
+        ax.scatter(xy[m, 0], xy[m, 1], s=point, color=colours[g], alpha=0.7, linewidths=0,
+                   label=names[g])
+    if len(uniq) <= 20:
+        ax.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.8)
+    if len(uniq) <= 60:  # names at the group medians
+        for g in uniq:
+            cx, cy = np.median(xy[groups == g], axis=0)
+            ax.text(cx, cy, names[g], fontsize=7, ha="center", va="center", weight="bold",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.6, "lw": 0})
+    ax.set_title(title)
+
+
+def plot_side_by_side(xy: np.ndarray, classes: np.ndarray, labels: np.ndarray, axis_name: str,
+                      title: str, path: str | os.PathLike) -> None:
+    """Draw a 2-D view twice: coloured by true class (left) and by cluster (right).
+
+    Parameters
+    ----------
+    xy : ndarray of shape (n, 2)
+        The 2-D coordinates (t-SNE embedding or the first two principal components).
+    classes : ndarray of shape (n,)
+        Class name of each point.
+    labels : ndarray of shape (n,)
+        Cluster label of each point (noise drawn as grey crosses).
+    axis_name : str
+        Axis label stem, e.g. ``"t-SNE"`` gives ``t-SNE 1`` and ``t-SNE 2``.
+    title : str
+        The figure's title.
+    path : str or PathLike
+        The PNG to write.
+    """
+    import matplotlib.pyplot as plt
+
+    class_order = sorted(set(classes.tolist()))
+    code = {c: i for i, c in enumerate(class_order)}
+    class_codes = np.array([code[c] for c in classes])
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7))
+    _scatter(axes[0], xy, class_codes, dict(enumerate(class_order)),
+             f"coloured by true class ({len(class_order)})")
+    n_clusters = len(set(labels.tolist()) - {NOISE})
+    _scatter(axes[1], xy, labels, {c: f"c{c}" for c in set(labels.tolist())},
+             f"coloured by cluster ({n_clusters})")
+    for ax in axes:
+        ax.set_xlabel(f"{axis_name} 1")
+        ax.set_ylabel(f"{axis_name} 2")
+    fig.suptitle(title)
+    save_figure(fig, path)
