@@ -1,10 +1,10 @@
-"""Feature-extraction throughput: the seeds' plain loop vs the `extract` stage (issue 7, part 2).
+"""Feature-extraction throughput: a plain decode-then-run loop vs the `extract` stage.
 
     python -m benchmarks.bench_extract                     # 1,024 CIFAR-10 images, 224 px, Lite0
     python -m benchmarks.bench_extract --backbone mobilenet_v2 \\
         --weights ../shared/weights/mobilenet_v2_imagenet.pth --repeats 3
 
-Baseline (the seeds' way): one process, for each batch open + resize + normalise every image
+Baseline (a plain loop): one process, for each batch open + resize + normalise every image
 with PIL/numpy, stack, run the model in float32 (contiguous memory, ``torch.no_grad``).
 Measured against it, in the same process on the same images: the stage's
 ``extract_features`` in float32 (channels-last, ``inference_mode``, fixed-size batches, traced,
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from clusterlens.backbones import build_backbone
-from clusterlens.features import extract_features, load_rgb, preprocess
+from clusterlens.features import extract_features, preprocess
+from clusterlens.images import load_rgb
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-test"
 
@@ -50,7 +51,7 @@ def decode(bb, root, paths, size, resize):
 
 
 def baseline(bb, root, paths, size, resize, batch_size) -> np.ndarray:
-    """The seeds' loop: decode a batch in this process, then run it, float32."""
+    """The plain loop: decode a batch in this process, then run it, float32."""
     model = bb.model.to(memory_format=torch.contiguous_format).eval()
     out = []
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Issue 7 part 4: the clustering grid, end to end through `dvc repro`, against seed 001's loop.
+"""The clustering grid, end to end through `dvc repro`, against a plain K-Means loop.
 
     python -m benchmarks.bench_grid                      # 10,000 x 1280 generated features
     python -m benchmarks.bench_grid --repeats 5          # more repeats (medians are reported)
@@ -9,15 +9,16 @@
 What is timed, in the same run on the same data (baseline and pipeline repeats interleaved, so
 both see the same machine load):
 
-- **baseline**: seed 001's `find_optimal_k` loop, in this process, as the seed runs it:
-  `np.random.seed(42)`; when N > `sample_size` (5,000) it fits a random 5,000-point sample, as the
-  seed does; for K = 10, 20, ..., 100: `KMeans(n_clusters=K, random_state=42, n_init=10)`
+- **baseline**: a notebook-style `find_optimal_k` loop, in this process:
+  `np.random.seed(42)`; when N > `sample_size` (5,000) it fits a random 5,000-point sample;
+  for K = 10, 20, ..., 100: `KMeans(n_clusters=K, random_state=42, n_init=10)`
   `.fit_predict`, then `silhouette_score` on a random 3,000-point subset; on the un-reduced
   1280-D features. Its plotting and printing are left out (they would only add to it).
   `--baseline full` fits all N points instead (sample_size = N).
-- **pipeline**: a fresh temporary git + DVC repository per repeat, holding copies of dvc.yaml,
-  params.yaml and stages/ (as tests/test_pipeline.py builds one), with the features written to
-  data/features.npy and a matching data/index.parquet (what `extract` and `index` leave). Timed:
+- **pipeline**: a fresh temporary git + DVC repository per repeat, holding copies of dvc.yaml
+  and params.yaml, with stages/ and clusterlens/ linked to the project's code, and with the
+  features written to data/features.npy and a matching data/index.parquet (what `extract` and
+  `index` leave). Timed:
   one `dvc repro --single-item reduce kmeans agglomerative clustering`, which runs `reduce`, every
   `kmeans@K` of the default grid, every `agglomerative@LINKAGE` (all four linkages, each cut at
   every K of agglomerative.k) and the `clustering` aggregate, each in its own process, with
@@ -66,13 +67,13 @@ EMPTY_GRIDS = {"gmm.k": [], "dbscan.eps_percentile": [], "hdbscan.min_cluster_si
 
 
 # --------------------------------------------------------------------------- baseline
-def seed001_loop(features: np.ndarray, k_range=(10, 100), step=10, sample_size=5000) -> dict:
-    """Seed 001's find_optimal_k, its computation verbatim (random draws, KMeans arguments,
-    silhouette sample), without the plot and the prints."""
+def notebook_loop(features: np.ndarray, k_range=(10, 100), step=10, sample_size=5000) -> dict:
+    """A notebook-style find_optimal_k (its random draws, KMeans arguments and silhouette
+    sample), without the plot and the prints."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    np.random.seed(42)  # the seed notebook's global seed, set before the function runs
+    np.random.seed(42)  # the notebook's global seed, set before the function runs
     if len(features) > sample_size:
         indices = np.random.choice(len(features), sample_size, replace=False)
         features_sample = features[indices]
@@ -97,7 +98,7 @@ def time_baseline(features: np.ndarray, variant: str) -> dict:
     load = os.getloadavg()[0]
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    res = seed001_loop(features, sample_size=sample_size)
+    res = notebook_loop(features, sample_size=sample_size)
     res["seconds"] = time.perf_counter() - t0
     res["cpu_seconds"] = time.process_time() - cpu0
     res["load_before"] = load
@@ -409,7 +410,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3,
                     help="repeats of the baseline and of the pipeline (medians reported)")
     ap.add_argument("--baseline", choices=["seed", "full"], default="seed",
-                    help="seed: seed 001 as written (fits a 5,000-point sample when N > 5,000); "
+                    help="seed: the loop as written (fits a 5,000-point sample when N > 5,000); "
                          "full: fit all N points")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--compare-stages", type=Path,
@@ -476,7 +477,7 @@ def main(argv=None) -> None:
     if base_runs:
         base_med = u.median([b["seconds"] for b in base_runs])
         pts = base_runs[0]["points"]
-        what = ("baseline: seed 001 loop, K=10..100 step 10, n_init=10, 1280-D"
+        what = ("baseline: notebook loop, K=10..100 step 10, n_init=10, 1280-D"
                 + (f" (fits its {pts}-point sample)" if pts < n else ""))
         rows.append([what, pts, f"{base_med:.1f}", f"{10 * pts / base_med:.0f} pt-fits/s",
                      "1.00"])

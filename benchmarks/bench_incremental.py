@@ -1,4 +1,4 @@
-"""Incremental extraction by content hash (issue 7, part 3): the `extract` stage's wall time
+"""Incremental extraction by content hash: the `extract` stage's wall time
 when 1% new images join a processed folder, against a full run, on the CIFAR-10 test set.
 
     python -m benchmarks.bench_incremental                  # 10,000 images, params.yaml's

@@ -1,4 +1,4 @@
-"""Issue 9 items 2-3: K-Means engines and agglomerative routes at large N (stages/large_n.py).
+"""K-Means engines and agglomerative routes at large N (clusterlens/large_n.py).
 
     python -m benchmarks.bench_large_n                 # N = 10^5 and 10^6 (about 15-25 min here)
     python -m benchmarks.bench_large_n --quick         # N = 10^4 and 10^5 (a few minutes)

@@ -1,4 +1,4 @@
-"""Issue 7 part 5: time and peak memory of every stage and clustering method against N.
+"""Time and peak memory of every stage and clustering method against N.
 
     python -m benchmarks.bench_scaling --quick      # N = 10^3, 10^4 (a few minutes)
     python -m benchmarks.bench_scaling              # N = 10^3, 10^4, 3x10^4, 10^5
@@ -24,7 +24,7 @@ What is measured (the functions the stages call, with the pipeline's default par
   (min_cluster_size=10), agglomerative trees (ward and single: fastcluster's O(N)-memory vector
   routine; complete and average: the O(N^2) distance matrix), the agglomerative stage's
   ``cut_tree_at`` on the single-linkage tree (4 Ks; for comparison also scipy's ``cut_tree``,
-  which the stage used before issue 7), and one grid point's metrics
+  which the stage used to call), and one grid point's metrics
   (``evaluate_labels``: silhouette on a 5,000 sample, Davies-Bouldin, Calinski-Harabasz, external
   metrics) - each as ``stages.cluster`` runs it;
 - ``upper_bound``: ``stages.upper_bound``'s split, standardisation and ``fit_logreg`` (lbfgs,
@@ -175,7 +175,7 @@ def main(a):
         out = c.linkage_tree(X, m.split()[1])
     elif m == "cut":
         c.cut_tree_at(Z, [5, 10, 15, 20])
-    elif m == "scipy_cut":  # what cut_tree_at did before issue 7
+    elif m == "scipy_cut":  # what cut_tree_at used to do
         scipy.cluster.hierarchy.cut_tree(Z, n_clusters=[5, 10, 15, 20])
     elif m == "metrics":
         c.evaluate_labels(X, y, lab, 5000, 0)
@@ -204,11 +204,13 @@ def main(a):
 
 
 def code_fingerprint() -> dict[str, str]:
-    """sha256 (first 12 hex digits) of every stages/*.py: the code the measurements ran."""
+    """sha256 (first 12 hex digits) of every stages/ and clusterlens/ module: the code the
+    measurements ran."""
     import hashlib
 
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-            for p in sorted((u.PROJECT / "stages").glob("*.py"))}
+    files = sorted(p for d in ("stages", "clusterlens") for p in (u.PROJECT / d).rglob("*.py"))
+    return {p.relative_to(u.PROJECT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+            for p in files}
 
 
 # ---------------------------------------------------------------------- data preparation
@@ -462,7 +464,7 @@ def main(argv=None) -> None:
     if code_end != code_start:
         changed = sorted(k for k in set(code_start) | set(code_end)
                          if code_start.get(k) != code_end.get(k))
-        print(f"WARNING: stages/ changed during the run: {', '.join(changed)}; the rows that "
+        print(f"WARNING: the code changed during the run: {', '.join(changed)}; the rows that "
               "use them may mix two versions", flush=True)
     info["stages_sha256"] = code_end
     info["stages_changed_during_run"] = code_end != code_start

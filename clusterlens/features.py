@@ -167,7 +167,8 @@ def _hold_after() -> int | None:
 
 
 def _hold(n: int) -> None:
-    sys.stderr.write(f"clusterlens: holding after batch {n}\n")
+    # tqdm.write clears a progress bar first, so the message is a line of its own
+    tqdm.write(f"clusterlens: holding after batch {n}", file=sys.stderr)
     sys.stderr.flush()
     while True:  # until killed
         time.sleep(1)

@@ -126,6 +126,7 @@ def load_features(path: str | os.PathLike, mmap_threshold_bytes: int | None) -> 
 
 # --------------------------------------------------------------------------- K-Means engines
 def faiss_available() -> bool:
+    """Whether the faiss package can be imported."""
     try:
         import faiss  # noqa: F401
     except ImportError:

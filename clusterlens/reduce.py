@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
@@ -189,8 +190,6 @@ def reduce_metrics(res: PCAResult, n_features: int) -> dict:
 def variance_curve(res: PCAResult):
     """The explained-variance table: ``component``, ``explained_variance``,
     ``cumulative_variance`` (rounded to 6 decimals), one row per computed component."""
-    import pandas as pd
-
     cum = res.cumulative
     return pd.DataFrame({"component": np.arange(1, len(cum) + 1),
                          "explained_variance": res.explained_variance_ratio.round(6),

@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from clusterlens import captions as cap
-from clusterlens import captions, fusion
-from clusterlens import fusion as fu
-from clusterlens.common import DataError, ParamError, load_npy, read_json, save_npy, write_table
+from clusterlens.config.base import parse_section
+from clusterlens.config.captions import CaptionsParams
+from clusterlens.config.extract import ExtractParams
+from clusterlens.errors import DataError, ParamError
+from clusterlens.io import load_npy, read_json, save_npy, write_table
+from stages import captions as stage
 from tests.conftest import MOBILENET_WEIGHTS, make_image
 
 NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
@@ -71,6 +74,22 @@ def test_bad_templates_name_the_key(template):
     with pytest.raises(ParamError) as err:
         cap.check_template(template)
     assert err.value.key == "captions.template"
+    with pytest.raises(ParamError) as err:
+        parse_section({"captions": {"template": template}}, "captions", CaptionsParams)
+    assert err.value.key == "captions.template"
+
+
+def test_captions_params_defaults_and_errors():
+    p = parse_section({"captions": {}}, "captions", CaptionsParams)
+    assert (p.template, p.batch_size, p.enabled) == ("seed003", 256, True)
+    custom = parse_section({"captions": {"template": "{a1}"}}, "captions", CaptionsParams)
+    assert custom.template == "{a1}"
+    with pytest.raises(ParamError, match="captions.batch_size"):
+        parse_section({"captions": {"batch_size": 0}}, "captions", CaptionsParams)
+    with pytest.raises(ParamError, match="captions.enabled"):
+        parse_section({"captions": {"enabled": "yes"}}, "captions", CaptionsParams)
+    with pytest.raises(ParamError, match="did you mean `captions.template`"):
+        parse_section({"captions": {"templates": "top1"}}, "captions", CaptionsParams)
 
 
 def test_make_captions_rejects_mismatched_inputs():
@@ -158,13 +177,18 @@ def test_embed_texts_offline_unit_deterministic_and_semantic(monkeypatch):
         np.testing.assert_allclose(cap.embed_texts([text], device="cpu", progress=False)[0], row,
                                    atol=1e-5)
     assert cap.embed_texts([], device="cpu").shape == (0, 384)
-    with pytest.raises(ParamError):
+    with pytest.raises(ValueError, match="batch_size"):
         cap.embed_texts(texts, batch_size=0)
 
 
-def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
-    from clusterlens.common import save_npy, write_table
+def _extract_section(**over) -> dict:
+    e = {"backbone": "efficientnet_lite0", "weights": "DEFAULT", "image_size": "auto",
+         "resize": "center_crop", "batch_size": 2, "device": "cpu", "workers": 0,
+         "precision": "fp32", "jit": False, "store": "none"}
+    return {**e, **over}
 
+
+def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
     rng = np.random.default_rng(1)
     feats = np.abs(rng.normal(0, 1, (6, 1280))).astype(np.float32)
     save_npy("data/features.npy", feats)
@@ -172,10 +196,9 @@ def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
                                                              for i in range(6)],
                                                     "class": ["a", "b"] * 3,
                                                     "label": [0, 1] * 3}))
-    params = {"seed": 0, "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
-                                     "device": "cpu"},
+    params = {"seed": 0, "data": {"root": "."}, "extract": _extract_section(),
               "captions": {"template": "seed003", "batch_size": 4}}
-    m = cap.run(params)
+    m = stage.run(params)
     table = pd.read_parquet("data/captions.parquet")
     emb = load_npy("data/text_features.npy")
     assert list(table.columns[:2]) == ["path", "caption"] and len(table) == 6
@@ -186,22 +209,21 @@ def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
     top = cap.head_logits(feats, W, b).argmax(1)
     assert table["label1"].tolist() == [cap.imagenet_class_names()[i] for i in top]
     with pytest.raises(ParamError) as err:
-        cap.run({**params, "captions": {"template": "{nope}"}})
+        stage.run({**params, "captions": {"template": "{nope}"}})
     assert err.value.key == "captions.template"
 
 
 def test_captions_disabled_means_visual_only(in_tmp_cwd):
-    from clusterlens import captions, fusion
+    from stages import fusion
 
     save_npy("data/features.npy", np.ones((6, 5), np.float32))
     write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(6)],
                                                     "class": ["a", "b"] * 3, "label": [0, 1] * 3}))
-    params = {"seed": 0, "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
-                                     "device": "cpu"},
+    params = {"seed": 0, "data": {"root": "."}, "extract": _extract_section(),
               "captions": {"enabled": False, "template": "seed003", "batch_size": 4},
               "fusion": {"set": "visual", "weight": 0.5, "dim": 8, "methods": ["kmeans"]},
               "kmeans": {"n_init": 1, "max_iter": 10}}
-    assert captions.run(params) == {"enabled": False, "images": 6}
+    assert stage.run(params) == {"enabled": False, "images": 6}
     assert np.load("data/text_features.npy").shape == (6, 0)
     assert len(pd.read_parquet("data/captions.parquet")) == 0
     assert fusion.run(params) == {"enabled": False}
@@ -212,8 +234,6 @@ def test_captions_disabled_means_visual_only(in_tmp_cwd):
 
 def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(image_tree,
                                                                              in_tmp_cwd):
-    from clusterlens import captions
-
     paths = sorted(p.relative_to(image_tree).as_posix() for p in image_tree.rglob("*.png"))
     write_table("data/index.parquet", pd.DataFrame({
         "path": paths, "class": [p.split("/")[0] for p in paths],
@@ -225,7 +245,7 @@ def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(imag
                           "resize": "squash", "batch_size": 8, "device": "cpu", "workers": 0,
                           "precision": "fp32", "jit": False, "store": "none"},
               "captions": {"template": "top1", "batch_size": 8}}
-    m = captions.run(params)
+    m = stage.run(params)
     assert "efficientnet_lite0" in m["captioner"] and "fallback" in m["captioner"]
     table = pd.read_parquet("data/captions.parquet")
     assert len(table) == len(paths) and table["caption"].str.startswith("a photo of ").all()
@@ -235,24 +255,28 @@ def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(imag
 def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch):
     """The ImageNet head reads 224 px centre-cropped Lite0 features: extracted features at
     another size are not reused (captions of squashed 64 px images are nonsense)."""
-    from clusterlens import captions, features as extract
-
     calls = []
-    monkeypatch.setattr(extract, "features_for_index",
-                        lambda ep, bb, index, size, device: calls.append((size, ep.resize))
+    monkeypatch.setattr(stage, "features_for_index",
+                        lambda bb, index, root, size, device, **kw:
+                        calls.append((bb.name, size, kw["resize"]))
                         or (np.zeros((2, 1280), np.float32), {}))
-    p = {"backbone": "efficientnet_lite0", "weights": "DEFAULT"}
     feats = np.ones((2, 1280), np.float32)
     index = pd.DataFrame({"path": ["a.png", "b.png"], "sha256": ["0" * 64, "1" * 64]})
-    base = {"seed": 0, "data": {"root": "."},
-            "extract": {"backbone": "efficientnet_lite0", "weights": "DEFAULT",
-                        "image_size": "auto", "resize": "center_crop", "batch_size": 2,
-                        "device": "cpu", "workers": 0, "precision": "fp32", "jit": False,
-                        "store": "none"}}
-    got, W, _, desc = captions.captioner_features(base, p, feats, index)
+    base = {"seed": 0, "data": {"root": "."}, "extract": _extract_section()}
+
+    def captioner_features(params):
+        ep = parse_section(params, "extract", ExtractParams)
+        return stage.captioner_features(params, ep, feats, index)
+
+    got, W, _, desc = captioner_features(base)
     assert got is feats and calls == [] and "the extracted features" in desc
     assert W.shape == (1000, 1280)
-    small = {**base, "extract": {**base["extract"], "image_size": 64, "resize": "squash"}}
-    got, _, _, desc = captions.captioner_features(small, p, feats, index)
-    assert calls == [(224, "center_crop")] and "224 px centre crop" in desc
+    native = {**base, "extract": _extract_section(image_size=224)}
+    assert captioner_features(native)[0] is feats and calls == []
+    small = {**base, "extract": _extract_section(image_size=64, resize="squash")}
+    got, _, _, desc = captioner_features(small)
+    assert calls == [("efficientnet_lite0", 224, "center_crop")] and "224 px centre crop" in desc
     assert not got.any()
+    with pytest.raises(DataError, match="need the index"):
+        stage.captioner_features(small, parse_section(small, "extract", ExtractParams), feats,
+                                 None)

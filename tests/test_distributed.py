@@ -1,5 +1,5 @@
-"""Issue 9, item 1: sharded extraction with torch.distributed (torchrun, gloo on CPU) writes
-byte-for-byte the features file of a single-process run, sharing the feature store safely."""
+"""Sharded extraction with torch.distributed (torchrun, gloo on CPU) writes byte-for-byte the
+features file of a single-process run, sharing the feature store safely."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from clusterlens import distributed
-from clusterlens.common import ParamError, write_table
-from clusterlens.features import ExtractParams
+from clusterlens.config.base import parse_section
+from clusterlens.config.extract import ExtractParams
+from clusterlens.errors import ParamError
 from clusterlens.feature_store import FeatureStore
 from clusterlens.index import build_index
+from clusterlens.io import write_table
 from tests.conftest import PROJECT, make_tree
 from tests.test_feature_store import _params
 
@@ -67,20 +69,25 @@ def test_two_gloo_processes_equal_one_process_byte_for_byte(tmp_path, in_tmp_cwd
 
 
 def test_sharded_run_needs_a_store_and_valid_counts(tmp_path):
-    base = _params(tmp_path, "none", processes=2)
+    def parse(params):
+        return parse_section(params, "extract", ExtractParams)
+
     with pytest.raises(ParamError, match="extract.store.*sharded run"):
-        ExtractParams.from_params(base)
+        parse(_params(tmp_path, "none", processes=2))
+    with pytest.raises(ParamError, match="extract.store.*sharded run"):
+        parse(_params(tmp_path, "none", nodes=3))
     with pytest.raises(ParamError, match="extract.processes"):
-        ExtractParams.from_params(_params(tmp_path, tmp_path, processes=0))
+        parse(_params(tmp_path, tmp_path, processes=0))
     with pytest.raises(ParamError, match="extract.threads"):
-        ExtractParams.from_params(_params(tmp_path, tmp_path, threads=0))
+        parse(_params(tmp_path, tmp_path, threads=0))
+    assert parse(_params(tmp_path, tmp_path, processes=2)).distributed
 
 
 def test_torchrun_command_standalone_and_multi_node():
-    one = distributed.torchrun_command(2, 1, "h:1", ["--params", "p.yaml"])
+    one = distributed.torchrun_command("stages.extract", 2, 1, "h:1", ["--params", "p.yaml"])
     assert one[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"]
     assert "--standalone" in one and one[-4:] == ["-m", "stages.extract", "--params", "p.yaml"]
-    many = distributed.torchrun_command(4, 3, "node0:29500", [])
+    many = distributed.torchrun_command("stages.extract", 4, 3, "node0:29500", [])
     assert "--nnodes=3" in many and "--rdzv_endpoint=node0:29500" in many
     assert "--standalone" not in many and "--rdzv_backend=c10d" in many
 

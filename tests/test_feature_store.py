@@ -1,4 +1,4 @@
-"""The per-image feature store and incremental extraction (issue 7, part 3)."""
+"""The per-image feature store and incremental extraction."""
 import json
 import shutil
 
@@ -7,9 +7,10 @@ import pytest
 
 from clusterlens import features as ex
 from clusterlens.backbones import LITE0, build_backbone
-from clusterlens.common import write_table
 from clusterlens.feature_store import FeatureStore, digests
 from clusterlens.index import build_index
+from clusterlens.io import write_table
+from stages import extract as stage
 from tests.conftest import make_tree
 
 SHA = [f"{i:064x}" for i in range(6)]
@@ -63,7 +64,7 @@ def _params(root, store, **over):
 def _run(root, store, **over):
     index, _, _ = build_index(root)
     write_table("data/index.parquet", index)
-    ex.run(_params(root, store, **over))
+    stage.run(_params(root, store, **over))
     timing = json.loads(open("logs/extract_timing.json").read())
     return open("data/features.npy", "rb").read(), timing
 

@@ -335,8 +335,10 @@ def test_large_n_params():
     assert parse_section({"kmeans": km}, "kmeans", KMeansParams).engine == "sklearn"
     a = parse_section({"agglomerative": agg}, "agglomerative", AgglomerativeParams)
     assert (a.route, a.n_centroids, a.max_exact_n) == ("auto", 2000, None)
-    assert parse_section({"large_n": {}}, "large_n", LargeNParams).mmap_threshold_bytes == 1024 * 2**20
-    assert parse_section({"kmeans": {**km, "engine": "faiss"}}, "kmeans", KMeansParams).engine == "faiss"
+    lp = parse_section({"large_n": {}}, "large_n", LargeNParams)
+    assert lp.mmap_threshold_bytes == 1024 * 2**20
+    assert parse_section({"kmeans": {**km, "engine": "faiss"}}, "kmeans",
+                         KMeansParams).engine == "faiss"
     a = parse_section({"agglomerative": {**agg, "route": "two_step", "n_centroids": 500,
                                          "max_exact_n": {"ward": 5000}}},
                       "agglomerative", AgglomerativeParams)

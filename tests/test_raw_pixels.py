@@ -1,16 +1,10 @@
 """The raw-pixel backbone: the resized image, scaled and flattened."""
-import json
-
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
-from sklearn.cluster import KMeans
-from sklearn.decomposition import NMF
 
-from clusterlens import clustering as cluster, nmf
 from clusterlens.backbones import RAW, build_backbone
-from clusterlens.common import DataError, ParamError, save_npy, write_table
+from clusterlens.errors import ParamError
 from clusterlens.features import extract_features
 
 

@@ -15,11 +15,14 @@ MAX_CENTROIDS = 20_000  # the linkage over the cells holds an n_centroids^2 floa
 
 
 class AgglomerativeParams(Section):
-    """``agglomerative``: ``linkage`` (list of ward, complete, average, single: one stage
-    each), ``k`` (list of K >= 2: the cuts of every tree; the agglomerative stage needs one), ``route`` (exact,
-    two_step, auto; default auto), ``max_exact_n`` (the N above which auto takes two_step:
-    null for the per-linkage defaults, an integer >= 2, or a mapping linkage -> integer),
-    ``n_centroids`` (K-Means cells of the two-step route, 2 to 20,000; default 2000)."""
+    """``agglomerative``.
+
+    ``linkage``: list of ward, complete, average, single (one stage each); ``k``: list of
+    K >= 2, the cuts of every tree (the agglomerative stage needs at least one); ``route``:
+    exact, two_step or auto (default auto); ``max_exact_n``: the N above which auto takes
+    two_step (null for the per-linkage defaults, an integer >= 2, or a mapping linkage ->
+    integer); ``n_centroids``: K-Means cells of the two-step route, 2 to 20,000 (default 2000).
+    """
 
     linkage: list[str]
     k: list[int]
