@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.code_deps import (
-    LIB, PROJECT, STAGES, closure, declared_code_deps, dvc_stages, expected_code_deps,
-    imported_files, lib_modules, rel, rewrite, stage_module_of, stage_modules,
+    LIB, PROJECT, STAGES, declared_code_deps, declared_params, dvc_stages, expected_code_deps,
+    imported_files, lib_modules, params_read, rel, rewrite, stage_module_of, stage_modules,
 )
 
 MAX_STAGE_LINES = 150
@@ -96,3 +96,38 @@ def test_logging_and_plotting_helpers_do_not_invalidate_extraction_or_training()
     for name in ("extract", "backbone"):
         deps = expected_code_deps(dvc_stages()[name])
         assert "clusterlens/plotting.py" not in deps, f"{name} depends on the plotting helpers"
+
+
+def _stages_by_module() -> dict[Path, list[str]]:
+    out: dict[Path, list[str]] = {}
+    for name, stage in dvc_stages().items():
+        out.setdefault(stage_module_of(stage["cmd"]), []).append(name)
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(_stages_by_module()), ids=rel)
+def test_declared_params_are_exactly_the_params_read(module):
+    # A stage module shared by several DVC stages (the grid methods of stages/cluster.py) is
+    # checked as a whole, and each of its stages may declare only keys the module reads.
+    names = _stages_by_module()[module]
+    read = params_read(module)
+    declared = set().union(*(declared_params(dvc_stages()[n]) for n in names))
+    assert read == declared, (
+        f"{rel(module)} ({', '.join(names)}): declare {sorted(read - declared)} in dvc.yaml, "
+        f"drop {sorted(declared - read)}")
+
+
+def test_params_read_sees_sections_fields_and_raw_lookups(tmp_path):
+    src = tmp_path / "s.py"
+    src.write_text(
+        "from clusterlens.config.base import parse_section, require_seed\n"
+        "from clusterlens.config.tsne import TSNEParams\n"
+        "from clusterlens.config.reduce import ReduceParams\n"
+        "def run(params):\n"
+        "    p = parse_section(params, 'tsne', TSNEParams)\n"
+        "    seed = require_seed(params)\n"
+        "    whole = parse_section(params, 'reduce', ReduceParams)\n"
+        "    other = params.get('extract')\n"
+        "    return p.sample, f(whole), other['backbone']\n")
+    assert params_read(src) == {"tsne.sample", "seed", "reduce.standardize",
+                                "reduce.n_components", "extract.backbone"}
