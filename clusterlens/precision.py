@@ -68,12 +68,34 @@ def autocast_for(device: torch.device, precision: str):
 
 def prepare_model(model: torch.nn.Module, device: torch.device, example_shape: tuple,
                   precision: str, jit: bool):
-    """The model on ``device`` in channels-last (as bfloat16 when ``cast_dtype`` says so), and,
-    with ``jit``, traced on the fixed batch shape and frozen (``torch.jit.freeze`` folds batch
-    norms into convolutions and lets oneDNN fuse conv + activation: the big CPU win; on CPU the
-    frozen graph also runs with oneDNN Graph fusion, see ``onednn_fusion``). Returns
-    (callable, "jit" or "eager"); a model that cannot be traced runs eagerly, with a warning.
-    The callable takes float32 batches (cast inside) and may return bfloat16."""
+    """The model ready for inference at a fixed batch shape.
+
+    On ``device`` in channels-last (as bfloat16 when ``cast_dtype`` says so), and, with
+    ``jit``, traced on the fixed batch shape and frozen (``torch.jit.freeze`` folds batch norms
+    into convolutions and lets oneDNN fuse conv + activation: the big CPU win; on CPU the frozen
+    graph also runs with oneDNN Graph fusion, see ``onednn_fusion``). When a fused partition
+    cannot be built, the model is traced again without the fusion; a model that cannot be
+    traced at all runs eagerly, with a warning.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The float32 network (left unchanged when a bfloat16 copy is made).
+    device : torch.device
+        Where it runs.
+    example_shape : tuple
+        The batch shape every call will have, (B, 3, S, S).
+    precision : {"auto", "fp32", "bf16", "bf16_split"}
+        ``extract.precision``.
+    jit : bool
+        Trace and freeze.
+
+    Returns
+    -------
+    model : callable
+        Takes float32 batches (cast inside); may return bfloat16.
+    engine : {"jit", "eager"}
+    """
     dtype = cast_dtype(device, precision)
     model = model.to(device, memory_format=torch.channels_last).eval()
     for p in model.parameters():

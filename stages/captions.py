@@ -45,12 +45,13 @@ def write_disabled(n: int) -> dict:
     return write_json(OUT_METRICS, {"enabled": False, "images": int(n)})
 
 
-def captioner_features(params: dict, ep: ExtractParams, feats: np.ndarray, index):
+def captioner_features(params: dict, feats: np.ndarray, index):
     """The features to caption, the ImageNet head that reads them, and its description.
 
     The extracted features when they are what the head reads; otherwise the captioner's own
     features, extracted here with the extract stage's settings and feature store.
     """
+    ep = parse_section(params, "extract", ExtractParams)
     cap = captions.choose_captioner(ep.backbone, ep.weights)
     if captions.reuses_features(cap, ep.backbone, ep.image_size, ep.resize):
         return feats, cap.W, cap.b, cap.description + ", the extracted features"
@@ -63,7 +64,7 @@ def captioner_features(params: dict, ep: ExtractParams, feats: np.ndarray, index
     cap_feats, _ = features_for_index(
         cap.backbone, index, root, cap.size, resolve_device(ep.device), resize="center_crop",
         batch_size=ep.batch_size, workers=ep.workers, precision=ep.precision, jit=ep.jit,
-        store=ep.store_dir, seed=require_seed(params))
+        store=ep.store, seed=require_seed(params))
     return cap_feats, cap.W, cap.b, cap.description
 
 
@@ -86,7 +87,7 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
     log_block(log, "captions", inputs={"features": f"{features_path} {feats.shape}"},
               params={"extract.backbone": ep.backbone, "extract.weights": ep.weights,
                       "captions.template": p.template, "captions.batch_size": p.batch_size})
-    feats, W, b, captioner = captioner_features(params, ep, feats, index)
+    feats, W, b, captioner = captioner_features(params, feats, index)
     table = captions.caption_table(feats, W, b, captions.imagenet_class_names(), p.template)
     start = time.perf_counter()
     captions.load_text_model(ep.device)

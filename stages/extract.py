@@ -72,12 +72,12 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
                       "extract.precision":
                           f"{p.precision} -> {precision_label(device, p.precision)}",
                       "extract.jit": f"{p.jit} -> {resolve_jit(p.jit, device)}",
-                      "extract.store": p.store,
+                      "extract.store": p.store or "none",
                       "extract.threads": f"{p.threads} -> {torch.get_num_threads()}",
                       "extract.processes x nodes": f"{p.processes} x {p.nodes}"})
     settings = dict(resize=p.resize, precision=p.precision, jit=p.jit, batch_size=p.batch_size)
     feats, timing = features_for_index(backbone, index, root, size, device, **settings,
-                                       workers=p.workers, store=p.store_dir, seed=seed, ctx=ctx)
+                                       workers=p.workers, store=p.store, seed=seed, ctx=ctx)
     if feats is None:  # a rank that does not write
         return {}
     save_npy(OUT_FEATURES, feats)

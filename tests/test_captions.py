@@ -9,7 +9,6 @@ import torch
 from clusterlens import captions as cap
 from clusterlens.config.base import parse_section
 from clusterlens.config.captions import CaptionsParams
-from clusterlens.config.extract import ExtractParams
 from clusterlens.errors import DataError, ParamError
 from clusterlens.io import load_npy, read_json, save_npy, write_table
 from stages import captions as stage
@@ -265,8 +264,7 @@ def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch)
     base = {"seed": 0, "data": {"root": "."}, "extract": _extract_section()}
 
     def captioner_features(params):
-        ep = parse_section(params, "extract", ExtractParams)
-        return stage.captioner_features(params, ep, feats, index)
+        return stage.captioner_features(params, feats, index)
 
     got, W, _, desc = captioner_features(base)
     assert got is feats and calls == [] and "the extracted features" in desc
@@ -278,5 +276,4 @@ def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch)
     assert calls == [("efficientnet_lite0", 224, "center_crop")] and "224 px centre crop" in desc
     assert not got.any()
     with pytest.raises(DataError, match="need the index"):
-        stage.captioner_features(small, parse_section(small, "extract", ExtractParams), feats,
-                                 None)
+        stage.captioner_features(small, feats, None)

@@ -239,7 +239,7 @@ def test_params_are_validated_before_heavy_work(tmp_path):
     with pytest.raises(ParamError, match="did you mean `extract.threads`"):
         P(_params(tmp_path, thread=2))
     ok = P(_params(tmp_path, image_size="auto", workers="auto", store="None"))
-    assert ok.image_size == "auto" and ok.workers == "auto" and ok.store_dir is None
+    assert ok.image_size == "auto" and ok.workers == "auto" and ok.store is None
     assert (ok.threads, ok.processes, ok.nodes) == ("auto", 1, 1) and not ok.distributed
 
 

@@ -1,7 +1,7 @@
 """The ``extract`` section: which backbone turns images into features, and how it runs."""
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import ValidationInfo, field_validator
 
@@ -29,8 +29,8 @@ class ExtractParams(Section):
     """``extract.*``: the feature backbone, its preprocessing, precision and parallelism.
 
     Accepted values are those documented in params.yaml: ``image_size``, ``workers``, ``jit``
-    and ``threads`` also take ``auto``; ``store`` takes ``none``. A sharded run
-    (``processes`` or ``nodes`` > 1) needs a feature store.
+    and ``threads`` also take ``auto``; ``store`` is a folder or ``none`` (parsed as None). A
+    sharded run (``processes`` or ``nodes`` > 1) needs a feature store.
     """
 
     backbone: str
@@ -47,7 +47,7 @@ class ExtractParams(Section):
     nodes: int = 1
     rdzv_endpoint: str = "localhost:29500"
     # last: its check reads processes and nodes (validated before it, in field order)
-    store: str
+    store: Optional[str]
 
     @field_validator("backbone", mode="before")
     @classmethod
@@ -120,22 +120,19 @@ class ExtractParams(Section):
 
     @field_validator("store", mode="before")
     @classmethod
-    def _store(cls, value: Any, info: ValidationInfo) -> str:
+    def _store(cls, value: Any, info: ValidationInfo) -> str | None:
         if not isinstance(value, str) or not value:
             raise ValueError(f"must be a folder path or `none`, got {value!r}")
+        if value.lower() != "none":
+            return value
         processes, nodes = info.data.get("processes", 1), info.data.get("nodes", 1)
-        if value.lower() == "none" and (processes > 1 or nodes > 1):
+        if processes > 1 or nodes > 1:
             raise ValueError(f"is none, but a sharded run (extract.processes {processes}, "
                              f"extract.nodes {nodes}) exchanges the ranks' features through "
                              "the feature store: give it a folder (shared by all nodes)")
-        return value
+        return None
 
     @property
     def distributed(self) -> bool:
         """Whether extraction is sharded over several processes or nodes."""
         return self.processes > 1 or self.nodes > 1
-
-    @property
-    def store_dir(self) -> str | None:
-        """The feature store folder, or None for ``store: none``."""
-        return None if self.store.lower() == "none" else self.store
