@@ -15,7 +15,7 @@ preprocessing its weights were trained with.
 - ``raw_pixels`` (the no-network baseline): the image resized to ``image_size`` (``auto``: 32,
   CIFAR's size), scaled to [0, 1] and flattened channel-major (R plane, G plane, B plane):
   ``3 * image_size**2`` features. ``extract.weights`` must be DEFAULT or none (there are none).
-- ``scratch_cnn``: the CNN trained from scratch by :mod:`clusterlens.cnn`, read from the folder
+- ``scratch_cnn``: the CNN trained from scratch by :mod:`clusterlens.cnn` (loaded with :mod:`clusterlens.cnn_model`), read from the folder
   it was saved to; features = its Dense embedding.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clusterlens.cnn import WEIGHTS_FILE, load_cnn_features, read_cnn_config
+from clusterlens.cnn_model import WEIGHTS_FILE, load_cnn_features, read_cnn_config
 from clusterlens.errors import ParamError
 
 LITE0 = "efficientnet_lite0"

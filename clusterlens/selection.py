@@ -5,6 +5,7 @@ over from points that were removed from the grid do not leak into the aggregate.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,11 +14,10 @@ import pandas as pd
 
 from clusterlens.errors import DataError
 from clusterlens.io import read_json
-from clusterlens.logs import get_logger
 from clusterlens.metrics import HIGHER_IS_BETTER
 from clusterlens.points import DENSITY, METHODS, point_name, point_path
 
-log = get_logger("clustering")
+log = logging.getLogger("clusterlens.clustering")
 
 
 def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gmm_k=(),

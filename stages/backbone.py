@@ -17,6 +17,7 @@ on its output folder ``models/backbone``.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from pathlib import Path
 
@@ -30,9 +31,17 @@ from clusterlens.config.cnn import CNNParams
 from clusterlens.config.data import DataParams
 from clusterlens.errors import ParamError
 from clusterlens.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
-from clusterlens.logs import get_logger, log_block
 
-log = get_logger("backbone")
+log = logging.getLogger("clusterlens.backbone")
+
+
+def log_block(title: str, **sections: dict) -> None:
+    """One readable log block. Written here rather than imported from clusterlens.logs, so that
+    editing the shared logging helpers never invalidates this stage's cached outputs."""
+    lines = [f"== {title}"]
+    for section, items in sections.items():
+        lines += [f"  {section}:"] + [f"    {k}: {v}" for k, v in items.items()]
+    log.info("\n".join(lines))
 
 INDEX = "data/index.parquet"
 OUT_DIR = Path("models/backbone")
@@ -75,7 +84,7 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
     """Train the CNN when ``extract.backbone`` is ``scratch_cnn``, else write the placeholder."""
     name = backbone_name(params)
     if name != SCRATCH_CNN:
-        log_block(log, "backbone", params={"extract.backbone": name},
+        log_block("backbone", params={"extract.backbone": name},
                   outputs={str(out_dir): "nothing to train (pretrained or raw pixels)"})
         return write_untrained(out_dir, live_dir, history, summary)
     # validate every param before decoding anything
@@ -87,13 +96,13 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean
         shutil.rmtree(live_dir)
     remove_stale_tmp(out_dir / cnn.WEIGHTS_FILE, out_dir / cnn.CONFIG_FILE, history, summary)
-    log_block(log, "cnn (trained from scratch)",
+    log_block("cnn (trained from scratch)",
               inputs={"root": root, "images": len(paths), "classes": len(class_names)},
               params={**{f"cnn.{k}": v for k, v in p.model_dump().items()}, "seed": seed},
               outputs={"model": out_dir, "live": live_dir, "device": device})
     result = cnn.train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, device,
                            history_path=history, summary_path=summary)
-    log_block(log, "backbone done", outputs={
+    log_block("backbone done", outputs={
         str(out_dir): f"CNN trained from scratch, best epoch {result['best_epoch']} of "
                       f"{result['epochs_run']} (val accuracy {result['best_val_acc']:.3f}), "
                       f"{result['seconds_per_epoch']:.1f} s/epoch on {result['device']}",

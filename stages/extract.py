@@ -10,6 +10,7 @@ With ``extract.processes`` or ``extract.nodes`` > 1 it launches itself under tor
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import torch
@@ -23,10 +24,18 @@ from clusterlens.config.extract import ExtractParams
 from clusterlens.errors import DataError
 from clusterlens.features import extract_metrics, features_for_index, input_size, resolve_device
 from clusterlens.io import read_table, remove_stale_tmp, save_npy, write_json
-from clusterlens.logs import get_logger, log_block
 from clusterlens.precision import precision_label, resolve_jit
 
-log = get_logger("extract")
+log = logging.getLogger("clusterlens.extract")
+
+
+def log_block(title: str, **sections: dict) -> None:
+    """One readable log block. Written here rather than imported from clusterlens.logs, so that
+    editing the shared logging helpers never invalidates this stage's cached outputs."""
+    lines = [f"== {title}"]
+    for section, items in sections.items():
+        lines += [f"  {section}:"] + [f"    {k}: {v}" for k, v in items.items()]
+    log.info("\n".join(lines))
 INDEX = "data/index.parquet"
 BACKBONE_DIR = "models/backbone"  # the trained scratch CNN (written by the `backbone` stage)
 OUT_FEATURES = "data/features.npy"
@@ -63,7 +72,7 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
     requested = None if p.image_size == "auto" else p.image_size
     backbone = build_backbone(p.backbone, p.weights, requested, model_dir=backbone_dir)
     size = input_size(backbone, requested)
-    log_block(log, "extract", inputs={"index": f"{index_path} ({len(index)} images)",
+    log_block("extract", inputs={"index": f"{index_path} ({len(index)} images)",
                                       "data.root": root},
               params={"extract.backbone": p.backbone, "extract.weights": backbone.weights,
                       "extract.image_size": size, "extract.resize": p.resize,
@@ -88,7 +97,7 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
         "from_store": timing["from_store"], "device": timing["device"],
         "workers": timing["workers"], "engine": timing["engine"],
         "precision": timing["precision"], "world_size": timing.get("world_size", 1)})
-    log_block(log, "extract done", outputs={
+    log_block("extract done", outputs={
         OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
         OUT_METRICS: f"{metrics['dim']}-D {metrics['backbone']} features on {metrics['device']}",
         OUT_TIMING: f"{timing['extracted']} extracted in {timing['seconds']:.1f} s "

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clusterlens import cnn
+from clusterlens import cnn, cnn_model
 from clusterlens.config.base import parse_section
 from clusterlens.config.cnn import CNNParams
 from clusterlens.errors import DataError, ParamError
@@ -96,11 +96,11 @@ def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
     x = cnn.to_unit(data[3][:10])
     with torch.no_grad():
         expected = res.model.eval().features(x)
-        got = cnn.load_cnn_features(tmp_path)(x)
+        got = cnn_model.load_cnn_features(tmp_path)(x)
     assert got.shape == (10, 256)
     assert torch.equal(got, expected)
     assert (got >= 0).all() and got.abs().sum() > 0  # the ReLU'd Dense-256 layer
-    saved = cnn.read_cnn_config(tmp_path)
+    saved = cnn_model.read_cnn_config(tmp_path)
     assert saved["class_names"] == CLASSES
     assert list(saved["params"]) == list(CNNParams.model_fields)
     assert saved["params"] == {**FAST.model_dump(), "filters": [32, 64, 128]}
@@ -108,7 +108,7 @@ def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
     bad = dict(config, embedding_dim=128)
     (tmp_path / "config.json").write_text(json.dumps(bad))
     with pytest.raises(RuntimeError, match="size mismatch"):
-        cnn.load_cnn(tmp_path)
+        cnn_model.load_cnn(tmp_path)
 
 
 def test_embedding_network_runs_in_the_extract_engine(data, tmp_path):
@@ -120,8 +120,8 @@ def test_embedding_network_runs_in_the_extract_engine(data, tmp_path):
     cnn.save_cnn(res.model, cnn.model_config(3, CLASSES, FAST, 0), tmp_path)
     x = cnn.to_unit(data[3][:8])
     with torch.no_grad():
-        eager = cnn.load_cnn_features(tmp_path)(x)
-        model, engine = prepare_model(cnn.load_cnn_features(tmp_path), torch.device("cpu"),
+        eager = cnn_model.load_cnn_features(tmp_path)(x)
+        model, engine = prepare_model(cnn_model.load_cnn_features(tmp_path), torch.device("cpu"),
                                       tuple(x.shape), "fp32", jit=True)
         traced = model(x.contiguous(memory_format=torch.channels_last))
     assert engine == "jit"
@@ -162,7 +162,7 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
     assert summary["final_lr"] == p.learning_rate / 4
     # the saved weights are epoch 1's: they give its validation loss, not the last epoch's
     _, val_idx = cnn.split_train_val(labels, p.val_fraction, 0)
-    loss, acc = cnn.evaluate(cnn.load_cnn(tmp_path / "m"), images, labels, p.batch_size, p.l2,
+    loss, acc = cnn.evaluate(cnn_model.load_cnn(tmp_path / "m"), images, labels, p.batch_size, p.l2,
                              "cpu", val_idx)
     assert loss == pytest.approx(hist["val_loss"].iloc[0], rel=1e-5)
     assert loss == pytest.approx(summary["best_val_loss"], rel=1e-5)

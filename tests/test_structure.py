@@ -95,7 +95,10 @@ def test_rewrite_restores_a_drifted_dvc_yaml():
 def test_logging_and_plotting_helpers_do_not_invalidate_extraction_or_training():
     for name in ("extract", "backbone"):
         deps = expected_code_deps(dvc_stages()[name])
-        assert "clusterlens/plotting.py" not in deps, f"{name} depends on the plotting helpers"
+        for helper in ("clusterlens/plotting.py", "clusterlens/logs.py"):
+            assert helper not in deps, f"{name} depends on {helper}"
+    # extraction needs the scratch CNN's architecture and loader, not its training code
+    assert "clusterlens/cnn.py" not in expected_code_deps(dvc_stages()["extract"])
 
 
 def _stages_by_module() -> dict[Path, list[str]]:
