@@ -59,8 +59,9 @@ from torch import nn
 from tqdm import tqdm
 
 from clusterlens.cnn_model import (
-    ARCHITECTURE, CONFIG_FILE, FORMAT, KERAS_BN_EPS, WEIGHTS_FILE, ScratchCNN, resolve_device,
+    ARCHITECTURE, CONFIG_FILE, FORMAT, KERAS_BN_EPS, WEIGHTS_FILE, ScratchCNN,
 )
+from clusterlens.devices import resolve_device
 from clusterlens.config.cnn import CNNParams
 from clusterlens.errors import DataError
 from clusterlens.images import load_rgb

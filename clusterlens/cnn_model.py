@@ -9,7 +9,6 @@ backbones.
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clusterlens.devices import resolve_device
 from clusterlens.errors import DataError
 
 # The architecture's name in config.json: the reference notebook, ``seed000``, that defined the
@@ -28,38 +28,6 @@ FORMAT = "clusterlens-cnn/1"
 KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization default epsilon
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def resolve_device(spec: str | torch.device) -> torch.device:
-    """The torch device a device setting names.
-
-    Parameters
-    ----------
-    spec : str or torch.device
-        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ValueError
-        For another name, or a CUDA device that is not available here.
-    """
-    if isinstance(spec, torch.device):
-        return spec
-    if not isinstance(spec, str) or not DEVICE_PATTERN.fullmatch(spec):
-        raise ValueError(f"must be auto, cpu, cuda or cuda:N; got {spec!r}")
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and (not torch.cuda.is_available() or (
-            device.index is not None and device.index >= torch.cuda.device_count())):
-        raise ValueError(f"asks for {spec!r} but that CUDA device is not available here; "
-                         "use `auto` or `cpu`")
-    return device
 
 
 class ScratchCNN(nn.Module):

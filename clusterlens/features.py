@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from clusterlens.backbones import SCRATCH_CNN, Backbone
-from clusterlens.errors import DataError, ParamError
+from clusterlens.errors import DataError
+from clusterlens.devices import resolve_device
 from clusterlens.feature_store import FeatureStore
 from clusterlens.images import load_rgb, normalize, resize_square
 from clusterlens.precision import (
@@ -90,44 +91,6 @@ class ImageFolderDataset(Dataset):
             raise DataError(f"{path}: cannot be read any more ({type(exc).__name__}: {exc}); "
                             "the folder changed after indexing: run `dvc repro` again") from exc
         return preprocess(img, **self.kw)
-
-
-# --------------------------------------------------------------------------- device
-def resolve_device(spec: str) -> torch.device:
-    """The torch device ``extract.device`` names.
-
-    Parameters
-    ----------
-    spec : str
-        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ParamError
-        Naming ``extract.device``, for an unknown device or one this machine does not have.
-    """
-    spec = str(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ParamError("extract.device", f"must be auto, cpu, cuda or cuda:N; got {spec!r}") \
-            from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ParamError("extract.device", f"asks for {spec!r} but CUDA is not available on "
-                             "this machine; use `auto` or `cpu`")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ParamError("extract.device", f"asks for {spec!r} but only "
-                             f"{torch.cuda.device_count()} CUDA device(s) exist")
-    elif device.type != "cpu":
-        raise ParamError("extract.device", f"must be auto, cpu, cuda or cuda:N; got {spec!r}")
-    return device
 
 
 def resolve_workers(spec, device: torch.device) -> int:

@@ -29,6 +29,7 @@ from clusterlens.cli import run_cli
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.cnn import CNNParams
 from clusterlens.config.data import DataParams
+from clusterlens.devices import resolve_device
 from clusterlens.errors import ParamError
 from clusterlens.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
 
@@ -91,7 +92,7 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
     p = parse_section(params, "cnn", CNNParams)
     seed = require_seed(params)
     root = Path(parse_section(params, "data", DataParams).root)
-    device = check_value("cnn.device", p.device, cnn.resolve_device)
+    device = check_value("cnn.device", p.device, resolve_device)
     paths, labels, class_names = cnn.index_inputs(read_table(index_path))
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean
         shutil.rmtree(live_dir)

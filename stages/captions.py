@@ -16,12 +16,13 @@ import numpy as np
 
 from clusterlens import captions
 from clusterlens.cli import run_cli
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.captions import CaptionsParams
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
 from clusterlens.errors import DataError
-from clusterlens.features import features_for_index, resolve_device
+from clusterlens.devices import resolve_device
+from clusterlens.features import features_for_index
 from clusterlens.io import (
     load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table,
 )
@@ -62,7 +63,8 @@ def captioner_features(params: dict, feats: np.ndarray, index):
              cap.name, cap.size)
     root = parse_section(params, "data", DataParams).root
     cap_feats, _ = features_for_index(
-        cap.backbone, index, root, cap.size, resolve_device(ep.device), resize="center_crop",
+        cap.backbone, index, root, cap.size,
+        check_value("extract.device", ep.device, resolve_device), resize="center_crop",
         batch_size=ep.batch_size, workers=ep.workers, precision=ep.precision, jit=ep.jit,
         store=ep.store, seed=require_seed(params))
     return cap_feats, cap.W, cap.b, cap.description

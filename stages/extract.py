@@ -18,11 +18,12 @@ import torch
 from clusterlens import distributed
 from clusterlens.backbones import build_backbone
 from clusterlens.cli import run_cli
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
 from clusterlens.errors import DataError
-from clusterlens.features import extract_metrics, features_for_index, input_size, resolve_device
+from clusterlens.devices import resolve_device
+from clusterlens.features import extract_metrics, features_for_index, input_size
 from clusterlens.io import read_table, remove_stale_tmp, save_npy, write_json
 from clusterlens.precision import precision_label, resolve_jit
 
@@ -48,7 +49,7 @@ def run(params: dict, index_path: str = INDEX, backbone_dir: str = BACKBONE_DIR)
     p = parse_section(params, "extract", ExtractParams)
     root = Path(parse_section(params, "data", DataParams).root)
     seed = require_seed(params)
-    device = resolve_device(p.device)  # before any heavy work
+    device = check_value("extract.device", p.device, resolve_device)  # before heavy work
     if not root.is_dir():
         raise DataError(f"data.root: folder {str(root)!r} does not exist (or is not a folder); "
                         "set `data.root` in params.yaml to the folder that was indexed")
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     p = parse_section(params, "extract", ExtractParams)  # checked before anything is launched
     if p.distributed and not distributed.inside_torchrun():
-        resolve_device(p.device)
+        check_value("extract.device", p.device, resolve_device)
         distributed.launch("stages.extract", p.processes, p.nodes, p.rdzv_endpoint,
                            distributed.resolve_threads(p.threads),
                            ["--params", args.params, "--index", args.index])

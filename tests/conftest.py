@@ -156,8 +156,10 @@ def make_repo(path: Path, images: str | Path, **params) -> Path:
 
 
 # --------------------------------------------------------------------------- the e2e repository
-# Small grids: every method runs, at one or two points each.
-E2E_PARAMS = dict(extract__image_size=32, extract__batch_size=8, reduce__n_components=5,
+# Small grids: every method runs, at one or two points each. Captions are off here (the stage
+# then writes empty text features; tests/test_pipeline.py turns them on where it checks them).
+E2E_PARAMS = dict(extract__image_size=32, extract__batch_size=8, captions__enabled=False,
+                  reduce__n_components=5,
                   kmeans__k=[2, 3], agglomerative__linkage=["ward", "single"],
                   agglomerative__k=[2, 3], gmm__k=[3], dbscan__eps_percentile=[50],
                   dbscan__min_samples=3, hdbscan__min_cluster_size=[5], nmf__k=[3])
@@ -220,13 +222,11 @@ def e2e_base(tmp_path_factory) -> E2E:
     return E2E(folder, log.read_text())
 
 
-def e2e_copy(base: E2E, dest: Path, *, feature_store: bool = True,
-             run_cache: bool = True) -> E2E:
+def e2e_copy(base: E2E, dest: Path, *, feature_store: bool = True) -> E2E:
     """A private copy of the end-to-end folder (repository with its DVC cache, and photos).
 
     ``feature_store=False`` leaves out the per-image feature store (``extract`` then computes
-    every feature); ``run_cache=False`` leaves out DVC's run cache (a stage whose outputs are
-    gone is then recomputed, not restored).
+    every feature).
     """
     def ignore(folder, names):
         rel = Path(folder).relative_to(base.folder).as_posix()
@@ -235,8 +235,6 @@ def e2e_copy(base: E2E, dest: Path, *, feature_store: bool = True,
             skip.add("tmp")  # locks and DVC's own state of the original
         if rel == "repo" and not feature_store:
             skip.add(".cache")
-        if rel == "repo/.dvc/cache" and not run_cache:
-            skip.add("runs")
         return [n for n in names if n in skip]
 
     shutil.copytree(base.folder, dest, symlinks=True, ignore=ignore)

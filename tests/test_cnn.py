@@ -308,8 +308,8 @@ def test_unknown_key_suggests_the_right_one():
 
 
 def test_device_names_are_checked():
-    assert cnn.resolve_device("cpu") == torch.device("cpu")
+    assert cnn_model.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
-        cnn.resolve_device("gpu")
+        cnn_model.resolve_device("gpu")
     with pytest.raises(ValueError, match="not available"):
-        cnn.resolve_device(f"cuda:{torch.cuda.device_count()}")
+        cnn_model.resolve_device(f"cuda:{torch.cuda.device_count()}")

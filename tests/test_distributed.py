@@ -16,7 +16,7 @@ from clusterlens.errors import ParamError
 from clusterlens.feature_store import FeatureStore
 from clusterlens.index import build_index
 from clusterlens.io import write_table
-from tests.conftest import PROJECT, make_tree
+from tests.conftest import make_tree
 from tests.test_feature_store import _params
 
 
@@ -30,7 +30,6 @@ def _write_params(root, store, **over) -> dict:
 def _extract(env_extra=None) -> bytes:
     env = {k: v for k, v in __import__("os").environ.items()
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["PYTHONPATH"] = str(PROJECT)  # the stages package, from the temporary working folder
     res = subprocess.run([sys.executable, "-m", "stages.extract", "--params", "params.yaml"],
                          capture_output=True, text=True, env={**env, **(env_extra or {})})
     assert res.returncode == 0, res.stdout + res.stderr

@@ -3,7 +3,8 @@ SIGTERM; SIGKILL) leaves no partial output that DVC could record, and running `d
 again gives outputs byte-identical to an uninterrupted run.
 
 Each case works on its own copy of the shared end-to-end repository (tests/conftest.py),
-without its feature store and run cache, so that `extract` computes every feature. The kill
+without its feature store, and with `extract`'s outputs taken out of its DVC cache, so that
+`extract` computes every feature again instead of being restored. The kill
 lands at a point the code signals: with CLUSTERLENS_HOLD_AFTER_BATCH=1 the extraction loop
 writes ``clusterlens: holding after batch 1`` to stderr after its first batch and blocks; the
 test reads the output until that line appears, then sends the signal. The uninterrupted
@@ -98,6 +99,17 @@ def kill_when_holding(repo: Path, cmd: list[str], sig: int, timeout: float = 300
     return output
 
 
+def uncache_outputs(repo: Path, stage: str) -> None:
+    """Remove ``stage``'s outputs from the DVC cache (DVC can then restore them from neither
+    dvc.lock nor its run cache: a re-run recomputes them)."""
+    outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["outs"]
+    for out in outs:
+        obj = repo / ".dvc/cache/files/md5" / out["md5"][:2] / out["md5"][2:]
+        if obj.exists():
+            obj.chmod(0o644)
+            obj.unlink()
+
+
 @pytest.fixture(scope="module")
 def reference(e2e_base):
     """The shared repository's data half, from its uninterrupted `dvc repro`."""
@@ -108,7 +120,8 @@ def reference(e2e_base):
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, e2e_base, reference,
                                                                    tmp_path):
-    repo = e2e_copy(e2e_base, tmp_path / "copy", feature_store=False, run_cache=False).repo
+    repo = e2e_copy(e2e_base, tmp_path / "copy", feature_store=False).repo
+    uncache_outputs(repo, "extract")
     lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     output = kill_when_holding(repo, ["dvc", "repro", "--force", "--single-item", "extract"],
                                sig)
@@ -123,8 +136,8 @@ def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, e2e_base
     assert "extract:" in status and "up to date" not in status
 
     out = sh(repo, "dvc", "repro", "reduce")
-    # recomputed (no run cache here); its features are the uninterrupted run's, so nothing
-    # after it re-runs; `index` always re-scans, with the same output
+    # recomputed (nothing cached to restore from); its features are the uninterrupted
+    # run's, so nothing after it re-runs; `index` always re-scans, with the same output
     assert [s for s in ran_all(out) if s != "index"] == ["extract"]
     assert sh(repo, "dvc", "status", "--with-deps", "reduce").strip() == "index:\n\talways changed"
     assert leftover_temp_files(repo) == []

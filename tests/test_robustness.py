@@ -641,7 +641,8 @@ def indexed(image_tree, in_tmp_cwd, monkeypatch):
 
 def test_unknown_backbone(indexed, capsys):
     root, cwd = indexed
-    err = one_line_error(lambda: extract_stage.run(_extract_params(root, backbone="resnet_18")), capsys)
+    err = one_line_error(
+        lambda: extract_stage.run(_extract_params(root, backbone="resnet_18")), capsys)
     assert "`extract.backbone`" in err and "'resnet_18'" in err and "resnet18" in err
     assert _outputs(cwd) == {"data/index.parquet"}
 
@@ -658,7 +659,8 @@ def test_weights_file_that_does_not_fit(indexed, capsys, tmp_path):
     root, cwd = indexed
     wrong_keys = tmp_path / "other_model.pt"
     torch.save({"encoder.weight": torch.zeros(2, 2)}, wrong_keys)
-    err = one_line_error(lambda: extract_stage.run(_extract_params(root, weights=str(wrong_keys))), capsys)
+    err = one_line_error(
+        lambda: extract_stage.run(_extract_params(root, weights=str(wrong_keys))), capsys)
     assert "`extract.weights`" in err and str(wrong_keys) in err
     assert "does not fit backbone 'efficientnet_lite0'" in err and "missing keys" in err
     from torchvision.models import mobilenet_v3_small
