@@ -134,3 +134,34 @@ def test_params_read_sees_sections_fields_and_raw_lookups(tmp_path):
         "    return p.sample, f(whole), other['backbone']\n")
     assert params_read(src) == {"tsne.sample", "seed", "reduce.standardize",
                                 "reduce.n_components", "extract.backbone"}
+
+
+def _tracked_text_files() -> list[Path]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files"], cwd=PROJECT, capture_output=True, text=True,
+                         check=True).stdout.split()
+    keep = (".py", ".md", ".yaml", ".yml", ".ini", ".toml", ".txt", ".json", ".csv")
+    return [PROJECT / f for f in out if f.endswith(keep) and f != "dvc.lock"
+            and (PROJECT / f).is_file()]
+
+
+def test_readme_is_short():
+    n = len((PROJECT / "README.md").read_text(encoding="utf-8").splitlines())
+    assert n <= 250, f"README.md has {n} lines; move detail into docs/"
+
+
+def test_code_and_docs_do_not_narrate_the_projects_history():
+    # Git keeps the history; code, comments and docs describe the code as it is.
+    import re
+
+    pattern = re.compile(r"\b(issue|session|work round|round) #?\d+\b|\.\./shared/SPEC",
+                         re.IGNORECASE)
+    hits = []
+    for f in _tracked_text_files():
+        if f == Path(__file__):
+            continue
+        for i, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{rel(f)}:{i}: {line.strip()[:100]}")
+    assert not hits, "\n".join(hits)
