@@ -5,7 +5,8 @@ figures and files it shows or names (:class:`ReportFiles`) into a :class:`Doc`, 
 blocks; :func:`render_markdown` renders it with figures linked relatively, and
 :func:`render_html` as one self-contained page with every figure embedded as a data URI.
 Sections: data, features, reduction, clustering grid, feature sets, the selected model,
-macro-categories, the supervised upper bound and the gap. Nothing is recomputed and no
+macro-categories, the supervised upper bound and the gap, and the images to check (suspected
+label issues, near-duplicates, outliers, cluster representatives). Nothing is recomputed and no
 timestamp is written, so the same inputs give the same text.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 TOP_CLUSTERS = 10
+TOP_IMAGES = 10
 KEY_METRICS = ["nmi", "ami", "ari", "purity", "hungarian_accuracy", "kappa", "silhouette",
                "davies_bouldin", "noise_fraction", "n_clusters"]
 
@@ -59,6 +61,12 @@ class ReportFiles:
     upper_per_class: str
     upper_macro: str
     gap: str
+    images: str
+    near_duplicates: str
+    audit_label_issues: str
+    audit_near_duplicates: str
+    audit_outliers: str
+    audit_representatives: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,10 @@ class ReportData:
     upper: dict
     upper_configs: pd.DataFrame
     summary: dict
+    images: pd.DataFrame
+    label_issues: dict
+    neighbours: dict
+    near_duplicates: pd.DataFrame
 
 
 # --------------------------------------------------------------------------- document model
@@ -390,7 +402,8 @@ def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame, file
                             "share %": show["share_pct"], "entropy (bits)": show["entropy_bits"],
                             "top classes": top}))
     doc.fig(files.heatmap, "Cluster composition, each row normalised to 1")
-    doc.fig(files.montage, "Sample images of the largest clusters")
+    doc.fig(files.montage, "Representatives of the largest clusters (the members nearest "
+            "each cluster's centre)")
     doc.fig(files.tsne, "t-SNE by true class and by cluster")
     doc.fig(files.pca_2d, "PCA-2D by true class and by cluster")
 
@@ -461,6 +474,87 @@ def section_upper(doc: Doc, upper: dict, configs: pd.DataFrame, summary: dict,
     doc.fig(files.gap, "Unsupervised vs supervised")
 
 
+def _config_name(config) -> str:
+    return str(config.get("name", config)) if isinstance(config, dict) else str(config)
+
+
+def label_issue_table(images: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
+    """The ``top`` most suspicious labels: rank, path, given -> suggested class, scores."""
+    rows = images[images["is_label_issue"]].sort_values("label_issue_rank").head(top)
+    return pd.DataFrame({
+        "rank": rows["label_issue_rank"].to_numpy(), "path": rows["path"].to_numpy(),
+        "given -> suggested": [f"{g} -> {s}" for g, s in zip(rows["class"],
+                                                              rows["suggested_class"])],
+        "suggested probability": rows["suggested_probability"].to_numpy(),
+        "label quality": rows["label_quality"].to_numpy(),
+        "cluster majority": rows["cluster_majority_class"].to_numpy()})
+
+
+def duplicate_table(pairs: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
+    """The ``top`` near-duplicate pairs, label conflicts first, then by similarity."""
+    rows = pairs.sort_values(["label_conflict", "similarity"], ascending=[False, False],
+                             kind="stable").head(top)
+    return pd.DataFrame({"image a": rows["path_a"].to_numpy(),
+                         "class a": rows["class_a"].to_numpy(),
+                         "image b": rows["path_b"].to_numpy(),
+                         "class b": rows["class_b"].to_numpy(),
+                         "similarity": rows["similarity"].to_numpy()})
+
+
+def outlier_table(images: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
+    """The ``top`` most atypical images: rank, path, class, score, cluster."""
+    rows = images.sort_values("outlier_rank", kind="stable").head(top)
+    return pd.DataFrame({"rank": rows["outlier_rank"].to_numpy(), "path": rows["path"].to_numpy(),
+                         "class": rows["class"].to_numpy(),
+                         "outlier score": rows["outlier_score"].to_numpy(),
+                         "cluster": rows["cluster"].to_numpy()})
+
+
+def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbours: dict,
+                   pairs: pd.DataFrame, files: ReportFiles):
+    """Section 8: images to check: suspected label issues (given -> suggested), near-duplicate
+    pairs, the most atypical images, and each cluster's representatives."""
+    doc.h(2, "8. Images to check")
+    doc.p(f"Every image on one row, in index order (cluster, its majority class, distance to "
+          f"the cluster's centre, 2-D coordinates, label quality, duplicate group, outlier "
+          f"score): `{files.images}`.")
+    doc.h(3, "Suspected label issues")
+    n_issues = int(images["is_label_issue"].sum())
+    doc.p(f"cleanlab on out-of-fold predicted probabilities ({label_issues.get('folds')} folds "
+          f"of the upper bound's best configuration, "
+          f"`{_config_name(label_issues.get('config'))}`; out-of-fold accuracy "
+          f"{_fmt(label_issues.get('oof_accuracy'))}) flags **{n_issues:,} of "
+          f"{len(images):,} images** ({_pct(n_issues / max(len(images), 1))}); estimated "
+          "label noise "
+          f"{_pct(label_issues.get('noise_rate'))}." + (" The most suspicious:" if n_issues
+                                                            else ""))
+    if n_issues:
+        doc.table(label_issue_table(images))
+    doc.fig(files.audit_label_issues, "Suspected label issues: given class -> suggested class")
+    doc.h(3, "Near-duplicates")
+    doc.p(f"Pairs of images with cosine similarity >= "
+          f"{neighbours.get('duplicate_similarity')} (backbone features): "
+          f"**{neighbours.get('duplicate_pairs', len(pairs)):,}**, in "
+          f"{neighbours.get('duplicate_groups', 0):,} groups holding "
+          f"{neighbours.get('images_in_groups', 0):,} images; pairs whose two labels differ: "
+          f"**{neighbours.get('label_conflicts', 0):,}** (all in `{files.near_duplicates}`).")
+    if len(pairs):
+        doc.table(duplicate_table(pairs))
+    doc.fig(files.audit_near_duplicates, "Near-duplicate pairs side by side (red: the labels "
+                                         "differ)")
+    doc.h(3, "Outliers")
+    doc.p(f"The images with the highest outlier score (the most atypical: far from their "
+          f"{neighbours.get('k')} nearest neighbours in the backbone features):")
+    doc.table(outlier_table(images))
+    doc.fig(files.audit_outliers, "The most atypical images")
+    doc.h(3, "Cluster representatives")
+    doc.p("For each of the largest clusters of the selected model: the members nearest its "
+          "centre (PCA space), then its doubtful members (another class than the cluster's "
+          "majority, or far from the centre).")
+    doc.fig(files.audit_representatives, "Each cluster's members nearest its centre, then its "
+                                         "doubtful members")
+
+
 # --------------------------------------------------------------------------- the document
 def build_report(data: ReportData, files: ReportFiles) -> Doc:
     """Build the whole report.
@@ -475,7 +569,7 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     Returns
     -------
     Doc
-        Title and summary line, then sections 1-7.
+        Title and summary line, then sections 1-8.
     """
     clustering, index = data.clustering, data.index
     sel = clustering["selected"]
@@ -494,4 +588,6 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     section_selected(doc, clustering, data.composition, files)
     section_macro(doc, data.macro, data.groups, data.purity, files)
     section_upper(doc, data.upper, data.upper_configs, data.summary, files)
+    section_images(doc, data.images, data.label_issues, data.neighbours, data.near_duplicates,
+                   files)
     return doc

@@ -6,8 +6,9 @@ writes, for it:
 - ``metrics/composition.csv``: one row per cluster (largest first; noise, if any, as cluster -1):
   size, share of all images, the top-5 classes with counts and %, and the class entropy in bits;
 - ``plots/composition/heatmap.png``: the cluster-vs-class matrix, each row normalised to 1;
-- ``plots/composition/montage.png``: sample images of the largest clusters, one row each; an
-  image whose class is not its cluster's majority class is framed in red;
+- ``plots/composition/montage.png``: the representatives of the largest clusters (the members
+  nearest each cluster's centre, from ``data/representatives.json``), one row each; an image
+  whose class is not its cluster's majority class is framed in red;
 - ``plots/composition/tsne.png`` and ``plots/composition/pca_2d.png``: the 2-D t-SNE and PCA
   views side by side, coloured by class and by cluster.
 """
@@ -21,7 +22,7 @@ import pandas as pd
 
 from clusterlens.cli import run_cli
 from clusterlens.composition import composition_table, row_normalised
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.composition import CompositionParams
 from clusterlens.config.data import DataParams
 from clusterlens.errors import DataError
@@ -29,6 +30,8 @@ from clusterlens.io import load_npy, read_json, read_table, write_table
 from clusterlens.logs import get_logger, log_block
 from clusterlens.plots.composition import plot_heatmap, plot_montage, plot_side_by_side
 from clusterlens.plotting import matplotlib_setup
+from clusterlens.representatives import nearest_rows
+from clusterlens.selected import selected_labels
 
 log = get_logger("composition")
 CLUSTERS_DIR = Path("data/clusters")
@@ -36,6 +39,7 @@ IN_CLUSTERING = "metrics/clustering.json"
 IN_INDEX = "data/index.parquet"
 IN_TSNE = "data/tsne.npz"
 IN_PCA_2D = "data/pca_2d.npy"
+IN_REPRESENTATIVES = "data/representatives.json"
 OUT_TABLE = "metrics/composition.csv"
 OUT_HEATMAP = "plots/composition/heatmap.png"
 OUT_MONTAGE = "plots/composition/montage.png"
@@ -43,39 +47,24 @@ OUT_TSNE = "plots/composition/tsne.png"
 OUT_PCA = "plots/composition/pca_2d.png"
 
 
-def labels_path(method: str, point: str, clusters_dir=CLUSTERS_DIR) -> Path:
-    """A grid point's labels: data/clusters/<method>/<point>.npy; agglomerative points
-    `<linkage>_k<K>` sit in a folder per linkage (data/clusters/agglomerative/ward/k10.npy)."""
-    if method == "agglomerative":
-        linkage, k = point.rsplit("_", 1)
-        return Path(clusters_dir) / method / linkage / f"{k}.npy"
-    return Path(clusters_dir) / method / f"{point}.npy"
-
-
-def selected_labels(clustering: dict, clusters_dir=CLUSTERS_DIR) -> tuple[str, np.ndarray]:
-    sel = clustering.get("selected") or {}
-    if "method" not in sel or "point" not in sel:
-        raise DataError(f"{IN_CLUSTERING} has no selected model: run `dvc repro clustering`")
-    path = labels_path(sel["method"], sel["point"], clusters_dir)
-    if not path.is_file():
-        raise DataError(f"{path} (the selected model's labels) is missing: run `dvc repro`")
-    return f"{sel['method']}/{sel['point']}", load_npy(path)
-
-
 def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
-        index_path=IN_INDEX, tsne_path=IN_TSNE, pca_2d_path=IN_PCA_2D) -> pd.DataFrame:
-    seed = require_seed(params)
+        index_path=IN_INDEX, tsne_path=IN_TSNE, pca_2d_path=IN_PCA_2D,
+        representatives_path=IN_REPRESENTATIVES) -> pd.DataFrame:
     root = Path(parse_section(params, "data", DataParams).root)
     cfg = parse_section(params, "composition", CompositionParams)
     clustering = read_json(clustering_path)
     name, labels = selected_labels(clustering, clusters_dir)
+    if not Path(representatives_path).is_file():
+        raise DataError(f"{representatives_path} is missing: run `dvc repro images`")
+    nearest = nearest_rows(read_json(representatives_path), name)
     index = read_table(index_path)
     classes = index["class"].astype(str).to_numpy()
     sel = clustering["selected"]
     log_block(log, "composition", inputs={"selected": f"{name} ({sel.get('reason', '')})",
-                                          "index": f"{index_path} ({len(index)} images)"},
+                                          "index": f"{index_path} ({len(index)} images)",
+                                          "representatives": representatives_path},
               params={"composition.montage_clusters": cfg.montage_clusters,
-                      "composition.montage_images": cfg.montage_images, "seed": seed})
+                      "composition.montage_images": cfg.montage_images})
     table = composition_table(labels, classes)
     write_table(OUT_TABLE, table)
 
@@ -85,8 +74,8 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     sizes = dict(zip(table["cluster"], table["size"]))
     headline = f"{name}: {len(table)} clusters, {sel['metric']} = {sel['value']:.3f}"
     plot_heatmap(shares, sizes, f"Cluster composition (row-normalised), {headline}", OUT_HEATMAP)
-    plot_montage(table, labels, index, root, OUT_MONTAGE, cfg.montage_clusters,
-                 cfg.montage_images, seed, f"Largest clusters of {name}")
+    plot_montage(table, nearest, index, root, OUT_MONTAGE, cfg.montage_clusters,
+                 cfg.montage_images, f"Largest clusters of {name}")
     emb = np.load(tsne_path, allow_pickle=False)
     rows = emb["rows"]
     plot_side_by_side(emb["embedding"], classes[rows], labels[rows], "t-SNE",

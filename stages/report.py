@@ -36,6 +36,8 @@ INPUTS = {
     "composition": "metrics/composition.csv", "macro": "metrics/macro.json",
     "groups": "data/macro/groups.json", "purity": "metrics/macro_purity.json",
     "upper": "metrics/upper_bound.json", "upper_configs": "metrics/upper_bound_configs.csv",
+    "images": "data/images.parquet", "label_issues": "metrics/label_issues.json",
+    "neighbours": "metrics/neighbours.json", "near_duplicates": "data/near_duplicates.csv",
 }
 OPTIONAL = ("timing", "cnn")
 
@@ -56,6 +58,11 @@ FILES = ReportFiles(
     upper_configs="plots/upper_bound/configs.png",
     upper_per_class="plots/upper_bound/per_class_accuracy.png",
     upper_macro="plots/upper_bound/macro_accuracy.png", gap="plots/summary/gap.png",
+    images=INPUTS["images"], near_duplicates=INPUTS["near_duplicates"],
+    audit_label_issues="plots/images/label_issues.png",
+    audit_near_duplicates="plots/images/near_duplicates.png",
+    audit_outliers="plots/images/outliers.png",
+    audit_representatives="plots/images/representatives.png",
 )
 
 

@@ -1,5 +1,6 @@
 """The selected model's composition table, heatmap, montage and 2-D views; t-SNE; dendrogram."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,13 @@ from clusterlens import composition, selection, trees
 from clusterlens.config.base import parse_section
 from clusterlens.config.composition import CompositionParams
 from clusterlens.errors import DataError, ParamError
-from clusterlens.io import save_npy, write_json, write_table
+from clusterlens.io import load_npy, save_npy, write_json, write_table
+from clusterlens.plots import composition as composition_plots
 from clusterlens.plots.clustering import plot_dendrogram
+from clusterlens.plotting import matplotlib_setup
+from clusterlens.points import point_path
+from clusterlens.representatives import centre_distances, representatives
+from clusterlens.selected import selected_labels
 from stages import cluster, clustering, composition as stage, tsne
 from tests.conftest import make_tree
 
@@ -60,15 +66,33 @@ def test_composition_params_errors_name_the_key(section, match):
 
 
 def test_selected_labels_follow_the_grid_layout(tmp_path):
-    assert stage.labels_path("kmeans", "k10", tmp_path) == tmp_path / "kmeans" / "k10.npy"
-    assert stage.labels_path("agglomerative", "ward_k10", tmp_path) == \
+    assert point_path("kmeans", "k10", tmp_path, ".npy") == tmp_path / "kmeans" / "k10.npy"
+    assert point_path("agglomerative", "ward_k10", tmp_path, ".npy") == \
         tmp_path / "agglomerative" / "ward" / "k10.npy"
     save_npy(tmp_path / "agglomerative" / "ward" / "k3.npy", np.array([0, 1, 2]))
     sel = {"selected": {"method": "agglomerative", "point": "ward_k3"}}
-    name, labels = stage.selected_labels(sel, tmp_path)
+    name, labels = selected_labels(sel, tmp_path)
     assert name == "agglomerative/ward_k3" and labels.tolist() == [0, 1, 2]
     with pytest.raises(DataError, match="the selected model's labels.*missing"):
-        stage.selected_labels({"selected": {"method": "kmeans", "point": "k9"}}, tmp_path)
+        selected_labels({"selected": {"method": "kmeans", "point": "k9"}}, tmp_path)
+
+
+def test_montage_shows_the_representatives_nearest_first(monkeypatch, in_tmp_cwd):
+    """Each row shows its cluster's representatives in their order (nearest the centre
+    first), cut at ``per_cluster``; noise gets no row."""
+    shown = []
+    monkeypatch.setattr(composition_plots, "thumbnail_cell",
+                        lambda ax, path=None: shown.append(None if path is None
+                                                           else Path(path).name))
+    index = pd.DataFrame({"path": [f"a/{i}.png" for i in range(6)],
+                          "class": ["a", "a", "a", "b", "b", "a"]})
+    labels = np.array([0, 0, 0, 1, 1, -1])
+    table = composition.composition_table(labels, index["class"].to_numpy())
+    matplotlib_setup()
+    composition_plots.plot_montage(table, {0: [2, 0, 1], 1: [4]}, index, "root", "m.png",
+                                   clusters=3, per_cluster=2, title="t")
+    assert shown == ["2.png", "0.png", "4.png", None]
+    assert Image.open("m.png").size[0] > 200
 
 
 def test_dendrogram_cut_heights_leave_k_clusters(in_tmp_cwd):
@@ -92,9 +116,17 @@ PARAMS = {"seed": 0, "data": {"root": "images"},
           "composition": {"montage_clusters": 2, "montage_images": 4}}
 
 
+def _write_representatives(model: str, labels: np.ndarray, X: np.ndarray, rows: list,
+                           classes: list) -> list[dict]:
+    reps = representatives(labels, centre_distances(X, labels), rows, classes, 4, 2)
+    write_json("data/representatives.json", {"model": model, "clusters": reps})
+    return reps
+
+
 def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
     """The stage alone: an agglomerative selection with noise, its labels in the per-linkage
-    folder; the table puts noise last and the figures are written."""
+    folder; the table puts noise last and the figures are written; the montage needs the
+    selected model's representatives."""
     root = make_tree(tmp_path / "images", {"apple": 6, "berry": 5, "cherry": 4})
     rows = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.png"))
     cls = [r.split("/")[0] for r in rows]
@@ -108,6 +140,13 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
     rng = np.random.default_rng(0)
     save_npy("data/pca_2d.npy", rng.normal(size=(len(rows), 2)).astype(np.float32))
     np.savez("data/tsne.npz", embedding=rng.normal(size=(6, 2)), rows=np.arange(0, 12, 2))
+    with pytest.raises(DataError, match="representatives.json is missing: run `dvc repro images`"):
+        stage.run({**PARAMS, "data": {"root": str(root)}})
+    _write_representatives("kmeans/k3", labels, rng.normal(size=(len(rows), 3)), rows, cls)
+    with pytest.raises(DataError, match="not of the selected model 'agglomerative/ward_k3'"):
+        stage.run({**PARAMS, "data": {"root": str(root)}})
+    _write_representatives("agglomerative/ward_k3", labels, rng.normal(size=(len(rows), 3)),
+                           rows, cls)
     table = stage.run({**PARAMS, "data": {"root": str(root)}})
     assert table["cluster"].tolist() == [0, 1, 2, -1]
     assert table["size"].tolist() == [5, 4, 4, 2]
@@ -119,8 +158,8 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
 def test_composition_stage_checks_its_params_first(in_tmp_cwd):
     with pytest.raises(ParamError, match="composition.montage_images` must be >= 1"):
         stage.run({**PARAMS, "composition": {"montage_clusters": 2, "montage_images": 0}})
-    with pytest.raises(ParamError, match="`seed`"):
-        stage.run({k: v for k, v in PARAMS.items() if k != "seed"})
+    with pytest.raises(ParamError, match="`data` is missing"):
+        stage.run({k: v for k, v in PARAMS.items() if k != "data"})
 
 
 @pytest.fixture
@@ -156,8 +195,12 @@ def selected_run(tmp_path, in_tmp_cwd):
 
 def test_composition_stage_writes_table_and_figures(selected_run):
     params, y = selected_run
-    table = stage.run(params)
     sel = json.load(open("metrics/clustering.json"))["selected"]
+    name, labels = selected_labels({"selected": sel}, "data/clusters")
+    index = pd.read_parquet("data/index.parquet")
+    _write_representatives(name, labels, load_npy("data/pca.npy"), index["path"].tolist(),
+                           index["class"].tolist())
+    table = stage.run(params)
     assert sel["value"] == pytest.approx(1.0)  # three well separated blobs
     assert sorted(table["size"].tolist(), reverse=True) == [12, 10, 8]
     assert (table["top1_pct"] == 100).all() and (table["entropy_bits"] == 0).all()

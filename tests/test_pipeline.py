@@ -30,8 +30,8 @@ DATA_HALF = STAGES[2:]  # what follows `index`, up to the PCA
 CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5", "nmf",
                   "nmf_kmeans@3", "agglomerative@ward", "agglomerative@single", "clustering",
                   "tsne", "composition", "macro", "macro_purity", "upper_bound", "summary",
-                  "report"]
-AGGREGATES = {"clustering", "composition", "macro_purity", "summary", "report"}
+                  "label_issues", "neighbours", "images", "report"]
+AGGREGATES = {"clustering", "images", "composition", "macro_purity", "summary", "report"}
 
 
 def data_half(stages: list[str]) -> list[str]:

@@ -115,6 +115,11 @@ JSONS = {
     "data/macro/groups.json": {"cuts": {"g2": {"n_groups": 2, "groups": {
         "0": ["apple", "berry"], "1": ["cherry"]}}, "h50": {"n_groups": 2}}},
     "metrics/macro_purity.json": {"best": {"g2": {"k": 3, "purity": 1.0}}},
+    "metrics/label_issues.json": {"issues": 1, "noise_rate": 0.05, "oof_accuracy": 0.9,
+                                  "folds": 3, "config": {"name": "lr_C1", "features": "raw"}},
+    "metrics/neighbours.json": {"duplicate_pairs": 1, "duplicate_groups": 1,
+                                "images_in_groups": 2, "label_conflicts": 1, "k": 5,
+                                "duplicate_similarity": 0.95},
     "metrics/upper_bound.json": {
         "split": {"train": 14, "test": 4, "seed": 0},
         "best": {"config": "lr_C1", "test_accuracy": 0.93, "train_accuracy": 1.0,
@@ -134,6 +139,18 @@ TABLES = {
         "top3_pct": [0.0, 0.0]}),
     "metrics/upper_bound_configs.csv": pd.DataFrame({"config": ["lr_C1"], "C": [1.0],
                                                      "test_accuracy": [0.93]}),
+    "data/images.parquet": pd.DataFrame({
+        "path": ["apple/0.png", "berry/1.png", "cherry/2.png"],
+        "class": ["apple", "berry", "cherry"], "cluster": [0, 1, 1],
+        "cluster_majority_class": ["apple", "berry", "berry"], "agrees": [True, True, False],
+        "label_quality": [0.9, 0.8, 0.01], "suggested_class": ["apple", "berry", "berry"],
+        "suggested_probability": [0.9, 0.8, 0.97], "is_label_issue": [False, False, True],
+        "label_issue_rank": [0, 0, 1], "duplicate_group": [0, 0, -1],
+        "outlier_score": [0.1, 0.2, 0.7], "outlier_rank": [3, 2, 1]}),
+    "data/near_duplicates.csv": pd.DataFrame({
+        "row_a": [0], "row_b": [1], "path_a": ["apple/0.png"], "path_b": ["berry/1.png"],
+        "class_a": ["apple"], "class_b": ["berry"], "similarity": [0.981],
+        "label_conflict": [True], "group": [0]}),
 }
 PARAMS = {"data": {"root": "data/fruit"},
           "agglomerative": {"linkage": ["ward", "single"], "k": [3]}}
@@ -163,6 +180,14 @@ def test_report_stage_writes_markdown_and_html(inputs):
     assert "| 1 | 8 | 44.44 | 0.5436 | berry 88%, cherry 12% |" in md
     assert "![Unsupervised vs supervised](../plots/summary/gap.png)" in md
     assert md.count("![") == 1 and page.count("<img") == 1
+    # the images to check: given -> suggested, the pair, the outliers; figures named
+    assert "## 8. Images to check" in md and "`data/images.parquet`" in md
+    assert "flags **1 of 3 images** (33.3%); estimated label noise 5.0%" in md
+    assert "labels differ: **1** (all in `data/near_duplicates.csv`)" in md
+    assert "| 1 | cherry/2.png | cherry -> berry | 0.97 | 0.01 | berry |" in md
+    assert "| apple/0.png | apple | berry/1.png | berry | 0.981 |" in md
+    assert "| 1 | cherry/2.png | cherry | 0.7 | 1 |" in md
+    assert "plots/images/label_issues.png` is missing" in md
     assert "Throughput" not in md and "feature store" not in md  # no timing log
     assert sum(b[0] == "img" for b in doc.blocks) == 1
     assert not list(Path("report").glob("*.tmp*"))

@@ -1,5 +1,5 @@
 """Figures of a clustering's composition: the cluster-by-class heatmap, a montage of the
-largest clusters, and 2-D views coloured by class and by cluster."""
+largest clusters' representatives, and 2-D views coloured by class and by cluster."""
 from __future__ import annotations
 
 import os
@@ -70,18 +70,19 @@ def plot_heatmap(shares: pd.DataFrame, sizes: dict, title: str, path: str | os.P
     save_figure(fig, path)
 
 
-def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame,
+def plot_montage(table: pd.DataFrame, nearest: dict[int, list[int]], index: pd.DataFrame,
                  root: str | os.PathLike, path: str | os.PathLike, clusters: int,
-                 per_cluster: int, seed: int, title: str) -> None:
-    """Draw sample images of the largest clusters, one row per cluster.
+                 per_cluster: int, title: str) -> None:
+    """Draw the representatives of the largest clusters, one row per cluster.
 
     Parameters
     ----------
     table : DataFrame
         The composition table (:func:`clusterlens.composition.composition_table`), largest
         cluster first.
-    labels : ndarray of shape (n_images,)
-        Cluster label of each image, aligned with ``index``.
+    nearest : dict
+        Cluster label -> index rows of its members nearest its centre, nearest first (see
+        :func:`clusterlens.representatives.nearest_rows`).
     index : DataFrame
         The image index, with ``path`` (relative to ``root``) and ``class`` columns.
     root : str or PathLike
@@ -91,9 +92,8 @@ def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame,
     clusters : int
         How many clusters (rows); noise is never shown.
     per_cluster : int
-        Images per row, a random sample drawn with ``seed``.
-    seed : int
-        Seed of the sample.
+        Images per row: the first ``per_cluster`` representatives (fewer when the cluster, or
+        its list of representatives, is shorter).
     title : str
         The figure's title.
 
@@ -104,14 +104,12 @@ def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame,
     """
     import matplotlib.pyplot as plt
 
-    rng = np.random.default_rng(seed)
     rows = table[table["cluster"] != NOISE].head(clusters)
     fig, axes = plt.subplots(len(rows), per_cluster,
                              figsize=(1.25 * per_cluster + 2.2, 1.35 * len(rows) + 0.8),
                              squeeze=False, layout="constrained")
     for r, rec in enumerate(rows.itertuples(index=False)):
-        members = np.flatnonzero(labels == rec.cluster)
-        pick = np.sort(rng.choice(members, size=min(per_cluster, len(members)), replace=False))
+        pick = nearest.get(int(rec.cluster), [])[:per_cluster]
         for c in range(per_cluster):
             ax = axes[r][c]
             row = index.iloc[pick[c]] if c < len(pick) else None
@@ -129,8 +127,8 @@ def plot_montage(table: pd.DataFrame, labels: np.ndarray, index: pd.DataFrame,
                 ax.set_ylabel(f"cluster {rec.cluster}\nn={rec.size}\n{rec.top1_pct:.0f}% "
                               f"{str(rec.top1_class)[:14]}", rotation=0, ha="right", va="center",
                               fontsize=8)
-    fig.suptitle(f"{title}\n(image titles: true class; red frame: not the cluster's majority "
-                 "class)", fontsize=10)
+    fig.suptitle(f"{title}\n(the members nearest each cluster's centre, nearest first; image "
+                 "titles: true class; red frame: not the cluster's majority class)", fontsize=10)
     save_figure(fig, path)
 
 

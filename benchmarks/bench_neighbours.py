@@ -1,0 +1,134 @@
+"""The `neighbours` stage's computation at 10^4 and 10^5 images (clusterlens/neighbours.py).
+
+    python -m benchmarks.bench_neighbours                  # N = 10^4 and 10^5, D = 1280
+    python -m benchmarks.bench_neighbours --sizes 2000 --dim 256     # a quick check
+
+Data: ``benchmarks._util.cnn_like_features`` (ReLU'd Gaussian mixture shaped like pooled CNN
+features, 10 classes), with ``--copies`` (1%) of the rows replaced by noisy copies of other rows
+(``--copy-noise`` times the row's norm), so the near-duplicate path has work to do. Saved as a
+.npy that the measured process memory-maps, as the stage does.
+
+Every measurement runs in a fresh Python process (``benchmarks._util.run_child``): the features
+memory-mapped, then ``normalise``, ``nearest_neighbours`` (k = ``--k``), ``duplicate_pairs``
+(``--threshold``), ``duplicate_groups`` and ``outlier_scores``, each timed. Reported: seconds
+per step, the process's peak RSS (VmHWM: the interpreter and libraries included, and the pages
+of the memory-mapped file it read, which the OS can drop), the size of the features, and the
+recall of the injected copies. faiss and BLAS use every core (the stage does not limit them).
+``sklearn`` rows run only up to ``--sklearn-max`` images. Writes
+benchmarks/results/neighbours.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import _util as u
+from benchmarks.bench_grid import fmt_table
+
+RESULTS = u.PROJECT / "benchmarks" / "results" / "neighbours.json"
+
+CHILD = """
+import time
+import numpy as np
+from clusterlens import neighbours as nb
+
+def main(args):
+    t = {}
+    t0 = time.perf_counter()
+    X = np.load(args["features"], mmap_mode="r")
+    Z = nb.normalise(X)
+    del X
+    t["normalise"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nn = nb.nearest_neighbours(Z, args["k"], engine=args["engine"], block_mb=args["block_mb"])
+    t["knn"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pairs = nb.duplicate_pairs(Z, nn, args["threshold"], block_mb=args["block_mb"])
+    t["pairs"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    groups = nb.duplicate_groups(len(Z), pairs)
+    nb.outlier_scores(nn)
+    t["groups_scores"] = time.perf_counter() - t0
+    truth = np.load(args["truth"])
+    found = set(zip(pairs.row_a.tolist(), pairs.row_b.tolist()))
+    hits = sum((int(a), int(b)) in found for a, b in truth)
+    return {"seconds": t, "pairs": len(pairs), "groups": int(groups.max() + 1),
+            "copy_recall": hits / max(len(truth), 1),
+            "block_rows": nb.block_rows(len(Z), args["block_mb"])}
+"""
+
+
+def make_data(n: int, dim: int, copies: float, noise: float, folder: Path, seed: int = 0):
+    """Features with injected copies (saved as .npy) and the (original, copy) row pairs."""
+    X, _ = u.cnn_like_features(n, dim, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    m = int(round(copies * n))
+    rows = rng.choice(n, 2 * m, replace=False)
+    src, dst = rows[:m], rows[m:]
+    norms = np.linalg.norm(X[src], axis=1, keepdims=True)
+    X[dst] = X[src] + noise * norms * rng.standard_normal((m, dim), dtype=np.float32) / np.sqrt(dim)
+    path = folder / f"features_{n}x{dim}.npy"
+    np.save(path, X)
+    truth = folder / f"truth_{n}.npy"
+    np.save(truth, np.sort(np.stack([src, dst], axis=1), axis=1))
+    return path, truth, X.nbytes
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--block-mb", type=float, default=256)
+    ap.add_argument("--engines", nargs="+", default=["faiss", "sklearn"])
+    ap.add_argument("--sklearn-max", type=int, default=10_000)
+    ap.add_argument("--copies", type=float, default=0.01)
+    ap.add_argument("--copy-noise", type=float, default=0.1)
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    info = u.machine()
+    print(u.machine_line(info))
+    rows, table = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            path, truth, nbytes = make_data(n, args.dim, args.copies, args.copy_noise, Path(tmp))
+            for engine in args.engines:
+                if engine == "sklearn" and n > args.sklearn_max:
+                    continue
+                res = u.run_child(CHILD, {
+                    "features": str(path), "truth": str(truth), "k": args.k,
+                    "engine": engine, "threshold": args.threshold,
+                    "block_mb": args.block_mb}, timeout=args.timeout)
+                res.update({"n": n, "dim": args.dim, "engine": engine,
+                            "features_mb": round(nbytes / 2**20, 1)})
+                rows.append(res)
+                if not res["ok"]:
+                    print(f"N={n} {engine}: failed: {res.get('error', res.get('rc'))}")
+                    continue
+                s = res["seconds"]
+                table.append([n, args.dim, engine, res["block_rows"], f"{s['normalise']:.1f}",
+                              f"{s['knn']:.1f}", f"{s['pairs']:.2f}", f"{s['groups_scores']:.2f}",
+                              f"{sum(s.values()):.1f}", f"{res['features_mb']:.0f}",
+                              f"{res['peak_rss_mb']:.0f}", res["pairs"],
+                              f"{res['copy_recall']:.3f}"])
+                print(fmt_table(table[-1:], HEADER).splitlines()[-1], flush=True)
+    print()
+    print(fmt_table(table, HEADER))
+    out = {"machine": info, "args": vars(args), "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return out
+
+
+HEADER = ["N", "D", "engine", "block rows", "normalise s", "k-NN s", "pairs s", "groups s",
+          "total s", "features MB", "peak RSS MB", "pairs", "copy recall"]
+
+if __name__ == "__main__":
+    main()

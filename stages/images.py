@@ -1,0 +1,117 @@
+"""DVC stage `images`: one row per image with everything known about it, and the images to check.
+
+Joins the index, the selected clustering (``metrics/clustering.json: selected``), the PCA
+scores and 2-D views, the label-issue scores (`label_issues`) and the neighbour scores
+(`neighbours`), and writes:
+
+- ``data/images.parquet`` and ``data/images.csv`` (same content): one row per index row, in
+  index order (see :data:`clusterlens.images_table.COLUMNS`);
+- ``data/representatives.json``: per cluster, the members nearest its centre in PCA space and
+  its doubtful members (another class than the majority, or far from the centre);
+- ``metrics/images.json``: headline numbers;
+- ``plots/images/{label_issues,near_duplicates,outliers,representatives}.png``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from clusterlens.cli import run_cli
+from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.data import DataParams
+from clusterlens.config.images import ImagesParams
+from clusterlens.errors import DataError
+from clusterlens.images_table import headline, images_table, tsne_columns
+from clusterlens.io import load_npy, read_json, read_table, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.plots import audit
+from clusterlens.plotting import matplotlib_setup
+from clusterlens.representatives import centre_distances, representatives
+from clusterlens.selected import selected_labels
+
+log = get_logger("images")
+CLUSTERS_DIR = Path("data/clusters")
+IN_CLUSTERING = "metrics/clustering.json"
+IN_INDEX = "data/index.parquet"
+IN_PCA = "data/pca.npy"
+IN_PCA_2D = "data/pca_2d.npy"
+IN_TSNE = "data/tsne.npz"
+IN_LABEL_ISSUES = "data/label_issues.parquet"
+IN_NEIGHBOURS = "data/neighbours.parquet"
+IN_PAIRS = "data/near_duplicates.csv"
+OUT_TABLE = "data/images.parquet"
+OUT_CSV = "data/images.csv"
+OUT_REPRESENTATIVES = "data/representatives.json"
+OUT_METRICS = "metrics/images.json"
+OUT_LABEL_ISSUES = "plots/images/label_issues.png"
+OUT_DUPLICATES = "plots/images/near_duplicates.png"
+OUT_OUTLIERS = "plots/images/outliers.png"
+OUT_REPS_PNG = "plots/images/representatives.png"
+
+
+def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
+        index_path=IN_INDEX, pca_path=IN_PCA, pca_2d_path=IN_PCA_2D, tsne_path=IN_TSNE,
+        label_issues_path=IN_LABEL_ISSUES, neighbours_path=IN_NEIGHBOURS,
+        pairs_path=IN_PAIRS) -> dict:
+    """Build the per-image table, the representatives and the figures; returns the headline."""
+    root = Path(parse_section(params, "data", DataParams).root)
+    cfg = parse_section(params, "images", ImagesParams)
+    model, labels = selected_labels(read_json(clustering_path), clusters_dir)
+    index = read_table(index_path)
+    pca = load_npy(pca_path)
+    if len(pca) != len(index) or len(labels) != len(index):
+        raise DataError(f"{pca_path} has {len(pca)} rows and the labels of {model} {len(labels)}"
+                        f", but {index_path} has {len(index)}: re-run `dvc repro`")
+    emb = np.load(tsne_path, allow_pickle=False)
+    pairs = read_table(pairs_path)
+    log_block(log, "images", inputs={
+        "selected": model, "index": f"{index_path} ({len(index)} images)",
+        "centre space": f"{pca_path} {pca.shape}", "t-SNE": f"{tsne_path} ({len(emb['rows'])})",
+        "scores": f"{label_issues_path}, {neighbours_path}, {pairs_path} ({len(pairs)} pairs)"},
+        params={"images.representatives": cfg.representatives,
+                "images.doubtful": cfg.doubtful, "images.show": cfg.show,
+                "images.pairs": cfg.pairs, "images.clusters": cfg.clusters})
+    distance = centre_distances(pca, labels)
+    table = images_table(index, labels, distance, load_npy(pca_2d_path),
+                         tsne_columns(len(index), emb["rows"], emb["embedding"]),
+                         read_table(label_issues_path), read_table(neighbours_path))
+    write_table(OUT_TABLE, table)
+    write_table(OUT_CSV, table)
+    reps = representatives(labels, distance, table["path"].to_numpy(), table["class"].to_numpy(),
+                           cfg.representatives, cfg.doubtful)
+    write_json(OUT_REPRESENTATIVES, {
+        "model": model, "space": "pca", "distance": "euclidean to the cluster mean",
+        "representatives": cfg.representatives, "doubtful": cfg.doubtful, "clusters": reps})
+    metrics = write_json(OUT_METRICS, headline(table, model))
+
+    matplotlib_setup()
+    n = len(index)
+    audit.plot_label_issues(table, root, OUT_LABEL_ISSUES, cfg.show,
+                            f"Suspected label issues ({metrics['label_issues']} of {n} images)")
+    audit.plot_near_duplicates(pairs, root, OUT_DUPLICATES, cfg.pairs,
+                               f"Near-duplicate pairs ({len(pairs)} in all)")
+    audit.plot_outliers(table, root, OUT_OUTLIERS, cfg.show,
+                        f"The {min(cfg.show, n)} most atypical images of {n}")
+    audit.plot_representatives(reps, root, OUT_REPS_PNG, cfg.clusters,
+                               f"Representatives of the largest clusters of {model}")
+    log_block(log, "images done", outputs={
+        OUT_TABLE: f"{n} rows x {table.shape[1]} columns (also {OUT_CSV})",
+        OUT_REPRESENTATIVES: f"{len(reps)} clusters",
+        OUT_METRICS: f"agree {metrics['agree_fraction']}, {metrics['label_issues']} label "
+                     f"issues, {metrics['in_duplicate_groups']} images in duplicate groups",
+        "plots": ", ".join([OUT_LABEL_ISSUES, OUT_DUPLICATES, OUT_OUTLIERS, OUT_REPS_PNG])})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="The per-image table, cluster representatives and "
+                                             "thumbnails of the images to check.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

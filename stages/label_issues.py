@@ -1,0 +1,119 @@
+"""DVC stage `label_issues`: images whose given class looks wrong, found by cleanlab.
+
+Out-of-fold probabilities (stratified ``label_issues.folds``-fold, seed ``seed``) from the
+supervised bound's best logistic regression (the ``best`` config of metrics/upper_bound.json,
+fitted as in ``upper_bound.configs`` with ``upper_bound.max_iter``; ``raw`` features are the set
+named by ``fusion.set``, ``pca`` features data/pca.npy), then cleanlab's label issues, label
+quality scores and estimated noise rate.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from clusterlens import label_issues as li
+from clusterlens.cli import run_cli
+from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.label_issues import LabelIssuesParams
+from clusterlens.config.upper_bound import UpperBoundParams
+from clusterlens.errors import DataError
+from clusterlens.feature_sets import load_feature_set
+from clusterlens.io import load_npy, read_json, read_table, save_npy, write_json, write_table
+from clusterlens.logs import get_logger, log_block
+from clusterlens.macro import class_names
+
+log = get_logger("label_issues")
+
+IN_FEATURES = "data/features.npy"
+IN_FUSED = "data/fused.npy"
+IN_PCA = "data/pca.npy"
+IN_INDEX = "data/index.parquet"
+IN_UPPER_BOUND = "metrics/upper_bound.json"
+OUT_ISSUES = "data/label_issues.parquet"
+OUT_PROBABILITIES = "data/oof_probabilities.npy"
+OUT_METRICS = "metrics/label_issues.json"
+OUT_PER_CLASS = "metrics/label_issues_per_class.csv"
+
+
+def best_config(configs: list, upper_bound_path: str):
+    """The upper bound's best configuration (named in its metrics) as ``configs`` define it."""
+    name = read_json(upper_bound_path).get("best", {}).get("config")
+    for cfg in configs:
+        if cfg.name == name:
+            return cfg
+    raise DataError(f"{upper_bound_path}: best config {name!r} is not in upper_bound.configs; "
+                    "re-run `dvc repro upper_bound`")
+
+
+def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
+        index_path: str = IN_INDEX, upper_bound_path: str = IN_UPPER_BOUND,
+        fused_path: str = IN_FUSED) -> dict:
+    """Score every image out of fold, find the label issues, write every output; returns the
+    metrics."""
+    p = parse_section(params, "label_issues", LabelIssuesParams)
+    bound = parse_section(params, "upper_bound", UpperBoundParams)
+    max_iter, configs = bound.max_iter, bound.configs
+    seed = require_seed(params)
+    feature_set = parse_fusion(params).set
+    index = read_table(index_path)
+    names = class_names(index, index_path)
+    y = index["label"].to_numpy(np.int64)
+    li.check_labels(y, names)
+    check_value("label_issues.folds", p.folds, lambda f: li.check_folds(y, f))
+    cfg = best_config(configs, upper_bound_path)
+    if cfg.features == "pca":
+        X, source = load_npy(pca_path), pca_path
+    else:
+        X, source = load_feature_set(feature_set, features_path, fused_path)
+    if len(X) != len(y):
+        raise DataError(f"{source} has {len(X)} rows but {index_path} has {len(y)}: "
+                        "re-run `dvc repro`")
+    log_block(log, "label_issues", inputs={
+        "features": f"{source} {X.shape} ({cfg.features})",
+        "index": f"{index_path} ({len(y)} images, {len(names)} classes)",
+        "classifier": f"{upper_bound_path}: best config {cfg.name} (C={cfg.C:g}, "
+                      f"class_weight={cfg.class_weight or 'none'})"},
+        params={"label_issues.folds": p.folds, "label_issues.filter_by": p.filter_by,
+                "label_issues.rank_by": p.rank_by, "upper_bound.max_iter": max_iter,
+                "seed": seed})
+    t0 = time.perf_counter()
+    oof = li.out_of_fold_probabilities(X, y, cfg, p.folds, max_iter, seed)
+    t1 = time.perf_counter()
+    issues = li.find_issues(y, oof.probabilities, p.filter_by, p.rank_by)
+    t2 = time.perf_counter()
+    log.info("out-of-fold fits: %s lbfgs iterations%s (%.1f s); cleanlab %.1f s",
+             "/".join(map(str, oof.iterations)), "" if oof.converged else ", NOT converged",
+             t1 - t0, t2 - t1)
+
+    table = li.issues_table(index, names, oof.probabilities, issues)
+    per_class = li.per_class_table(y, names, issues)
+    save_npy(OUT_PROBABILITIES, oof.probabilities.astype(np.float32))
+    write_table(OUT_ISSUES, table)
+    write_table(OUT_PER_CLASS, per_class.round(6))
+    metrics = write_json(OUT_METRICS, li.summary(y, oof, issues, cfg, p.folds, p.filter_by,
+                                                 p.rank_by))
+    worst = table[table["is_label_issue"]].sort_values("label_issue_rank").head(3)
+    log_block(log, "label_issues done", outputs={
+        OUT_METRICS: f"{metrics['issues']} issues ({metrics['issue_fraction']:.1%}), estimated "
+                     f"noise rate {metrics['noise_rate']:.3f}, out-of-fold accuracy "
+                     f"{metrics['oof_accuracy']:.4f}",
+        OUT_ISSUES: "most suspicious: " + (", ".join(
+            f"{r.path} ({r['class']} -> {r.suggested_class})" for _, r in worst.iterrows())
+            or "none"),
+        OUT_PROBABILITIES: f"{oof.probabilities.shape} float32",
+        OUT_PER_CLASS: f"{len(per_class)} classes"})
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Label issues from out-of-fold probabilities.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run(load_params(args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
