@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.grid import choice, choice_list, int_list, integer
+from clusterlens.config.checks import choice, choice_list, int_list, integer
 
 LINKAGES = ("ward", "complete", "average", "single")
 ROUTES = ("exact", "two_step", "auto")

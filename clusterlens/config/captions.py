@@ -7,6 +7,7 @@ from pydantic import field_validator
 
 from clusterlens.captions import template_problem
 from clusterlens.config.base import Section
+from clusterlens.config.checks import integer
 
 
 class CaptionsParams(Section):
@@ -32,11 +33,7 @@ class CaptionsParams(Section):
     @field_validator("batch_size", mode="before")
     @classmethod
     def _batch_size(cls, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be an integer, got {value!r}")
-        if value < 1:
-            raise ValueError(f"must be >= 1, got {value}")
-        return value
+        return integer(value, 1)
 
     @field_validator("enabled", mode="before")
     @classmethod

@@ -7,22 +7,9 @@ from pydantic import ValidationInfo, field_validator
 
 from clusterlens.backbones import unknown_backbone
 from clusterlens.config.base import Section
+from clusterlens.config.checks import choice, integer
 from clusterlens.images import RESIZE_MODES
 from clusterlens.precision import PRECISIONS
-
-
-def _int(value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _choice(value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
-    return value
 
 
 class ExtractParams(Section):
@@ -70,17 +57,17 @@ class ExtractParams(Section):
     @field_validator("image_size", mode="before")
     @classmethod
     def _image_size(cls, value: Any) -> int | str:
-        return value if value == "auto" else _int(value, 16)
+        return value if value == "auto" else integer(value, 16)
 
     @field_validator("resize", mode="before")
     @classmethod
     def _resize(cls, value: Any) -> str:
-        return _choice(value, RESIZE_MODES)
+        return choice(value, RESIZE_MODES)
 
     @field_validator("batch_size", mode="before")
     @classmethod
     def _batch_size(cls, value: Any) -> int:
-        return _int(value, 1)
+        return integer(value, 1)
 
     @field_validator("device", "rdzv_endpoint", mode="before")
     @classmethod
@@ -90,12 +77,12 @@ class ExtractParams(Section):
     @field_validator("workers", mode="before")
     @classmethod
     def _workers(cls, value: Any) -> int | str:
-        return value if value == "auto" else _int(value, 0)
+        return value if value == "auto" else integer(value, 0)
 
     @field_validator("precision", mode="before")
     @classmethod
     def _precision(cls, value: Any) -> str:
-        return _choice(value, PRECISIONS)
+        return choice(value, PRECISIONS)
 
     @field_validator("jit", mode="before")
     @classmethod
@@ -116,7 +103,7 @@ class ExtractParams(Section):
     @field_validator("processes", "nodes", mode="before")
     @classmethod
     def _count(cls, value: Any) -> int:
-        return _int(value, 1)
+        return integer(value, 1)
 
     @field_validator("store", mode="before")
     @classmethod

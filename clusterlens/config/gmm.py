@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.grid import choice, int_list, integer
+from clusterlens.config.checks import choice, int_list, integer
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.grid import choice, int_list, integer, number_list
+from clusterlens.config.checks import choice, int_list, integer, number_list
 
 LINKAGES = ("ward", "complete", "average", "single", "weighted", "centroid", "median")
 

@@ -1,4 +1,4 @@
-"""Value checks shared by the clustering grid sections (``kmeans``, ``gmm``, ``agglomerative``...).
+"""Value checks shared by the params section models (integers, choices, lists, fractions).
 
 Each check takes the raw value and returns it unchanged or raises ``ValueError`` with a message
 that ends in the value it got; :func:`~clusterlens.config.base.parse_section` adds the dotted key.
