@@ -513,9 +513,9 @@ def test_extract_stage_holds_at_the_signalled_point_until_killed(tmp_path, in_tm
     """The stage, run as a command, says where it holds on stderr and is killed there: no
     output and no store shard has been written at that point."""
     import os
-    import selectors
     import subprocess
     import sys
+    import threading
 
     import yaml
 
@@ -528,21 +528,23 @@ def test_extract_stage_holds_at_the_signalled_point_until_killed(tmp_path, in_tm
     env = {**os.environ, ex.HOLD_ENV: "2"}
     proc = subprocess.Popen([sys.executable, "-m", "stages.extract"], env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    lines = []
+    # A watchdog ends the process if the line never comes (a failure, not a race). Lines are
+    # read straight from the pipe: a select() on it would miss lines already buffered.
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    lines, held = [], False
     try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stderr, selectors.EVENT_READ)
+        for line in proc.stderr:
+            lines.append(line)
             # the line may follow a progress bar's carriage return on the same line
-            while not lines or lines[-1].split("\r")[-1].strip() != (
-                    "clusterlens: holding after batch 2"):
-                assert sel.select(timeout=300), "no hold line in 300 s:\n" + "".join(lines)
-                line = proc.stderr.readline()
-                assert line, "the stage ended without holding:\n" + "".join(lines)
-                lines.append(line)
-        assert proc.poll() is None  # blocked, not finished
+            if line.split("\r")[-1].strip() == "clusterlens: holding after batch 2":
+                held = proc.poll() is None  # blocked there, not finished
+                break
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait()
+    assert held, "the stage did not hold at batch 2:\n" + "".join(lines)
     assert not (in_tmp_cwd / "data/features.npy").exists()
     assert not (in_tmp_cwd / "metrics/extract.json").exists()
     assert not list((tmp_path / "store").rglob("*.npy"))
