@@ -6,9 +6,11 @@ preprocessing its weights were trained with.
   output of the head convolution (the input of the classifier). Normalisation is the TF-Lite
   one the weights were trained with: ``(x*255 - 127) / 128`` (mean 127/255, std 128/255).
 - any torchvision classification model by name (``torchvision.models.list_models``) with weights
-  ``DEFAULT`` (downloads, for online users), a weights enum name such as ``IMAGENET1K_V1``,
-  ``none`` (random init), or a path to a ``state_dict`` file (loaded with
-  ``torch.load(weights_only=True)``, never unpickled). Features = the input of the model's last
+  ``DEFAULT``, a weights enum name such as ``IMAGENET1K_V1`` (the checkpoint torchvision keeps in
+  ``$TORCH_HOME/hub/checkpoints/``, downloaded there first when absent, for online users, and
+  checked against the hash in its file name), ``none`` (random init), or a path to a
+  ``state_dict`` file. Every weights file is loaded with ``torch.load(weights_only=True)``:
+  tensors only, never unpickled (torchvision's own loader would unpickle a cached checkpoint). Features = the input of the model's last
   ``nn.Linear`` (the penultimate layer), which is replaced by the identity. Preprocessing (mean,
   std, interpolation, resize/crop ratio) comes from the weights' own transforms; for a file or
   ``none``, from the model's first published ImageNet weights.
@@ -21,21 +23,25 @@ preprocessing its weights were trained with.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
-import torch
-from torch import nn
-
-from clusterlens.cnn_model import WEIGHTS_FILE, load_cnn_features, read_cnn_config
 from clusterlens.errors import ParamError
+
+# torch is imported where it is used: the params check (clusterlens.config.extract) imports
+# this module for the backbone names, and must not pay for torch.
 
 LITE0 = "efficientnet_lite0"
 RAW = "raw_pixels"
 SCRATCH_CNN = "scratch_cnn"
 RAW_NATIVE_SIZE = 32
+LITE0_NATIVE_SIZE = 224  # the side the package's ImageNet weights were trained at
 LITE0_MEAN = (127.0 / 255.0,) * 3
 LITE0_STD = (128.0 / 255.0,) * 3
 
@@ -105,23 +111,51 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_state_dict_file(path: str | Path) -> dict:
-    """Load a state_dict safely (``weights_only=True``: tensors only, nothing executed)."""
+def load_state_dict_file(path: str | Path, what: str = "", hint: str = "") -> dict:
+    """Load a state_dict safely (``weights_only=True``: tensors only, nothing executed).
+
+    Parameters
+    ----------
+    path : str or Path
+        The weights file.
+    what : str
+        How the error names the file (default: the path itself).
+    hint : str
+        What the error suggests when the file is no plain state_dict.
+
+    Raises
+    ------
+    ParamError
+        Naming ``extract.weights`` and the file: missing, not loadable without unpickling
+        arbitrary objects (a pickle that would run code is refused, never executed), or no
+        mapping of names to tensors.
+    """
+    import torch
+
     path = Path(path)
+    what = what or repr(str(path))
     if not path.is_file():
         raise ParamError("extract.weights", f"file not found: {str(path)!r} (use DEFAULT, "
                          "none, a torchvision weights name, or a path to a state_dict file)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise ParamError("extract.weights", f"{str(path)!r} is not a loadable PyTorch state_dict "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
+        if type(exc).__name__ == "UnpicklingError":  # anything but tensors and containers
+            why = next((ln for ln in lines if "global" in ln.lower()), lines[0] if lines else "")
+            why = why.split(". Please")[0].removeprefix("WeightsUnpickler error: ")
+            raise ParamError("extract.weights", f"{what} is not a loadable PyTorch state_dict: "
+                             "it holds objects other than tensors, so it was refused and not "
+                             f"unpickled ({why[:200]}){hint}") from None
+        first = (lines or [""])[0][:200]
+        raise ParamError("extract.weights", f"{what} is not a loadable PyTorch state_dict; it "
+                         f"was not unpickled ({type(exc).__name__}: {first}){hint}") from None
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ParamError("extract.weights", f"{str(path)!r} does not hold a state_dict "
-                         "(a mapping of parameter names to tensors)")
+        raise ParamError("extract.weights", f"{what} does not hold a state_dict "
+                         f"(a mapping of parameter names to tensors){hint}")
     return obj
 
 
@@ -129,7 +163,7 @@ FIT_HINT = ("; set `extract.backbone` to the model these weights were saved from
             "state_dict of this backbone")
 
 
-def load_into(model: nn.Module, state_dict: dict, source: str, backbone: str) -> None:
+def load_into(model, state_dict: dict, source: str, backbone: str) -> None:
     """Strictly load weights; a mismatch is a clear error naming both sides."""
     try:
         result = model.load_state_dict(state_dict, strict=False)
@@ -145,13 +179,21 @@ def load_into(model: nn.Module, state_dict: dict, source: str, backbone: str) ->
 
 
 # --------------------------------------------------------------------------- Lite0
-class _Lite0Features(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
+@functools.lru_cache(maxsize=None)
+def _lite0_features_class():
+    from torch import nn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+    class Lite0Features(nn.Module):
+        """EfficientNet-Lite0's head-convolution output, global-average-pooled: (B, 1280)."""
+
+        def __init__(self, net: nn.Module):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return Lite0Features
 
 
 def lite0_weights_path() -> Path:
@@ -179,14 +221,16 @@ def build_lite0(weights: str, image_size: int) -> Backbone:
     if path is not None:
         load_into(net, load_state_dict_file(path), f"weights file {str(path)!r}", LITE0)
         sha = file_sha256(path)
-    return Backbone(name=LITE0, model=_Lite0Features(net).eval(), dim=1280, mean=LITE0_MEAN,
-                    std=LITE0_STD, native_size=224, resize_ratio=256 / 224,
+    return Backbone(name=LITE0, model=_lite0_features_class()(net).eval(), dim=1280, mean=LITE0_MEAN,
+                    std=LITE0_STD, native_size=LITE0_NATIVE_SIZE, resize_ratio=256 / 224,
                     interpolation="bilinear", weights=desc, weights_sha256=sha)
 
 
 # --------------------------------------------------------------------------- torchvision
-def last_linear(model: nn.Module, name: str) -> tuple[str, nn.Linear]:
+def last_linear(model, name: str) -> tuple[str, object]:
     """(module name, module) of the model's last ``nn.Linear``: its classifier."""
+    from torch import nn
+
     last = None
     for mod_name, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -198,7 +242,9 @@ def last_linear(model: nn.Module, name: str) -> tuple[str, nn.Linear]:
     return last
 
 
-def _replace_last_linear(model: nn.Module, name: str) -> int:
+def _replace_last_linear(model, name: str) -> int:
+    from torch import nn
+
     mod_name, linear = last_linear(model, name)
     parent = model
     *path, leaf = mod_name.split(".")
@@ -219,12 +265,11 @@ def load_torchvision(name: str, weights: str):
     sha = ""
     if w.upper() == "DEFAULT" or w in enum.__members__:
         wobj = enum.DEFAULT if w.upper() == "DEFAULT" else enum[w]
-        try:
-            model = get_model(name, weights=wobj)
-        except Exception as exc:  # noqa: BLE001 - offline machines cannot download
-            raise ParamError("extract.weights", f"could not get {name} weights {wobj} "
-                             f"({type(exc).__name__}: {str(exc)[:200]}). Without internet, use "
-                             "a local state_dict path or the efficientnet_lite0 backbone.") from None
+        path = hub_checkpoint(name, wobj)
+        sd = load_state_dict_file(path, f"= {w}: torchvision's cached {name} checkpoint "
+                                  f"{str(path)!r}", "; delete the file to download it again, "
+                                  "or give a state_dict file")
+        model = build_with_state_dict(name, wobj, sd, f"checkpoint {str(path)!r}")
         desc = f"torchvision {wobj}"
     else:
         wobj = list(enum)[0]  # preprocessing of the first published ImageNet weights
@@ -241,6 +286,76 @@ def load_torchvision(name: str, weights: str):
             desc = f"file {w}"
             sha = file_sha256(w)
     return model, wobj, desc, sha
+
+
+def hub_checkpoint(name: str, wobj) -> Path:
+    """The file of torchvision weights ``wobj`` in torch's hub cache
+    (``$TORCH_HOME/hub/checkpoints/<the file name of its URL>``, as torchvision keeps them),
+    downloaded there first when absent: to a temporary file, kept only when its sha256 starts
+    with the hash in the file name (``resnet18-f37072fd.pth``), as torchvision checks.
+
+    Raises
+    ------
+    ParamError
+        Naming ``extract.weights`` when the file is absent and cannot be downloaded.
+    """
+    import torch.hub
+
+    file = os.path.basename(urlparse(wobj.url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file
+    if path.is_file():
+        return path
+    match = torch.hub.HASH_REGEX.search(file)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(wobj.url, str(path), match.group(1) if match else None,
+                                       progress=True)
+    except Exception as exc:  # noqa: BLE001 - offline machines cannot download
+        raise ParamError("extract.weights", f"could not get {name} weights {wobj} from "
+                         f"{wobj.url} into {str(path)!r} ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}). Without internet, put that file there, use a "
+                         "local state_dict path or the efficientnet_lite0 backbone.") from None
+    return path
+
+
+def build_with_state_dict(name: str, wobj, state_dict: dict, source: str):
+    """torchvision's builder for ``name`` with weights ``wobj`` (so every setting the weights
+    imply applies, e.g. googlenet's ``transform_input``), fed ``state_dict`` instead of what
+    torchvision would load itself: while the builder runs, ``wobj.get_state_dict`` (which calls
+    ``torch.hub.load_state_dict_from_url``, and so ``torch.load(weights_only=False)``) returns
+    the given, safely loaded mapping.
+
+    Raises
+    ------
+    ParamError
+        Naming ``extract.weights`` when the weights do not fit the model.
+    """
+    from torchvision.models import get_model
+
+    cls = type(wobj)
+    own = cls.__dict__.get("get_state_dict")
+    fed = []
+
+    def get_state_dict(self, *args, **kwargs):
+        fed.append(self)
+        return state_dict
+
+    cls.get_state_dict = get_state_dict
+    try:
+        model = get_model(name, weights=wobj)
+    except RuntimeError as exc:  # strict load_state_dict: missing / unexpected keys, shapes
+        first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][:3]
+        raise ParamError("extract.weights", f"{source} does not fit backbone {name!r}: "
+                         + "; ".join(first)[:400] + FIT_HINT) from None
+    finally:
+        if own is None:
+            del cls.get_state_dict
+        else:
+            cls.get_state_dict = own
+    if not fed:  # a torchvision whose builders load weights another way: refuse, never guess
+        raise RuntimeError(f"torchvision's {name} builder did not ask {cls.__name__} for its "
+                           "state_dict; clusterlens cannot feed it safely loaded weights")
+    return model
 
 
 def build_torchvision(name: str, weights: str) -> Backbone:
@@ -261,6 +376,8 @@ def build_raw_pixels(weights: str, image_size: int) -> Backbone:
     if str(weights).lower() not in ("default", "none"):
         raise ParamError("extract.weights", f"= {weights!r}, but backbone {RAW!r} has no weights; "
                          "set extract.weights: none (or DEFAULT)")
+    from torch import nn
+
     model = nn.Flatten(start_dim=1).eval()  # (B, 3, S, S) in [0, 1] -> (B, 3 S^2)
     return Backbone(name=RAW, model=model, dim=3 * image_size * image_size, mean=(0.0,) * 3,
                     std=(1.0,) * 3, native_size=RAW_NATIVE_SIZE, resize_ratio=1.0,
@@ -279,6 +396,8 @@ def build_scratch_cnn(model_dir: str | Path) -> Backbone:
     ParamError
         Naming ``extract.backbone`` when ``model_dir`` holds no trained CNN.
     """
+    from clusterlens.cnn_model import WEIGHTS_FILE, load_cnn_features, read_cnn_config
+
     model_dir = Path(model_dir)
     cfg = model_dir / "config.json"
     if not cfg.is_file() or json.loads(cfg.read_text()).get("trained") is False:
@@ -320,7 +439,7 @@ def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None =
     """
     check_backbone_name(name)
     if name == LITE0:
-        return build_lite0(weights, image_size or 224)
+        return build_lite0(weights, image_size or LITE0_NATIVE_SIZE)
     if name == RAW:
         return build_raw_pixels(weights, image_size or RAW_NATIVE_SIZE)
     if name == SCRATCH_CNN:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from clusterlens.errors import DataError, ParamError
 
@@ -31,19 +32,39 @@ def configure_logging(level: int = logging.INFO) -> logging.Logger:
     return root
 
 
+def stage_name(argv=None) -> str:
+    """What runs, as a user would name it: ``extract``, or ``cluster kmeans --k 10`` for a grid
+    point (the stage module run with ``python -m stages.<name>``, and its arguments)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    dotted = spec.name if spec is not None and spec.name else Path(sys.argv[0]).stem
+    parts = [p for p in dotted.split(".") if p != "__main__"] or ["stage"]
+    name = parts[-1]
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join([name, *map(str, args)])
+
+
 def run_cli(main, argv=None) -> int:
     """Run a stage's ``main(argv)`` with logging configured.
 
     Returns
     -------
     int
-        0 on success; 2 after printing one ``error: ...`` line for a bad param, unusable
-        data or a missing file (no traceback: the message says what to change).
+        0 on success; 2 after printing an ``error: ...`` line for a bad param (one per
+        problem when several are found at once), unusable data or a missing file (no
+        traceback: the message says what to change); 130 after one line for Ctrl-C
+        (``KeyboardInterrupt``): outputs are written atomically, so nothing half-written is
+        kept and running ``dvc repro`` again continues.
     """
     configure_logging()
     try:
         main(argv)
     except (ParamError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # several at once: one line each
+            print(f"error: {line}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"clusterlens: {stage_name(argv)} interrupted (Ctrl-C); nothing half-written was "
+              "kept; run `dvc repro` again to continue", file=sys.stderr)
+        return 130
     return 0

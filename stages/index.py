@@ -15,6 +15,7 @@ from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.index import IndexParams
+from clusterlens.config.whole import check_params, declared_params
 from clusterlens.index import build_index, check_root, index_metrics
 from clusterlens.io import remove_stale_tmp, write_json, write_table
 from clusterlens.logs import get_logger, log_block
@@ -74,7 +75,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Index an image folder (one sub-folder per class).")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    params = load_params(args.params)
+    # The whole file first (this stage always runs, and runs first): every bad value anywhere,
+    # each naming its key, before any image is read (`python -m clusterlens.check` alone).
+    check_params(params, declared_params("dvc.yaml", args.params))
+    run(params)
 
 
 if __name__ == "__main__":

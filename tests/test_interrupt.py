@@ -126,6 +126,10 @@ def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, e2e_base
     output = kill_when_holding(repo, ["dvc", "repro", "--force", "--single-item", "extract"],
                                sig)
     assert "Running stage 'extract'" in output and "extract done" not in output
+    if sig == signal.SIGINT:  # Ctrl-C: one line saying what stopped and that a rerun continues
+        assert ("clusterlens: extract interrupted (Ctrl-C); nothing half-written was kept; "
+                "run `dvc repro` again to continue") in output, output
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
     # nothing DVC could record: no extract output, no half-written file, the lock untouched
     for rel in ["data/features.npy", "metrics/extract.json", TIMING]:

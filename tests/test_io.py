@@ -154,3 +154,23 @@ def test_seed_check_value_and_load_params(tmp_path):
         load_params(path)
     with pytest.raises(FileNotFoundError, match="params file not found"):
         load_params(tmp_path / "absent.yaml")
+
+
+# --------------------------------------------------------------------------- cli
+def test_ctrl_c_in_a_stage_is_one_line_and_exit_130(capsys):
+    from clusterlens.cli import run_cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    def bad_param(argv):
+        raise ParamError("kmeans.k", "must be a list of integers >= 2, got 5")
+
+    assert run_cli(interrupted, ["kmeans", "--k", "5"]) == 130
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("clusterlens: "), err
+    assert "kmeans --k 5 interrupted (Ctrl-C)" in err and "dvc repro" in err
+    assert "Traceback" not in err
+    assert run_cli(bad_param, []) == 2
+    assert capsys.readouterr().err == ("error: params.yaml: `kmeans.k` must be a list of "
+                                       "integers >= 2, got 5\n")

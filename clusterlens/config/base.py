@@ -118,17 +118,55 @@ def parse_section(params: dict, name: str, model: type[S]) -> S:
         Naming the first offending dotted key (``kmeans.k``) and the value it got; an unknown
         key gets a "did you mean" hint.
     """
+    section, errors = _validate(params, name, model)
+    if errors:
+        raise errors[0]
+    return section
+
+
+def section_errors(params: dict, name: str, model: type[Section]) -> list[ParamError]:
+    """Every problem of ``params[name]`` under ``model``, unknown keys first (empty: valid).
+
+    The same rules and messages as :func:`parse_section`, which raises the first of them;
+    a whole-file check (:mod:`clusterlens.config.whole`) reports them all at once.
+    """
+    return _validate(params, name, model)[1]
+
+
+def _validate(params: dict, name: str, model: type[S]) -> tuple[S | None, list[ParamError]]:
     if name not in params:
-        raise ParamError(name, "is missing")
+        return None, [ParamError(name, "is missing")]
     value = params[name]
     if not isinstance(value, dict):
-        raise ParamError(name, f"must be a mapping of keys, got {value!r}")
+        return None, [ParamError(name, f"must be a mapping of keys, got {value!r}")]
     try:
-        return model.model_validate(value)
+        return model.model_validate(value), []
     except ValidationError as exc:
         errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
-        key, msg = _message(errors[0], model, name)
-        raise ParamError(key, msg) from None
+        return None, [ParamError(*_message(err, model, name)) for err in errors]
+
+
+def grid_value(params: dict, name: str, key: str, model: type[Section], text: str) -> Any:
+    """One value of the grid ``name.key`` as a grid stage's command line gives it (dvc.yaml's
+    ``--min-cluster-size ${item.mcs}``), typed and checked by the section's own model.
+
+    The section is validated first (so ``hdbscan.min_cluster_size: ["a"]`` is reported as
+    that key with that value, not as a command-line error), then ``text`` read as params.yaml
+    would hold it (YAML: ``10`` is an integer, ``2.5`` a number) and checked as a one-value
+    grid.
+
+    Raises
+    ------
+    ParamError
+        Naming ``name.key``.
+    """
+    parse_section(params, name, model)
+    try:
+        value = yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError:
+        value = text
+    one = parse_section({name: {**params[name], key: [value]}}, name, model)
+    return getattr(one, key)[0]
 
 
 def check_value(key: str, value: Any, check) -> Any:
