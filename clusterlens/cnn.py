@@ -251,9 +251,20 @@ def keras_plateau_scheduler(optimizer: torch.optim.Optimizer, p: CNNParams):
 
 
 # --------------------------------------------------------------------------- training
+def train_only_classes(labels: np.ndarray) -> np.ndarray:
+    """The labels with fewer than 2 images: too few for the stratified split (one image on each
+    side), so :func:`split_train_val` puts all their images in the training part."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    return np.flatnonzero((counts > 0) & (counts < 2))
+
+
 def split_train_val(labels: np.ndarray, val_fraction: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of row numbers (sklearn ``train_test_split``, ``random_state=seed``).
+
+    The images of a class with a single image (:func:`train_only_classes`) all go to the
+    training part (the class is trained on, never validated); the others are split as if they
+    were all there is. With no such class, the split of every row.
 
     Returns
     -------
@@ -263,23 +274,29 @@ def split_train_val(labels: np.ndarray, val_fraction: float, seed: int
     Raises
     ------
     DataError
-        When a class is too small to be split.
+        When no class has 2 images, or the validation part would miss a class.
     """
     from sklearn.model_selection import train_test_split
 
     labels = np.asarray(labels)
-    idx = np.arange(len(labels))
+    small = np.isin(labels, train_only_classes(labels))
+    idx = np.flatnonzero(~small)
     try:
+        if len(idx) == 0:
+            raise ValueError("no class has 2 images")
         tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed,
-                                  stratify=labels)
+                                  stratify=labels[idx])
     except ValueError as exc:
-        counts = pd.Series(labels).value_counts()
-        raise DataError(f"cannot split {len(labels)} images of {len(counts)} classes "
-                        f"{val_fraction:.0%} / stratified (smallest class: {counts.min()} "
-                        f"images): {exc}. Every class needs >= 2 images and the validation "
-                        "part at least one image per class: add images or raise "
-                        "`cnn.val_fraction`") from None
-    return np.sort(tr), np.sort(va)
+        counts = pd.Series(labels[idx]).value_counts()
+        raise DataError(f"cannot split {len(idx)} images of {len(counts)} classes "
+                        f"{val_fraction:.0%} / stratified (smallest class: "
+                        f"{counts.min() if len(counts) else 0} images): {exc}. The validation "
+                        "part needs at least one image per class of 2 or more images: add "
+                        "images or raise `cnn.val_fraction`") from None
+    if small.any():
+        log.warning("%d class(es) with a single image: trained on, not validated",
+                    len(train_only_classes(labels)))
+    return np.sort(np.concatenate([tr, np.flatnonzero(small)])), np.sort(va)
 
 
 def _batches(idx: np.ndarray, batch_size: int):
@@ -560,6 +577,11 @@ def train_cnn(root: str | Path, paths: Sequence[str], labels: Sequence[int],
     finally:
         live.end()
     seconds = time.perf_counter() - start
+    # a single-image class is trained on but has no validation image: listed by name
+    res.summary["train_only_classes"] = [
+        {"class": str(class_names[c]), "images": int(np.sum(labels == c)),
+         "reason": "fewer than 2 images: the stratified validation split needs 2; trained on, "
+                   "not validated"} for c in train_only_classes(labels)]
     save_cnn(res.model, model_config(n_classes, class_names, p, seed), out_dir)
     write_table(history_path, res.history)
     _write_json_exact(summary_path, res.summary)

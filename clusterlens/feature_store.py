@@ -15,6 +15,9 @@ Layout (no pickle, append-only, safe with several writers):
 A shard is written once, under a unique name, with an atomic rename of each file, the ``.sha``
 file last: a reader only sees shards whose both files are complete, and two processes (e.g. the
 ranks of a distributed run) never write the same file. Features are read back memory-mapped.
+Extraction appends a shard every few batches (:data:`clusterlens.features.FLUSH_BATCHES` /
+``FLUSH_SECONDS``), not one at the end, so a killed run keeps what it had flushed; adding a
+shard never rewrites an existing file, so the writing cost stays linear in the images.
 
 Exactness: features are computed in forward passes of exactly ``batch_size`` images (the last
 batch zero-padded), which makes every image's features independent of which other images share

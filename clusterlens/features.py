@@ -39,6 +39,13 @@ from clusterlens.precision import (
 
 log = logging.getLogger("clusterlens.extract")
 HOLD_ENV = "CLUSTERLENS_HOLD_AFTER_BATCH"
+# How often the features computed so far go to the store (see extract_features' on_flush):
+# after FLUSH_BATCHES batches or FLUSH_SECONDS seconds, whichever comes first. The seconds bound
+# what a kill loses on a CPU (a 64-image batch takes about a second there); the batches bound
+# the shard count on a GPU (100 batches of 64 is a shard every few seconds at thousands of
+# images/s, each flush one CUDA sync and two file writes).
+FLUSH_BATCHES = 100
+FLUSH_SECONDS = 10.0
 
 
 # --------------------------------------------------------------------------- images
@@ -140,7 +147,8 @@ def _hold(n: int) -> None:
 def extract_features(backbone: Backbone, root, paths, image_size: int, resize: str = "squash",
                      batch_size: int = 64, device: str | torch.device = "auto",
                      workers: int | str = 0, precision: str = "auto", progress: bool = True,
-                     jit: bool | str = "auto") -> tuple[np.ndarray, dict]:
+                     jit: bool | str = "auto", on_flush=None, flush_batches: int | None = None,
+                     flush_seconds: float | None = None) -> tuple[np.ndarray, dict]:
     """Features of the images at ``root / paths``, in that order, and timing info.
 
     Every forward pass holds exactly ``batch_size`` images (the last batch is zero-padded), so an
@@ -149,12 +157,18 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
     memory format; ``inference_mode``; on CUDA, pinned memory, non-blocking copies both ways
     and one synchronisation at the end (no per-batch host sync).
 
+    Progress that survives a kill: ``on_flush(start, stop, features)`` receives the rows
+    ``start:stop`` computed since the previous call (finite float32, checked first) after every
+    ``flush_batches`` batches or ``flush_seconds`` seconds, whichever comes first, and once more
+    for the rest after the last batch; :func:`features_for_index` appends them to the feature
+    store as a shard.
+
     Test hook: when the environment variable ``CLUSTERLENS_HOLD_AFTER_BATCH`` is an integer
-    n >= 1, right after the n-th batch has been processed the process writes the line
-    ``clusterlens: holding after batch <n>`` to stderr, flushes it, and blocks until it is
-    killed (an interruption test kills it at that signalled point). Nothing has been written to
-    the feature store or to any output at that point (the store is written after the loop).
-    Unset, it has no effect.
+    n >= 1, right after the n-th batch has been processed (and flushed, if that batch completes
+    a flush) the process writes the line ``clusterlens: holding after batch <n>`` to stderr,
+    flushes it, and blocks until it is killed (an interruption test kills it at that signalled
+    point). At that point the rows of the flushes so far have been handed to ``on_flush``, the
+    others not; no output has been written. Unset, it has no effect.
 
     Parameters
     ----------
@@ -180,6 +194,13 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
         Show a progress bar.
     jit : bool or "auto"
         Trace and freeze the model (``auto``: on CPU).
+    on_flush : callable, optional
+        ``on_flush(start, stop, features)``, see above; None: nothing is handed out.
+    flush_batches : int, optional
+        Batches between two calls of ``on_flush`` at most (None: :data:`FLUSH_BATCHES`).
+    flush_seconds : float, optional
+        Seconds between two calls of ``on_flush`` at most, checked after each batch (None:
+        :data:`FLUSH_SECONDS`).
 
     Returns
     -------
@@ -208,7 +229,20 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
     out = torch.empty((n, backbone.dim), dtype=torch.float32, pin_memory=cuda)
     hold_after = _hold_after()
     start = time.perf_counter()
-    row = 0
+    row = flushed = pending = 0
+    last_flush = start
+    flush_batches = FLUSH_BATCHES if flush_batches is None else flush_batches
+    flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
+
+    def flush() -> None:
+        nonlocal flushed, pending, last_flush
+        if cuda:
+            torch.cuda.synchronize(device)  # the non-blocking copies into `out` have landed
+        chunk = out[flushed:row].numpy()
+        _check_finite(chunk, backbone.name)
+        on_flush(flushed, row, chunk)
+        flushed, pending, last_flush = row, 0, time.perf_counter()
+
     with torch.inference_mode():
         for done, batch in enumerate(tqdm(loader, desc=f"extract {backbone.name}", unit="batch",
                                           disable=not progress, mininterval=1.0), start=1):
@@ -225,18 +259,27 @@ def extract_features(backbone: Backbone, root, paths, image_size: int, resize: s
                                    f"expected {backbone.dim}")
             out[row:row + b].copy_(feats, non_blocking=cuda)
             row += b
+            pending += 1
+            if on_flush is not None and (pending >= flush_batches or
+                                         time.perf_counter() - last_flush >= flush_seconds):
+                flush()
             if done == hold_after:
                 _hold(done)
+    if on_flush is not None and row > flushed:
+        flush()
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     out = out.numpy()
-    if not np.isfinite(out).all():
-        raise RuntimeError(f"{backbone.name} produced non-finite features; try "
-                           "extract.precision: fp32")
+    _check_finite(out, backbone.name)
     return out, {"seconds": seconds, "images_per_s": n / max(seconds, 1e-9),
                  "device": str(device), "workers": workers, "engine": engine,
                  "precision": precision_label(device, precision)}
+
+
+def _check_finite(feats: np.ndarray, name: str) -> None:
+    if not np.isfinite(feats).all():
+        raise RuntimeError(f"{name} produced non-finite features; try extract.precision: fp32")
 
 
 def extract_metrics(backbone: Backbone, feats: np.ndarray, size: int, device: torch.device, *,
@@ -323,7 +366,8 @@ def features_for_index(backbone: Backbone, index, root, size: int, device: torch
 
     Images whose sha256 the store holds under this fingerprint (:func:`store_spec`) are read
     back; only the others go through the network (each distinct image once), and are added to
-    the store.
+    the store as they are computed (a shard per flush of :func:`extract_features`), so a run
+    that is killed keeps what it extracted up to its last flush and a rerun extracts the rest.
 
     Parameters
     ----------
@@ -378,10 +422,15 @@ def features_for_index(backbone: Backbone, index, root, size: int, device: torch
         todo = np.array_split(todo_all, ctx.world_size)[ctx.rank]
         log.info("rank %d extracts %d of the %d images", ctx.rank, len(todo), len(todo_all))
     paths = index["path"].to_numpy()[first[todo]].tolist()
+    todo_shas = uniq[todo]
+
+    def to_store(lo: int, hi: int, chunk: np.ndarray) -> None:
+        fs.put(todo_shas[lo:hi], chunk)
+        log.debug("feature store: %d of %d images saved", hi, len(todo_shas))
+
     new, timing = extract_features(backbone, root, paths, size, resize, batch_size, device,
-                                   workers, precision, progress, jit)
-    if fs is not None:
-        fs.put(uniq[todo], new)
+                                   workers, precision, progress, jit,
+                                   on_flush=None if fs is None else to_store)
     if ctx is not None:
         ctx.barrier()  # every shard is in the store
         if not ctx.writer:

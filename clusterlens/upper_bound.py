@@ -10,6 +10,11 @@ and the majority-group baseline.
 Every fit uses the same split, ``train_test_split(arange(N), test_size=..., random_state=seed,
 stratify=label)``; a split stratified on the fine classes is also stratified on every macro
 grouping of them, so the macro scores are measured on the very same test images.
+
+Classes too small for the split (fewer than :data:`MIN_IMAGES` images: a stratified split puts
+at least one image of every class on each side) are left out of it
+(:func:`excluded_classes`, :func:`split_rows`): the bound is measured on the other classes, and
+the metrics list the left-out ones by name, image count and reason (``excluded_classes``).
 """
 from __future__ import annotations
 
@@ -28,23 +33,63 @@ from clusterlens.config.upper_bound import LogRegConfig
 from clusterlens.errors import DataError
 
 TOP_N = 10
+MIN_IMAGES = 2  # per class: a stratified split puts one on each side
 MACRO_COLUMNS = ["target", "groups", "test_accuracy", "train_accuracy", "macro_f1",
                  "random_baseline", "majority_baseline", "iterations", "converged"]
 
 
 # --------------------------------------------------------------------------- split
+def excluded_classes(labels: np.ndarray, names: list[str], minimum: int = MIN_IMAGES,
+                     why: str = "a stratified split needs") -> list[dict]:
+    """The classes with fewer than ``minimum`` images, to be left out of a per-class split.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        The class of every image, ``0..C-1``.
+    names : list of str
+        Class (folder) names in label order.
+    minimum : int
+        Images a class needs.
+    why : str
+        Completes the reason, ``"fewer than <minimum> images: <why> <minimum>"``.
+
+    Returns
+    -------
+    list of dict
+        One ``{"class", "label", "images", "reason"}`` per small class, in label order (empty
+        when every class is large enough).
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    return [{"class": str(names[c]), "label": int(c), "images": int(counts[c]),
+             "reason": f"fewer than {minimum} images: {why} {minimum}"}
+            for c in range(len(names)) if counts[c] < minimum]
+
+
+def split_rows(labels: np.ndarray, excluded: list[dict]) -> np.ndarray:
+    """The rows (sorted) whose class is not in ``excluded`` (:func:`excluded_classes`)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.flatnonzero(~np.isin(labels, [e["label"] for e in excluded]))
+
+
+def public(excluded: list[dict]) -> list[dict]:
+    """``excluded`` as the metrics list it: class (folder name), images and reason."""
+    return [{"class": e["class"], "images": e["images"], "reason": e["reason"]}
+            for e in excluded]
+
+
 def check_stratifiable(labels: np.ndarray) -> None:
     """Raise :class:`DataError` unless every class has at least 2 images."""
     counts = np.bincount(labels)
-    if counts.min() < 2:
+    if counts.min() < MIN_IMAGES:
         raise DataError(f"class label {int(counts.argmin())} has {int(counts.min())} image: a "
                         "stratified split needs at least 2 images per class")
 
 
 def check_test_size(labels: np.ndarray, test_size: float) -> float:
     """Return ``test_size``; raise ``ValueError`` unless both sides of the split get at least
-    as many images as there are classes."""
-    n, c = len(labels), len(np.bincount(labels))
+    as many images as there are classes (the classes present in ``labels``)."""
+    n, c = len(labels), len(np.unique(labels))
     n_test = int(np.ceil(test_size * n))
     if n_test < c or n - n_test < c:
         raise ValueError(f"= {test_size} gives {n_test} test and {n - n_test} training images; "
@@ -52,12 +97,18 @@ def check_test_size(labels: np.ndarray, test_size: float) -> float:
     return test_size
 
 
-def stratified_split(labels: np.ndarray, test_size: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (train, test) image indices, in ``train_test_split``'s own (shuffled) order."""
-    idx = np.arange(len(labels))
-    tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=labels)
-    return tr, te
+def stratified_split(labels: np.ndarray, test_size: float, seed: int,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, test) image indices, in ``train_test_split``'s own (shuffled) order.
+
+    ``rows`` (e.g. :func:`split_rows`) restricts the split to those images; the indices
+    returned are still rows of ``labels``. ``None`` (every image) gives the same split as
+    ``rows = arange(N)``.
+    """
+    rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+    tr, te = train_test_split(np.arange(len(rows)), test_size=test_size, random_state=seed,
+                              stratify=np.asarray(labels)[rows])
+    return rows[tr], rows[te]
 
 
 def feature_views(raw: np.ndarray, pca: np.ndarray, train_idx: np.ndarray) -> dict:
@@ -138,13 +189,17 @@ def macro_scores(cfg: LogRegConfig, views: dict, fine: np.ndarray, cuts: dict[st
     Returns
     -------
     DataFrame
-        One row per cut, columns :data:`MACRO_COLUMNS`.
+        One row per cut, columns :data:`MACRO_COLUMNS`; a cut whose groups the training
+        images fall in fewer than 2 of (possible only when classes are left out of the split)
+        has no row.
     """
     X = views[cfg.features]
     rows = []
     for name, class_to_group in cuts.items():
         y = class_to_group[fine]
-        groups = int(len(np.unique(y)))
+        groups = int(len(np.unique(y[train_idx])))
+        if groups < 2:  # the classes left in the split all fall in one group: nothing to learn
+            continue
         model, converged = fit_logreg(X[train_idx], y[train_idx], cfg.C, cfg.class_weight,
                                       max_iter, seed)
         res, _, _ = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx])
@@ -171,10 +226,11 @@ def with_fine_row(macro: pd.DataFrame, best: dict, y: np.ndarray, train_idx: np.
 
 # --------------------------------------------------------------------------- tables
 def per_class_accuracy(y_test: np.ndarray, pred: np.ndarray, names: list[str],
-                       y_train: np.ndarray | None = None) -> pd.DataFrame:
+                       y_train: np.ndarray | None = None,
+                       excluded: list[dict] = ()) -> pd.DataFrame:
     """One row per class: test images, correct, accuracy (recall; NaN without a test image),
     and the training count when ``y_train`` is given. Sorted by accuracy (best first), then
-    class name."""
+    class name. The classes of ``excluded`` (:func:`excluded_classes`) have no row."""
     c = len(names)
     test_count = np.bincount(y_test, minlength=c)
     correct = np.bincount(y_test[pred == y_test], minlength=c)
@@ -184,6 +240,7 @@ def per_class_accuracy(y_test: np.ndarray, pred: np.ndarray, names: list[str],
                        "correct": correct, "accuracy": acc})
     if y_train is not None:
         df.insert(2, "train_count", np.bincount(y_train, minlength=c))
+    df = df[~df["label"].isin([e["label"] for e in excluded])]
     return df.sort_values(["accuracy", "class"], ascending=[False, True],
                           na_position="last").reset_index(drop=True)
 
@@ -203,21 +260,29 @@ def predictions_table(index: pd.DataFrame, names: list[str], y: np.ndarray,
                       train_idx: np.ndarray, test_idx: np.ndarray, p_train: np.ndarray,
                       p_test: np.ndarray) -> pd.DataFrame:
     """One row per image of ``index`` (``path``, ``class``): its split, the predicted class
-    and whether it is correct."""
-    split = np.full(len(y), "train", dtype=object)
+    and whether it is correct. Images in neither split (their class was left out) have split
+    ``excluded`` and no prediction (``predicted`` and ``correct`` null)."""
+    split = np.full(len(y), "excluded", dtype=object)
+    split[train_idx] = "train"
     split[test_idx] = "test"
-    pred_all = np.empty(len(y), dtype=np.int64)
+    pred_all = np.full(len(y), -1, dtype=np.int64)
     pred_all[train_idx], pred_all[test_idx] = p_train, p_test
+    if (pred_all >= 0).all():
+        predicted, correct = [names[i] for i in pred_all], pred_all == y
+    else:
+        predicted = [names[i] if i >= 0 else None for i in pred_all]
+        correct = pd.array(np.where(pred_all >= 0, pred_all == y, False), dtype="boolean")
+        correct[pred_all < 0] = pd.NA
     return pd.DataFrame({
         "path": index["path"].astype(str), "class": index["class"].astype(str),
-        "split": split.astype(str), "predicted": [names[i] for i in pred_all],
-        "correct": pred_all == y})
+        "split": split.astype(str), "predicted": predicted, "correct": correct})
 
 
 def summary(split: dict, results: dict[str, dict], best: str, per_class: pd.DataFrame,
-            macro: pd.DataFrame) -> dict:
+            macro: pd.DataFrame, excluded: list[dict] | None = None) -> dict:
     """The metrics: the split, the best configuration, every configuration, the per-class
-    summary with the :data:`TOP_N` best and worst classes, the macro scores, convergence."""
+    summary with the :data:`TOP_N` best and worst classes, the macro scores, convergence, and
+    the classes left out of the split (``excluded_classes``: class, images, reason)."""
     ranked = per_class.dropna(subset=["accuracy"])
     worst = ranked.sort_values(["accuracy", "class"], ascending=[True, True]).head(TOP_N)
     return {
@@ -237,4 +302,29 @@ def summary(split: dict, results: dict[str, dict], best: str, per_class: pd.Data
                   for _, r in macro.iterrows()},
         "all_converged": bool(all(r["converged"] for r in results.values())
                               and (macro["converged"].all() if len(macro) else True)),
+        "excluded_classes": public(excluded or []),
     }
+
+
+def skipped_tables(index: pd.DataFrame, names: list[str],
+                   y: np.ndarray) -> tuple[pd.DataFrame, ...]:
+    """The tables when no bound can be fitted: configurations, per-class and macro tables with
+    their columns and no rows, and :func:`predictions_table` with every image ``excluded``."""
+    none = np.array([], dtype=np.int64)
+    configs = pd.DataFrame(columns=["config", "train_accuracy", "test_accuracy", "gap",
+                                    "macro_f1", "weighted_f1"])
+    return (configs, per_class_accuracy(none, none, names, none).iloc[:0],
+            pd.DataFrame(columns=MACRO_COLUMNS),
+            predictions_table(index, names, y, none, none, none, none))
+
+
+def skipped_summary(split: dict, reason: str, excluded: list[dict]) -> dict:
+    """The metrics when no bound can be fitted (fewer than 2 classes left in the split): the
+    keys of :func:`summary`, scores None, and ``skipped`` (the reason)."""
+    none = dict.fromkeys(("test_accuracy", "train_accuracy", "gap", "macro_f1", "weighted_f1"))
+    return {"skipped": reason, "split": split, "best": {"config": None, **none}, "configs": {},
+            "per_class": {**dict.fromkeys(("mean", "median", "std", "min", "max")),
+                          "classes_at_1": 0, "classes_at_0": 0,
+                          "classes_without_test_images": 0},
+            "best_classes": {}, "worst_classes": {}, "macro": {}, "all_converged": True,
+            "excluded_classes": public(excluded)}

@@ -4,7 +4,8 @@ Out-of-fold probabilities (stratified ``label_issues.folds``-fold, seed ``seed``
 supervised bound's best logistic regression (the ``best`` config of metrics/upper_bound.json,
 fitted as in ``upper_bound.configs`` with ``upper_bound.max_iter``; ``raw`` features are the set
 named by ``fusion.set``, ``pca`` features data/pca.npy), then cleanlab's label issues, label
-quality scores and estimated noise rate.
+quality scores and estimated noise rate. Classes under 2 images are not scored
+(``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from clusterlens import label_issues as li
 from clusterlens.cli import run_cli
-from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.fusion import parse_fusion
 from clusterlens.config.label_issues import LabelIssuesParams
 from clusterlens.config.upper_bound import UpperBoundParams
@@ -61,8 +62,11 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     index = read_table(index_path)
     names = class_names(index, index_path)
     y = index["label"].to_numpy(np.int64)
-    li.check_labels(y, names)
-    check_value("label_issues.folds", p.folds, lambda f: li.check_folds(y, f))
+    excluded = li.excluded_classes(y, names)
+    for e in excluded:
+        log.warning("class %r (%d image(s)) not scored: %s", e["class"], e["images"], e["reason"])
+    if len(names) - len(excluded) < 2:
+        return write_skipped(index, names, excluded, p)
     cfg = best_config(configs, upper_bound_path)
     if cfg.features == "pca":
         X, source = load_npy(pca_path), pca_path
@@ -80,20 +84,20 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
                 "label_issues.rank_by": p.rank_by, "upper_bound.max_iter": max_iter,
                 "seed": seed})
     t0 = time.perf_counter()
-    oof = li.out_of_fold_probabilities(X, y, cfg, p.folds, max_iter, seed)
-    t1 = time.perf_counter()
-    issues = li.find_issues(y, oof.probabilities, p.filter_by, p.rank_by)
-    t2 = time.perf_counter()
-    log.info("out-of-fold fits: %s lbfgs iterations%s (%.1f s); cleanlab %.1f s",
-             "/".join(map(str, oof.iterations)), "" if oof.converged else ", NOT converged",
-             t1 - t0, t2 - t1)
-
-    table = li.issues_table(index, names, oof.probabilities, issues)
-    per_class = li.per_class_table(y, names, issues)
-    save_npy(OUT_PROBABILITIES, oof.probabilities.astype(np.float32))
+    scored = li.score_labels(X, y, names, cfg, p.folds, max_iter, seed, p.filter_by, p.rank_by)
+    oof = scored.oof
+    log.info("%d-fold out-of-fold fits: %s lbfgs iterations%s; with cleanlab %.1f s",
+             scored.folds, "/".join(map(str, oof.iterations)),
+             "" if oof.converged else ", NOT converged", time.perf_counter() - t0)
+    if scored.folds < p.folds:
+        log.warning("label_issues.folds %d lowered to %d, the largest class's image count",
+                    p.folds, scored.folds)
+    table = li.issues_table(index, names, scored.probabilities, scored.issues)
+    per_class = li.per_class_table(y, names, scored.issues)
+    save_npy(OUT_PROBABILITIES, scored.probabilities.astype(np.float32))
     write_table(OUT_ISSUES, table)
     write_table(OUT_PER_CLASS, per_class.round(6))
-    metrics = write_json(OUT_METRICS, li.summary(y, oof, issues, cfg, p.folds, p.filter_by,
+    metrics = write_json(OUT_METRICS, li.summary(y, scored, cfg, p.folds, p.filter_by,
                                                  p.rank_by))
     worst = table[table["is_label_issue"]].sort_values("label_issue_rank").head(3)
     log_block(log, "label_issues done", outputs={
@@ -103,9 +107,22 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         OUT_ISSUES: "most suspicious: " + (", ".join(
             f"{r.path} ({r['class']} -> {r.suggested_class})" for _, r in worst.iterrows())
             or "none"),
-        OUT_PROBABILITIES: f"{oof.probabilities.shape} float32",
+        OUT_PROBABILITIES: f"{scored.probabilities.shape} float32",
         OUT_PER_CLASS: f"{len(per_class)} classes"})
     return metrics
+
+
+def write_skipped(index, names, excluded, p: LabelIssuesParams) -> dict:
+    """Fewer than 2 classes large enough to score: every output says so; no fits."""
+    reason = (f"{len(names) - len(excluded)} class(es) of {li.MIN_IMAGES}+ images; finding "
+              "label issues needs 2")
+    log.warning("label_issues not computed: %s", reason)
+    probs, table, per_class, metrics = li.skipped(index, names, excluded, reason, p.folds,
+                                                  p.filter_by, p.rank_by)
+    save_npy(OUT_PROBABILITIES, probs.astype(np.float32))
+    write_table(OUT_ISSUES, table)
+    write_table(OUT_PER_CLASS, per_class.round(6))
+    return write_json(OUT_METRICS, metrics)
 
 
 def main(argv=None) -> None:

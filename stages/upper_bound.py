@@ -2,8 +2,9 @@
 
 One fit per entry of ``upper_bound.configs`` on the split ``upper_bound.test_size`` / ``seed``;
 the best configuration (highest test accuracy, first on a tie), its per-class test accuracy and
-the same classifier on the macro labels of every ``g<N>`` cut of the `macro` stage. ``raw``
-features are the set named by ``fusion.set``; ``pca`` features are data/pca.npy.
+the same classifier on the macro labels of every ``g<N>`` cut of the `macro` stage (``raw``
+features: the set named by ``fusion.set``; ``pca``: data/pca.npy). Classes under 2 images are
+left out (``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
 """
 from __future__ import annotations
 
@@ -53,8 +54,17 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     index = read_table(index_path)
     names = class_names(index, index_path)
     y = index["label"].to_numpy(np.int64)
-    ub.check_stratifiable(y)
-    check_value("upper_bound.test_size", p.test_size, lambda t: ub.check_test_size(y, t))
+    excluded = ub.excluded_classes(y, names)  # too small for a stratified split: left out
+    rows = ub.split_rows(y, excluded)
+    for e in excluded:
+        log.warning("class %r (%d image(s)) left out: %s", e["class"], e["images"], e["reason"])
+    kept_classes = len(names) - len(excluded)
+    split = {"images": len(rows), "classes": kept_classes, "train": 0, "test": 0,
+             "test_size": p.test_size, "seed": seed}
+    if kept_classes < 2:
+        return write_skipped(index, names, y, split, excluded)
+    check_value("upper_bound.test_size", p.test_size,
+                lambda t: ub.check_test_size(y[rows], t))
     raw, features_path = load_feature_set(feature_set, features_path, fused_path)
     pca = load_npy(pca_path)
     for path, arr in ((features_path, raw), (pca_path, pca)):
@@ -69,7 +79,7 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         params={"upper_bound.test_size": p.test_size, "upper_bound.max_iter": p.max_iter,
                 "upper_bound.configs": ", ".join(c.name for c in p.configs), "seed": seed})
     t0 = time.perf_counter()
-    train_idx, test_idx = ub.stratified_split(y, p.test_size, seed)
+    train_idx, test_idx = ub.stratified_split(y, p.test_size, seed, rows)
     views = ub.feature_views(raw, pca, train_idx)
     results, preds = {}, {}
     for cfg in p.configs:
@@ -83,14 +93,13 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     best = ub.best_config(results)
     best_cfg = next(c for c in p.configs if c.name == best)
     p_train, p_test = preds[best]
-    per_class = ub.per_class_accuracy(y[test_idx], p_test, names, y[train_idx])
+    per_class = ub.per_class_accuracy(y[test_idx], p_test, names, y[train_idx], excluded)
     macro = ub.macro_scores(best_cfg, views, y, cuts, train_idx, test_idx, p.max_iter, seed)
     for r in macro.itertuples():
         log.info("%s (%d groups): test %.4f, random %.4f", r.target, r.groups, r.test_accuracy,
                  r.random_baseline)
-    macro_plot = ub.with_fine_row(macro, results[best], y, train_idx, test_idx, len(names))
+    macro_plot = ub.with_fine_row(macro, results[best], y, train_idx, test_idx, kept_classes)
     seconds = time.perf_counter() - t0
-
     configs_table = pd.DataFrame([{"config": n, **r} for n, r in results.items()])
     write_table(OUT_CONFIGS, configs_table.round(6))
     write_table(OUT_PER_CLASS, per_class.round(6))
@@ -100,10 +109,11 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     matplotlib_setup()
     plots.plot_configs(configs_table, best, OUT_CONFIGS_PNG)
     plots.plot_per_class(per_class, best, OUT_PER_CLASS_PNG)
-    plots.plot_macro(macro_plot, results[best]["test_accuracy"], len(names), best, OUT_MACRO_PNG)
-    split = {"images": len(y), "classes": len(names), "train": len(train_idx),
-             "test": len(test_idx), "test_size": p.test_size, "seed": seed}
-    metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, macro))
+    plots.plot_macro(macro_plot, results[best]["test_accuracy"], kept_classes, best,
+                     OUT_MACRO_PNG)
+    split.update(train=len(train_idx), test=len(test_idx))
+    metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, macro,
+                                                 excluded))
     log_block(log, "upper_bound done", outputs={
         OUT_METRICS: f"best {best}: test {results[best]['test_accuracy']:.4f} "
                      f"(train {results[best]['train_accuracy']:.4f}); fits took {seconds:.1f} s",
@@ -114,6 +124,19 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         OUT_PREDICTIONS: "split and best-config prediction per image",
         "plots": ", ".join([OUT_CONFIGS_PNG, OUT_PER_CLASS_PNG, OUT_MACRO_PNG])})
     return metrics
+
+
+def write_skipped(index, names, y, split: dict, excluded) -> dict:
+    """Fewer than 2 classes large enough for the split: every output says so; no fits."""
+    reason = f"{split['classes']} class(es) of {ub.MIN_IMAGES}+ images; a classifier needs 2"
+    log.warning("upper_bound not computed: %s", reason)
+    for path, table in zip((OUT_CONFIGS, OUT_PER_CLASS, OUT_MACRO_CSV, OUT_PREDICTIONS),
+                           ub.skipped_tables(index, names, y)):
+        write_table(path, table)
+    matplotlib_setup()
+    for path in (OUT_CONFIGS_PNG, OUT_PER_CLASS_PNG, OUT_MACRO_PNG):
+        plots.plot_skipped("Supervised upper bound", reason, path)
+    return write_json(OUT_METRICS, ub.skipped_summary(split, reason, excluded))
 
 
 def main(argv=None) -> None:

@@ -156,6 +156,7 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
                             tmp_path / "live", "cpu", progress=False)
     hist = pd.read_csv(tmp_path / "m" / "history.csv")
     assert summary["stopped_early"] and summary["epochs_run"] == 3 == len(hist)
+    assert summary["train_only_classes"] == []  # every class has 2+ images
     assert summary["best_epoch"] == 1
     assert list(hist["lr"]) == [p.learning_rate, p.learning_rate, p.learning_rate / 2]
     assert summary["lr_reduction_epochs"] == [2, 3] and summary["lr_reductions"] == 2
@@ -266,8 +267,25 @@ def test_split_is_stratified_and_seeded():
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(100))
     assert np.array_equal(va, cnn.split_train_val(labels, 0.2, 7)[1])
     assert not np.array_equal(va, cnn.split_train_val(labels, 0.2, 8)[1])
-    with pytest.raises(DataError, match="val_fraction"):
-        cnn.split_train_val(np.array([0, 0, 0, 1]), 0.2, 0)
+    with pytest.raises(DataError, match="val_fraction"):  # 1 validation image for 2 classes
+        cnn.split_train_val(np.array([0, 0, 1, 1]), 0.2, 0)
+
+
+def test_a_single_image_class_trains_unvalidated_and_a_two_image_class_is_split():
+    labels = np.repeat([0, 1, 2, 3], [20, 1, 2, 17])  # 1: lonely, 2: pair
+    tr, va = cnn.split_train_val(labels, 0.25, 7)
+    assert cnn.train_only_classes(labels).tolist() == [1]
+    assert 20 in tr and 1 not in labels[va]  # the lonely image trains
+    assert np.bincount(labels[va], minlength=4)[2] == 1 and np.sum(labels[tr] == 2) == 1
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(40))
+    # the other classes split as they would alone
+    rest = np.flatnonzero(labels != 1)
+    from sklearn.model_selection import train_test_split
+    ref_tr, ref_va = train_test_split(rest, test_size=0.25, random_state=7, stratify=labels[rest])
+    np.testing.assert_array_equal(va, np.sort(ref_va))
+    np.testing.assert_array_equal(tr, np.sort(np.concatenate([ref_tr, [20]])))
+    with pytest.raises(DataError, match="no class has 2 images"):
+        cnn.split_train_val(np.array([0, 1, 2]), 0.2, 0)
 
 
 # --------------------------------------------------------------------------- params

@@ -509,9 +509,18 @@ def test_hold_hook_stops_right_after_the_nth_batch(image_tree, monkeypatch):
         ex.extract_features(bb, image_tree, paths, 8, **kw)
 
 
-def test_extract_stage_holds_at_the_signalled_point_until_killed(tmp_path, in_tmp_cwd):
-    """The stage, run as a command, says where it holds on stderr and is killed there: no
-    output and no store shard has been written at that point."""
+def _shard_rows(store) -> int:
+    return sum(len(np.load(f)) for f in store.rglob("*.sha.npy"))
+
+
+def test_extract_stage_killed_at_the_signalled_point_keeps_its_flushes(tmp_path, in_tmp_cwd,
+                                                                       caplog):
+    """The stage, run as a command, says where it holds on stderr and is SIGKILLed there
+    (batch 103 of 110, one image per batch: after the flush every FLUSH_BATCHES = 100
+    batches). No output has been written; the store holds the flushed images, k of them; the
+    rerun reads those k back and extracts only the other 110 - k, and its features are the
+    bytes of an uninterrupted run."""
+    import logging
     import os
     import subprocess
     import sys
@@ -519,13 +528,15 @@ def test_extract_stage_holds_at_the_signalled_point_until_killed(tmp_path, in_tm
 
     import yaml
 
-    root = make_tree(tmp_path / "img", {"a": 3, "b": 3})
-    index, _, _ = build_index(root)
+    assert ex.FLUSH_BATCHES == 100  # the docstring's arithmetic
+    root = make_tree(tmp_path / "img", {"a": 55, "b": 55}, size=(12, 10))
+    index, _, _ = build_index(root, min_side=8)
     write_table("data/index.parquet", index)
-    params = _params(root, backbone="raw_pixels", weights="none", image_size=16, batch_size=2,
-                     device="cpu", jit=False, store=str(tmp_path / "store"))
+    store = tmp_path / "store"
+    params = _params(root, backbone="raw_pixels", weights="none", image_size=16, batch_size=1,
+                     device="cpu", jit=False, store=str(store))
     (in_tmp_cwd / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, ex.HOLD_ENV: "2"}
+    env = {**os.environ, ex.HOLD_ENV: "103"}
     proc = subprocess.Popen([sys.executable, "-m", "stages.extract"], env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # A watchdog ends the process if the line never comes (a failure, not a race). Lines are
@@ -537,14 +548,99 @@ def test_extract_stage_holds_at_the_signalled_point_until_killed(tmp_path, in_tm
         for line in proc.stderr:
             lines.append(line)
             # the line may follow a progress bar's carriage return on the same line
-            if line.split("\r")[-1].strip() == "clusterlens: holding after batch 2":
+            if line.split("\r")[-1].strip() == "clusterlens: holding after batch 103":
                 held = proc.poll() is None  # blocked there, not finished
                 break
     finally:
         watchdog.cancel()
-        proc.kill()
+        proc.kill()  # SIGKILL
         proc.wait()
-    assert held, "the stage did not hold at batch 2:\n" + "".join(lines)
+    assert held, "the stage did not hold at batch 103:\n" + "".join(lines)
     assert not (in_tmp_cwd / "data/features.npy").exists()
     assert not (in_tmp_cwd / "metrics/extract.json").exists()
-    assert not list((tmp_path / "store").rglob("*.npy"))
+    k = _shard_rows(store)
+    # 100 by the batch count; a flush by time (FLUSH_SECONDS) on a slow machine moves it
+    assert 103 - ex.FLUSH_BATCHES < k <= 103, k
+
+    with caplog.at_level(logging.INFO, logger="clusterlens.extract"):
+        stage.run(params)
+    assert f"110 images (110 distinct): {k} from the feature store, {110 - k} to extract" \
+        in caplog.text
+    timing = json.loads(open("logs/extract_timing.json").read())
+    assert (timing["from_store"], timing["extracted"]) == (k, 110 - k)
+    assert _shard_rows(store) == 110
+    resumed = open("data/features.npy", "rb").read()
+    stage.run({**params, "extract": {**params["extract"], "store": "none"}})  # uninterrupted
+    assert open("data/features.npy", "rb").read() == resumed
+
+
+# --------------------------------------------------------------------------- image_size / resize auto
+def test_auto_input_follows_the_images_size():
+    from clusterlens.backbones import RAW, SCRATCH_CNN
+    from clusterlens.preprocessing import median_short_side, resolve_input
+
+    def auto(side, name=LITE0, native=224, image_size="auto", resize="auto"):
+        r = resolve_input(name, native, image_size, resize, [side] * 5, [side + 3] * 5)
+        return r.image_size, r.resize
+
+    assert auto(8) == (64, "squash")  # the demo's 8x8 digits: 8x their side, the whole image
+    assert auto(20) == (160, "squash")
+    assert auto(32) == auto(28) == auto(480) == (224, "center_crop")  # CIFAR and photos: native
+    assert auto(1) == (16, "squash")  # never below the smallest image_size
+    assert auto(8, native=299) == (64, "squash") and auto(480, native=299) == (299, "center_crop")
+    assert auto(480, image_size=128) == (128, "squash")  # an explicit size off native: squash
+    assert auto(8, image_size=224) == (224, "center_crop")
+    assert auto(480, resize="squash") == (224, "squash")  # an explicit resize is kept
+    assert auto(8, resize="center_crop") == (64, "center_crop")
+    assert auto(480, name=RAW, native=32) == (32, "squash")  # no network: always squash
+    assert auto(480, name=SCRATCH_CNN, native=32, image_size=64) == (32, "squash")  # as trained
+    # the median is over the shorter side of each image
+    assert median_short_side([100, 30, 50, 7], [40, 80, 50, 9]) == 35.0
+    mixed = resolve_input(LITE0, 224, "auto", "auto", [12, 640, 9], [9, 480, 600])
+    assert (mixed.image_size, mixed.resize, mixed.median_side) == (72, "squash", 9.0)
+    assert "8 x median side 9 px, native 224" in mixed.describe()
+    # without sizes (an index without width/height) auto is the native size
+    unknown = resolve_input(LITE0, 224, "auto", "auto")
+    assert (unknown.image_size, unknown.resize, unknown.median_side) == (224, "center_crop", None)
+    ok = parse_section({"extract": {k: v for k, v in _params(".")["extract"].items()
+                                    if k not in ("image_size", "resize")}}, "extract",
+                       ExtractParams)
+    assert (ok.image_size, ok.resize) == ("auto", "auto")  # the defaults
+
+
+def test_backbones_are_built_for_the_resolved_input():
+    from clusterlens.backbones import RAW
+    from clusterlens.preprocessing import FIXED_NATIVE_SIZES, build_for_input
+
+    for name, size in FIXED_NATIVE_SIZES.items():  # the constants are the built backbones'
+        assert build_backbone(name, "DEFAULT", None).native_size == size
+    digits = ([8] * 4, [8] * 4)
+    raw, recipe = build_for_input(RAW, "DEFAULT", "auto", "auto", *digits)
+    assert (recipe.image_size, recipe.resize, raw.dim) == (32, "squash", 3 * 32 * 32)
+    raw, recipe = build_for_input(RAW, "DEFAULT", 16, "auto", *digits)
+    assert raw.dim == 3 * 16 * 16 and recipe.requested == (16, "auto")
+    lite, recipe = build_for_input(LITE0, "DEFAULT", "auto", "auto", *digits)
+    assert (recipe.image_size, recipe.resize) == (64, "squash")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():  # built at 64 px: Lite0's "same" padding is that of 64 px
+        np.testing.assert_array_equal(lite.model(x).numpy(),
+                                      build_backbone(LITE0, "DEFAULT", 64).model(x).numpy())
+
+
+def test_auto_resolves_in_the_stage_and_keys_the_store_by_the_resolved_values(tmp_path,
+                                                                              in_tmp_cwd):
+    root = make_tree(tmp_path / "tiny", {"a": 3, "b": 3}, size=(8, 8))
+    index, _, _ = build_index(root, min_side=8)
+    write_table("data/index.parquet", index)
+    store = str(tmp_path / "store")
+    explicit = stage.run(_params(root, image_size=64, resize="squash", store=store,
+                                 jit=False, device="cpu"))
+    feats = np.load("data/features.npy")
+    auto = stage.run(_params(root, image_size="auto", resize="auto", store=store, jit=False,
+                             device="cpu"))
+    assert (auto["image_size"], auto["resize"]) == (64, "squash")
+    assert auto["preprocessing"].startswith("64 px squash (image_size auto: 8 x median side 8")
+    assert explicit["preprocessing"] == "64 px squash"
+    assert np.array_equal(np.load("data/features.npy"), feats)
+    timing = json.loads(open("logs/extract_timing.json").read())
+    assert (timing["extracted"], timing["from_store"]) == (0, 6)  # the same key: all reused

@@ -118,3 +118,62 @@ def test_jit_and_bf16_features_agree_with_eager_float32(tmp_path):
     cos = lambda a, b: ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
     assert cos(eager, jit).min() > 0.9999
     assert cos(eager, bf16).min() > 0.95  # bfloat16 keeps ~3 significant digits
+
+
+# --------------------------------------------------------------------------- progress kept
+def test_flushes_hand_out_every_row_once_by_batches_or_seconds(tmp_path):
+    from clusterlens.backbones import RAW
+
+    root = make_tree(tmp_path / "img", {"a": 6, "b": 5})
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    bb = build_backbone(RAW, "none", 8)
+    kw = dict(batch_size=2, device="cpu", progress=False, jit=False)
+    for flush_kw, ranges in [
+            (dict(flush_batches=3, flush_seconds=1e9), [(0, 6), (6, 11)]),
+            (dict(flush_batches=4, flush_seconds=1e9), [(0, 8), (8, 11)]),  # + the rest
+            (dict(flush_batches=100, flush_seconds=0.0), [(i, min(i + 2, 11))
+                                                          for i in range(0, 11, 2)])]:
+        calls = []
+        full, _ = ex.extract_features(bb, root, paths, 8, **kw, **flush_kw,
+                                      on_flush=lambda a, b, f: calls.append((a, b, f.copy())))
+        assert [(a, b) for a, b, _ in calls] == ranges, flush_kw
+        np.testing.assert_array_equal(np.concatenate([f for _, _, f in calls]), full)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_extraction_keeps_its_flushes_and_the_rerun_extracts_the_rest(
+        tmp_path, monkeypatch):
+    """Stopped right after batch 5 of 6 with a flush every 2 batches: the store keeps the 8
+    images of batches 1-4; the rerun reads those 8 back, extracts the other 3, and gives the
+    bytes of an uninterrupted run (Lite0: features independent of their batch mates)."""
+    import torch
+
+    root = make_tree(tmp_path / "img", {"a": 6, "b": 5})
+    index, _, _ = build_index(root)
+    bb = build_backbone(LITE0, "DEFAULT", 32)
+    cpu = torch.device("cpu")
+    kw = dict(batch_size=2, precision="fp32", progress=False)
+    whole, _ = ex.features_for_index(bb, index, root, 32, cpu, **kw)  # no store
+    store = tmp_path / "store"
+
+    def killed(n):
+        raise _Killed(n)
+
+    monkeypatch.setattr(ex, "FLUSH_BATCHES", 2)
+    monkeypatch.setattr(ex, "FLUSH_SECONDS", float("inf"))
+    monkeypatch.setattr(ex, "_hold", killed)
+    monkeypatch.setenv(ex.HOLD_ENV, "5")
+    with pytest.raises(_Killed):
+        ex.features_for_index(bb, index, root, 32, cpu, **kw, store=store)
+    spec = ex.store_spec(bb, 32, cpu, resize="squash", precision="fp32", jit="auto",
+                         batch_size=2, seed=0)
+    assert len(FeatureStore(store, spec, bb.dim)) == 8
+    assert len(list(FeatureStore(store, spec, bb.dim).dir.glob("*.sha.npy"))) == 2  # 2 shards
+    monkeypatch.delenv(ex.HOLD_ENV)
+    again, info = ex.features_for_index(bb, index, root, 32, cpu, **kw, store=store)
+    assert (info["from_store"], info["extracted"]) == (8, 3)
+    assert again.tobytes() == whole.tobytes()
+    assert len(FeatureStore(store, spec, bb.dim)) == 11

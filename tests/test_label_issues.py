@@ -112,14 +112,64 @@ def test_tables_follow_the_index_order():
     assert per_class["issues"].sum() == issues.is_issue.sum()
 
 
-# --------------------------------------------------------------------------- errors
-def test_one_class_and_single_image_classes_are_data_errors():
-    with pytest.raises(DataError, match="only one class"):
-        li.check_labels(np.zeros(10, dtype=np.int64), ["solo"])
-    with pytest.raises(DataError, match="'bee' has 1 image"):
-        li.check_labels(np.array([0, 0, 0, 1, 2, 2]), ["ant", "bee", "cat"])
-    with pytest.raises(ValueError, match="more than the 2 images"):
-        li.out_of_fold_probabilities(np.zeros((5, 2)), np.array([0, 0, 0, 1, 1]), PCA, 3, 100, 0)
+# --------------------------------------------------------------------------- small classes
+def test_folds_are_lowered_only_to_the_largest_class_and_a_single_image_is_refused():
+    assert li.check_folds(np.array([0, 0, 0, 1, 1]), 3) == 3  # class 1 has fewer than 3: kept
+    assert li.check_folds(np.array([0, 0, 0, 1, 1]), 5) == 3
+    with pytest.raises(ValueError, match="a class has 1 image"):
+        li.check_folds(np.array([0, 0, 0, 1]), 2)
+    with pytest.raises(ValueError, match="a class has 1 image"):
+        li.out_of_fold_probabilities(np.zeros((4, 2)), np.array([0, 0, 0, 1]), PCA, 2, 100, 0)
+
+
+def test_with_no_small_class_score_labels_is_the_two_steps_on_every_image():
+    X, _, given, _ = noisy_blobs(n_per=20, k=3, noise=0.1)
+    names = ["ant", "bee", "cat"]
+    scored = li.score_labels(X, given, names, RAW, 4, 1000, 0)
+    oof = li.out_of_fold_probabilities(X, given, RAW, 4, 1000, 0)
+    issues = li.find_issues(given, oof.probabilities)
+    np.testing.assert_array_equal(scored.probabilities, oof.probabilities)
+    np.testing.assert_array_equal(scored.issues.quality, issues.quality)
+    np.testing.assert_array_equal(scored.issues.rank, issues.rank)
+    assert scored.excluded == [] and scored.folds == 4 and len(scored.rows) == len(given)
+
+
+def test_a_single_image_class_gets_no_verdict_and_a_two_image_class_is_scored():
+    """'lonely' (1 image) is left out; 'pair' (2 images, fewer than the 5 folds) is scored,
+    each of its images by a model that saw the other; the other classes get exactly what the
+    two steps give on the images without 'lonely'."""
+    X, _, given, _ = noisy_blobs(n_per=20, k=3, noise=0.1)
+    rng = np.random.default_rng(4)
+    X = np.vstack([X, rng.normal(size=(3, X.shape[1])).astype(np.float32)])
+    labels = np.concatenate([given, [3, 4, 4]])  # 3 = lonely, 4 = pair
+    names = ["ant", "bee", "cat", "lonely", "pair"]
+    scored = li.score_labels(X, labels, names, RAW, 5, 1000, 0)
+    assert scored.excluded == [{"class": "lonely", "label": 3, "images": 1,
+                                "reason": "fewer than 2 images: an out-of-fold score needs 2"}]
+    assert scored.folds == 5
+    lonely = len(given)
+    assert np.isnan(scored.probabilities[lonely]).all() and np.isnan(scored.issues.quality[lonely])
+    assert not scored.issues.is_issue[lonely] and scored.issues.rank[lonely] == 0
+    assert (scored.probabilities[np.arange(len(labels)) != lonely, 3] == 0).all()
+    for i in (lonely + 1, lonely + 2):  # the pair: its own class was in the training folds
+        assert scored.probabilities[i, 4] > 0 and not np.isnan(scored.issues.quality[i])
+    keep = np.arange(len(labels)) != lonely
+    y = np.where(labels[keep] == 4, 3, labels[keep])  # relabelled 0..3
+    oof = li.out_of_fold_probabilities(X[keep], y, RAW, 5, 1000, 0)
+    issues = li.find_issues(y, oof.probabilities)
+    np.testing.assert_array_equal(scored.probabilities[keep][:, [0, 1, 2, 4]], oof.probabilities)
+    np.testing.assert_array_equal(scored.issues.rank[keep], issues.rank)
+    assert scored.issues.noise_rate == pytest.approx(issues.noise_rate)
+    index = pd.DataFrame({"path": [f"{i}.png" for i in range(len(labels))],
+                          "class": [names[c] for c in labels], "label": labels})
+    table = li.issues_table(index, names, scored.probabilities, scored.issues)
+    assert pd.isna(table.loc[lonely, "suggested_class"])
+    assert np.isnan(table.loc[lonely, "suggested_probability"])
+    assert table["suggested_class"].notna().sum() == len(labels) - 1
+    per_class = li.per_class_table(labels, names, scored.issues)
+    assert np.isnan(per_class.loc[3, "noise_rate"]) and per_class.loc[3, "images"] == 1
+    with pytest.raises(DataError, match="1 class"):
+        li.score_labels(X[-3:], np.array([0, 1, 1]), ["a", "b"], RAW, 5, 100, 0)
 
 
 def stage_inputs(work, given, X, best="lr_C1"):
@@ -147,9 +197,10 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     X, _, given, moved = noisy_blobs()
     index, params = stage_inputs(in_tmp_cwd, given, X)
     metrics = stage.run(params)
-    assert set(metrics) == {"images", "classes", "issues", "issue_fraction", "noise_rate",
-                            "oof_accuracy", "folds", "filter_by", "rank_by", "config",
-                            "converged"}
+    assert set(metrics) == {"images", "classes", "scored_images", "issues", "issue_fraction",
+                            "noise_rate", "oof_accuracy", "folds", "folds_requested",
+                            "filter_by", "rank_by", "config", "converged", "excluded_classes"}
+    assert metrics["excluded_classes"] == [] and metrics["scored_images"] == len(given)
     assert metrics["config"] == {"name": "lr_C1", "features": "raw", "C": 1.0,
                                  "class_weight": "none"}
     assert metrics == read_json(stage.OUT_METRICS) and metrics["folds"] == 5
@@ -170,12 +221,12 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     assert precision >= 0.7 and recall >= 0.7, (precision, recall)
 
 
-def test_stage_refuses_bad_folds_params_and_a_stale_best_config(in_tmp_cwd):
+def test_stage_lowers_folds_refuses_bad_params_and_a_stale_best_config(in_tmp_cwd):
     X, _, given, _ = noisy_blobs(n_per=6, k=3, noise=0.0)
     _, params = stage_inputs(in_tmp_cwd, given, X)
-    params["label_issues"]["folds"] = 7
-    with pytest.raises(ParamError, match=r"label_issues\.folds.*6 images of the smallest"):
-        stage.run(params)
+    params["label_issues"]["folds"] = 7  # above every class's 6 images: lowered to 6
+    metrics = stage.run(params)
+    assert (metrics["folds"], metrics["folds_requested"]) == (6, 7)
     for key, value, match in [("folds", 1, "label_issues.folds"),
                               ("filter_by", "nope", "label_issues.filter_by"),
                               ("rankby", "x", "did you mean `label_issues.rank_by`")]:
@@ -188,12 +239,36 @@ def test_stage_refuses_bad_folds_params_and_a_stale_best_config(in_tmp_cwd):
         stage.run(params)
 
 
-def test_stage_refuses_a_single_image_class(in_tmp_cwd):
+def test_stage_leaves_a_single_image_class_out_and_says_so(in_tmp_cwd):
     X, _, given, _ = noisy_blobs(n_per=6, k=3, noise=0.0)
     given[0] = 3  # class3 has one image
-    _, params = stage_inputs(in_tmp_cwd, given, X)
-    with pytest.raises(DataError, match="'class3' has 1 image"):
-        stage.run(params)
+    index, params = stage_inputs(in_tmp_cwd, given, X)
+    metrics = stage.run(params)
+    assert metrics["excluded_classes"] == [
+        {"class": "class3", "images": 1,
+         "reason": "fewer than 2 images: an out-of-fold score needs 2"}]
+    assert metrics["scored_images"] == len(given) - 1 and metrics["classes"] == 4
+    assert metrics["folds"] == 5  # every kept class has 5 or 6 images
+    table = pd.read_parquet(stage.OUT_ISSUES)
+    assert np.isnan(table.loc[0, "label_quality"]) and pd.isna(table.loc[0, "suggested_class"])
+    assert not table.loc[0, "is_label_issue"] and table["label_quality"].notna().sum() == 17
+    assert np.isnan(np.load(stage.OUT_PROBABILITIES)[0]).all()
+
+
+def test_stage_with_fewer_than_two_scorable_classes_writes_outputs_saying_so(in_tmp_cwd):
+    X, _, given, _ = noisy_blobs(n_per=6, k=2, noise=0.0)
+    given[0] = 1  # class0 keeps 5 images, class1 7; then class1 -> a single image
+    given[given == 1] = 0
+    given[0] = 1
+    index, params = stage_inputs(in_tmp_cwd, given, X, best=None)
+    metrics = stage.run(params)
+    assert metrics["skipped"] == "1 class(es) of 2+ images; finding label issues needs 2"
+    assert metrics["issues"] is None and metrics["scored_images"] == 0
+    assert [e["class"] for e in metrics["excluded_classes"]] == ["class1"]
+    table = pd.read_parquet(stage.OUT_ISSUES)
+    assert len(table) == len(index) and table["label_quality"].isna().all()
+    assert not table["is_label_issue"].any()
+    assert read_json(stage.OUT_METRICS) == metrics
 
 
 # --------------------------------------------------------------------------- real data

@@ -84,13 +84,22 @@ def test_repro_runs_every_stage_and_writes_outputs(e2e_base, repo):
     md = (r / "report/report.md").read_text()
     assert "## 7. Supervised upper bound and the gap" in md and "is missing" not in md
     page = (r / "report/report.html").read_text()
-    assert page.count("data:image/png;base64,") == md.count("![") >= 15
+    assert page.count('<figure><img alt="') == md.count("![") >= 15
     assert json.loads((r / "logs/extract_timing.json").read_text())["images"] == E2E_IMAGES
     # DVC's own views, in this module's copy
     sh(repo, "dvc", "plots", "show")  # every DVC-native plot renders into one page
     assert (repo / "dvc_plots/index.html").stat().st_size > 1000
-    shown = sh(repo, "dvc", "metrics", "show")
-    assert "variance_at_10" in shown and "image_size" in shown and "images_per_s" not in shown
+    shown = sh(repo, "dvc", "metrics", "show")  # the headline only: one short row
+    assert "variance_kept" in shown and "upper_bound" in shown and "kmeans_nmi" in shown
+    assert "variance_at_10" not in shown and "images_per_s" not in shown
+    head = json.loads((r / "metrics/headline.json").read_text())
+    assert len(head) <= 25 and head["images"] == E2E_IMAGES and head["rejected"] == 1
+    assert head["model"].split("/")[0] == clus["selected"]["method"]
+    res = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo, env=dvc_env(),
+                         capture_output=True, text=True, check=True)
+    plots = json.loads(res.stdout)["data"]  # the key figures are DVC image plots
+    for png in ["heatmap", "montage", "tsne", "pca_2d"]:
+        assert plots[f"plots/composition/{png}.png"][0]["type"] == "image", png
 
 
 def test_second_repro_runs_nothing(repo):
@@ -231,3 +240,29 @@ def test_each_backbone_runs_through_dvc_repro_and_back_from_the_run_cache(e2e_ba
     assert "Stage 'captions' is cached - skipping run" in out
     assert np.load(repo / "data/features.npy").shape == (E2E_IMAGES, 256)
     assert json.loads((repo / "metrics/cnn.json").read_text()) == summary
+
+
+# --------------------------------------------------------------------------- a tiny class
+def test_a_single_image_class_runs_through_summary_and_report(e2e_base, tmp_path):
+    """A class folder holding one image: every stage runs; the supervised bound and the label
+    issues leave that class out and name it; the summary and the report are written."""
+    from tests.conftest import make_image
+
+    copy = e2e_copy(e2e_base, tmp_path / "copy")
+    (copy.photos / "lonely").mkdir()
+    make_image(4, np.random.default_rng(9), (48, 36)).save(copy.photos / "lonely" / "000.jpg")
+    out = sh(copy.repo, "dvc", "repro")
+    assert {"upper_bound", "label_issues", "summary", "report"} <= set(ran_all(out))
+    read = lambda rel: json.loads((copy.repo / rel).read_text())  # noqa: E731
+    upper, issues = read("metrics/upper_bound.json"), read("metrics/label_issues.json")
+    assert upper["excluded_classes"] == [
+        {"class": "lonely", "images": 1, "reason": "fewer than 2 images: a stratified split "
+                                                   "needs 2"}]
+    assert (upper["split"]["classes"], upper["split"]["images"]) == (3, E2E_IMAGES)
+    assert [e["class"] for e in issues["excluded_classes"]] == ["lonely"]
+    assert (issues["images"], issues["scored_images"]) == (E2E_IMAGES + 1, E2E_IMAGES)
+    assert read("metrics/summary.json")["fine"]["supervised_test_accuracy"] is not None
+    table = pd.read_parquet(copy.repo / "data/label_issues.parquet")
+    assert table.loc[table["class"] == "lonely", "label_quality"].isna().all()
+    assert (copy.repo / "report/report.md").is_file()
+    assert (copy.repo / "report/report.html").is_file()

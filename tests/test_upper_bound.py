@@ -239,3 +239,80 @@ def test_library_split_views_and_fits_in_process():
     assert (preds["split"] == "test").sum() == len(te)
     assert preds.loc[preds["split"] == "test", "correct"].mean() == pytest.approx(
         res["test_accuracy"])
+
+
+# --------------------------------------------------------------------------- small classes
+def test_excluded_classes_and_the_split_of_the_others():
+    y = np.array([0] * 10 + [1] + [2] * 2 + [3] * 10)
+    names = ["ant", "lonely", "pair", "zebra"]
+    excluded = ub.excluded_classes(y, names)
+    assert ub.public(excluded) == [{"class": "lonely", "images": 1,
+                                    "reason": "fewer than 2 images: a stratified split needs 2"}]
+    rows = ub.split_rows(y, excluded)
+    assert 10 not in rows and len(rows) == len(y) - 1
+    tr, te = ub.stratified_split(y, 0.25, 0, rows)
+    ref_tr, ref_te = train_test_split(rows, test_size=0.25, random_state=0, stratify=y[rows])
+    np.testing.assert_array_equal(tr, ref_tr)
+    np.testing.assert_array_equal(te, ref_te)
+    assert 1 not in y[tr] and 1 not in y[te]  # lonely: in neither part
+    assert np.sum(y[tr] == 2) >= 1 and np.sum(y[tr] == 2) + np.sum(y[te] == 2) == 2
+    with pytest.raises(ValueError):  # what the stage no longer asks of scikit-learn
+        train_test_split(np.arange(len(y)), test_size=0.25, random_state=0, stratify=y)
+    # no class left out: the same split as before rows existed
+    same = np.array([0] * 10 + [1] * 10)
+    for a, b in zip(ub.stratified_split(same, 0.2, 3), ub.stratified_split(
+            same, 0.2, 3, ub.split_rows(same, ub.excluded_classes(same, ["a", "b"])))):
+        np.testing.assert_array_equal(a, b)
+
+
+def _small_class_inputs(raw, X, y, names):
+    """The fixture's data with class 0 cut to 1 image and class 1 to 2 images."""
+    first = {c: np.flatnonzero(y == c) for c in (0, 1)}
+    drop = np.concatenate([first[0][1:], first[1][2:]])
+    keep = np.setdiff1d(np.arange(len(y)), drop)
+    raw, X, y = raw[keep], X[keep], y[keep]
+    write_inputs(X, y, names)
+    save_npy("data/features.npy", raw)
+    macro_stage.run(PARAMS)
+    return raw, X, y
+
+
+def test_stage_leaves_a_single_image_class_out_and_keeps_a_two_image_class(data):
+    names = data[3]
+    raw, X, y = _small_class_inputs(*data)
+    out = ub_stage.run(PARAMS)
+    assert out["excluded_classes"] == [
+        {"class": names[0], "images": 1,
+         "reason": "fewer than 2 images: a stratified split needs 2"}]
+    keep = y != 0
+    assert out["split"]["images"] == int(keep.sum()) and out["split"]["classes"] == 11
+    cfg = CONFIGS[3]  # pca_C01: the same fit as scikit-learn's on the images left in
+    ref, _, _ = _independent(X[keep].astype(np.float64), y[keep], cfg, 0.25, 3, 500, False)
+    assert out["configs"][cfg["name"]]["test_accuracy"] == pytest.approx(ref["test_accuracy"],
+                                                                         abs=1e-6)
+    per_class = pd.read_csv(ub_stage.OUT_PER_CLASS)
+    assert names[0] not in set(per_class["class"]) and len(per_class) == 11
+    pair = per_class.set_index("class").loc[names[1]]
+    assert (pair["train_count"], pair["test_count"]) in ((1, 1), (2, 0))
+    preds = pd.read_parquet(ub_stage.OUT_PREDICTIONS)
+    lonely = preds[preds["class"] == names[0]]
+    assert lonely["split"].tolist() == ["excluded"] and lonely["predicted"].isna().all()
+    assert lonely["correct"].isna().all() and preds["correct"].notna().sum() == keep.sum()
+    assert Path(ub_stage.OUT_PER_CLASS_PNG).is_file()
+
+
+def test_stage_with_fewer_than_two_classes_left_writes_outputs_saying_so(data):
+    raw, X, y, names = data
+    two = np.flatnonzero(y == 0).tolist() + [int(np.flatnonzero(y == 1)[0])]
+    names2 = names[:2]
+    write_inputs(X[two], y[two], names2)
+    save_npy("data/features.npy", raw[two])
+    macro_stage.run({**PARAMS, "macro": {**PARAMS["macro"], "groups": [2]}})
+    out = ub_stage.run(PARAMS)
+    assert out["skipped"] == "1 class(es) of 2+ images; a classifier needs 2"
+    assert out["best"]["test_accuracy"] is None and out["configs"] == {}
+    assert [e["class"] for e in out["excluded_classes"]] == [names[1]]
+    for path in (ub_stage.OUT_CONFIGS_PNG, ub_stage.OUT_PER_CLASS_PNG, ub_stage.OUT_MACRO_PNG,
+                 ub_stage.OUT_CONFIGS, ub_stage.OUT_PER_CLASS, ub_stage.OUT_PREDICTIONS):
+        assert Path(path).is_file(), path
+    assert pd.read_parquet(ub_stage.OUT_PREDICTIONS)["split"].eq("excluded").all()

@@ -88,3 +88,15 @@ def plot_macro(table: pd.DataFrame, fine_acc: float, n_classes: int, config: str
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
+
+
+def plot_skipped(title: str, reason: str, path: str | os.PathLike) -> None:
+    """A figure that only says why there is nothing to show (the bound could not be fitted)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 1.8))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"Not computed: {reason}", ha="center", va="center", fontsize=10,
+            wrap=True)
+    ax.set_title(title)
+    save_figure(fig, path)
