@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from sklearn.decomposition import NMF
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from clusterlens.errors import DataError
 
@@ -61,6 +62,11 @@ def make_nonnegative(X) -> tuple[np.ndarray, int]:
 def fit_nmf(X, n_components: int, max_iter: int, seed: int) -> tuple[np.ndarray, dict]:
     """scikit-learn NMF (coordinate descent, NNDSVDa initialisation, seeded).
 
+    BLAS runs on one thread: the solver's matrix products then sum in one order whatever the
+    core count (with several threads OpenBLAS splits them by thread count, which moves the
+    factorisation in its last digits and K-Means on ``W`` after it). On the demo it is also
+    faster than two threads (the products are small).
+
     Parameters
     ----------
     X : array-like of shape (N, D), non-negative
@@ -78,7 +84,7 @@ def fit_nmf(X, n_components: int, max_iter: int, seed: int) -> tuple[np.ndarray,
         stopped at ``max_iter``).
     """
     model = NMF(n_components=n_components, init="nndsvda", max_iter=max_iter, random_state=seed)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("always", ConvergenceWarning)
         W = model.fit_transform(np.asarray(X, dtype=np.float32))
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)

@@ -135,3 +135,15 @@ def test_reduce_nmf_and_upper_bound_read_the_selected_feature_set(in_tmp_cwd):
                                          "negative": "shift"}})
     with pytest.raises(DataError, match="missing.*dvc repro fusion"):
         load_feature_set("text", "data/features.npy", "data/none.npy")
+
+
+def test_fit_nmf_is_the_same_whatever_the_blas_thread_count():
+    from threadpoolctl import threadpool_limits
+
+    X = np.abs(np.random.default_rng(3).normal(size=(600, 120))).astype(np.float32)
+    with threadpool_limits(4, user_api="blas"):
+        W_many, info_many = nmf.fit_nmf(X, 10, 50, seed=0)
+    with threadpool_limits(1, user_api="blas"):
+        W_one, info_one = nmf.fit_nmf(X, 10, 50, seed=0)
+    assert W_many.tobytes() == W_one.tobytes()
+    assert info_many == info_one

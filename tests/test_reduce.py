@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,10 +13,12 @@ from clusterlens.config.base import parse_section
 from clusterlens.config.reduce import ReduceParams
 from clusterlens.errors import ParamError
 from clusterlens.io import save_npy, write_table
+from clusterlens.numerics import pin_applies
 from clusterlens.reduce import (
-    check_n_components, fit_pca, plane_coords, reduce_metrics, variance_curve,
+    check_n_components, fit_pca, fix_signs, plane_coords, reduce_metrics, variance_curve,
 )
 from stages.reduce import run
+from tests.code_deps import PROJECT
 
 
 def _data(n=300, d=40, seed=0):
@@ -95,6 +100,49 @@ def test_plane_coords_and_variance_curve():
     curve = variance_curve(res)
     assert list(curve.columns) == ["component", "explained_variance", "cumulative_variance"]
     assert len(curve) == 40 and curve["component"].iloc[-1] == 40
+
+
+def test_component_signs_are_fixed():
+    X = _data()
+    res = fit_pca(X, 7)
+    comp = res.components
+    pivot = comp[np.arange(7), np.abs(comp).argmax(axis=1)]
+    assert (pivot > 0).all()
+    flipped = comp * np.array([1, -1, 1, -1, -1, 1, -1])[:, None]
+    np.testing.assert_array_equal(fix_signs(flipped), comp)
+    assert fix_signs(np.array([[0.5, -0.5]]))[0, 0] == 0.5  # a tie: the first entry decides
+
+
+KERNEL_CHILD = """
+import hashlib, sys, numpy as np, threadpoolctl
+from clusterlens.reduce import fit_pca
+X = np.load(sys.argv[1])
+res = fit_pca(X, 10)
+h = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+arch = {i.get("architecture") for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+print(",".join(sorted(map(str, arch))), h(res.scores), h(res.components))
+"""
+
+
+@pytest.mark.skipif(not pin_applies(), reason="OpenBLAS kernel choice on x86-64 with AVX2")
+def test_float32_scores_are_the_same_under_every_blas_kernel(tmp_path):
+    # The float64 computation differs in the last bits between OpenBLAS' kernels (and thread
+    # counts); the float32 scores, rounded once at the end, come out byte-identical.
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(400, 8)) * np.geomspace(10, 0.5, 8)
+    X = latent @ rng.normal(size=(8, 64)) + rng.normal(0, 0.3, (400, 64))
+    np.save(tmp_path / "X.npy", (X * rng.uniform(0.1, 50, 64)).astype(np.float32))
+    runs = {}
+    for core, threads in [("Haswell", "2"), ("Prescott", "1")]:
+        env = {**os.environ, "OPENBLAS_CORETYPE": core, "OPENBLAS_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", KERNEL_CHILD, str(tmp_path / "X.npy")],
+                             cwd=PROJECT, env=env, check=True, capture_output=True, text=True,
+                             timeout=120).stdout.split()
+        runs[core] = out
+    if len({arch for arch, _, _ in runs.values()}) < 2:
+        pytest.skip("this OpenBLAS does not switch kernels with OPENBLAS_CORETYPE")
+    assert len({comp for _, _, comp in runs.values()}) == 2  # float64 differs by kernel
+    assert len({scores for _, scores, _ in runs.values()}) == 1  # float32 does not
 
 
 def test_pca_is_deterministic():
