@@ -209,9 +209,10 @@ def check_outputs(repo: Path) -> dict:
     agg = json.loads((repo / "metrics/clustering.json").read_text())
     kmeans_rows, metric_rows = [], []
     X64 = X.astype(np.float64)
-    for k in params["kmeans"]["k"]:
-        labels = np.load(repo / f"data/clusters/kmeans/k{k}.npy")
-        reported = json.loads((repo / f"data/clusters/kmeans/k{k}.json").read_text())
+    for v in params["kmeans"]["k"]:  # files named by the grid value (`kclasses`), K in the JSON
+        labels = np.load(repo / f"data/clusters/kmeans/k{v}.npy")
+        reported = json.loads((repo / f"data/clusters/kmeans/k{v}.json").read_text())
+        k = reported["k"]
         with threadpool_limits(1):
             ref = KMeans(n_clusters=k, n_init=params["kmeans"]["n_init"],
                          max_iter=params["kmeans"]["max_iter"], random_state=1).fit(X64)
@@ -221,13 +222,14 @@ def check_outputs(repo: Path) -> dict:
                             "sklearn_best_of_n_init": float(ref.inertia_),
                             "ratio": obj / float(ref.inertia_),
                             "ok": obj <= 1.01 * float(ref.inertia_)})
-    points = [("kmeans", f"k{k}", repo / f"data/clusters/kmeans/k{k}")
-              for k in params["kmeans"]["k"]]
-    points += [("agglomerative", f"{link}_k{k}", repo / f"data/clusters/agglomerative/{link}/k{k}")
-               for link in params["agglomerative"]["linkage"] for k in params["agglomerative"]["k"]]
-    for method, point, stem in points:
+    points = [("kmeans", "k", repo / f"data/clusters/kmeans/k{v}")
+              for v in params["kmeans"]["k"]]
+    points += [("agglomerative", f"{link}_k", repo / f"data/clusters/agglomerative/{link}/k{v}")
+               for link in params["agglomerative"]["linkage"] for v in params["agglomerative"]["k"]]
+    for method, head, stem in points:
         labels = np.load(stem.with_suffix(".npy"))
         reported = json.loads(stem.with_suffix(".json").read_text())
+        point = f"{head}{reported['k']}"  # the aggregate names a point by its K
         mine = independent_metrics(y, labels)
         row = {"method": method, "point": point}
         ok = True
@@ -355,9 +357,16 @@ def in_stage_breakdown(repo: Path, threads: int | None) -> dict:
     (threads=None) or with OpenMP/BLAS limited to ``threads``."""
     import yaml
 
+    import pandas as pd
+
+    from clusterlens.grids import n_classes, resolve_k
+
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    res = u.run_child(BREAKDOWN_CODE, {"repo": str(repo), "ks": params["agglomerative"]["k"],
-                                       "kmeans_k": params["kmeans"]["k"],
+    c = n_classes(pd.read_parquet(repo / "data/index.parquet")["label"])  # for `classes` K
+    ks = [resolve_k(v, c) for v in params["agglomerative"]["k"]]
+    kmeans_k = [resolve_k(v, c) for v in params["kmeans"]["k"]]
+    res = u.run_child(BREAKDOWN_CODE, {"repo": str(repo), "ks": ks,
+                                       "kmeans_k": kmeans_k,
                                        "n_init": params["kmeans"]["n_init"],
                                        "threads": threads})
     if not res.get("ok"):

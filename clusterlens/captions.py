@@ -33,14 +33,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clusterlens.backbones import (
-    LITE0, RAW, SCRATCH_CNN, Backbone, build_backbone, build_lite0, check_backbone_name,
-    last_linear, load_torchvision,
+    LITE0, LITE0_NATIVE_SIZE, RAW, SCRATCH_CNN, Backbone, build_backbone, build_lite0,
+    check_backbone_name, last_linear, load_torchvision,
 )
 from clusterlens.errors import DataError, ParamError
+from clusterlens.preprocessing import InputRecipe, resolve_input
 
 log = logging.getLogger("clusterlens.captions")
 
 TEXT_DIM = 384
+# captions.preprocessing: caption the extracted features, or the classifier's own 224 px crop
+PREPROCESSING = ("extract", "native")
 CONFIDENT = 0.5  # above this top-1 probability the caption names one class
 # name -> (caption when top-1 probability > CONFIDENT, caption otherwise). Placeholders:
 # {c1}..{c3} class names, {a1}..{a3} the same with "a"/"an", {p1}..{p3} probabilities.
@@ -366,28 +369,37 @@ def empty_caption_table():
 class Captioner:
     """The network whose ImageNet head captions the images.
 
-    ``backbone`` is built at its weights' native size; ``W`` and ``b`` are its classifier head
-    (:func:`classifier_head`); ``fallback`` says why the feature backbone itself could not be
-    used (None when it is used).
+    ``W`` and ``b`` are its classifier head (:func:`classifier_head`); ``fallback`` says why
+    the feature backbone itself could not be used (None when it is used, with the same
+    weights). The feature network is built only when the captioner's features are extracted
+    (:meth:`backbone`), for the side they are extracted at.
     """
 
     name: str
     weights: str
-    backbone: Backbone
+    native_size: int  # the side the classifier was trained at
     W: np.ndarray
     b: np.ndarray
     fallback: str | None
+    built: Backbone | None = None  # a size-independent network already built (torchvision)
 
     @property
     def size(self) -> int:
         """The input side the classifier was trained at."""
-        return self.backbone.native_size
+        return self.native_size
 
-    @property
-    def description(self) -> str:
-        """What metrics call the captioner."""
-        return f"{self.name} ({self.weights}) ImageNet head, {self.size} px centre crop" + (
-            f" (fallback: {self.fallback})" if self.fallback else "")
+    def backbone(self, image_size: int) -> Backbone:
+        """The captioner's feature network for ``image_size`` px inputs."""
+        if self.built is not None:
+            return self.built
+        return build_backbone(self.name, self.weights, image_size)
+
+    def describe(self, recipe: InputRecipe, reused: bool) -> str:
+        """What metrics call the captioner, e.g. ``efficientnet_lite0 (DEFAULT) ImageNet head,
+        224 px center_crop, the extracted features``."""
+        return (f"{self.name} ({self.weights}) ImageNet head, {recipe.image_size} px "
+                f"{recipe.resize}" + (", the extracted features" if reused else "")
+                + (f" (fallback: {self.fallback})" if self.fallback else ""))
 
 
 def choose_captioner(backbone_name: str, weights: str) -> Captioner:
@@ -421,20 +433,52 @@ def choose_captioner(backbone_name: str, weights: str) -> Captioner:
         log.warning("captions: %s; captioning with %s (ImageNet) instead", reason, LITE0)
         name, weights = LITE0, "DEFAULT"
         head = classifier_head(LITE0, "DEFAULT")
-    backbone = build_backbone(name, weights, None)  # the weights' native size
-    return Captioner(name, weights, backbone, head[0], head[1], reason)
+    if name == LITE0:  # built per input side (its padding depends on it), when needed
+        return Captioner(name, weights, LITE0_NATIVE_SIZE, head[0], head[1], reason)
+    built = build_backbone(name, weights, None)  # torchvision: the native size is the weights'
+    return Captioner(name, weights, built.native_size, head[0], head[1], reason, built)
 
 
-def reuses_features(captioner: Captioner, backbone_name: str, image_size, resize: str) -> bool:
-    """Whether the extracted features are what the captioner's classifier reads.
+def captioner_input(captioner: Captioner, preprocessing: str, extracted: InputRecipe | None,
+                    widths=None, heights=None) -> tuple[InputRecipe, bool]:
+    """The images' preparation the captioner's classifier reads, and whether the extracted
+    features are exactly its input (then nothing is extracted again).
 
-    The classifier reads features of images prepared as it was trained: its native size with a
-    centre crop. That holds when extraction used the same backbone, ``image_size`` auto or
-    native, and ``resize: center_crop``; otherwise the captioner's features must be extracted
-    (captions of 64 px squashed images are mostly confident nonsense).
+    Parameters
+    ----------
+    captioner : Captioner
+        From :func:`choose_captioner`.
+    preprocessing : {"extract", "native"}
+        ``captions.preprocessing``. ``extract``: the extracted features, whatever their
+        preprocessing (a fallback captioner gets the recipe ``auto`` gives it on this folder).
+        ``native``: the classifier's training recipe, its native size with a centre crop
+        (ImageNet accuracy is measured so); the extracted features are reused when they were
+        prepared so.
+    extracted : InputRecipe or None
+        How ``extract`` prepared the images (resolved); None when the captioner is not the
+        feature backbone.
+    widths, heights : array-like, optional
+        The indexed images' sizes, for ``auto``.
+
+    Returns
+    -------
+    recipe : InputRecipe
+    reused : bool
     """
-    return (captioner.name == backbone_name and resize == "center_crop"
-            and image_size in ("auto", captioner.size))
+    if preprocessing not in PREPROCESSING:
+        raise ParamError("captions.preprocessing", f"must be one of {', '.join(PREPROCESSING)}; "
+                         f"got {preprocessing!r}")
+    same_network = captioner.fallback is None and extracted is not None
+    if preprocessing == "extract":
+        if same_network:
+            return extracted, True
+        return resolve_input(captioner.name, captioner.native_size, "auto", "auto", widths,
+                             heights), False
+    native = resolve_input(captioner.name, captioner.native_size, captioner.native_size,
+                           "center_crop", widths, heights)
+    reused = same_network and (extracted.image_size, extracted.resize) == (
+        native.image_size, native.resize)
+    return native, reused
 
 
 def caption_metrics(table, classes=None) -> dict:

@@ -24,7 +24,7 @@ from typing import Callable
 import logging
 import numpy as np
 
-from clusterlens import large_n
+from clusterlens import grids, large_n
 from clusterlens import metrics as cm
 from clusterlens.errors import DataError, ParamError
 from clusterlens.points import point_name, point_path  # noqa: F401 - public here too
@@ -71,9 +71,59 @@ def check_at_most_n(key: str, value: int, n: int, advice: str = "lower it") -> i
     return value
 
 
-def check_k(key: str, k, n: int) -> int:
-    """A grid K: an integer >= 2 and at most ``n`` (ParamError naming ``key`` otherwise)."""
+def check_k(key: str, k, n: int, n_classes: int | None = None) -> int:
+    """A grid K: an integer >= 2 and at most ``n`` (ParamError naming ``key`` otherwise).
+
+    With ``n_classes``, ``k`` may also be a value that follows the class count (``classes``,
+    ``classes_x<f>``: :func:`clusterlens.grids.resolve_k`), and the resolved K is checked.
+    """
+    if n_classes is not None and not isinstance(k, int):
+        try:
+            k = grids.resolve_k(k, n_classes)
+        except ValueError as exc:
+            raise ParamError(key, str(exc)) from None
     return check_at_most_n(key, large_n.require_int(key, k, 2), n, "remove it from the grid")
+
+
+def describe_point(metrics: dict) -> str:
+    """One line on a scored grid point (for the logs): K, clusters, noise, silhouette, NMI."""
+    sil = metrics.get("silhouette")
+    k = f"K = {metrics['k']}, " if "k" in metrics else ""
+    return (f"{k}{metrics['n_clusters']} clusters, noise {metrics['noise_fraction']:.3f}, "
+            f"silhouette {'n/a' if sil is None else format(sil, '.3f')}, NMI {metrics['nmi']:.3f}")
+
+
+def point_files(method: str, value, n_classes: int, cuts: list = ()
+                ) -> dict[str, list[tuple[str, int | str]]]:
+    """The files of one grid stage's points: point name -> its (file stem, grid value) pairs.
+
+    A point is named by its resolved K (``k10``, ``ward_k10``), its files by the grid value
+    as params give it (``kclasses``, ``ward_kclasses``), so that DVC knows each file's name
+    before the class count is known. Values with the same K share one point (written under
+    each value's name). Methods without a K grid have no entry (their files are the points).
+
+    Parameters
+    ----------
+    method : str
+        A grid method (:data:`clusterlens.points.METHODS`).
+    value : int, str
+        The stage's grid value: a K value, or the linkage for ``agglomerative``.
+    n_classes : int
+    cuts : list
+        ``agglomerative``: its K grid (``agglomerative.k``).
+    """
+    if method in grids.K_METHODS:
+        return {point_name(method, grids.resolve_k(value, n_classes)):
+                [(point_name(method, value), value)]}
+    if method != "agglomerative":
+        return {}
+    files: dict[str, list] = {}
+    for g in grids.resolve_grid(list(cuts), n_classes):
+        if g.same_as is not None:
+            log.warning("agglomerative.k: %s and %s are both K = %d for %d classes: one cut, "
+                        "written under both names", g.same_as, g.value, g.k, n_classes)
+        files.setdefault(f"{value}_k{g.k}", []).append((f"{value}_k{g.value}", g.value))
+    return files
 
 
 # --------------------------------------------------------------------------- methods

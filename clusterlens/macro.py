@@ -97,6 +97,40 @@ def build_tree(centroids: np.ndarray, method: str = "ward") -> np.ndarray:
     return linkage(np.asarray(centroids, dtype=np.float64), method=method, metric="euclidean")
 
 
+AUTO_CUTS = 5  # at most this many g<N> cuts under ``macro.groups: auto``
+
+
+def auto_groups(n_classes: int, cuts: int = AUTO_CUTS) -> list[int]:
+    """Group counts that fit the class count: ``macro.groups: auto``.
+
+    Up to ``cuts`` counts spaced geometrically from 2 to ``min(C - 1, max(4, C // 2))``,
+    rounded (halves up) and without repeats: 5 classes give ``[2, 3, 4]``, 10 give
+    ``[2, 3, 4, 5]``, 101 give ``[2, 4, 10, 22, 50]``; under 3 classes there is no cut.
+
+    Parameters
+    ----------
+    n_classes : int
+        The number of classes C.
+    cuts : int
+        The most counts returned.
+
+    Returns
+    -------
+    list of int
+        Increasing, each in ``[2, C - 1]``.
+    """
+    high = min(n_classes - 1, max(4, n_classes // 2))
+    if high < 2:
+        return []
+    values = np.geomspace(2, high, cuts) if high > 2 else [2]
+    return sorted({int(np.floor(v + 0.5)) for v in values})
+
+
+def resolve_groups(groups: list[int] | str, n_classes: int) -> list[int]:
+    """``macro.groups`` as group counts: :func:`auto_groups` for ``"auto"``, else the list."""
+    return auto_groups(n_classes) if groups == "auto" else list(groups)
+
+
 def split_granularities(groups: list[int], n_classes: int) -> tuple[list[int], list[int]]:
     """Split group counts into (kept, skipped): a cut into N >= C groups would just be the
     classes, so it is skipped."""

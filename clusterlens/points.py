@@ -53,6 +53,6 @@ def point_path(method: str, point: str, clusters_dir, suffix: str = ".json") -> 
         e.g. ``<clusters_dir>/kmeans/k10.json``, ``<clusters_dir>/agglomerative/ward/k10.npy``.
     """
     if method == "agglomerative":
-        linkage, k = point.rsplit("_", 1)
+        linkage, k = point.split("_", 1)  # linkages hold no "_"; K values may (classes_x2)
         return Path(clusters_dir) / method / linkage / f"{k}{suffix}"
     return Path(clusters_dir) / method / f"{point}{suffix}"

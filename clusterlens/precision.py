@@ -18,7 +18,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 log = logging.getLogger("clusterlens.extract")
 
-PRECISIONS = ("auto", "fp32", "bf16", "bf16_split")
 
 
 def compute_dtype(device: torch.device, precision: str) -> str:

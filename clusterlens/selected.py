@@ -2,8 +2,10 @@
 
 The ``clustering`` aggregate records the chosen grid point under ``selected`` (``method``,
 ``point``, ``metric``, ``value``, ``reason``); its labels are the point's ``.npy`` file in the
-grid layout of :mod:`clusterlens.points`. Kept apart from :mod:`clusterlens.points` so that the
-stages reading the selection do not share a code dependency with the clustering grid.
+grid layout of :mod:`clusterlens.points`, named by the point's ``grid_value`` where it has one
+(``kmeans/kclasses.npy`` for the point ``k10`` of the grid value ``classes``). Kept apart from
+:mod:`clusterlens.points` so that the stages reading the selection do not share a code
+dependency with the clustering grid.
 """
 from __future__ import annotations
 
@@ -42,7 +44,32 @@ def selected_labels(clustering: dict, clusters_dir: str | os.PathLike) -> tuple[
     if "method" not in sel or "point" not in sel:
         raise DataError("the clustering results have no selected model: run "
                         "`dvc repro clustering`")
-    path = point_path(sel["method"], sel["point"], clusters_dir, ".npy")
+    path = labels_path(clustering, sel["method"], sel["point"], clusters_dir)
     if not path.is_file():
         raise DataError(f"{path} (the selected model's labels) is missing: run `dvc repro`")
     return f"{sel['method']}/{sel['point']}", load_npy(path)
+
+
+def labels_path(clustering: dict, method: str, point: str, clusters_dir: str | os.PathLike):
+    """The labels file of a point of the aggregate's results.
+
+    Parameters
+    ----------
+    clustering : dict
+        The aggregate's results (``method -> point -> metrics``, each K grid point with the
+        ``grid_value`` its files are named by).
+    method, point : str
+        e.g. ``kmeans`` and ``k10``.
+    clusters_dir : str or PathLike
+
+    Returns
+    -------
+    Path
+        ``<clusters_dir>/kmeans/kclasses.npy`` for a point of grid value ``classes``, else the
+        point's own file (``<clusters_dir>/kmeans/k10.npy``).
+    """
+    value = ((clustering.get(method) or {}).get(point) or {}).get("grid_value")
+    if value is not None:
+        head = point.split("_", 1)[0] + "_" if method == "agglomerative" else ""
+        point = f"{head}k{value}"
+    return point_path(method, point, clusters_dir, ".npy")

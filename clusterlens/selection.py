@@ -2,6 +2,11 @@
 
 The grid comes from the grid values (never from globbing the clusters folder), so files left
 over from points that were removed from the grid do not leak into the aggregate.
+
+A K grid's files are named by the values as params give them (``kmeans/kclasses.json``, see
+:mod:`clusterlens.grids`), its points by the K each resolved to (``k10``), which the point's
+JSON records (``k``, beside ``grid_value``). Values that resolve to the same K are one point:
+the first in params order is kept and lists the others under ``same_k_values``.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gm
 
     Parameters
     ----------
-    kmeans_k, gmm_k, nmf_k : list of int
-        K values.
+    kmeans_k, gmm_k, nmf_k : list of int or str
+        K values (integers, or values that follow the class count such as ``classes``).
     agglomerative_linkage, agglomerative_k : list
         Every linkage is cut at every K (points ``<linkage>_k<K>``).
     dbscan_eps_percentile : list of float
@@ -37,7 +42,8 @@ def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gm
     Returns
     -------
     dict of str to list of str
-        method -> its point names, in grid order; methods with an empty grid are left out.
+        method -> the names of its points' files (``k10``, ``kclasses``, ``ward_k10``), in grid
+        order, each once; methods with an empty grid are left out. :func:`collect` reads them.
     """
     grid = {
         "kmeans": [point_name("kmeans", k) for k in kmeans_k],
@@ -48,7 +54,17 @@ def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gm
         "hdbscan": [point_name("hdbscan", m) for m in hdbscan_min_cluster_size],
         "nmf": [point_name("nmf", k) for k in nmf_k],
     }
-    return {m: pts for m, pts in grid.items() if pts}
+    return {m: list(dict.fromkeys(pts)) for m, pts in grid.items() if pts}
+
+
+def resolved_point(method: str, stem: str, metrics: dict) -> str:
+    """The point a grid file holds: a K grid's file ``kclasses`` (``ward_kclasses``) holds the
+    point of the K its JSON records (``k10``, ``ward_k10``); any other file is its point."""
+    if "grid_value" not in metrics or "k" not in metrics:
+        return stem
+    if method == "agglomerative":
+        return f"{stem.split('_', 1)[0]}_k{metrics['k']}"
+    return point_name(method, metrics["k"])
 
 
 def expected_files(grid: dict[str, list[str]]) -> set[str]:
@@ -59,8 +75,8 @@ def expected_files(grid: dict[str, list[str]]) -> set[str]:
             for suffix in (".npy", ".json"):
                 files.add(point_path(method, pt, ".", suffix).as_posix().removeprefix("./"))
             if method == "agglomerative":
-                files.add(f"agglomerative/{pt.rsplit('_', 1)[0]}/tree.npy")
-                files.add(f"agglomerative/{pt.rsplit('_', 1)[0]}/cells.npy")  # two-step route
+                files.add(f"agglomerative/{pt.split('_', 1)[0]}/tree.npy")
+                files.add(f"agglomerative/{pt.split('_', 1)[0]}/cells.npy")  # two-step route
     return files
 
 
@@ -119,20 +135,48 @@ def prune_stale_dendrograms(linkages: list[str], plots_dir: str | os.PathLike) -
 def collect(grid: dict[str, list[str]], clusters_dir: str | os.PathLike) -> dict:
     """Every grid point's metrics: method -> point -> the point's JSON.
 
+    Points are named by their K (:func:`resolved_point`). A file whose K an earlier file of
+    the grid already has is left out (logged); the kept point lists its grid value under
+    ``same_k_values``.
+
     Raises
     ------
     DataError
         Naming the first missing point file.
     """
     results = {}
-    for method, points in grid.items():
+    for method, stems in grid.items():
         results[method] = {}
-        for pt in points:
-            path = point_path(method, pt, clusters_dir)
+        for stem in dict.fromkeys(stems):
+            path = point_path(method, stem, clusters_dir)
             if not path.is_file():
-                raise DataError(f"{path} is missing: run `dvc repro` (grid point {method}/{pt})")
-            results[method][pt] = read_json(path)
+                raise DataError(f"{path} is missing: run `dvc repro` (grid point {method}/{stem})")
+            metrics = read_json(path)
+            pt = resolved_point(method, stem, metrics)
+            if pt in results[method]:
+                kept = results[method][pt]
+                kept.setdefault("same_k_values", []).append(metrics["grid_value"])
+                log.warning("%s: grid values %s and %s are both K = %d: one grid point, %s/%s",
+                            method, kept["grid_value"], metrics["grid_value"], metrics["k"],
+                            method, pt)
+                continue
+            results[method][pt] = metrics
     return results
+
+
+def resolved_grids(results: dict) -> dict[str, str]:
+    """method -> its K grid as ``value=K`` pairs in params order (``classes_x0.5=5,
+    classes=10``; values sharing a K after the kept one), for the logs; methods whose points
+    record no ``grid_value`` are left out."""
+    out = {}
+    for method, points in results.items():
+        if method not in METHODS:  # the aggregate's own entries (selected, best, ...)
+            continue
+        pairs = [f"{v}={m['k']}" for m in points.values() if "grid_value" in m
+                 for v in [m["grid_value"], *m.get("same_k_values", [])]]
+        if pairs:
+            out[method] = ", ".join(dict.fromkeys(pairs))
+    return out
 
 
 def _score(metrics: dict, metric: str):

@@ -27,6 +27,7 @@ from clusterlens.io import (
     load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table,
 )
 from clusterlens.logs import get_logger, log_block
+from clusterlens.preprocessing import index_sides, resolve_input
 
 log = get_logger("captions")
 IN_FEATURES = "data/features.npy"
@@ -47,27 +48,36 @@ def write_disabled(n: int) -> dict:
 
 
 def captioner_features(params: dict, feats: np.ndarray, index):
-    """The features to caption, the ImageNet head that reads them, and its description.
+    """The features to caption, the ImageNet head that reads them, and what metrics record.
 
-    The extracted features when they are what the head reads; otherwise the captioner's own
-    features, extracted here with the extract stage's settings and feature store.
+    The extracted features when they are what the head reads (``captions.preprocessing``);
+    otherwise the captioner's own features, extracted here with the extract stage's settings
+    and feature store.
     """
     ep = parse_section(params, "extract", ExtractParams)
+    preprocessing = parse_section(params, "captions", CaptionsParams).preprocessing
     cap = captions.choose_captioner(ep.backbone, ep.weights)
-    if captions.reuses_features(cap, ep.backbone, ep.image_size, ep.resize):
-        return feats, cap.W, cap.b, cap.description + ", the extracted features"
+    sides = index_sides(index)
+    extracted = None if cap.fallback else resolve_input(ep.backbone, cap.native_size,
+                                                        ep.image_size, ep.resize, *sides)
+    recipe, reused = captions.captioner_input(cap, preprocessing, extracted, *sides)
+    info = {"preprocessing": preprocessing, "reused_extract_features": reused,
+            "image_size": recipe.image_size, "resize": recipe.resize,
+            "captioner": cap.describe(recipe, reused)}
+    if reused:
+        log.info("captions: %s reads the extracted features (%s)", cap.name, recipe.describe())
+        return feats, cap.W, cap.b, info, {"extracted": 0, "from_store": 0}
     if index is None:
         raise DataError(f"captions need the index to extract {cap.name} features at "
-                        f"{cap.size} px")
-    log.info("captions: extracting %s features at %d px (centre crop) for the classifier",
-             cap.name, cap.size)
-    root = parse_section(params, "data", DataParams).root
-    cap_feats, _ = features_for_index(
-        cap.backbone, index, root, cap.size,
-        check_value("extract.device", ep.device, resolve_device), resize="center_crop",
-        batch_size=ep.batch_size, workers=ep.workers, precision=ep.precision, jit=ep.jit,
-        store=ep.store, seed=require_seed(params))
-    return cap_feats, cap.W, cap.b, cap.description
+                        f"{recipe.image_size} px")
+    log.info("captions: extracting %s features (%s) for the classifier", cap.name,
+             recipe.describe())
+    cap_feats, timing = features_for_index(
+        cap.backbone(recipe.image_size), index, parse_section(params, "data", DataParams).root,
+        recipe.image_size, check_value("extract.device", ep.device, resolve_device),
+        resize=recipe.resize, batch_size=ep.batch_size, workers=ep.workers,
+        precision=ep.precision, jit=ep.jit, store=ep.store, seed=require_seed(params))
+    return cap_feats, cap.W, cap.b, info, {k: timing.get(k, 0) for k in ("extracted", "from_store")}
 
 
 def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
@@ -88,8 +98,9 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
         return write_disabled(len(feats))
     log_block(log, "captions", inputs={"features": f"{features_path} {feats.shape}"},
               params={"extract.backbone": ep.backbone, "extract.weights": ep.weights,
-                      "captions.template": p.template, "captions.batch_size": p.batch_size})
-    feats, W, b, captioner = captioner_features(params, feats, index)
+                      "captions.template": p.template, "captions.batch_size": p.batch_size,
+                      "captions.preprocessing": p.preprocessing})
+    feats, W, b, info, extracted = captioner_features(params, feats, index)
     table = captions.caption_table(feats, W, b, captions.imagenet_class_names(), p.template)
     start = time.perf_counter()
     captions.load_text_model(ep.device)
@@ -102,10 +113,10 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
     write_table(OUT_CAPTIONS, table)
     save_npy(OUT_TEXT, emb)
     metrics = write_json(OUT_METRICS, {
-        "enabled": True, "backbone": ep.backbone, "captioner": captioner,
+        "enabled": True, "backbone": ep.backbone, **info,
         "template": p.template, "text_dim": int(emb.shape[1]),
         **captions.caption_metrics(table, None if index is None else index["class"].to_numpy())})
-    write_json(OUT_TIMING, {"seconds": seconds, "model_load_seconds": load_seconds,
+    write_json(OUT_TIMING, {"seconds": seconds, "model_load_seconds": load_seconds, **extracted,
                             "captions": len(table),
                             "unique_captions": metrics["unique_captions"],
                             "captions_per_s": len(table) / max(seconds, 1e-9)})

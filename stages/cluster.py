@@ -1,5 +1,6 @@
 """DVC stages `kmeans`, `gmm`, `dbscan`, `hdbscan`, `agglomerative`, `nmf_kmeans`: one grid point,
-e.g. ``python -m stages.cluster kmeans --k 10`` (see :mod:`clusterlens.clustering`).
+e.g. ``python -m stages.cluster kmeans --k 10`` (:mod:`clusterlens.clustering`; a K that follows
+the class count, ``--k classes_x0.5``, and its file names: :mod:`clusterlens.grids`).
 
 Each point writes ``data/clusters/<method>/<point>.npy`` (int64 labels in index row order, -1
 for noise) and ``<point>.json`` (its metrics on the PCA features), read by the `clustering`
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens import clustering as cl, large_n
+from clusterlens import clustering as cl, grids, large_n
 from clusterlens.cli import run_cli
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import (check_value, grid_value, load_params, parse_section,
+                                     require_seed)
 from clusterlens.config.dbscan import DBSCANParams
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.hdbscan import HDBSCANParams
@@ -32,36 +34,33 @@ CLUSTERS_DIR = Path("data/clusters")
 PLOTS_DIR = Path("plots/clustering")
 
 
-def _kmeans_options(params: dict) -> dict:
+# method -> (params, grid value, N images, C classes, nmf_path) -> (the checked value, options)
+def _kmeans(params, value, n, c, nmf_path, key="kmeans.k"):
     km = parse_section(params, "kmeans", KMeansParams)
-    return {"n_init": km.n_init, "max_iter": km.max_iter, "engine": large_n.check_engine(km.engine)}
+    return cl.check_k(key, value, n, c), {"n_init": km.n_init, "max_iter": km.max_iter,
+                                          "engine": large_n.check_engine(km.engine)}
 
 
-# method -> (params, grid value, N images, nmf_path) -> (the checked value, the method's options)
-def _kmeans(params, value, n, nmf_path):
-    return cl.check_k("kmeans.k", int(value), n), _kmeans_options(params)
-
-
-def _nmf(params, value, n, nmf_path):
-    k = cl.check_k("nmf.k", int(value), n)
+def _nmf(params, value, n, c, nmf_path):
+    k, options = _kmeans(params, value, n, c, nmf_path, "nmf.k")
     with np.load(nmf_path) as z:
-        return k, {"W": z["W"], **_kmeans_options(params)}
+        return k, {"W": z["W"], **options}
 
 
-def _gmm(params, value, n, nmf_path):
+def _gmm(params, value, n, c, nmf_path):
     g = parse_section(params, "gmm", GMMParams)
-    return cl.check_k("gmm.k", int(value), n), {"covariance_type": g.covariance_type,
-                                                "max_iter": g.max_iter}
+    return cl.check_k("gmm.k", value, n, c), {"covariance_type": g.covariance_type,
+                                              "max_iter": g.max_iter}
 
 
-def _dbscan(params, value, n, nmf_path):
+def _dbscan(params, value, n, c, nmf_path):
     d = parse_section(params, "dbscan", DBSCANParams)
     if not 0 < float(value) <= 100:
         raise ParamError("dbscan.eps_percentile", f"values must be in (0, 100], got {value}")
     return float(value), {"min_samples": cl.check_at_most_n("dbscan.min_samples", d.min_samples, n)}
 
 
-def _hdbscan(params, value, n, nmf_path):
+def _hdbscan(params, value, n, c, nmf_path):
     h = parse_section(params, "hdbscan", HDBSCANParams)
     key = "hdbscan.min_cluster_size"
     mcs = cl.check_at_most_n(key, large_n.require_int(key, int(value), 2), n)
@@ -70,14 +69,15 @@ def _hdbscan(params, value, n, nmf_path):
     return mcs, {"min_samples": ms}
 
 
-def _agglomerative(params, value, n, nmf_path):
+def _agglomerative(params, value, n, c, nmf_path):
     linkage = large_n.require_choice("agglomerative.linkage", value, large_n.LINKAGES)
     a = parse_section(params, "agglomerative", AgglomerativeParams)
     if not a.k:
         raise ParamError("agglomerative.k", "must be a non-empty list of integers")
     engine = large_n.check_engine(parse_section(params, "kmeans", KMeansParams).engine)
-    return linkage, {"ks": [cl.check_k("agglomerative.k", k, n) for k in a.k], "route": a.route,
-                     "max_exact_n": a.max_exact_n, "n_centroids": a.n_centroids, "engine": engine}
+    ks = list(dict.fromkeys(cl.check_k("agglomerative.k", v, n, c) for v in a.k))
+    return linkage, {"ks": ks, "route": a.route, "max_exact_n": a.max_exact_n,
+                     "n_centroids": a.n_centroids, "engine": engine, "cuts": a.k}
 
 
 OPTIONS = {"kmeans": _kmeans, "gmm": _gmm, "dbscan": _dbscan, "hdbscan": _hdbscan,
@@ -95,7 +95,10 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
     lp = parse_section({"large_n": {}, **params}, "large_n", LargeNParams)  # section optional
     X = large_n.load_features(pca_path, lp.mmap_threshold_bytes)
     y = read_table(index_path)["label"].to_numpy()
-    value, options = OPTIONS[method](params, value, len(X), nmf_path)
+    c, asked = grids.n_classes(y), (check_value(f"{method}.k", value, grids.parse_k_value)
+                                    if method in grids.K_METHODS else value)  # as in params
+    value, options = OPTIONS[method](params, asked, len(X), c, nmf_path)
+    files = cl.point_files(method, asked, c, options.pop("cuts", ()))  # cuts: agglomerative.k
     result = cl.GRID_METHODS[method](X, value, seed, **options)
     if result.tree is not None:
         folder = Path(out_dir) / method / value
@@ -104,19 +107,17 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
         save_npy(folder / "tree.npy", result.tree)
         plot_dendrogram(result.tree, options["ks"], Path(plots_dir) / f"dendrogram_{value}.png",
                         value, unit=result.unit)
-    log_block(log, f"cluster {method} {value}", inputs={"features": f"{pca_path} {X.shape}"},
-              params={"seed": seed, "metrics.silhouette_sample": sample})
-    summary = {}
+    log_block(log, f"cluster {method} {asked}", inputs={"features": f"{pca_path} {X.shape}",
+              "classes": c}, params={"seed": seed, "metrics.silhouette_sample": sample})
+    summary, written = {}, {}
     for name, metrics in cl.score_points(X, y, result, sample, seed).items():
-        npy, js = (cl.point_path(method, name, out_dir, sfx) for sfx in (".npy", ".json"))
-        remove_stale_tmp(npy, js)  # left by a run killed mid-write
-        save_npy(npy, result.points[name][0])
-        summary[name] = write_json(js, metrics)
-    log_block(log, f"cluster {method} {value} done", outputs={
-        cl.point_path(method, name, out_dir, ".npy").as_posix() + " + .json":
-            f"{m['n_clusters']} clusters, noise {m['noise_fraction']:.3f}, silhouette "
-            f"{'n/a' if m['silhouette'] is None else format(m['silhouette'], '.3f')}, "
-            f"NMI {m['nmi']:.3f}" for name, m in summary.items()})
+        for stem, gv in files.get(name, [(name, None)]):
+            npy, js = (cl.point_path(method, stem, out_dir, sfx) for sfx in (".npy", ".json"))
+            remove_stale_tmp(npy, js)  # left by a run killed mid-write
+            save_npy(npy, result.points[name][0])
+            point = write_json(js, metrics if gv is None else {"grid_value": gv, **metrics})
+            written[npy.as_posix()] = cl.describe_point(summary.setdefault(name, point))
+    log_block(log, f"cluster {method} {asked} done", outputs=written)
     return summary
 
 
@@ -124,20 +125,25 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Run one clustering grid point.")
     ap.add_argument("method", choices=list(OPTIONS))
     g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument("--k", type=int)
-    g.add_argument("--eps-percentile", type=float)
-    g.add_argument("--min-cluster-size", type=int)
+    g.add_argument("--k")  # an integer, `classes` or `classes_x<f>` (clusterlens.grids)
+    g.add_argument("--eps-percentile")  # these two: typed and checked by the section models
+    g.add_argument("--min-cluster-size")
     g.add_argument("--linkage")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     value = next(v for v in (args.k, args.eps_percentile, args.min_cluster_size, args.linkage)
                  if v is not None)
+    params = load_params(args.params)
+    if args.eps_percentile is not None:
+        value = grid_value(params, "dbscan", "eps_percentile", DBSCANParams, value)
+    if args.min_cluster_size is not None:
+        value = grid_value(params, "hdbscan", "min_cluster_size", HDBSCANParams, value)
     # One OpenMP/BLAS thread: no spin-waiting on a busy machine, and labels that do not depend
     # on the core count (K-Means' Lloyd reductions sum in a thread-dependent order).
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        run(args.method, value, load_params(args.params))
+        run(args.method, value, params)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 the selected model.
 
 The grid is read from params.yaml, never by globbing, so files left over from grid points that
-were removed from params do not leak into the aggregate (they are deleted).
+were removed from params do not leak into the aggregate (they are deleted). K values that follow
+the class count (``classes``, ``classes_x0.5``) are the points of the K their JSON records; two
+values with the same K are one point (see :mod:`clusterlens.selection`).
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
     selection.prune_stale_dendrograms(
         parse_section(params, "agglomerative", AgglomerativeParams).linkage, plots_dir)
     results = selection.collect(grid, clusters_dir)
+    log_block(log, "grid values -> K", outputs=selection.resolved_grids(results))
     out = write_json(OUT_METRICS, selection.summarize(results, sel.metric, sel.max_noise))
     table = selection.results_table(results)
     write_table(OUT_TABLE, table)

@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 
 from clusterlens import distributed
-from clusterlens.backbones import build_backbone
 from clusterlens.cli import run_cli
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
 from clusterlens.errors import DataError
 from clusterlens.devices import resolve_device
-from clusterlens.features import extract_metrics, features_for_index, input_size
+from clusterlens.features import extract_metrics, features_for_index
 from clusterlens.io import read_table, remove_stale_tmp, save_npy, write_json
 from clusterlens.precision import precision_label, resolve_jit
+from clusterlens.preprocessing import build_for_input, index_sides
 
 log = logging.getLogger("clusterlens.extract")
 
@@ -70,13 +70,13 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
         remove_stale_tmp(OUT_FEATURES, OUT_METRICS, OUT_TIMING)  # left by a killed run
     torch.manual_seed(seed)
     index = read_table(index_path)
-    requested = None if p.image_size == "auto" else p.image_size
-    backbone = build_backbone(p.backbone, p.weights, requested, model_dir=backbone_dir)
-    size = input_size(backbone, requested)
+    backbone, recipe = build_for_input(p.backbone, p.weights, p.image_size, p.resize,
+                                       *index_sides(index), model_dir=backbone_dir)
+    size = recipe.image_size
     log_block("extract", inputs={"index": f"{index_path} ({len(index)} images)",
                                       "data.root": root},
               params={"extract.backbone": p.backbone, "extract.weights": backbone.weights,
-                      "extract.image_size": size, "extract.resize": p.resize,
+                      "extract.image_size, resize": recipe.describe(),
                       "extract.batch_size": p.batch_size, "extract.device": f"{p.device} -> "
                       f"{device}", "extract.workers": p.workers,
                       "extract.precision":
@@ -85,13 +85,16 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
                       "extract.store": p.store or "none",
                       "extract.threads": f"{p.threads} -> {torch.get_num_threads()}",
                       "extract.processes x nodes": f"{p.processes} x {p.nodes}"})
-    settings = dict(resize=p.resize, precision=p.precision, jit=p.jit, batch_size=p.batch_size)
+    settings = dict(resize=recipe.resize, precision=p.precision, jit=p.jit,
+                    batch_size=p.batch_size)  # resolved values: the store key's
     feats, timing = features_for_index(backbone, index, root, size, device, **settings,
                                        workers=p.workers, store=p.store, seed=seed, ctx=ctx)
     if feats is None:  # a rank that does not write
         return {}
     save_npy(OUT_FEATURES, feats)
-    metrics = write_json(OUT_METRICS, extract_metrics(backbone, feats, size, device, **settings))
+    metrics = write_json(OUT_METRICS, {**extract_metrics(backbone, feats, size, device,
+                                                         **settings),
+                                       "preprocessing": recipe.describe()})
     timing = write_json(OUT_TIMING, {
         "seconds": timing["seconds"], "images_per_s": timing["images_per_s"],
         "images": int(feats.shape[0]), "extracted": timing["extracted"],

@@ -1,9 +1,11 @@
 """DVC stage `macro`: class centroids in PCA space, a linkage tree over them, its cuts.
 
 The tree uses ``macro.linkage`` (Ward by default); it is cut into ``macro.groups`` groups
-(maxclust, ``g<N>``) and at ``macro.height_ratios`` of the maximum merge height (``h<P>``).
-Writes the class -> group map of every cut, the group listing, the tree, the dendrogram and the
-centroid distance heatmap in leaf order.
+(maxclust, ``g<N>``; ``auto``: counts that fit the class count, see
+:func:`clusterlens.macro.auto_groups`, recorded in metrics/macro.json as ``groups_resolved``)
+and at ``macro.height_ratios`` of the maximum merge height (``h<P>``). Writes the class ->
+group map of every cut, the group listing, the tree, the dendrogram and the centroid distance
+heatmap in leaf order.
 """
 from __future__ import annotations
 
@@ -43,10 +45,13 @@ def run(params: dict, pca_path: str = IN_PCA, index_path: str = IN_INDEX) -> dic
                         "re-run `dvc repro`")
     names = macro.class_names(index, index_path)
     n_classes = len(names)
-    kept, skipped = macro.split_granularities(p.groups, n_classes)
+    groups = macro.resolve_groups(p.groups, n_classes)
+    kept, skipped = macro.split_granularities(groups, n_classes)
     log_block(log, "macro", inputs={"pca": f"{pca_path} {X.shape}",
                                     "index": f"{index_path} ({n_classes} classes)"},
               params={f"macro.{k}": v for k, v in p.model_dump().items()})
+    if p.groups == "auto":
+        log.info("macro.groups auto: %s for %d classes", groups or "no cut", n_classes)
     if skipped:
         log.warning("macro.groups %s skipped: not fewer than the %d classes", skipped, n_classes)
     labels = index["label"].to_numpy()
@@ -64,8 +69,9 @@ def run(params: dict, pca_path: str = IN_PCA, index_path: str = IN_INDEX) -> dic
     plots.plot_dendrogram(Z, names, p.color_threshold, OUT_DENDROGRAM, p.linkage)
     shown = plots.plot_centroid_distances(centroids, Z, names, min(p.heatmap_classes, n_classes),
                                           OUT_HEATMAP)
-    metrics = macro.tree_summary(Z, centroids, cuts, p.linkage, p.color_threshold, skipped,
-                                 len(shown))
+    metrics = {"groups_auto": p.groups == "auto", "groups_resolved": groups,
+               **macro.tree_summary(Z, centroids, cuts, p.linkage, p.color_threshold, skipped,
+                                    len(shown))}
     metrics = write_json(OUT_METRICS, metrics)
     log_block(log, "macro done", outputs={
         OUT_CLASS_GROUPS: "class x cut group ids: " + ", ".join(

@@ -1,6 +1,6 @@
 """DVC stage `macro_purity`: K-Means purity against every ``g<N>`` macro cut and the fine labels.
 
-For every K of ``kmeans.k``: the purity of data/clusters/kmeans/k<K>.npy against the fine
+For every K of ``kmeans.k``: the purity of data/clusters/kmeans/k<value>.npy against the fine
 classes and against the macro labels of every ``g<N>`` cut of the `macro` stage. A stage of its
 own so that changing the K grid does not rebuild the tree.
 """
@@ -15,12 +15,12 @@ from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.kmeans import KMeansParams
 from clusterlens.errors import DataError, ParamError
-from clusterlens.io import load_npy, read_table, write_json, write_table
+from clusterlens.io import load_npy, read_json, read_table, write_json, write_table
 from clusterlens.logs import get_logger, log_block
 from clusterlens.plots import macro as plots
 from clusterlens.plotting import matplotlib_setup
 from clusterlens.points import point_name, point_path
-from clusterlens.selection import prune_stale
+from clusterlens.selection import grid_points, prune_stale
 
 log = get_logger("macro_purity")
 
@@ -33,26 +33,29 @@ OUT_LINES = "plots/macro/purity_lines.png"
 OUT_HEATMAP = "plots/macro/purity_heatmap.png"
 
 
-def kmeans_grid(params: dict) -> list[int]:
-    """``kmeans.k`` without duplicates, in params order; an empty grid is an error."""
+def kmeans_grid(params: dict) -> list:
+    """``kmeans.k`` without repeats, in params order; an empty grid is an error."""
     ks = parse_section(params, "kmeans", KMeansParams).k
     if not ks:
         raise ParamError("kmeans.k", "is empty: macro_purity scores the K-Means grid, give a K")
     return list(dict.fromkeys(ks))
 
 
-def load_kmeans_labels(ks: list[int], clusters_dir, n: int, index_path: str) -> dict:
-    """K -> the K-Means label of every image, from <clusters_dir>/kmeans/k<K>.npy."""
+def load_kmeans_labels(values: list, clusters_dir, n: int, index_path: str) -> dict:
+    """K -> the K-Means label of every image, from <clusters_dir>/kmeans/k<value>.npy; the K of
+    a value that follows the class count (``classes``) is the one its point's JSON records, and
+    values with the same K are one point (the first is kept)."""
     labels = {}
-    for k in ks:
-        path = point_path("kmeans", point_name("kmeans", k), clusters_dir, suffix=".npy")
-        if not path.is_file():
-            raise DataError(f"{path} is missing: run `dvc repro` (K-Means grid point k{k})")
-        lab = load_npy(path)
+    for v in values:
+        path = point_path("kmeans", point_name("kmeans", v), clusters_dir, suffix=".npy")
+        js = path.with_suffix(".json")
+        if not path.is_file() or not (isinstance(v, int) or js.is_file()):
+            raise DataError(f"{path} is missing: run `dvc repro` (K-Means grid point k{v})")
+        lab, k = load_npy(path), v if isinstance(v, int) else read_json(js)["k"]
         if len(lab) != n:
             raise DataError(f"{path} has {len(lab)} labels but {index_path} has {n} "
                             "rows: re-run `dvc repro`")
-        labels[k] = lab
+        labels.setdefault(k, lab)
     return labels
 
 
@@ -62,7 +65,7 @@ def run(params: dict, clusters_dir=IN_CLUSTERS, groups_path: str = IN_CLASS_GROU
     ks = kmeans_grid(params)
     # The folder this stage depends on must hold exactly the current grid, as the `clustering`
     # stage keeps it: files of K values no longer in params are deleted.
-    prune_stale({"kmeans": [point_name("kmeans", k) for k in ks]}, clusters_dir, ("kmeans",))
+    prune_stale(grid_points(kmeans_k=ks), clusters_dir, ("kmeans",))
     index = read_table(index_path)
     names = macro.class_names(index, index_path)
     fine = index["label"].to_numpy(np.int64)
@@ -71,13 +74,15 @@ def run(params: dict, clusters_dir=IN_CLUSTERS, groups_path: str = IN_CLASS_GROU
                                            "clusters": f"{clusters_dir}/kmeans"},
               params={"kmeans.k": ks})
     if not cuts:
-        log.warning("no macro granularity (every macro.groups value was >= the class count): "
+        log.warning("no macro granularity (macro.groups gave no cut below the class count): "
                     "purity against the fine labels only")
     labels = load_kmeans_labels(ks, clusters_dir, len(fine), index_path)
+    log.info("K-Means grid: K = %s", ", ".join(map(str, labels)))
     table = macro.purity_table(labels, fine, cuts)
     targets = macro.purity_targets(cuts, len(names))
     write_table(OUT_TABLE, table.round(6))
-    out = macro.purity_summary(table, targets, len(names), [point_name("kmeans", k) for k in ks])
+    out = macro.purity_summary(table, targets, len(names),
+                               [point_name("kmeans", k) for k in labels])
     out = write_json(OUT_METRICS, out)
     matplotlib_setup()
     plots.plot_purity_lines(table, targets, OUT_LINES)

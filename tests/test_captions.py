@@ -12,6 +12,7 @@ from clusterlens.config.captions import CaptionsParams
 from clusterlens.errors import DataError, ParamError
 from clusterlens.io import load_npy, read_json, save_npy, write_table
 from stages import captions as stage
+from clusterlens.backbones import LITE0
 from tests.conftest import MOBILENET_WEIGHTS, make_image
 
 NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
@@ -251,29 +252,87 @@ def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(imag
     assert np.load("data/text_features.npy").shape == (len(paths), 384)
 
 
-def test_captions_reuse_features_only_at_the_classifier_native_size(monkeypatch):
-    """The ImageNet head reads 224 px centre-cropped Lite0 features: extracted features at
-    another size are not reused (captions of squashed 64 px images are nonsense)."""
+def test_captions_reuse_the_extracted_features_whenever_the_preprocessing_matches(monkeypatch):
+    """``captions.preprocessing: extract`` (the default) captions the extracted features, at
+    whatever size ``auto`` gave them; ``native`` reuses them only when extract fed the
+    classifier its own 224 px centre crop, and otherwise extracts at 224 px."""
     calls = []
     monkeypatch.setattr(stage, "features_for_index",
                         lambda bb, index, root, size, device, **kw:
                         calls.append((bb.name, size, kw["resize"]))
-                        or (np.zeros((2, 1280), np.float32), {}))
+                        or (np.zeros((2, 1280), np.float32), {"extracted": 2, "from_store": 0}))
     feats = np.ones((2, 1280), np.float32)
-    index = pd.DataFrame({"path": ["a.png", "b.png"], "sha256": ["0" * 64, "1" * 64]})
-    base = {"seed": 0, "data": {"root": "."}, "extract": _extract_section()}
 
-    def captioner_features(params):
+    def folder(w, h):
+        return pd.DataFrame({"path": ["a.png", "b.png"], "sha256": ["0" * 64, "1" * 64],
+                             "width": [w, w + 10], "height": [h, h]})
+
+    photos, digits = folder(640, 480), folder(8, 8)
+
+    def run(index, preprocessing="extract", **extract):
+        params = {"seed": 0, "data": {"root": "."},
+                  "extract": _extract_section(**{"image_size": "auto", "resize": "auto",
+                                                 **extract}),
+                  "captions": {"preprocessing": preprocessing}}
         return stage.captioner_features(params, feats, index)
 
-    got, W, _, desc = captioner_features(base)
-    assert got is feats and calls == [] and "the extracted features" in desc
-    assert W.shape == (1000, 1280)
-    native = {**base, "extract": _extract_section(image_size=224)}
-    assert captioner_features(native)[0] is feats and calls == []
-    small = {**base, "extract": _extract_section(image_size=64, resize="squash")}
-    got, _, _, desc = captioner_features(small)
-    assert calls == [("efficientnet_lite0", 224, "center_crop")] and "224 px centre crop" in desc
-    assert not got.any()
+    for mode in ("extract", "native"):  # photos with the defaults: 224 px centre crop, reused
+        got, W, _, info, counts = run(photos, mode)
+        assert got is feats and W.shape == (1000, 1280) and info["reused_extract_features"]
+        assert (info["image_size"], info["resize"], counts["extracted"]) == (224, "center_crop", 0)
+    got, _, _, info, _ = run(photos, "native", image_size=224, resize="center_crop")
+    assert got is feats and calls == []
+    got, _, _, info, _ = run(digits)  # the digits: 64 px squash, captioned as extracted
+    assert got is feats and calls == [] and info["preprocessing"] == "extract"
+    assert info["captioner"] == ("efficientnet_lite0 (DEFAULT) ImageNet head, 64 px squash, "
+                                 "the extracted features")
+    got, _, _, info, counts = run(digits, "native")  # native: the classifier's own recipe
+    assert calls == [("efficientnet_lite0", 224, "center_crop")] and not got.any()
+    assert not info["reused_extract_features"] and counts == {"extracted": 2, "from_store": 0}
+    assert info["captioner"] == "efficientnet_lite0 (DEFAULT) ImageNet head, 224 px center_crop"
+    calls.clear()
+    got, _, _, info, _ = run(photos, "native", image_size=160)  # another size: extracted
+    assert calls == [("efficientnet_lite0", 224, "center_crop")]
     with pytest.raises(DataError, match="need the index"):
-        stage.captioner_features(small, feats, None)
+        stage.captioner_features({"seed": 0, "data": {"root": "."},
+                                  "extract": _extract_section(image_size=64, resize="squash"),
+                                  "captions": {"preprocessing": "native"}}, feats, None)
+    with pytest.raises(ParamError) as err:
+        run(photos, "crop")
+    assert err.value.key == "captions.preprocessing"
+
+
+def test_a_photo_folder_with_only_data_root_set_is_extracted_once(tmp_path, in_tmp_cwd,
+                                                                  monkeypatch):
+    """params.yaml as shipped, data.root pointed at photo-like images of varied sizes and
+    aspect ratios (and a smaller batch, for speed): extract feeds them at 224 px with a centre
+    crop, and captions read those features, so every image goes through the network once."""
+    from clusterlens import features
+    from clusterlens.config.base import load_params
+    from stages import extract as extract_stage
+    from stages import index as index_stage
+    from tests.conftest import PROJECT
+
+    rng = np.random.default_rng(3)
+    sizes = [(96, 72), (80, 120), (150, 100), (200, 90), (72, 72), (128, 96), (90, 160)]
+    for i, size in enumerate(sizes):
+        folder = tmp_path / "photos" / ("cats", "dogs")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        make_image(i % 2, rng, size).save(folder / f"{i}.jpg", quality=90)
+    params = load_params(PROJECT / "params.yaml")
+    params["data"]["root"] = str(tmp_path / "photos")
+    params["extract"].update(batch_size=8, jit=False)  # speed only: 8 images, not a 64 batch
+    seen = []
+    real = features.extract_features
+    monkeypatch.setattr(features, "extract_features", lambda bb, root, paths, size, resize,
+                        *a, **kw: seen.append((bb.name, size, resize, len(paths)))
+                        or real(bb, root, paths, size, resize, *a, **kw))
+    index_stage.run(params)
+    extracted = extract_stage.run(params)
+    m = stage.run(params)
+    assert (extracted["image_size"], extracted["resize"]) == (224, "center_crop")
+    assert seen == [(LITE0, 224, "center_crop", len(sizes))]  # once, in extract only
+    assert m["reused_extract_features"] and (m["image_size"], m["resize"]) == (224, "center_crop")
+    assert read_json("logs/extract_timing.json")["extracted"] == len(sizes)
+    timing = read_json("logs/captions_timing.json")
+    assert (timing["extracted"], timing["captions"]) == (0, len(sizes))

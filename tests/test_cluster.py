@@ -189,7 +189,8 @@ def test_grid_params_name_the_dotted_key_and_value():
     km = {"k": [2, 3], "n_init": 4, "max_iter": 100}
     for section, model, bad, match in [
             ("kmeans", KMeansParams, {**km, "k": 5},
-             r"`kmeans.k` must be a list of integers >= 2, got 5"),
+             r"`kmeans.k` must be a list of integers >= 2, `classes` \(the number of classes\) "
+             r"or `classes_x<f>` .*, got 5"),
             ("kmeans", KMeansParams, {**km, "k": [1, 3]}, r"`kmeans.k` must be a list"),
             ("kmeans", KMeansParams, {**km, "n_init": 0}, r"`kmeans.n_init` must be >= 1, got 0"),
             ("kmeans", KMeansParams, {**km, "max_iter": True}, r"`kmeans.max_iter` must be an int"),

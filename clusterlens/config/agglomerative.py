@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, choice_list, int_list, integer
+from clusterlens.config.checks import choice, choice_list, integer
+from clusterlens.grids import check_k_grid
 
 LINKAGES = ("ward", "complete", "average", "single")
 ROUTES = ("exact", "two_step", "auto")
@@ -18,14 +19,15 @@ class AgglomerativeParams(Section):
     """``agglomerative``.
 
     ``linkage``: list of ward, complete, average, single (one stage each); ``k``: list of
-    K >= 2, the cuts of every tree (the agglomerative stage needs at least one); ``route``:
+    K (integers >= 2, ``classes`` or ``classes_x<f>``, see :mod:`clusterlens.grids`), the cuts
+    of every tree (the agglomerative stage needs at least one); ``route``:
     exact, two_step or auto (default auto); ``max_exact_n``: the N above which auto takes
     two_step (null for the per-linkage defaults, an integer >= 2, or a mapping linkage ->
     integer); ``n_centroids``: K-Means cells of the two-step route, 2 to 20,000 (default 2000).
     """
 
     linkage: list[str]
-    k: list[int]
+    k: list[int | str]
     route: str = "auto"
     max_exact_n: int | dict[str, int] | None = None
     n_centroids: int = 2000
@@ -37,8 +39,8 @@ class AgglomerativeParams(Section):
 
     @field_validator("k", mode="before")
     @classmethod
-    def _k(cls, value: Any) -> list[int]:
-        return int_list(value, 2)
+    def _k(cls, value: Any) -> list[int | str]:
+        return check_k_grid(value)
 
     @field_validator("route", mode="before")
     @classmethod

@@ -5,21 +5,25 @@ from typing import Any
 
 from pydantic import field_validator
 
-from clusterlens.captions import template_problem
+from clusterlens.captions import PREPROCESSING, template_problem
 from clusterlens.config.base import Section
-from clusterlens.config.checks import integer
+from clusterlens.config.checks import choice, integer
 
 
 class CaptionsParams(Section):
-    """``captions.*``: the caption template, the sentence-model batch size, and the switch.
+    """``captions.*``: the caption template, the sentence-model batch size, the classifier's
+    input, and the switch.
 
     ``template`` is ``seed003``, ``top1``, ``top3`` or a format string with {a1} {c1} {p1} ...
-    {a3} (see :func:`clusterlens.captions.check_template`); ``enabled: false`` writes no
-    captions and no text features.
+    {a3} (see :func:`clusterlens.captions.check_template`); ``preprocessing`` is ``extract``
+    (caption the extracted features) or ``native`` (the classifier's own 224 px centre crop,
+    extracted again unless extract used it); ``enabled: false`` writes no captions and no text
+    features.
     """
 
     template: str = "seed003"
     batch_size: int = 256
+    preprocessing: str = "extract"
     enabled: bool = True
 
     @field_validator("template", mode="before")
@@ -34,6 +38,11 @@ class CaptionsParams(Section):
     @classmethod
     def _batch_size(cls, value: Any) -> int:
         return integer(value, 1)
+
+    @field_validator("preprocessing", mode="before")
+    @classmethod
+    def _preprocessing(cls, value: Any) -> str:
+        return choice(value, PREPROCESSING)
 
     @field_validator("enabled", mode="before")
     @classmethod

@@ -9,21 +9,26 @@ from clusterlens.backbones import unknown_backbone
 from clusterlens.config.base import Section
 from clusterlens.config.checks import choice, integer
 from clusterlens.images import RESIZE_MODES
-from clusterlens.precision import PRECISIONS
+
+# extract.precision (clusterlens.precision: what each means on CPU and CUDA); here, not there,
+# so that checking params imports no torch
+PRECISIONS = ("auto", "fp32", "bf16", "bf16_split")
 
 
 class ExtractParams(Section):
     """``extract.*``: the feature backbone, its preprocessing, precision and parallelism.
 
-    Accepted values are those documented in params.yaml: ``image_size``, ``workers``, ``jit``
-    and ``threads`` also take ``auto``; ``store`` is a folder or ``none`` (parsed as None). A
-    sharded run (``processes`` or ``nodes`` > 1) needs a feature store.
+    Accepted values are those documented in params.yaml: ``image_size``, ``resize``,
+    ``workers``, ``jit`` and ``threads`` also take ``auto`` (``image_size`` and ``resize``
+    follow the data: :func:`clusterlens.preprocessing.resolve_input`); ``store`` is a folder or
+    ``none`` (parsed as None). A sharded run (``processes`` or ``nodes`` > 1) needs a feature
+    store.
     """
 
     backbone: str
     weights: str
-    image_size: Union[int, Literal["auto"]]
-    resize: str
+    image_size: Union[int, Literal["auto"]] = "auto"
+    resize: str = "auto"
     batch_size: int
     device: str
     workers: Union[int, Literal["auto"]]
@@ -62,7 +67,7 @@ class ExtractParams(Section):
     @field_validator("resize", mode="before")
     @classmethod
     def _resize(cls, value: Any) -> str:
-        return choice(value, RESIZE_MODES)
+        return choice(value, ("auto",) + tuple(RESIZE_MODES))
 
     @field_validator("batch_size", mode="before")
     @classmethod

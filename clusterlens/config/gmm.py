@@ -6,23 +6,25 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, int_list, integer
+from clusterlens.config.checks import choice, integer
+from clusterlens.grids import check_k_grid
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 class GMMParams(Section):
-    """``gmm``: ``k`` (list of K >= 2), ``covariance_type`` (full, tied, diag, spherical),
+    """``gmm``: ``k`` (list of K: integers >= 2, ``classes`` or ``classes_x<f>``, see
+    :mod:`clusterlens.grids`), ``covariance_type`` (full, tied, diag, spherical),
     ``max_iter`` (>= 1)."""
 
-    k: list[int]
+    k: list[int | str]
     covariance_type: str
     max_iter: int
 
     @field_validator("k", mode="before")
     @classmethod
-    def _k(cls, value: Any) -> list[int]:
-        return int_list(value, 2)
+    def _k(cls, value: Any) -> list[int | str]:
+        return check_k_grid(value)
 
     @field_validator("covariance_type", mode="before")
     @classmethod

@@ -6,25 +6,27 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, int_list, integer
+from clusterlens.config.checks import choice, integer
+from clusterlens.grids import check_k_grid
 
 ENGINES = ("sklearn", "faiss")
 
 
 class KMeansParams(Section):
-    """``kmeans``: ``k`` (list of K >= 2), ``n_init`` and ``max_iter`` (>= 1), ``engine``
+    """``kmeans``: ``k`` (list of K: integers >= 2, ``classes`` or ``classes_x<f>``, see
+    :mod:`clusterlens.grids`), ``n_init`` and ``max_iter`` (>= 1), ``engine``
     (``sklearn`` or ``faiss``; default ``sklearn``). ``n_init``/``max_iter``/``engine`` also
     apply to K-Means on the NMF factor (``nmf`` grid)."""
 
-    k: list[int]
+    k: list[int | str]
     n_init: int
     max_iter: int
     engine: str = "sklearn"
 
     @field_validator("k", mode="before")
     @classmethod
-    def _k(cls, value: Any) -> list[int]:
-        return int_list(value, 2)
+    def _k(cls, value: Any) -> list[int | str]:
+        return check_k_grid(value)
 
     @field_validator("n_init", "max_iter", mode="before")
     @classmethod

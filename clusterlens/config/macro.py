@@ -9,21 +9,23 @@ from clusterlens.config.base import Section
 from clusterlens.config.checks import choice, int_list, integer, number_list
 
 LINKAGES = ("ward", "complete", "average", "single", "weighted", "centroid", "median")
+AUTO = "auto"
 
 
 class MacroParams(Section):
     """``macro.*``.
 
     ``linkage``: the scipy linkage method of the tree; ``groups``: cut the tree into (at most)
-    these many groups (integers >= 2); ``height_ratios``: cut it at these fractions of the
-    maximum merge height (in (0, 1]); ``color_threshold``: the dendrogram colours clusters below
-    this fraction of the maximum merge height (in (0, 1]); ``heatmap_classes``: the centroid
-    distance heatmap shows the first N classes in leaf order (>= 2). Both lists come out sorted,
-    without duplicates.
+    these many groups (integers >= 2), or ``auto`` (the default: a few counts spaced
+    geometrically below the class count, see :func:`clusterlens.macro.auto_groups`);
+    ``height_ratios``: cut it at these fractions of the maximum merge height (in (0, 1]);
+    ``color_threshold``: the dendrogram colours clusters below this fraction of the maximum
+    merge height (in (0, 1]); ``heatmap_classes``: the centroid distance heatmap shows the
+    first N classes in leaf order (>= 2). Both lists come out sorted, without duplicates.
     """
 
     linkage: str
-    groups: list[int]
+    groups: list[int] | str = AUTO
     height_ratios: list[float]
     color_threshold: float
     heatmap_classes: int
@@ -35,8 +37,13 @@ class MacroParams(Section):
 
     @field_validator("groups", mode="before")
     @classmethod
-    def _groups(cls, value: Any) -> list[int]:
-        return sorted(set(int_list(value, 2)))
+    def _groups(cls, value: Any) -> list[int] | str:
+        if value == AUTO:
+            return AUTO
+        try:
+            return sorted(set(int_list(value, 2)))
+        except ValueError:
+            raise ValueError(f"must be `{AUTO}` or a list of integers >= 2, got {value!r}") from None
 
     @field_validator("height_ratios", mode="before")
     @classmethod
