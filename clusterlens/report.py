@@ -3,11 +3,13 @@
 :func:`build_report` turns already-loaded results (:class:`ReportData`) and the paths of the
 figures and files it shows or names (:class:`ReportFiles`) into a :class:`Doc`, a list of
 blocks; :func:`render_markdown` renders it with figures linked relatively, and
-:func:`render_html` as one self-contained page with every figure embedded as a data URI.
-Sections: data, features, reduction, clustering grid, feature sets, the selected model,
-macro-categories, the supervised upper bound and the gap, and the images to check (suspected
-label issues, near-duplicates, outliers, cluster representatives). Nothing is recomputed and no
-timestamp is written, so the same inputs give the same text.
+:func:`render_html` as one self-contained page with every figure embedded as a data URI and the
+explorer (:mod:`clusterlens.explorer`) inlined. Both start with a table of contents linking to
+the sections: the explorer, data, features, reduction, clustering grid, feature sets, the
+selected model, macro-categories, the supervised upper bound and the gap, and the images to
+check (suspected label issues, near-duplicates, outliers, cluster representatives). Nothing is
+recomputed, and nothing that varies from run to run (timestamps, throughput) is written, so the
+same inputs give the same bytes.
 """
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ class ReportFiles:
 @dataclass(frozen=True)
 class ReportData:
     """Everything the report shows, already loaded: JSON results as dicts, tables as
-    DataFrames; ``timing`` and ``cnn`` may be None (no extraction log, no CNN result)."""
+    DataFrames; ``cnn`` may be None (no CNN result). ``explorer`` is the HTML fragment of
+    :func:`clusterlens.explorer.explorer_html` (None: no explorer) and ``explorer_note`` a
+    sentence saying what it shows."""
 
     root: str
     linkages: list[str]
@@ -80,7 +84,6 @@ class ReportData:
     index: dict
     rejected: pd.DataFrame
     extract: dict
-    timing: dict | None
     cnn: dict | None
     reduce: dict
     clustering: dict
@@ -99,12 +102,15 @@ class ReportData:
     label_issues: dict
     neighbours: dict
     near_duplicates: pd.DataFrame
+    explorer: str | None = None
+    explorer_note: str = ""
 
 
 # --------------------------------------------------------------------------- document model
 class Doc:
-    """A list of blocks (headings, paragraphs, lists, tables, figures) rendered both to
-    markdown and to HTML. Inline markup: ```code```, ``**bold**``, ``*italic*``."""
+    """A list of blocks (headings, paragraphs, lists, tables, figures, a table of contents, raw
+    HTML) rendered both to markdown and to HTML. Inline markup: ```code```, ``**bold**``,
+    ``*italic*``."""
 
     def __init__(self):
         self.blocks: list[tuple] = []
@@ -125,6 +131,15 @@ class Doc:
         """Add a table (numbers formatted to 4 significant digits, missing values as ``-``)."""
         self.blocks.append(("table", df))
 
+    def toc(self):
+        """Add a table of contents: links to every level-2 heading of the document."""
+        self.blocks.append(("toc",))
+
+    def raw(self, html_text: str, markdown: str):
+        """Add ``html_text`` to the HTML page as it is, and the paragraph ``markdown`` in its
+        place in the markdown."""
+        self.blocks.append(("raw", html_text, markdown))
+
     def fig(self, path: str | os.PathLike, caption: str):
         """Add a figure; a missing file becomes a paragraph saying so."""
         path = Path(path)
@@ -142,12 +157,30 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def md_cell(text: str) -> str:
+    """One markdown table cell: ``|``, backslashes and line breaks escaped so that a file name
+    holding them stays in its cell (a newline shows as ``\\n``)."""
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _md_table(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
+    cols = [md_cell(str(c)) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(md_cell(_fmt(v)) for v in row) + " |")
     return "\n".join(lines)
+
+
+def slug(text: str) -> str:
+    """The anchor of a heading, as GitHub makes it: lower case, punctuation dropped, spaces
+    as hyphens (``5. The model: a/b`` -> ``5-the-model-ab``)."""
+    text = re.sub(r"[`*]", "", text).strip().lower()
+    return re.sub(r"\s", "-", re.sub(r"[^\w\- ]", "", text))
+
+
+def _toc(doc: Doc) -> list[tuple[str, str]]:
+    return [(b[2], slug(b[2])) for b in doc.blocks if b[0] == "h" and b[1] == 2]
 
 
 def _inline_html(text: str) -> str:
@@ -185,6 +218,11 @@ def render_markdown(doc: Doc, out_dir: str | os.PathLike) -> str:
             parts.append("\n".join(f"- {x}" for x in block[1]))
         elif kind == "table":
             parts.append(_md_table(block[1]))
+        elif kind == "toc":
+            parts.append("**Contents**\n\n" + "\n".join(f"- [{text}](#{anchor})"
+                                                      for text, anchor in _toc(doc)))
+        elif kind == "raw":
+            parts.append(block[2])
         elif kind == "img":
             path = block[1]
             rel = path if path.is_absolute() else Path(os.path.relpath(path, out_dir))
@@ -194,8 +232,12 @@ def render_markdown(doc: Doc, out_dir: str | os.PathLike) -> str:
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+.tw{max-width:100%;overflow-x:auto;margin:.8em 0}
+table{border-collapse:collapse;font-size:.82em}
+th,td{border:1px solid #ccc;padding:.2em .45em;text-align:right;overflow-wrap:anywhere}
+th{overflow-wrap:normal}nav.toc{background:#fafafa;border:1px solid #eee;padding:.3em 1em}
+nav.toc ol{margin:.3em 0;padding-left:1.5em;list-style:none}a.top{font-size:.8em;
+margin-left:.6em;color:#888;text-decoration:none}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eee}figure{margin:1em 0}
 figcaption{color:#555;font-size:.9em}code{background:#f5f5f5;padding:0 .2em}
@@ -215,14 +257,25 @@ def render_html(doc: Doc, title: str) -> str:
     Returns
     -------
     str
-        The HTML text, ending with a newline.
+        The HTML text, ending with a newline. Level-2 headings carry the anchors of
+        :func:`slug` and a link back to the contents.
     """
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"]
     for block in doc.blocks:
         kind = block[0]
-        if kind == "h":
+        if kind == "h" and block[1] == 2:
+            parts.append(f"<h2 id=\"{slug(block[2])}\">{_inline_html(block[2])}"
+                         "<a class=\"top\" href=\"#contents\">contents</a></h2>")
+        elif kind == "h":
             parts.append(f"<h{block[1]}>{_inline_html(block[2])}</h{block[1]}>")
+        elif kind == "toc":
+            parts.append("<nav class=\"toc\" id=\"contents\"><strong>Contents</strong><ol>" +
+                         "".join(f"<li><a href=\"#{anchor}\">{_inline_html(text)}</a></li>"
+                                 for text, anchor in _toc(doc)) + "</ol></nav>")
+        elif kind == "raw":
+            parts.append(block[1])
         elif kind == "p":
             parts.append(f"<p>{_inline_html(block[1])}</p>")
         elif kind == "ul":
@@ -233,7 +286,8 @@ def render_html(doc: Doc, title: str) -> str:
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r)
                            + "</tr>" for r in df.itertuples(index=False))
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            parts.append(f"<div class=\"tw\"><table><thead><tr>{head}</tr></thead><tbody>{rows}"
+                         "</tbody></table></div>")
         elif kind == "img":
             data = base64.b64encode(block[1].read_bytes()).decode("ascii")
             parts.append(f"<figure><img alt=\"{html.escape(block[2])}\" "
@@ -269,41 +323,13 @@ def section_data(doc: Doc, root: str, index: dict, rejected: pd.DataFrame, files
     doc.fig(files.samples, "Random sample images, one row per class")
 
 
-def timing_sentence(timing: dict) -> str:
-    """Describe the last extraction run's throughput.
-
-    Parameters
-    ----------
-    timing : dict
-        ``seconds``, ``images_per_s``, ``images`` and, when a feature store was used,
-        ``extracted`` and ``from_store``.
-
-    Returns
-    -------
-    str
-        A sentence; the throughput counts only the images run through the network (the rest
-        came from the feature store).
-    """
-    extracted = int(timing.get("extracted", timing["images"]))
-    from_store = int(timing.get("from_store", 0))
-    if not extracted:
-        return (f"The last run took all {timing['images']:,} images' features from the feature "
-                "store (none extracted).")
-    stored = f"; {from_store:,} more came from the feature store" if from_store else ""
-    return (f"Throughput of the last run: **{timing['images_per_s']:.0f} images/s** "
-            f"({timing['seconds']:.1f} s for the {extracted:,} images it extracted{stored}).")
-
-
-def section_features(doc: Doc, extract: dict, timing: dict | None, cnn: dict | None,
-                     files: ReportFiles):
-    """Section 2: the backbone, the extraction's throughput and, for a CNN trained from
-    scratch, its training run."""
+def section_features(doc: Doc, extract: dict, cnn: dict | None, files: ReportFiles):
+    """Section 2: the backbone and, for a CNN trained from scratch, its training run. The
+    extraction's throughput differs on every run, so it stays in its log, not here."""
     doc.h(2, "2. Features")
     line = (f"Backbone **{extract['backbone']}** ({extract['weights']}), {extract['dim']}-D "
             f"features, input {extract['image_size']} px ({extract['resize']}), device "
             f"{extract['device']}, {extract.get('precision', 'fp32')} compute.")
-    if timing:
-        line += " " + timing_sentence(timing)
     doc.p(line)
     if cnn and cnn.get("trained", True) and "best_epoch" in cnn:
         doc.p(f"The CNN was trained from scratch: {cnn['epochs_run']} epochs, best "
@@ -448,23 +474,41 @@ def gap_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def excluded_paragraph(doc: Doc, excluded: list[dict], where: str) -> None:
+    """Say which classes were too small for a per-class split and left out of ``where``
+    (nothing when none was)."""
+    if not excluded:
+        return
+    names = "; ".join(f"`{e['class']}` ({e['images']:,} image{'s' if e['images'] != 1 else ''}"
+                      f": {e['reason']})" for e in excluded)
+    doc.p(f"Classes too small for a per-class split are left out of {where}: {names}. Their "
+          "images are clustered and shown like any other.")
+
+
 def section_upper(doc: Doc, upper: dict, configs: pd.DataFrame, summary: dict,
                   files: ReportFiles):
     """Section 7: the supervised upper bound, its configurations, and the gap."""
     doc.h(2, "7. Supervised upper bound and the gap")
     s = upper["split"]
-    doc.p(f"Logistic regression on a stratified split ({s['train']:,} train / {s['test']:,} "
-          f"test, seed {s['seed']}). Best: **{upper['best']['config']}**, test accuracy "
-          f"**{upper['best']['test_accuracy']:.3f}** (train {upper['best']['train_accuracy']:.3f},"
-          f" macro-F1 {upper['best']['macro_f1']:.3f}).")
+    best = upper["best"]
+    if upper.get("skipped"):
+        doc.p(f"No supervised bound: {upper['skipped']}.")
+    else:
+        doc.p(f"Logistic regression on a stratified split ({s['train']:,} train / "
+              f"{s['test']:,} test, seed {s['seed']}). Best: **{best['config']}**, test "
+              f"accuracy **{_fmt(best['test_accuracy'])}** (train "
+              f"{_fmt(best['train_accuracy'])}, macro-F1 {_fmt(best['macro_f1'])}).")
+    excluded_paragraph(doc, upper.get("excluded_classes", []), "the supervised upper bound")
     cols = [c for c in ["config", "features", "C", "class_weight", "train_accuracy",
                         "test_accuracy", "gap", "macro_f1", "weighted_f1"] if c in configs]
-    doc.table(configs[cols])
+    if len(configs):
+        doc.table(configs[cols])
     pc = upper["per_class"]
-    doc.p(f"Per-class test accuracy of the best configuration: mean {pc['mean']:.3f}, median "
-          f"{pc['median']:.3f}, std {pc['std']:.3f}. Worst: " +
-          ", ".join(f"{k} {v:.2f}" for k, v in list(upper.get("worst_classes", {}).items())[:5])
-          + ".")
+    if pc.get("mean") is not None:
+        doc.p(f"Per-class test accuracy of the best configuration: mean {pc['mean']:.3f}, "
+              f"median {pc['median']:.3f}, std {pc['std']:.3f}. Worst: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in
+                        list(upper.get("worst_classes", {}).items())[:5]) + ".")
     doc.fig(files.upper_configs, "Train and test accuracy per configuration")
     doc.fig(files.upper_per_class, "Per-class accuracy")
     doc.fig(files.upper_macro, "Accuracy on macro labels vs baselines")
@@ -528,6 +572,10 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
           "label noise "
           f"{_pct(label_issues.get('noise_rate'))}." + (" The most suspicious:" if n_issues
                                                             else ""))
+    if label_issues.get("skipped"):
+        doc.p(f"No label-issue search: {label_issues['skipped']}.")
+    excluded_paragraph(doc, label_issues.get("excluded_classes", []), "the label-issue search "
+                       "(their images get no verdict)")
     if n_issues:
         doc.table(label_issue_table(images))
     doc.fig(files.audit_label_issues, "Suspected label issues: given class -> suggested class")
@@ -555,6 +603,19 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
                                          "doubtful members")
 
 
+def section_explorer(doc: Doc, explorer: str | None, note: str, files: ReportFiles):
+    """The explorer: interactive maps and cluster galleries in the HTML page; in the markdown,
+    a line pointing to it."""
+    doc.h(2, "Explorer: the images on the map, and each cluster's gallery")
+    if explorer is None:
+        doc.p("*(no explorer: it is built from `" + files.images + "`)*")
+        return
+    doc.p(note)
+    doc.raw(explorer, "Open `report.html` in a browser for the interactive maps (hover over a "
+                      "point to see its image, colour by class, cluster, macro group or "
+                      "suspected label issue) and each cluster's gallery.")
+
+
 # --------------------------------------------------------------------------- the document
 def build_report(data: ReportData, files: ReportFiles) -> Doc:
     """Build the whole report.
@@ -569,7 +630,7 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     Returns
     -------
     Doc
-        Title and summary line, then sections 1-8.
+        Title and summary line, the table of contents, the explorer, then sections 1-8.
     """
     clustering, index = data.clustering, data.index
     sel = clustering["selected"]
@@ -579,8 +640,10 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     doc.p(f"{index['images']:,} images, {index['classes']} classes. Selected clustering "
           f"`{sel['method']}/{sel['point']}` ({sel['metric']} {sel['value']:.3f}); supervised "
           f"upper bound {fine.get('supervised_test_accuracy', float('nan')):.3f} test accuracy.")
+    doc.toc()
+    section_explorer(doc, data.explorer, data.explorer_note, files)
     section_data(doc, data.root, index, data.rejected, files)
-    section_features(doc, data.extract, data.timing, data.cnn, files)
+    section_features(doc, data.extract, data.cnn, files)
     section_reduce(doc, data.reduce, files)
     section_clustering(doc, clustering, data.linkages, files)
     section_feature_sets(doc, data.fusion, data.fusion_table, data.captions, data.caption_rows,

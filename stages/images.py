@@ -8,7 +8,7 @@ scores and 2-D views, the label-issue scores (`label_issues`) and the neighbour 
   index order (see :data:`clusterlens.images_table.COLUMNS`);
 - ``data/representatives.json``: per cluster, the members nearest its centre in PCA space and
   its doubtful members (another class than the majority, or far from the centre);
-- ``metrics/images.json``: headline numbers;
+- ``metrics/images.json``: the table's counts (agreement with the clusters, label issues);
 - ``plots/images/{label_issues,near_duplicates,outliers,representatives}.png``.
 """
 from __future__ import annotations

@@ -2,20 +2,24 @@
 
 Writes ``report/report.md`` (markdown; figures linked relatively, e.g. ``../plots/...``, so it
 renders from a checkout) and ``report/report.html`` (self-contained: every figure embedded as a
-data URI, so the single file can be mailed or attached to a CI run). Everything comes from the
-other stages' metrics, tables and figures (see :mod:`clusterlens.report`); nothing is
-recomputed, and no timestamp is written, so the same inputs give the same bytes.
+data URI, plus the explorer of :mod:`clusterlens.explorer`: interactive maps with the images'
+thumbnails, read from ``data.root``, and cluster galleries; so the single file can be mailed or
+attached to a CI run). Everything else comes from the other stages' metrics, tables and figures
+(see :mod:`clusterlens.report`); nothing is recomputed, and no timestamp or throughput is
+written, so the same inputs give the same bytes.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from clusterlens import explorer
 from clusterlens.cli import run_cli
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.report import ReportParams
 from clusterlens.io import atomic_path, read_json, read_table
 from clusterlens.logs import get_logger, log_block
 from clusterlens.report import ReportData, ReportFiles, build_report, render_html, render_markdown
@@ -29,7 +33,7 @@ TITLE = "clusterlens report"
 INPUTS = {
     "clustering": "metrics/clustering.json", "index": "metrics/index.json",
     "summary": "metrics/summary.json", "rejected": "data/rejected.csv",
-    "timing": "logs/extract_timing.json", "cnn": "metrics/cnn.json",
+    "cnn": "metrics/cnn.json",
     "extract": "metrics/extract.json", "reduce": "metrics/reduce.json",
     "fusion": "metrics/fusion.json", "fusion_table": "metrics/fusion.csv",
     "captions": "metrics/captions.json", "caption_rows": "data/captions.parquet",
@@ -39,7 +43,7 @@ INPUTS = {
     "images": "data/images.parquet", "label_issues": "metrics/label_issues.json",
     "neighbours": "metrics/neighbours.json", "near_duplicates": "data/near_duplicates.csv",
 }
-OPTIONAL = ("timing", "cnn")
+OPTIONAL = ("cnn",)
 
 FILES = ReportFiles(
     rejected=INPUTS["rejected"], clustering_table="metrics/clustering_table.csv",
@@ -78,15 +82,37 @@ def load_inputs(inputs: dict[str, str] = INPUTS) -> dict:
             for name, path in inputs.items()}
 
 
+def build_explorer(table, groups: dict, root: str, cfg: ReportParams, seed: int):
+    """The explorer's HTML fragment and the sentence that introduces it."""
+    rows = explorer.thumbnail_rows(len(table), cfg.thumbnails, seed,
+                                   first=explorer.priority_rows(table))
+    thumbs = explorer.thumbnails(root, table["path"].to_numpy(dtype=object), rows,
+                                 cfg.thumbnail_px)
+    maps = explorer.maps_from_table(table)
+    sampled = (f"a sample of {len(thumbs):,} (`report.thumbnails`, seeded by `seed`: the "
+               "suspected label issues and each cluster's nearest members first)"
+               if len(rows) < len(table) else f"{len(thumbs):,}")
+    note = ("Maps of the images: " + "; ".join(f"**{m.name}**, {len(m.rows):,} images"
+                                                for m in maps) +
+            f". Thumbnails ({cfg.thumbnail_px} px): {sampled} of the {len(table):,} images.")
+    return explorer.explorer_html(table, maps, explorer.macro_cuts(groups), thumbs), note
+
+
 def run(params: dict, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
         inputs: dict[str, str] = INPUTS, files: ReportFiles = FILES):
     root = parse_section(params, "data", DataParams).root
     linkages = parse_section(params, "agglomerative", AgglomerativeParams).linkage
     feature_set = parse_fusion(params).set
-    log_block(log, "report", inputs={"metrics": "metrics/*.json, *.csv", "figures": "plots/"},
-              params={"data.root": root})
+    cfg = parse_section(params, "report", ReportParams)
+    seed = require_seed(params)
+    log_block(log, "report", inputs={"metrics": "metrics/*.json, *.csv", "figures": "plots/",
+                                     "thumbnails": root},
+              params={"data.root": root, "report.thumbnails": cfg.thumbnails,
+                      "report.thumbnail_px": cfg.thumbnail_px, "seed": seed})
+    loaded = load_inputs(inputs)
+    fragment, note = build_explorer(loaded["images"], loaded["groups"], root, cfg, seed)
     data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
-                      **load_inputs(inputs))
+                      explorer=fragment, explorer_note=note, **loaded)
     doc = build_report(data, files)
     out_md, out_html = Path(out_md), Path(out_html)
     with atomic_path(out_md) as tmp:
@@ -95,7 +121,9 @@ def run(params: dict, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
         tmp.write_text(render_html(doc, TITLE), encoding="utf-8")
     figs = sum(1 for b in doc.blocks if b[0] == "img")
     log_block(log, "report done", outputs={str(out_md): f"{len(doc.blocks)} blocks, {figs} figures",
-                                           str(out_html): "self-contained (figures embedded)"})
+                                           str(out_html): "self-contained (figures and "
+                                                          "explorer embedded), "
+                                                          f"{out_html.stat().st_size:,} bytes"})
     return doc
 
 

@@ -1,9 +1,12 @@
-"""DVC stage `summary`: the gap between unsupervised and supervised.
+"""DVC stage `summary`: the gap between unsupervised and supervised, and the headline.
 
 Reads ``metrics/clustering.json`` (the selected model), ``metrics/upper_bound.json`` (the
 supervised upper bound) and ``metrics/macro_purity.json`` (K-Means purity per target) and writes
-``metrics/summary.json`` (one shallow JSON that ``dvc metrics show`` prints readably, see
-:func:`clusterlens.summary.build_summary`) and ``plots/summary/gap.png``.
+``metrics/summary.json`` (one shallow JSON, see :func:`clusterlens.summary.build_summary`) and
+``plots/summary/gap.png``. With ``metrics/index.json``, ``metrics/reduce.json``,
+``metrics/label_issues.json`` and ``metrics/neighbours.json`` it also writes
+``metrics/headline.json`` (:func:`clusterlens.summary.build_headline`): the pipeline's only
+declared DVC metrics file, the columns of ``dvc exp show``.
 """
 from __future__ import annotations
 
@@ -17,13 +20,17 @@ from clusterlens.io import read_json, write_json
 from clusterlens.logs import get_logger, log_block
 from clusterlens.plots.summary import plot_gap
 from clusterlens.plotting import matplotlib_setup
-from clusterlens.summary import build_summary
+from clusterlens.summary import build_headline, build_summary
 
 log = get_logger("summary")
 IN_CLUSTERING = "metrics/clustering.json"
 IN_UPPER = "metrics/upper_bound.json"
 IN_PURITY = "metrics/macro_purity.json"
+IN_HEADLINE = {"index": "metrics/index.json", "reduce": "metrics/reduce.json",
+               "label_issues": "metrics/label_issues.json",
+               "neighbours": "metrics/neighbours.json"}
 OUT_METRICS = "metrics/summary.json"
+OUT_HEADLINE = "metrics/headline.json"
 OUT_PNG = "plots/summary/gap.png"
 
 
@@ -34,11 +41,17 @@ def _read(path) -> dict:
 
 
 def run(params: dict | None = None, clustering_path: str = IN_CLUSTERING,
-        upper_path: str = IN_UPPER, purity_path: str = IN_PURITY) -> dict:
+        upper_path: str = IN_UPPER, purity_path: str = IN_PURITY,
+        headline_paths: dict | None = None) -> dict:
+    other = {**IN_HEADLINE, **(headline_paths or {})}
     log_block(log, "summary", inputs={"clustering": clustering_path, "upper bound": upper_path,
-                                      "macro purity": purity_path})
-    summary = build_summary(_read(clustering_path), _read(upper_path), _read(purity_path))
+                                      "macro purity": purity_path, **other})
+    clustering, upper = _read(clustering_path), _read(upper_path)
+    summary = build_summary(clustering, upper, _read(purity_path))
+    headline = build_headline(clustering=clustering, upper=upper,
+                              **{name: _read(path) for name, path in other.items()})
     summary = write_json(OUT_METRICS, summary)
+    headline = write_json(OUT_HEADLINE, headline)
     matplotlib_setup()
     plot_gap(summary, OUT_PNG)
     f = summary["fine"]
@@ -49,6 +62,7 @@ def run(params: dict | None = None, clustering_path: str = IN_CLUSTERING,
                          f"{k}: K-Means {v['kmeans_best_purity']} vs supervised "
                          f"{v['supervised_test_accuracy']}" for k, v in summary.items()
                          if k != "fine"),
+        OUT_HEADLINE: ", ".join(f"{k} {v}" for k, v in headline.items()),
         "plot": OUT_PNG})
     return summary
 

@@ -1,6 +1,7 @@
 """DVC stage `tsne`: a seeded 2-D t-SNE embedding of a sample of the PCA features.
 
-The `composition` stage colours it by class and by cluster. Writes ``data/tsne.npz`` with
+The `composition` stage colours it by class and by cluster; through ``data/images.parquet``
+it is also the report explorer's t-SNE map. Writes ``data/tsne.npz`` with
 ``rows`` (index rows of the sample, sorted) and ``embedding`` (len(rows) x 2, float32).
 """
 from __future__ import annotations

@@ -88,9 +88,15 @@ def is_code(dep: str) -> bool:
     return dep.endswith(".py") and dep.split("/")[0] in ("stages", "clusterlens")
 
 
+# `python -m stages.x` runs the package's __init__ first (it pins the CPU kernels): it and what
+# it imports are code deps of every stage. Library __init__ files hold only a docstring.
+STAGES_INIT = STAGES / "__init__.py"
+
+
 def expected_code_deps(stage: dict) -> set[str]:
     module = stage_module_of(stage["cmd"])
-    return {rel(module)} | {rel(f) for f in closure(module)}
+    files = {module, STAGES_INIT} | closure(module) | closure(STAGES_INIT)
+    return {rel(f) for f in files}
 
 
 def declared_code_deps(stage: dict) -> set[str]:
@@ -182,7 +188,10 @@ def params_read(module: Path) -> set[str]:
     """Dotted params keys a stage module reads: ``x.field`` of every section parsed with
     ``parse_section`` / ``parse_fusion`` (a section object passed on whole, or a derived
     attribute, counts as every field of it), ``sec["key"]`` of a raw ``params["sec"]``, and
-    ``seed`` for ``require_seed``. Each function is its own scope."""
+    ``seed`` for ``require_seed``. Each function is its own scope. The whole-file check
+    (``check_params(params, ...)`` of clusterlens.config.whole, which `index` runs first)
+    validates every key but reads none for the stage's work, so it adds nothing: a stage
+    declares only what it uses, and DVC re-runs it only when that changes."""
     tree = ast.parse(module.read_text(encoding="utf-8"))
     keys: set[str] = set()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens import report
+from clusterlens import colours, explorer, report
 from clusterlens.errors import ParamError
 from clusterlens.io import write_json, write_table
 from stages import report as stage
@@ -53,36 +53,42 @@ def test_html_is_self_contained_and_escaped(tmp_path, monkeypatch):
     assert "<td>-</td>" in page  # missing values shown as a dash
 
 
-def test_timing_sentence_counts_only_the_images_run_through_the_network():
-    full = {"seconds": 3.4, "images_per_s": 528.5, "images": 1797, "extracted": 1797,
-            "from_store": 0}
-    assert report.timing_sentence(full) == ("Throughput of the last run: **528 images/s** "
-                                            "(3.4 s for the 1,797 images it extracted).")
-    part = {**full, "seconds": 0.5, "images_per_s": 200.0, "extracted": 100, "from_store": 1697}
-    assert "0.5 s for the 100 images it extracted; 1,697 more came from the feature store" in \
-        report.timing_sentence(part)
-    cached = {**full, "seconds": 0.002, "images_per_s": 0.0, "extracted": 0, "from_store": 1797}
-    text = report.timing_sentence(cached)
-    assert "all 1,797 images' features from the feature store" in text and "images/s" not in text
-    old = {"seconds": 2.0, "images_per_s": 50.0, "images": 100}  # a log from before the store
-    assert "2.0 s for the 100 images it extracted)" in report.timing_sentence(old)
+def test_markdown_cells_escape_pipes_backslashes_and_newlines():
+    df = pd.DataFrame({"path": ["a|b/x.png", "c\nd\r.png", "e\\f.png"], "n": [1, 2, 3]})
+    lines = report._md_table(df).split("\n")
+    assert len(lines) == 5  # header, rule, one line per row: no row broken by its name
+    assert lines[2:] == ["| a\\|b/x.png | 1 |", "| c\\nd\\r.png | 2 |", "| e\\\\f.png | 3 |"]
+
+
+def test_toc_links_every_section_by_its_anchor(tmp_path, monkeypatch):
+    doc, _ = _doc(tmp_path, monkeypatch)
+    doc.blocks.insert(1, ("toc",))
+    doc.h(2, "5. The selected model: kmeans/k10")
+    doc.h(2, "Explorer: each cluster's gallery")
+    md = report.render_markdown(doc, "report")
+    assert ("**Contents**\n\n- [5. The selected model: kmeans/k10](#5-the-selected-model-kmeansk10)"
+            "\n- [Explorer: each cluster's gallery](#explorer-each-clusters-gallery)") in md
+    page = report.render_html(doc, "t")
+    assert '<nav class="toc" id="contents">' in page
+    assert '<a href="#5-the-selected-model-kmeansk10">' in page
+    assert '<h2 id="5-the-selected-model-kmeansk10">5. The selected model: kmeans/k10' in page
+    assert '<div class="tw"><table>' in page  # tables scroll inside the page, not the page
 
 
 def test_features_section_describes_a_trained_cnn_and_only_one():
     extract = {"backbone": "scratch_cnn", "weights": "models/backbone", "dim": 256,
                "image_size": 32, "resize": "squash", "device": "cpu", "precision": "fp32"}
-    timing = {"seconds": 1.0, "images_per_s": 30.0, "images": 30, "extracted": 30}
     cnn = {"trained": True, "epochs_run": 3, "best_epoch": 2, "best_val_acc": 0.875,
            "best_val_loss": 0.4321, "lr_reductions": 1, "stopped_early": False}
     doc = report.Doc()
-    report.section_features(doc, extract, timing, cnn, stage.FILES)
+    report.section_features(doc, extract, cnn, stage.FILES)
     text = [b[1] for b in doc.blocks if b[0] == "p"]
-    assert len(text) == 2 and "30 images/s" in text[0]
+    assert len(text) == 2 and "Backbone **scratch_cnn**" in text[0]
     assert "trained from scratch: 3 epochs, best epoch 2" in text[1]
     assert "validation accuracy 0.875, loss 0.432; 1 learning-rate reductions)" in text[1]
     assert "`dvclive/cnn`" in text[1] and "`metrics/cnn_history.csv`" in text[1]
     doc = report.Doc()
-    report.section_features(doc, extract, timing, {"trained": False}, stage.FILES)  # other backbone
+    report.section_features(doc, extract, {"trained": False}, stage.FILES)  # other backbone
     assert [b[0] for b in doc.blocks] == ["h", "p"]
 
 
@@ -143,6 +149,8 @@ TABLES = {
         "path": ["apple/0.png", "berry/1.png", "cherry/2.png"],
         "class": ["apple", "berry", "cherry"], "cluster": [0, 1, 1],
         "cluster_majority_class": ["apple", "berry", "berry"], "agrees": [True, True, False],
+        "centre_distance": [0.0, 0.5, 0.4], "pca_x": [0.0, 1.0, 2.0], "pca_y": [0.5, 1.5, 0.0],
+        "tsne_x": [1.0, np.nan, 3.0], "tsne_y": [2.0, np.nan, 1.0],
         "label_quality": [0.9, 0.8, 0.01], "suggested_class": ["apple", "berry", "berry"],
         "suggested_probability": [0.9, 0.8, 0.97], "is_label_issue": [False, False, True],
         "label_issue_rank": [0, 0, 1], "duplicate_group": [0, 0, -1],
@@ -152,8 +160,9 @@ TABLES = {
         "class_a": ["apple"], "class_b": ["berry"], "similarity": [0.981],
         "label_conflict": [True], "group": [0]}),
 }
-PARAMS = {"data": {"root": "data/fruit"},
-          "agglomerative": {"linkage": ["ward", "single"], "k": [3]}}
+PARAMS = {"seed": 0, "data": {"root": "data/fruit"},
+          "agglomerative": {"linkage": ["ward", "single"], "k": [3]},
+          "report": {"thumbnails": 2, "thumbnail_px": 32}}
 
 
 @pytest.fixture
@@ -164,6 +173,9 @@ def inputs(in_tmp_cwd):
         write_table(path, df)
     Path("plots/summary").mkdir(parents=True)
     make_image(1, np.random.default_rng(0)).save("plots/summary/gap.png")
+    for i, path in enumerate(TABLES["data/images.parquet"]["path"]):
+        Path("data/fruit", path).parent.mkdir(parents=True, exist_ok=True)
+        make_image(i, np.random.default_rng(i)).save(Path("data/fruit", path))
     return in_tmp_cwd
 
 
@@ -179,7 +191,7 @@ def test_report_stage_writes_markdown_and_html(inputs):
     assert "dendrogram_single.png` is missing" in md and "dendrogram_complete" not in md
     assert "| 1 | 8 | 44.44 | 0.5436 | berry 88%, cherry 12% |" in md
     assert "![Unsupervised vs supervised](../plots/summary/gap.png)" in md
-    assert md.count("![") == 1 and page.count("<img") == 1
+    assert md.count("![") == 1 and page.count("<figure><img alt=\"") == 1
     # the images to check: given -> suggested, the pair, the outliers; figures named
     assert "## 8. Images to check" in md and "`data/images.parquet`" in md
     assert "flags **1 of 3 images** (33.3%); estimated label noise 5.0%" in md
@@ -190,16 +202,57 @@ def test_report_stage_writes_markdown_and_html(inputs):
     assert "plots/images/label_issues.png` is missing" in md
     assert "Throughput" not in md and "feature store" not in md  # no timing log
     assert sum(b[0] == "img" for b in doc.blocks) == 1
+    # the explorer: in the page; in the markdown, a pointer to it
+    assert "**t-SNE**, 2 images; **PCA-2D**, 3 images" in md
+    assert "Open `report.html` in a browser for the interactive maps" in md
+    assert "a sample of 2 (`report.thumbnails`" in md
+    assert '<div class="cl-fig" id="cl-map-0">' in page and "Plotly.newPlot" in page
+    assert "<script src=" not in page and 'src="http' not in page  # works offline
+    assert "- [1. Data](#1-data)" in md and "[8. Images to check](#8-images-to-check)" in md
     assert not list(Path("report").glob("*.tmp*"))
 
 
-def test_report_stage_is_deterministic_and_reads_the_optional_inputs(inputs):
+def test_report_stage_is_deterministic_and_leaves_run_to_run_timings_out(inputs):
     write_json("logs/extract_timing.json", {"seconds": 2.0, "images_per_s": 50.0, "images": 100})
     stage.run(PARAMS)
     first = Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()
-    assert b"2.0 s for the 100 images it extracted" in first[0]
+    assert b"images/s" not in first[0] and b"images/s" not in first[1]
+    write_json("logs/extract_timing.json", {"seconds": 9.0, "images_per_s": 11.0, "images": 100})
     stage.run(PARAMS)
     assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first
+    assert first[1].count(b"data:image/webp;base64,") == 2  # report.thumbnails: 2 of 3
+
+
+def test_rejected_file_names_with_newlines_and_pipes_keep_the_table_whole(inputs):
+    write_table("data/rejected.csv", pd.DataFrame({"path": ["a/x\ny.png", "b/p|q.png"],
+                                                   "reason": ["corrupt", "corrupt"],
+                                                   "detail": ["bad", "bad"]}))
+    stage.run(PARAMS)
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "| a/x\\ny.png | corrupt | bad |" in md and "| b/p\\|q.png | corrupt | bad |" in md
+
+
+def test_small_classes_left_out_and_a_skipped_bound_are_reported_by_name(inputs):
+    lonely = [{"class": "lonely", "images": 1, "reason": "fewer than 2 images: a stratified "
+                                                        "split needs 2"}]
+    none = dict.fromkeys(("test_accuracy", "train_accuracy", "gap", "macro_f1", "weighted_f1"))
+    write_json("metrics/upper_bound.json", {
+        "skipped": "fewer than 2 classes with enough images", "split": {"train": 0, "test": 0,
+                                                                        "seed": 0},
+        "best": {"config": None, **none}, "per_class": dict.fromkeys(("mean", "median", "std")),
+        "worst_classes": {}, "excluded_classes": lonely})
+    write_table("metrics/upper_bound_configs.csv", pd.DataFrame(columns=["config"]))
+    write_json("metrics/label_issues.json", {
+        "skipped": "fewer than 2 classes with enough images", "issues": 0, "noise_rate": None,
+        "oof_accuracy": None, "folds": None, "config": None, "excluded_classes": lonely})
+    stage.run(PARAMS)
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "No supervised bound: fewer than 2 classes with enough images." in md
+    assert "No label-issue search: fewer than 2 classes with enough images." in md
+    assert ("left out of the supervised upper bound: `lonely` (1 image: fewer than 2 images: "
+            "a stratified split needs 2)") in md
+    assert "left out of the label-issue search (their images get no verdict): `lonely`" in md
+    assert "Per-class test accuracy" not in md
 
 
 def test_report_stage_feature_set_comes_from_fusion_set(inputs):
@@ -222,3 +275,73 @@ def test_report_stage_params_errors_name_the_key(inputs):
         stage.run({**PARAMS, "agglomerative": {"linkage": ["wrd"], "k": [3]}})
     with pytest.raises(ParamError, match="`data` is missing"):
         stage.run({"agglomerative": PARAMS["agglomerative"]})
+    with pytest.raises(ParamError, match="report.thumbnail_px"):
+        stage.run({**PARAMS, "report": {"thumbnails": 2, "thumbnail_px": 8}})
+    with pytest.raises(ParamError, match="report.thumbnails"):
+        stage.run({**PARAMS, "report": {"thumbnails": -1, "thumbnail_px": 32}})
+
+
+# --------------------------------------------------------------------------- the explorer
+def test_clusters_take_the_colour_of_their_matched_class():
+    classes = np.array(["cat"] * 6 + ["dog"] * 6 + ["emu"] * 3, dtype=object)
+    labels = np.array([5] * 6 + [2] * 4 + [7] * 2 + [-1] * 3)  # 7: a second, smaller dog cluster
+    styles = colours.cluster_styles(labels, classes, ["cat", "dog", "emu"])
+    by_class = colours.class_colours(["cat", "dog", "emu"])
+    assert set(styles) == {2, 5, 7}  # noise has no style
+    assert styles[5] == colours.ClusterStyle(by_class["cat"], 0, "cat", True)
+    assert styles[2] == colours.ClusterStyle(by_class["dog"], 0, "dog", True)
+    assert styles[7].colour == by_class["dog"] and styles[7].marker != 0
+    assert not styles[7].matched and styles[7].name(7) == "c7 ~ dog"
+    assert styles[5].name(5) == "c5 = cat"
+    assert len(set(colours.palette(30))) == 30 and colours.palette(3) == colours.TAB10[:3]
+
+
+def test_thumbnail_rows_sample_above_the_cap_keeping_the_priority_rows():
+    np.testing.assert_array_equal(explorer.thumbnail_rows(5, 5, 0), np.arange(5))
+    rows = explorer.thumbnail_rows(100, 10, 3, first=[97, 4, 97])
+    assert len(rows) == 10 and len(set(rows)) == 10 and {4, 97} <= set(rows.tolist())
+    np.testing.assert_array_equal(rows, explorer.thumbnail_rows(100, 10, 3, first=[97, 4]))
+    assert not np.array_equal(rows, explorer.thumbnail_rows(100, 10, 4, first=[97, 4]))
+    assert len(explorer.thumbnail_rows(100, 0, 3, first=[1])) == 0
+
+
+def _explorer_table(n=12):
+    classes = np.array(["apple", "berry", "cherry"] * (n // 3), dtype=object)
+    labels = np.array([0, 1, 1] * (n // 3))
+    labels[-1] = -1
+    issue = np.zeros(n, bool)
+    issue[2] = True
+    return pd.DataFrame({
+        "path": [f"{c}/{i}.png" for i, c in enumerate(classes)], "class": classes,
+        "cluster": labels, "cluster_majority_class": np.where(labels == 0, "apple", "berry"),
+        "centre_distance": np.where(labels >= 0, np.arange(n)[::-1] / n, np.nan),
+        "pca_x": np.arange(n, dtype=float), "pca_y": np.ones(n),
+        "tsne_x": np.where(np.arange(n) < n - 2, np.arange(n), np.nan), "tsne_y": np.zeros(n),
+        "is_label_issue": issue, "suggested_class": ["berry"] * n, "label_issue_rank": issue * 1})
+
+
+def test_explorer_fragment_holds_each_point_once_per_colouring_and_is_reproducible():
+    table = _explorer_table()
+    maps = explorer.maps_from_table(table)
+    assert [(m.name, len(m.rows)) for m in maps] == [("t-SNE", 10), ("PCA-2D", 12)]
+    macro = explorer.macro_cuts({"cuts": {"g2": {"groups": {"0": ["apple"],
+                                                            "1": ["berry", "cherry"]}},
+                                          "g1": {"groups": {"0": ["apple", "berry"]}},
+                                          "h50": {"groups": {"0": ["apple"]}}}})
+    assert macro == {"g2": {"apple": "group 0", "berry": "group 1", "cherry": "group 1"}}
+    fig = explorer.map_figure(maps[0], table, macro)
+    buttons = fig["layout"]["updatemenus"][0]["buttons"]
+    assert [b["label"] for b in buttons] == ["class", "cluster", "macro g2", "label issue"]
+    for b in buttons:  # each colouring shows every point of the map exactly once
+        shown = [t for t, v in zip(fig["data"], b["args"][0]["visible"]) if v]
+        assert sorted(r for t in shown for r in t["customdata"]) == list(range(10))
+    assert [t["name"] for t in fig["data"] if t["visible"]] == ["apple", "berry", "cherry"]
+    thumbs = {0: "data:image/webp;base64,AAAA", 5: "data:image/webp;base64,BBBB"}
+    page = explorer.explorer_html(table, maps, macro, thumbs, plotly_js="/*plotly*/")
+    assert page == explorer.explorer_html(table, maps, macro, thumbs, plotly_js="/*plotly*/")
+    assert page.count("base64,AAAA") == 1 and page.count("base64,BBBB") == 1  # stored once
+    assert "2 of 12 images have a thumbnail" in page
+    assert '<option value="c1">cluster 1: 7 images, 57% berry</option>' in page
+    assert '<option value="issues">suspected label issues: 1 images</option>' in page
+    # the issue, then the largest cluster's two nearest members, then the next cluster's
+    assert explorer.priority_rows(table, per_cluster=2) == [2, 10, 8, 9, 6]

@@ -17,10 +17,22 @@ MAX_STAGE_LINES = 150
 
 def test_package_init_files_hold_no_code():
     # They are left out of every stage's deps, which is only right while they do nothing.
-    for init in [*LIB.rglob("__init__.py"), STAGES / "__init__.py"]:
+    for init in LIB.rglob("__init__.py"):
         body = ast.parse(init.read_text(encoding="utf-8")).body
         code = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
         assert not code, f"{rel(init)} must hold only a docstring"
+
+
+def test_stages_init_only_pins_the_cpu_kernels_and_is_every_stages_dep():
+    # `python -m stages.x` runs it before the stage module: it pins the kernels before numpy
+    # loads (clusterlens.numerics), and nothing else; it and its imports are every stage's deps.
+    init = STAGES / "__init__.py"
+    body = ast.parse(init.read_text(encoding="utf-8")).body
+    code = [ast.unparse(n) for n in body
+            if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert code == ["from clusterlens.numerics import pin_cpu_kernels", "pin_cpu_kernels()"]
+    for name, stage in dvc_stages().items():
+        assert {"stages/__init__.py", "clusterlens/numerics.py"} <= expected_code_deps(stage), name
 
 
 def test_library_never_imports_a_stage():
@@ -134,6 +146,21 @@ def test_params_read_sees_sections_fields_and_raw_lookups(tmp_path):
         "    return p.sample, f(whole), other['backbone']\n")
     assert params_read(src) == {"tsne.sample", "seed", "reduce.standardize",
                                 "reduce.n_components", "extract.backbone"}
+
+
+def test_params_read_leaves_out_the_whole_file_check(tmp_path):
+    src = tmp_path / "s.py"
+    src.write_text(
+        "from clusterlens.config.base import parse_section\n"
+        "from clusterlens.config.tsne import TSNEParams\n"
+        "from clusterlens.config.whole import check_params, declared_params\n"
+        "def main(params):\n"
+        "    check_params(params, declared_params('dvc.yaml'))\n"
+        "    return parse_section(params, 'tsne', TSNEParams).sample\n")
+    assert params_read(src) == {"tsne.sample"}
+    index = STAGES / "index.py"
+    assert "check_params(" in index.read_text()  # `index` validates the whole file first
+    assert not any(k.startswith(("kmeans.", "tsne.")) for k in params_read(index))
 
 
 def _tracked_text_files() -> list[Path]:

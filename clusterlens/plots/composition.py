@@ -1,5 +1,6 @@
 """Figures of a clustering's composition: the cluster-by-class heatmap, a montage of the
-largest clusters' representatives, and 2-D views coloured by class and by cluster."""
+largest clusters' representatives, and 2-D views coloured by class and by cluster (a cluster
+in the colour of the class it is matched to)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clusterlens.colours import MARKERS, NOISE_COLOUR, class_colours, cluster_styles
 from clusterlens.metrics import NOISE
 from clusterlens.plots.thumbnails import thumbnail_cell
 from clusterlens.plotting import save_figure
@@ -132,34 +134,25 @@ def plot_montage(table: pd.DataFrame, nearest: dict[int, list[int]], index: pd.D
     save_figure(fig, path)
 
 
-def _colours(n: int):
-    import matplotlib.pyplot as plt
-
-    if n <= 10:
-        return plt.get_cmap("tab10").colors[:n]
-    if n <= 20:
-        return plt.get_cmap("tab20").colors[:n]
-    return [plt.get_cmap("gist_ncar")(v) for v in np.linspace(0.02, 0.95, n)]
-
-
-def _scatter(ax, xy: np.ndarray, groups: np.ndarray, names: dict, title: str) -> None:
+def _scatter(ax, xy: np.ndarray, groups: np.ndarray, styles: dict, title: str) -> None:
+    """One panel: ``styles`` maps each group to ``(name, colour, matplotlib marker)``."""
     uniq = [g for g in sorted(set(groups.tolist())) if g != NOISE]
-    colours = dict(zip(uniq, _colours(len(uniq))))
     point = max(2.0, min(12.0, 6000 / max(len(xy), 1)))
     if NOISE in set(groups.tolist()):
         m = groups == NOISE
-        ax.scatter(xy[m, 0], xy[m, 1], s=point, c="#BBBBBB", marker="x", linewidths=0.5,
+        ax.scatter(xy[m, 0], xy[m, 1], s=point, c=NOISE_COLOUR, marker="x", linewidths=0.5,
                    label="noise")
     for g in uniq:
         m = groups == g
-        ax.scatter(xy[m, 0], xy[m, 1], s=point, color=colours[g], alpha=0.7, linewidths=0,
-                   label=names[g])
+        name, colour, marker = styles[g]
+        ax.scatter(xy[m, 0], xy[m, 1], s=point, color=colour, marker=marker, alpha=0.7,
+                   linewidths=0, label=name)
     if len(uniq) <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.8)
     if len(uniq) <= 60:  # names at the group medians
         for g in uniq:
             cx, cy = np.median(xy[groups == g], axis=0)
-            ax.text(cx, cy, names[g], fontsize=7, ha="center", va="center", weight="bold",
+            ax.text(cx, cy, styles[g][0], fontsize=7, ha="center", va="center", weight="bold",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.6, "lw": 0})
     ax.set_title(title)
 
@@ -175,7 +168,10 @@ def plot_side_by_side(xy: np.ndarray, classes: np.ndarray, labels: np.ndarray, a
     classes : ndarray of shape (n,)
         Class name of each point.
     labels : ndarray of shape (n,)
-        Cluster label of each point (noise drawn as grey crosses).
+        Cluster label of each point (noise drawn as grey crosses). Each cluster takes the
+        colour of the class it is matched to (:func:`clusterlens.colours.cluster_styles`);
+        clusters left over when there are more clusters than classes take their majority
+        class's colour and another marker.
     axis_name : str
         Axis label stem, e.g. ``"t-SNE"`` gives ``t-SNE 1`` and ``t-SNE 2``.
     title : str
@@ -188,12 +184,14 @@ def plot_side_by_side(xy: np.ndarray, classes: np.ndarray, labels: np.ndarray, a
     class_order = sorted(set(classes.tolist()))
     code = {c: i for i, c in enumerate(class_order)}
     class_codes = np.array([code[c] for c in classes])
+    colours = class_colours(class_order)
     fig, axes = plt.subplots(1, 2, figsize=(15, 7))
-    _scatter(axes[0], xy, class_codes, dict(enumerate(class_order)),
+    _scatter(axes[0], xy, class_codes, {i: (c, colours[c], "o") for i, c in enumerate(class_order)},
              f"coloured by true class ({len(class_order)})")
-    n_clusters = len(set(labels.tolist()) - {NOISE})
-    _scatter(axes[1], xy, labels, {c: f"c{c}" for c in set(labels.tolist())},
-             f"coloured by cluster ({n_clusters})")
+    styles = cluster_styles(labels, classes, class_order)
+    _scatter(axes[1], xy, labels, {c: (s.name(c), s.colour, MARKERS[s.marker][0])
+                                   for c, s in styles.items()},
+             f"coloured by cluster ({len(styles)}; each in the colour of its matched class)")
     for ax in axes:
         ax.set_xlabel(f"{axis_name} 1")
         ax.set_ylabel(f"{axis_name} 2")
