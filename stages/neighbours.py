@@ -2,9 +2,9 @@
 
 An exact k-nearest-neighbour search on the L2-normalised backbone features (data/features.npy),
 block by block (``neighbours.block_mb``). Pairs at cosine similarity >= ``neighbours.
-duplicate_similarity`` are near-duplicates; their connected components are the duplicate
-groups (within and across classes; a pair whose classes differ is a label conflict). The
-outlier score is the cosine distance to the ``neighbours.k``-th nearest other image.
+duplicate_similarity`` (``auto``: 0.9, or 0.97 for images of a few pixels) are near-duplicates;
+their connected components are the duplicate groups (within and across classes; a pair whose
+classes differ is a label conflict). The outlier score is the cosine distance to the ``neighbours.k``-th nearest other image.
 """
 from __future__ import annotations
 
@@ -41,9 +41,13 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
                         f"{len(index)} rows: re-run `dvc repro`")
     if not p.k < len(index):
         raise ParamError("neighbours.k", f"must be smaller than the {len(index)} images, got {p.k}")
+    threshold = p.duplicate_similarity
+    if threshold == "auto":
+        threshold = nb.auto_duplicate_similarity(index["width"], index["height"])
     log_block(log, "neighbours", inputs={
         "features": f"{features_path} {X.shape}", "index": f"{index_path} ({len(index)} rows)"},
-        params={"neighbours.k": p.k, "neighbours.duplicate_similarity": p.duplicate_similarity,
+        params={"neighbours.k": p.k, "neighbours.duplicate_similarity": (
+                    f"{threshold:g}" + (" (auto)" if p.duplicate_similarity == "auto" else "")),
                 "neighbours.block_mb": p.block_mb, "neighbours.engine": p.engine})
     t0 = time.perf_counter()
     try:
@@ -52,7 +56,7 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
         raise DataError(f"{features_path}: {exc}") from None
     del X
     nn = nb.nearest_neighbours(Z, p.k, engine=p.engine, block_mb=p.block_mb)
-    pairs = check_value("neighbours.duplicate_similarity", p.duplicate_similarity,
+    pairs = check_value("neighbours.duplicate_similarity", threshold,
                         lambda t: nb.duplicate_pairs(Z, nn, t, block_mb=p.block_mb))
     groups = nb.duplicate_groups(len(Z), pairs)
     scores = nb.outlier_scores(nn)
@@ -63,7 +67,7 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
     pairs_df = nb.pairs_table(pairs, paths, classes, groups)
     write_table(OUT_TABLE, table)
     write_table(OUT_PAIRS, pairs_df)
-    metrics = write_json(OUT_METRICS, nb.summary(pairs_df, groups, p.k, p.duplicate_similarity))
+    metrics = write_json(OUT_METRICS, nb.summary(pairs_df, groups, p.k, threshold))
     top = table.nsmallest(3, "outlier_rank")
     log_block(log, "neighbours done", outputs={
         OUT_PAIRS: f"{metrics['duplicate_pairs']} pairs in {metrics['duplicate_groups']} groups "

@@ -225,6 +225,31 @@ def test_stage_writes_the_documented_schemas(in_tmp_cwd):
     assert metrics["images_in_groups"] == int((table["duplicate_group"] >= 0).sum())
 
 
+@pytest.mark.parametrize("side, expected", [(8, 0.97), (15, 0.97), (16, 0.9), (32, 0.9),
+                                            (500, 0.9)])
+def test_auto_duplicate_similarity_follows_the_image_size(side, expected):
+    """`auto`: 0.97 for images of a few pixels (the demo's 8x8 digits), else 0.9 (photos)."""
+    widths = np.array([side, side, side + 40])          # the median shorter side is `side`
+    heights = np.array([side + 3, side, side])
+    assert nb.auto_duplicate_similarity(widths, heights) == expected
+
+
+def test_stage_resolves_auto_from_the_index_and_records_it(in_tmp_cwd):
+    from stages import neighbours as stage
+
+    X, y, true_pairs, _, _ = generated(seed=5)
+    params = _stage_inputs(X, np.array([f"c{v}" for v in y]))
+    index = read_table("data/index.parquet")
+    auto = {"neighbours": {**params["neighbours"], "duplicate_similarity": "auto"}}
+    for side, expected in [(8, 0.97), (224, 0.9)]:
+        write_table("data/index.parquet", index.assign(width=side, height=side))
+        metrics = stage.run(auto)
+        assert metrics["duplicate_similarity"] == expected
+        fixed = stage.run({"neighbours": {**params["neighbours"],
+                                          "duplicate_similarity": expected}})
+        assert fixed == metrics                     # auto = the value it resolves to
+
+
 def test_stage_errors_name_the_key(in_tmp_cwd, monkeypatch):
     from stages import neighbours as stage
 

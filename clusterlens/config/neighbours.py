@@ -16,12 +16,13 @@ class NeighboursParams(Section):
 
     ``k``: the outlier score is the cosine distance to the k-th nearest other image (>= 1,
     fewer than the images); ``duplicate_similarity``: pairs at or above this cosine similarity
-    are near-duplicates (a number in (0, 1]); ``block_mb``: working memory of one block of the
+    are near-duplicates (a number in (0, 1], or ``auto``: see
+    :func:`clusterlens.neighbours.auto_duplicate_similarity`); ``block_mb``: working memory of one block of the
     search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``.
     """
 
     k: int
-    duplicate_similarity: float = 0.9  # measured on CIFAR-10 photos: see docs/parameters.md
+    duplicate_similarity: float | str = "auto"  # measured: see docs/parameters.md
     block_mb: int = 256
     engine: str = "auto"
 
@@ -32,9 +33,11 @@ class NeighboursParams(Section):
 
     @field_validator("duplicate_similarity", mode="before")
     @classmethod
-    def _similarity(cls, value: Any) -> float:
+    def _similarity(cls, value: Any) -> float | str:
+        if value == "auto":
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError(f"must be a cosine similarity in (0, 1] such as 0.9, got {value!r}")
+            raise ValueError(f"must be auto or a cosine similarity in (0, 1] such as 0.9, got {value!r}")
         return float(value)
 
     @field_validator("block_mb", mode="before")
