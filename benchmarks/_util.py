@@ -134,14 +134,14 @@ def sh(cwd, *cmd, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def make_repo(repo: Path, stages_dir: Path | None = None) -> Path:
-    """A fresh git + DVC repository holding copies of dvc.yaml, params.yaml, .dvcignore and
-    .gitignore, with ``stages/`` and ``clusterlens/`` as symlinks to the project's code
+    """A fresh git + DVC repository holding copies of dvc.yaml, grid/dvc.yaml, params.yaml,
+    .dvcignore and .gitignore, with ``stages/`` and ``clusterlens/`` as symlinks to the project's code
     (``stages_dir``: another stages/ folder, e.g. a patched one, instead)."""
     repo = Path(repo)
     if repo.exists():
         shutil.rmtree(repo)
-    repo.mkdir(parents=True)
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+    (repo / "grid").mkdir(parents=True)
+    for name in ["dvc.yaml", "grid/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, repo / name)
     (repo / "stages").symlink_to(Path(stages_dir or PROJECT / "stages").resolve(),

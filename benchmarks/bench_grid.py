@@ -15,11 +15,12 @@ both see the same machine load):
   `.fit_predict`, then `silhouette_score` on a random 3,000-point subset; on the un-reduced
   1280-D features. Its plotting and printing are left out (they would only add to it).
   `--baseline full` fits all N points instead (sample_size = N).
-- **pipeline**: a fresh temporary git + DVC repository per repeat, holding copies of dvc.yaml
-  and params.yaml, with stages/ and clusterlens/ linked to the project's code, and with the
+- **pipeline**: a fresh temporary git + DVC repository per repeat, holding copies of dvc.yaml,
+  grid/dvc.yaml and params.yaml, with stages/ and clusterlens/ linked to the code, and with the
   features written to data/features.npy and a matching data/index.parquet (what `extract` and
   `index` leave). Timed:
-  one `dvc repro --single-item reduce kmeans agglomerative clustering`, which runs `reduce`, every
+  one `dvc repro --single-item reduce grid/dvc.yaml:kmeans grid/dvc.yaml:agglomerative
+  clustering`, which runs `reduce`, every
   `kmeans@K` of the default grid, every `agglomerative@LINKAGE` (all four linkages, each cut at
   every K of agglomerative.k) and the `clustering` aggregate, each in its own process, with
   DVC's own start-up, dependency hashing, cache saves and lock updates. `--single-item` keeps
@@ -61,7 +62,7 @@ import numpy as np
 from benchmarks import _util as u
 
 TARGET_RATIO = 5.0
-STAGE_TARGETS = ["reduce", "kmeans", "agglomerative", "clustering"]
+STAGE_TARGETS = ["reduce", "grid/dvc.yaml:kmeans", "grid/dvc.yaml:agglomerative", "clustering"]
 EMPTY_GRIDS = {"gmm.k": [], "dbscan.eps_percentile": [], "hdbscan.min_cluster_size": [],
                "nmf.k": []}
 
@@ -126,7 +127,7 @@ def dvc_repro_timed(repo: Path, targets=STAGE_TARGETS) -> dict:
     marks, lines = [], []
     for line in proc.stdout:
         lines.append(line)
-        m = re.match(r"Running stage '([^']+)'", line)
+        m = re.match(r"Running stage '(?:grid/dvc\.yaml:)?([^']+)'", line)
         if m:
             marks.append((m.group(1), time.perf_counter() - t0))
     rc = proc.wait()

@@ -9,7 +9,8 @@ The `index` stage runs the same check before it scans anything, so ``dvc repro``
 first stage. Run the command yourself (and in CI) before ``dvc repro`` for the mistakes DVC
 stops on before any stage runs: a clustering grid that is no list (``kmeans.k: 5``), which DVC
 reports as "unexpected error - 'Value' object is not iterable", and a params file that is not
-valid YAML. Keys that dvc.yaml (beside the params file) declares must be present.
+valid YAML. Keys that the pipeline (``dvc.yaml`` beside the params file, and
+``grid/dvc.yaml``) declares must be present.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from clusterlens.config.base import load_params
-from clusterlens.config.whole import declared_params, params_problems
+from clusterlens.config.whole import declared_params, params_problems, pipeline_files
 from clusterlens.errors import ParamError
 
 
@@ -32,8 +33,9 @@ def check_file(path: str | Path, dvc_yaml: str | Path | None = None) -> list[str
     path : str or Path
         The params file.
     dvc_yaml : str, Path or None
-        The pipeline whose declared params must be present; None: ``dvc.yaml`` beside
-        ``path`` (nothing when there is none).
+        A pipeline file whose declared params must be present; None: the pipeline files
+        beside ``path`` (:func:`~clusterlens.config.whole.pipeline_files`; nothing when there
+        is none).
     """
     path = Path(path)
     try:
@@ -47,16 +49,16 @@ def check_file(path: str | Path, dvc_yaml: str | Path | None = None) -> list[str
         return [f"{path.name}: not valid YAML{line}: {problem}"]
     except ParamError as exc:
         return [str(exc)]
-    dvc_yaml = path.with_name("dvc.yaml") if dvc_yaml is None else Path(dvc_yaml)
-    return [str(p) for p in params_problems(params, declared_params(dvc_yaml, path.name))]
+    files = pipeline_files(path.parent) if dvc_yaml is None else [Path(dvc_yaml)]
+    return [str(p) for p in params_problems(params, declared_params(files, path.name))]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Check every value of a params file at once.")
     ap.add_argument("params", nargs="?", default="params.yaml", help="default: params.yaml")
     ap.add_argument("--dvc-yaml", default=None,
-                    help="pipeline whose declared params must be present (default: dvc.yaml "
-                         "beside the params file)")
+                    help="a pipeline file whose declared params must be present (default: "
+                         "dvc.yaml and grid/dvc.yaml beside the params file)")
     args = ap.parse_args(argv)
     problems = check_file(args.params, args.dvc_yaml)
     for line in problems:

@@ -12,8 +12,9 @@ in this order, as much as fits in ``--max-chars`` (default 65,000: the forge's c
 
 1. the headline metrics that changed (the files declared as ``metrics:`` in dvc.yaml, i.e.
    ``metrics/headline.json``), with the old value, the new value and the change;
-2. the plots added, removed or modified (by the hashes DVC records in ``dvc.lock``), and the link
-   to them rendered side by side (``dvc plots diff``) when ``--artifact-url`` is given;
+2. the plots added, removed or modified (by the hashes DVC records in ``dvc.lock`` and
+   ``grid/dvc.lock``), and the link to them rendered side by side (``dvc plots diff``) when
+   ``--artifact-url`` is given;
 3. ``dvc params diff --md``;
 4. every other metrics file under ``metrics/`` that changed (JSON, per key), and the tables
    (``metrics/*.csv``) that changed;
@@ -97,6 +98,9 @@ def resolve(name: str) -> Rev:
 
 
 _DVC_FS: dict = {}
+# The pipeline and its locks: the grid points have a file of their own (paths from the top).
+PIPELINE_FILES = ("dvc.yaml", "grid/dvc.yaml")
+LOCK_FILES = ("dvc.lock", "grid/dvc.lock")
 
 
 def _dvc_read(sha: str, path: str) -> str | None:
@@ -120,6 +124,8 @@ def read_at(rev: Rev, path: str) -> str | None:
     res = subprocess.run(["git", "show", f"{rev.sha}:{path}"], capture_output=True, text=True)
     if res.returncode == 0:
         return res.stdout
+    if path in LOCK_FILES or path in PIPELINE_FILES:  # git-only (an older commit may lack one)
+        return None
     return _dvc_read(rev.sha, path) if path in lock_outs(rev) else None
 
 
@@ -133,18 +139,22 @@ def _yaml_at(rev: Rev, path: str) -> dict:
 
 @lru_cache(maxsize=None)
 def lock_outs(rev: Rev) -> dict[str, str]:
-    """path -> content hash of every stage output recorded in dvc.lock at rev."""
+    """path -> content hash of every stage output recorded at rev in the lock files
+    (dvc.lock, and grid/dvc.lock for the grid points)."""
     out = {}
-    for stage in (_yaml_at(rev, "dvc.lock").get("stages") or {}).values():
-        for entry in stage.get("outs", []) or []:
-            out[entry.get("path", "")] = entry.get("md5") or entry.get("hash") or ""
+    for lock in LOCK_FILES:
+        for stage in (_yaml_at(rev, lock).get("stages") or {}).values():
+            for entry in stage.get("outs", []) or []:
+                out[entry.get("path", "")] = entry.get("md5") or entry.get("hash") or ""
     return out
 
 
 def declared_metrics(rev: Rev) -> set[str]:
-    """The files dvc.yaml at rev declares as ``metrics:`` (plain paths, no templated ones)."""
+    """The files the pipeline at rev declares as ``metrics:`` (plain paths, no templated
+    ones)."""
     found = set()
-    for stage in (_yaml_at(rev, "dvc.yaml").get("stages") or {}).values():
+    stages = [st for f in PIPELINE_FILES for st in (_yaml_at(rev, f).get("stages") or {}).values()]
+    for stage in stages:
         for entry in stage.get("metrics", []) or []:
             path = entry if isinstance(entry, str) else next(iter(entry), "")
             if "${" not in path:

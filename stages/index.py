@@ -15,7 +15,7 @@ from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.index import IndexParams
-from clusterlens.config.whole import check_params, declared_params
+from clusterlens.config.whole import check_params, declared_params, pipeline_files
 from clusterlens.index import build_index, check_root, index_metrics
 from clusterlens.io import remove_stale_tmp, write_json, write_table
 from clusterlens.logs import get_logger, log_block
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     # The whole file first (this stage always runs, and runs first): every bad value anywhere,
     # each naming its key, before any image is read (`python -m clusterlens.check` alone).
-    check_params(params, declared_params("dvc.yaml", args.params))
+    check_params(params, declared_params(pipeline_files(), args.params))
     run(params)
 
 

@@ -1,8 +1,8 @@
 """The import graph of the project, and each DVC stage's code deps computed from it.
 
-``python -m tests.code_deps`` prints every stage whose code deps in dvc.yaml differ from its
-imports; ``python -m tests.code_deps --write`` rewrites those deps in place (comments and the
-other deps are kept). tests/test_structure.py fails on any difference.
+``python -m tests.code_deps`` prints every stage whose code deps in the pipeline files
+(dvc.yaml, grid/dvc.yaml) differ from its imports; ``python -m tests.code_deps --write`` rewrites
+those deps in place (comments and the other deps are kept). tests/test_structure.py fails on any difference.
 """
 from __future__ import annotations
 
@@ -74,8 +74,19 @@ def stage_modules() -> list[Path]:
     return sorted(p for p in STAGES.glob("*.py") if p.name != "__init__.py")
 
 
+def pipeline_files() -> list[Path]:
+    """dvc.yaml and grid/dvc.yaml (every ``<folder>/dvc.yaml`` one level down)."""
+    return [PROJECT / "dvc.yaml"] + sorted(PROJECT.glob("*/dvc.yaml"))
+
+
 def dvc_stages() -> dict:
-    return yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    """Stage name -> its definition, over every pipeline file (the names are unique)."""
+    stages: dict = {}
+    for path in pipeline_files():
+        found = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]
+        assert not set(found) & set(stages), f"{rel(path)} repeats a stage name"
+        stages.update(found)
+    return stages
 
 
 def stage_module_of(cmd: str) -> Path:
@@ -133,12 +144,12 @@ def rewrite(text: str, stages: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write", action="store_true", help="rewrite dvc.yaml in place")
+    ap.add_argument("--write", action="store_true", help="rewrite the pipeline files in place")
     args = ap.parse_args()
     stages = dvc_stages()
-    path = PROJECT / "dvc.yaml"
     if args.write:
-        path.write_text(rewrite(path.read_text(encoding="utf-8"), stages), encoding="utf-8")
+        for path in pipeline_files():
+            path.write_text(rewrite(path.read_text(encoding="utf-8"), stages), encoding="utf-8")
         stages = dvc_stages()
     for name, stage in stages.items():
         exp, dec = expected_code_deps(stage), declared_code_deps(stage)

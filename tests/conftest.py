@@ -139,12 +139,23 @@ def params_set(repo: Path, **updates):
         set_params(repo, **before)
 
 
+# What a repository with the project's pipeline holds besides the code.
+PIPELINE_FILES = ["dvc.yaml", "grid/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+
+
+def grid(stage: str) -> str:
+    """A grid stage as DVC names it from the top of the repository: ``kmeans@2`` ->
+    ``grid/dvc.yaml:kmeans@2`` (the grid points live in grid/dvc.yaml)."""
+    return f"grid/dvc.yaml:{stage}"
+
+
 def make_repo(path: Path, images: str | Path, **params) -> Path:
-    """A git + DVC repository with the project's pipeline (dvc.yaml, params.yaml) whose
+    """A git + DVC repository with the project's pipeline (:data:`PIPELINE_FILES`) whose
     ``stages/`` and ``clusterlens/`` are symlinks to the project's code; ``data.root`` =
     ``images`` (outside the repository, as a user's own folder would be)."""
     path.mkdir(parents=True)
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+    (path / "grid").mkdir()
+    for name in PIPELINE_FILES:
         shutil.copy(PROJECT / name, path / name)
     for code in ["stages", "clusterlens"]:
         (path / code).symlink_to(PROJECT / code, target_is_directory=True)

@@ -15,7 +15,8 @@ import yaml
 from clusterlens import check
 from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params
-from clusterlens.config.whole import SECTIONS, declared_params, params_problems
+from clusterlens.config.whole import (SECTIONS, declared_params, params_problems,
+                                      pipeline_files)
 from clusterlens.errors import ParamError
 from tests.conftest import e2e_copy, ran_all, set_params
 
@@ -24,10 +25,11 @@ BASE = load_params(PROJECT / "params.yaml")
 
 
 def _grid_keys() -> list[str]:
-    """Every params key a dvc.yaml ``matrix`` expands (``kmeans.k`` for ``k: ${kmeans.k}``)."""
-    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    """Every params key a pipeline ``matrix`` expands (``kmeans.k`` for ``k: ${kmeans.k}``)."""
+    stages = [spec for f in pipeline_files(PROJECT)
+              for spec in yaml.safe_load(f.read_text())["stages"].values()]
     keys = []
-    for spec in stages.values():
+    for spec in stages:
         for ref in (spec.get("matrix") or {}).values():
             m = re.fullmatch(r"\$\{([\w.]+)\}", str(ref))
             assert m, f"matrix value {ref!r} is no params reference"
@@ -46,7 +48,7 @@ def _with(key: str, value, params: dict = BASE) -> dict:
 
 
 def _messages(params: dict) -> list[str]:
-    return [str(e) for e in params_problems(params, declared_params(PROJECT / "dvc.yaml"))]
+    return [str(e) for e in params_problems(params, declared_params(pipeline_files(PROJECT)))]
 
 
 def test_the_projects_params_pass(capsys):
@@ -124,8 +126,8 @@ def test_missing_sections_keys_and_unknown_sections():
     assert msgs == [
         "params.yaml: `kmean` is not a known section; did you mean `kmeans`?",
         "params.yaml: `tsne` is missing",
-        "params.yaml: `kmeans.engine` is missing (dvc.yaml's stage `kmeans` declares it, and "
-        "DVC needs it in params.yaml)"]
+        "params.yaml: `kmeans.engine` is missing (the stage `grid/dvc.yaml:kmeans` declares it, "
+        "and DVC needs it in params.yaml)"]
 
 
 def test_all_problems_at_once_one_line_each_exit_2(tmp_path, capsys):

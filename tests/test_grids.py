@@ -206,7 +206,7 @@ def test_a_seven_class_folder_gets_k_seven_and_five_classes_get_macro_cuts(e2e_b
     params["agglomerative"].update(linkage=["ward"], k=["classes_x0.5", "classes", 7])
     params["macro"]["groups"] = "auto"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "kmeans@classes" in sh(repo, "dvc", "stage", "list")
+    assert "grid/dvc.yaml:kmeans@classes" in sh(repo, "dvc", "stage", "list", "--all")
     sh(repo, "dvc", "repro", "clustering", "macro")
     res = json.loads((repo / "metrics/clustering.json").read_text())
     for method in ("kmeans", "gmm", "nmf"):

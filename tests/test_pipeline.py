@@ -20,15 +20,16 @@ import pytest
 import yaml
 
 from clusterlens.backbones import SCRATCH_CNN
-from tests.conftest import (E2E_IMAGES, changed, dvc_env, e2e_copy, params_set, ran_all,
-                            set_params, sh, up_to_date)
+from tests.conftest import (E2E_IMAGES, changed, dvc_env, e2e_copy, grid, params_set,
+                            ran_all, set_params, sh, up_to_date)
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["digits", "index", "backbone", "extract", "captions", "fusion", "reduce"]
 DATA_HALF = STAGES[2:]  # what follows `index`, up to the PCA
-CLUSTER_STAGES = ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5", "nmf",
-                  "nmf_kmeans@3", "agglomerative@ward", "agglomerative@single", "clustering",
+CLUSTER_STAGES = [*map(grid, ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5"]),
+                  "nmf", grid("nmf_kmeans@3"), grid("agglomerative@ward"),
+                  grid("agglomerative@single"), "clustering",
                   "tsne", "composition", "macro", "macro_purity", "upper_bound", "summary",
                   "label_issues", "neighbours", "images", "report"]
 AGGREGATES = {"clustering", "images", "composition", "macro_purity", "summary", "report"}
@@ -140,9 +141,10 @@ def test_adding_a_k_runs_only_that_point_and_the_aggregate(e2e_base, tmp_path):
     with params_set(repo, kmeans__k=[2, 3, 4]):
         todo = set(would_change(repo))
         # only the new point and the aggregates that read the grid's params
-        assert {"kmeans@4", "clustering", "macro_purity"} <= todo
-        assert todo <= {"kmeans@4", "index", *AGGREGATES}
-        assert ran_all(sh(repo, "dvc", "repro", "--single-item", "kmeans@4")) == ["kmeans@4"]
+        k4 = grid("kmeans@4")
+        assert {k4, "clustering", "macro_purity"} <= todo
+        assert todo <= {k4, "index", *AGGREGATES}
+        assert ran_all(sh(repo, "dvc", "repro", "--single-item", k4)) == [k4]
         assert (repo / "data/clusters/kmeans/k4.npy").is_file()
     ran = set(ran_all(sh(repo, "dvc", "repro", "--single-item", "clustering", "macro_purity")))
     assert {"clustering", "macro_purity"} <= ran <= {"index", *AGGREGATES}
@@ -170,7 +172,9 @@ def test_bad_param_fails_with_the_key_and_writes_nothing(repo):
 def _output_hashes(repo: Path) -> dict[str, str]:
     """sha256 of every file DVC caches (under data/ and the PNG plots), by relative path."""
     in_git = set()  # `cache: false` outputs are committed to git, not pushed to a DVC remote
-    for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values():
+    stages = [spec for f in ("dvc.yaml", "grid/dvc.yaml")
+              for spec in yaml.safe_load((repo / f).read_text())["stages"].values()]
+    for stage in stages:
         for out in stage.get("outs", []):
             if isinstance(out, dict) and not next(iter(out.values())).get("cache", True):
                 in_git.add(next(iter(out)))
@@ -224,7 +228,7 @@ def test_each_backbone_runs_through_dvc_repro_and_back_from_the_run_cache(e2e_ba
     # a clustering param never retrains the CNN
     with params_set(repo, kmeans__k=[2, 3, 4]):
         todo = would_change(repo)
-        assert "kmeans@4" in todo and "backbone" not in todo and "extract" not in todo
+        assert grid("kmeans@4") in todo and "backbone" not in todo and "extract" not in todo
     # raw pixels: 3 x 32 x 32 features; the backbone stage writes its placeholder
     with params_set(repo, extract__backbone="raw_pixels", extract__image_size="auto",
                     captions__enabled=False):

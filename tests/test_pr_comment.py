@@ -49,10 +49,40 @@ stages:
 """
 
 
+# A grid pipeline file of its own, as the project's grid/dvc.yaml (added by the `head` commit)
+POINT = """
+import sys, yaml, pathlib
+k = yaml.safe_load(open("params.yaml"))["kmeans"]["n_init"]
+pathlib.Path(f"plots/point_{sys.argv[1]}.png").write_bytes(b"fake png %d" % k)
+"""
+GRID_YAML = """
+vars:
+  - ../params.yaml
+stages:
+  point:
+    wdir: ..
+    matrix:
+      k: ${kmeans.k}
+    cmd: python src/point.py ${item.k}
+    deps: [src/point.py]
+    params: [kmeans.n_init]
+    outs:
+      - plots/point_${item.k}.png
+"""
+# ...read by a stage of dvc.yaml, as `clustering` reads data/clusters: `dvc repro` (whose
+# default target is the top dvc.yaml) runs the grid points as its upstream
+COLLECT = """
+  collect:
+    cmd: python -c "pass"
+    deps: [plots/point_2.png, plots/point_3.png]
+"""
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """Commits `base` (n_init 10) and `head` (n_init 20); experiment `wider` (n_init 30) from
-    `head`, run in a temporary copy so that the workspace stays at HEAD."""
+    """Commits `base` (n_init 10) and `head` (n_init 20, and a grid/dvc.yaml); experiment
+    `wider` (n_init 30) from `head`, run in a temporary copy so that the workspace stays at
+    HEAD."""
     repo = tmp_path_factory.mktemp("pr")
     (repo / "src").mkdir()
     (repo / "src/make.py").write_text(MAKE)
@@ -64,6 +94,10 @@ def repo(tmp_path_factory):
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "base")
     (repo / "params.yaml").write_text("kmeans:\n  n_init: 20\n  k: [2, 3]\n")
+    (repo / "src/point.py").write_text(POINT)
+    (repo / "grid").mkdir()
+    (repo / "grid/dvc.yaml").write_text(GRID_YAML)
+    (repo / "dvc.yaml").write_text(DVC_YAML + COLLECT)
     sh(repo, "dvc", "repro")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "more inits")
@@ -96,6 +130,14 @@ def test_changed_metric_plot_and_param_appear_in_that_order(repo):
     titles = re.findall(r"^### (.+)$", md, flags=re.M)
     assert titles[:4] == ["Headline metrics that changed", "Plots that changed",
                           "Params that changed", "Other metrics that changed"]
+
+
+def test_the_grid_lock_file_is_read_too(repo):
+    # HEAD~1 has no grid/dvc.lock: its plots are added; the experiment modifies them
+    md = comment(repo, "--base", "HEAD~1", "--head", "HEAD")
+    assert "| `plots/point_2.png` | added |" in md and "| `plots/point_3.png` | added |" in md
+    md = comment(repo, "--base", "HEAD", "--head", "wider")
+    assert "| `plots/point_2.png` | modified |" in md
 
 
 def test_a_large_diff_is_cut_under_the_limit_with_a_note_of_what_is_left_out(repo):

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.code_deps import (
     LIB, PROJECT, STAGES, declared_code_deps, declared_params, dvc_stages, expected_code_deps,
@@ -95,6 +96,18 @@ def test_a_drifted_dep_is_caught(tmp_path):
     assert expected_code_deps(stage) - declared_code_deps(stage) == {imports[0]}
 
 
+def test_the_grid_pipeline_runs_at_the_top_with_the_top_params():
+    # grid/dvc.yaml holds the grid-point stages (a lock file of their own keeps both locks
+    # small); each runs where the others do, templated from the same params.yaml.
+    grid = yaml.safe_load((PROJECT / "grid" / "dvc.yaml").read_text(encoding="utf-8"))
+    assert grid["vars"] == ["../params.yaml"]
+    assert set(grid["stages"]) == {"kmeans", "gmm", "dbscan", "hdbscan", "agglomerative",
+                                   "nmf_kmeans"}
+    assert all(spec["wdir"] == ".." and "matrix" in spec for spec in grid["stages"].values())
+    top = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))
+    assert "vars" not in top and not set(top["stages"]) & set(grid["stages"])
+
+
 def test_rewrite_restores_a_drifted_dvc_yaml():
     text = (PROJECT / "dvc.yaml").read_text(encoding="utf-8")
     stages = dvc_stages()
@@ -169,7 +182,7 @@ def _tracked_text_files() -> list[Path]:
     out = subprocess.run(["git", "ls-files"], cwd=PROJECT, capture_output=True, text=True,
                          check=True).stdout.split()
     keep = (".py", ".md", ".yaml", ".yml", ".ini", ".toml", ".txt", ".json", ".csv")
-    return [PROJECT / f for f in out if f.endswith(keep) and f != "dvc.lock"
+    return [PROJECT / f for f in out if f.endswith(keep) and not f.endswith("dvc.lock")
             and (PROJECT / f).is_file()]
 
 

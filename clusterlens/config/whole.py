@@ -88,7 +88,7 @@ def params_problems(params: dict, declared: dict[str, list[str]] | None = None
     params : dict
         The parsed params file (:func:`clusterlens.config.base.load_params`).
     declared : dict of str to list of str, optional
-        Stage name -> the dotted keys it declares under ``params:`` in dvc.yaml
+        Stage name -> the dotted keys it declares under ``params:`` in the pipeline files
         (:func:`declared_params`); each must be present, as DVC refuses to run a stage whose
         declared key is missing even where the model has a default.
 
@@ -118,33 +118,58 @@ def params_problems(params: dict, declared: dict[str, list[str]] | None = None
         for key in keys:
             if _lookup(params, key) is _ABSENT and not any(
                     key == r or key.startswith(r + ".") for r in reported):
-                problems.append(ParamError(key, f"is missing (dvc.yaml's stage `{stage}` "
-                                           "declares it, and DVC needs it in params.yaml)"))
+                problems.append(ParamError(key, f"is missing (the stage `{stage}` declares it, "
+                                           "and DVC needs it in params.yaml)"))
                 reported.add(key)
     return problems
 
 
-def declared_params(dvc_yaml: str | os.PathLike, params_file: str = "params.yaml"
-                    ) -> dict[str, list[str]]:
-    """Stage name -> the keys of ``params_file`` it declares under ``params:`` in ``dvc_yaml``
-    (an absent dvc.yaml declares nothing)."""
-    path = Path(dvc_yaml)
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        stages = (yaml.safe_load(fh) or {}).get("stages") or {}
+def pipeline_files(root: str | os.PathLike = ".") -> list[Path]:
+    """The pipeline files of the repository at ``root``: ``dvc.yaml`` and every
+    ``<folder>/dvc.yaml`` one level below it (the clustering grid's ``grid/dvc.yaml``), those
+    that exist, the top one first."""
+    root = Path(root)
+    found = [root / "dvc.yaml"] + sorted(root.glob("*/dvc.yaml"))
+    return [f for f in found if f.is_file()]
+
+
+def declared_params(dvc_yaml, params_file: str = "params.yaml") -> dict[str, list[str]]:
+    """Stage -> the keys of ``params_file`` it declares under ``params:``.
+
+    Parameters
+    ----------
+    dvc_yaml : str, PathLike or a list of them
+        One pipeline file, or several (:func:`pipeline_files`); an absent file declares
+        nothing.
+    params_file : str
+        The params file whose keys are wanted (entries naming another file are left out).
+
+    Returns
+    -------
+    dict of str to list of str
+        Stage names as DVC addresses them from the top of the repository: ``kmeans`` in the
+        first file, ``grid/dvc.yaml:kmeans`` in a file below it.
+    """
+    files = [dvc_yaml] if isinstance(dvc_yaml, (str, os.PathLike)) else list(dvc_yaml)
     out: dict[str, list[str]] = {}
-    for stage, spec in stages.items():
-        keys: list[str] = []
-        for entry in (spec or {}).get("params") or []:
-            if isinstance(entry, str):
-                keys.append(entry)
-            elif isinstance(entry, dict):  # {other_file.yaml: [keys]}
-                for file, sub in entry.items():
-                    if Path(file).name == Path(params_file).name and isinstance(sub, list):
-                        keys += [k for k in sub if isinstance(k, str)]
-        if keys:
-            out[str(stage)] = keys
+    for i, file in enumerate(files):
+        path = Path(file)
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as fh:
+            stages = (yaml.safe_load(fh) or {}).get("stages") or {}
+        prefix = f"{path.parent.name}/{path.name}:" if i else ""
+        for stage, spec in stages.items():
+            keys: list[str] = []
+            for entry in (spec or {}).get("params") or []:
+                if isinstance(entry, str):
+                    keys.append(entry)
+                elif isinstance(entry, dict):  # {other_file.yaml: [keys]}
+                    for name, sub in entry.items():
+                        if Path(name).name == Path(params_file).name and isinstance(sub, list):
+                            keys += [k for k in sub if isinstance(k, str)]
+            if keys:
+                out[prefix + str(stage)] = keys
     return out
 
 
