@@ -37,6 +37,7 @@ from benchmarks import _util as u
 HEAVY = ["torch", "torchvision", "sklearn", "scipy", "pandas", "pyarrow", "matplotlib",
          "plotly", "faiss", "cleanlab", "PIL", "sentence_transformers", "transformers",
          "fastcluster", "dvclive"]
+LOCKS = {"dvc.lock": "", "grid/dvc.lock": "grid/dvc.yaml:"}  # lock file -> its stages' prefix
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
 
@@ -88,7 +89,11 @@ def replay(repo: Path, env: dict) -> dict:
     """Each locked stage's command, run directly with ``-X importtime``, in pipeline order."""
     import yaml
 
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    lock = {}
+    for path, prefix in LOCKS.items():  # names as DVC prints them from the top
+        if (repo / path).is_file():
+            stages = yaml.safe_load((repo / path).read_text())["stages"]
+            lock.update({prefix + name: spec for name, spec in stages.items()})
     order = [s for s in repro_order(repo) if s in lock]
     out = {}
     for name in order:
@@ -142,8 +147,16 @@ def fmt_heavy(heavy: dict) -> str:
     return " ".join(f"{k} {v:.2f}" for k, v in heavy.items()) or "-"
 
 
+def short(stage: str) -> str:
+    """``grid/dvc.yaml:kmeans@10`` -> ``kmeans@10`` (a grid stage under either layout)."""
+    return stage.rsplit(":", 1)[-1]
+
+
 def table(runs: dict) -> str:
     names = list(runs)
+    runs = {n: {**r, "stages": {short(k): v for k, v in r["stages"].items()},
+                "replay": {short(k): v for k, v in r.get("replay", {}).items()}}
+            for n, r in runs.items()}
     stages = list(runs[names[-1]]["stages"])
     stages += [s for n in names for s in runs[n]["stages"] if s not in stages]
     header = ["stage"]

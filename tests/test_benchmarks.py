@@ -30,3 +30,27 @@ def test_bench_grid_runs_the_current_dvc_pipeline_and_its_checks_pass(tmp_path):
     steps = bench_grid.in_stage_breakdown(repo, threads=1)
     assert "error" not in steps, steps.get("error")
     assert steps["agglomerative ward: metrics (2 cuts)"] > 0 and steps["kmeans: fit (all K)"] > 0
+
+
+def test_bench_demo_reads_import_times_and_can_hide_the_c_yaml_loader(tmp_path):
+    import subprocess
+    import sys
+
+    from benchmarks import _util as u
+    from benchmarks import bench_demo
+
+    stderr = ("import time: self [us] | cumulative | imported package\n"
+              "import time:      1000 |       1000 |   numpy.core\n"
+              "import time:       500 |       1500 | numpy\n"
+              "import time:      2000 |     900000 |     scipy\n"
+              "import time:     30000 |    1200000 | sklearn\n"
+              "some other line\n")
+    prof = bench_demo.import_profile(stderr)
+    assert prof["import_seconds"] == 0.0335
+    assert prof["heavy"] == {"scipy": 0.9, "sklearn": 1.2}   # first import of each
+    probe = [sys.executable, "-c", "from ruamel.yaml.main import CParser; print(CParser)"]
+    native = subprocess.run(probe, env=u.bench_env(), capture_output=True, text=True)
+    pure = subprocess.run(probe, env=bench_demo.pure_yaml_env(u.bench_env(), tmp_path),
+                          capture_output=True, text=True)
+    assert "CParser" in native.stdout     # requirements.txt installs ruamel.yaml.clib
+    assert pure.stdout.strip() == "None"  # the baseline's DVC parses in pure Python
