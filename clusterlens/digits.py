@@ -5,6 +5,7 @@ with the 0..16 intensities scaled to 0..255 grayscale. Nothing is downloaded.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,20 @@ from PIL import Image
 from clusterlens.io import atomic_path
 
 
+def bundled_csv() -> Path | None:
+    """scikit-learn's own copy of the digits (``sklearn/datasets/data/digits.csv.gz``: 64 pixel
+    columns and the digit), found without importing scikit-learn, whose import takes about a
+    second of a stage that needs only this file; None when it is not there."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
-    """The digits as 8-bit grayscale images.
+    """The digits as 8-bit grayscale images (the arrays of ``sklearn.datasets.load_digits``).
 
     Returns
     -------
@@ -23,11 +36,17 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
     targets : numpy.ndarray of int, shape (1797,)
         The digit of each image.
     """
-    from sklearn.datasets import load_digits
+    path = bundled_csv()
+    if path is not None:
+        data = np.loadtxt(path, delimiter=",")  # what load_digits reads
+        pixels, targets = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    else:  # another scikit-learn layout: its loader
+        from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return images, bunch.target
+        bunch = load_digits()
+        pixels, targets = bunch.images, bunch.target
+    images = np.rint(pixels * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return images, targets
 
 
 def write_digits(out_dir: str | Path) -> int:

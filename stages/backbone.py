@@ -23,13 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from clusterlens import cnn
 from clusterlens.backbones import SCRATCH_CNN, check_backbone_name
 from clusterlens.cli import run_cli
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.cnn import CNNParams
 from clusterlens.config.data import DataParams
-from clusterlens.devices import resolve_device
 from clusterlens.errors import ParamError
 from clusterlens.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
 
@@ -88,6 +86,10 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
         log_block("backbone", params={"extract.backbone": name},
                   outputs={str(out_dir): "nothing to train (pretrained or raw pixels)"})
         return write_untrained(out_dir, live_dir, history, summary)
+    # torch only here: a pretrained backbone's placeholder starts in a fraction of the time
+    from clusterlens import cnn
+    from clusterlens.devices import resolve_device
+
     # validate every param before decoding anything
     p = parse_section(params, "cnn", CNNParams)
     seed = require_seed(params)

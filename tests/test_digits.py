@@ -36,3 +36,24 @@ def test_digit_images_are_scaled_to_8_bit():
 def test_stage_writes_the_tree(tmp_path):
     assert digits_stage.run(str(tmp_path / "d")) == {"images": 1797}
     assert len(list((tmp_path / "d").glob("*/*.png"))) == 1797
+
+
+def test_the_bundled_file_gives_load_digits_arrays_without_importing_sklearn(monkeypatch):
+    import subprocess
+    import sys
+
+    import clusterlens.digits as dg
+
+    assert dg.bundled_csv() is not None and dg.bundled_csv().name == "digits.csv.gz"
+    bunch = load_digits()
+    images, targets = digit_images()
+    np.testing.assert_array_equal(targets, bunch.target)
+    np.testing.assert_array_equal(images, np.rint(bunch.images * 255 / 16).astype(np.uint8))
+    monkeypatch.setattr(dg, "bundled_csv", lambda: None)  # another layout: load_digits
+    fallback = digit_images()
+    np.testing.assert_array_equal(fallback[0], images)
+    np.testing.assert_array_equal(fallback[1], targets)
+    probe = ("import sys; from clusterlens.digits import digit_images; digit_images(); "
+             "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
