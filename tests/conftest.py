@@ -108,7 +108,7 @@ def ran_all(output: str) -> list[str]:
 
 def changed(status: str) -> list[str]:
     """The stages `dvc status` lists as changed, in its order."""
-    return re.findall(r"^(\S[^:\n]*):\s*$", status, flags=re.M)
+    return re.findall(r"^(\S[^\n]*?):[ \t]*$", status, flags=re.M)  # grid/dvc.yaml:kmeans@2
 
 
 def up_to_date(status: str) -> bool:

@@ -120,6 +120,7 @@ def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, e2e_base
     repo = e2e_copy(e2e_base, tmp_path / "copy", feature_store=False).repo
     uncache_outputs(repo, "extract")
     lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    timing_before = (repo / TIMING).read_bytes()  # the run log of the last completed run
     output = kill_when_holding(repo, ["dvc", "repro", "--force", "--single-item", "extract"],
                                sig)
     assert "Running stage 'extract'" in output and "extract done" not in output
@@ -128,9 +129,11 @@ def test_killed_mid_extract_then_rerun_equals_an_uninterrupted_run(sig, e2e_base
                 "run `dvc repro` again to continue") in output, output
         assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
-    # nothing DVC could record: no extract output, no half-written file, the lock untouched
-    for rel in ["data/features.npy", "metrics/extract.json", TIMING]:
+    # nothing DVC could record: no extract output, no half-written file, the lock untouched;
+    # the run log (no output) still describes the last completed run
+    for rel in ["data/features.npy", "metrics/extract.json"]:
         assert not (repo / rel).exists(), rel
+    assert (repo / TIMING).read_bytes() == timing_before
     assert leftover_temp_files(repo) == []
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"] == lock_before
     status = sh(repo, "dvc", "status", "--with-deps", "reduce")
