@@ -1,12 +1,15 @@
 """Compare DVC experiments: a readable `dvc exp show`, or a markdown table of representations.
 
-    python scripts/compare_exps.py --show              # dvc exp show, changed params + headline
+    python scripts/compare_exps.py --show              # changed params + headline, fits the terminal
     python scripts/compare_exps.py                     # one row per experiment (markdown)
     python scripts/compare_exps.py --all-commits --where data.root=/data/cifar1k
 
-``--show`` runs ``dvc exp show`` with the columns that fit a terminal: the params that differ
-between the rows and the headline metrics (``metrics/headline.json``), without the hash column of
-every dependency (``--only-changed --drop``, see :data:`SHOW_ARGS`).
+``--show`` prints what ``dvc exp show --only-changed`` holds, in an order and a width that fit a
+terminal: one row per experiment (and its baseline), the params that differ between the rows
+first, then the headline metrics (``metrics/headline.json``) that differ, the most telling first
+(:data:`SHOW_ORDER`). Metric columns that do not fit the terminal's width (``COLUMNS``, or
+``--width``) are left out and named below the table. ``dvc exp show`` itself puts every param
+after every metric and cuts the table at the right edge, where the changed params are.
 
 Without it: one row per successful experiment (and its baseline), with the backbone, the feature
 set, the best NMI of each clustering method's grid (from that experiment's own
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +33,10 @@ CLUSTERING = "metrics/clustering.json"
 #: Dependencies (every column name holding a `/`: data/..., clusterlens/..., stages/...) and the
 #: creation time go; the params and headline metrics that differ between rows stay.
 SHOW_ARGS = ["--only-changed", "--drop", ".*/|Created"]
+#: --show: the headline metrics in the order they are kept when the width runs out
+SHOW_ORDER = ["model", "nmi", "accuracy", "gap", "upper_bound", "ari", "purity", "kmeans_nmi",
+              "kmeans_k", "clusters", "noise", "label_issues", "near_duplicates",
+              "variance_kept", "images", "classes", "rejected"]
 
 
 def _run(*cmd: str) -> str:
@@ -74,6 +82,51 @@ def experiments(exp_show: list) -> list[dict]:
     return rows
 
 
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value == value else "nan"
+    return "-" if value is None else str(value)
+
+
+def show_table(rows: list[dict], width: int) -> str:
+    """The ``--show`` table: experiment, changed params, changed headline metrics, at most
+    ``width`` characters wide (0: no limit), and a line naming the metrics left out."""
+    def changed(kind: str) -> list[str]:
+        keys = list(dict.fromkeys(k for r in rows for k in r[kind]))
+        return [k for k in keys if len({_cell(r[kind].get(k)) for r in rows}) > 1]
+
+    names = [r["name"] if r["baseline"] else f"└ {r['name']}" for r in rows]
+    params = changed("params")
+    metrics = changed("headline")
+    metrics = [m for m in SHOW_ORDER if m in metrics] + [m for m in metrics
+                                                        if m not in SHOW_ORDER]
+    columns = [("Experiment", names)]
+    columns += [(k, [_cell(r["params"].get(k)) for r in rows]) for k in params]
+    used = sum(max(len(h), *map(len, c)) + 2 for h, c in columns)
+    left_out = []
+    for key in metrics:
+        cells = [_cell(r["headline"].get(key)) for r in rows]
+        need = max(len(key), *map(len, cells)) + 2
+        if width and used + need > width:
+            left_out.append(key)
+            continue
+        columns.append((key, cells))
+        used += need
+    widths = [max(len(h), *map(len, c)) for h, c in columns]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                       for i, ((h, _), w) in enumerate(zip(columns, widths))).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for j in range(len(rows)):
+        lines.append("  ".join(c[j].ljust(w) if i == 0 else c[j].rjust(w)
+                               for i, ((_, c), w) in enumerate(zip(columns, widths))).rstrip())
+    if not params and not metrics:
+        lines.append("(no param or headline metric differs between these rows)")
+    if left_out:
+        lines.append(f"left out to fit {width} columns: {', '.join(left_out)} "
+                     "(--width 0 shows every changed metric)")
+    return "\n".join(lines)
+
+
 def read_json_at(rev: str | None, path: str) -> dict:
     """A JSON file at a commit (None: the workspace); {} when it is not there."""
     if rev is None:
@@ -113,14 +166,21 @@ def table(rows: list[dict], where: dict[str, str]) -> pd.DataFrame:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--show", action="store_true",
-                    help="run the readable `dvc exp show` (changed params, headline metrics)")
+                    help="the changed params, then the changed headline metrics, one row per "
+                         "experiment, fitted to the terminal")
+    ap.add_argument("--width", type=int, default=None,
+                    help="--show: at most this many characters wide (default: the terminal's "
+                         "width; 0: no limit)")
     ap.add_argument("--all-commits", "-A", action="store_true",
                     help="experiments of every commit, not only the current one")
     ap.add_argument("--where", action="append", default=[], help="param=value filter")
     args = ap.parse_args(argv)
     scope = ["--all-commits"] if args.all_commits else []
     if args.show:
-        return subprocess.run(["dvc", "exp", "show", "--no-pager", *scope, *SHOW_ARGS]).returncode
+        rows = experiments(json.loads(_run("dvc", "exp", "show", "--json", *scope)))
+        width = shutil.get_terminal_size().columns if args.width is None else args.width
+        sys.stdout.write(show_table(rows, width) + "\n")
+        return 0
     where = dict(w.split("=", 1) for w in args.where)
     rows = experiments(json.loads(_run("dvc", "exp", "show", "--json", *scope)))
     t = table(rows, where)

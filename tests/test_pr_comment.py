@@ -188,10 +188,22 @@ def test_unknown_revision_is_a_clear_error(repo):
 
 
 def test_compare_exps_show_keeps_the_changed_params_and_metrics_only(repo):
-    res = subprocess.run([sys.executable, str(PROJECT / "scripts/compare_exps.py"), "--show"],
-                         cwd=repo, env={**dvc_env(), "COLUMNS": "120"}, capture_output=True,
-                         text=True)
-    assert res.returncode == 0, res.stderr
-    header = line_with(res.stdout, "Experiment").split()
-    assert header == ["Experiment", "nmi", "kmeans.n_init"]  # no dep hash, date or kmeans.k
-    assert "[wider]" in res.stdout
+    def show(*args, columns="120"):
+        res = subprocess.run([sys.executable, str(PROJECT / "scripts/compare_exps.py"), "--show",
+                              *args], cwd=repo, env={**dvc_env(), "COLUMNS": columns},
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    out = show()
+    header = line_with(out, "Experiment").split()
+    assert header == ["Experiment", "kmeans.n_init", "nmi"]  # no dep hash, date or kmeans.k
+    assert "[wider]" not in out and "└ wider" in out
+    wider = line_with(out, "└ wider").split()
+    assert wider[2:] == ["30", "0.8"]   # its param, then its headline
+    assert max(map(len, out.splitlines())) <= 120
+    # narrower than the table: the params stay, the metrics that do not fit are named
+    narrow = show(columns="28")
+    assert line_with(narrow, "Experiment").split() == ["Experiment", "kmeans.n_init"]
+    assert "left out to fit 28 columns: nmi" in narrow
+    assert line_with(show("--width", "0", columns="28"), "Experiment").split()[-1] == "nmi"
