@@ -30,9 +30,6 @@ import pandas as pd
 METHODS = ["kmeans", "agglomerative", "gmm", "nmf", "dbscan", "hdbscan"]
 HEADLINE = "metrics/headline.json"
 CLUSTERING = "metrics/clustering.json"
-#: Dependencies (every column name holding a `/`: data/..., clusterlens/..., stages/...) and the
-#: creation time go; the params and headline metrics that differ between rows stay.
-SHOW_ARGS = ["--only-changed", "--drop", ".*/|Created"]
 #: --show: the headline metrics in the order they are kept when the width runs out
 SHOW_ORDER = ["model", "nmi", "accuracy", "gap", "upper_bound", "ari", "purity", "kmeans_nmi",
               "kmeans_k", "clusters", "noise", "label_issues", "near_duplicates",

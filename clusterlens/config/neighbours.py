@@ -18,7 +18,8 @@ class NeighboursParams(Section):
     fewer than the images); ``duplicate_similarity``: pairs at or above this cosine similarity
     are near-duplicates (a number in (0, 1], or ``auto``: see
     :func:`clusterlens.neighbours.auto_duplicate_similarity`); ``block_mb``: working memory of
-    one block of the search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``.
+    one block of the search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed),
+    ``faiss`` or ``sklearn``.
     """
 
     k: int
@@ -37,7 +38,8 @@ class NeighboursParams(Section):
         if value == "auto":
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError(f"must be auto or a cosine similarity in (0, 1] such as 0.9, got {value!r}")
+            raise ValueError("must be auto or a cosine similarity in (0, 1] such as 0.9, "
+                             f"got {value!r}")
         return float(value)
 
     @field_validator("block_mb", mode="before")
