@@ -1,6 +1,6 @@
 """Compare DVC experiments: a readable `dvc exp show`, or a markdown table of representations.
 
-    python scripts/compare_exps.py --show              # changed params + headline, fits the terminal
+    python scripts/compare_exps.py --show              # changed params + headline, fitted
     python scripts/compare_exps.py                     # one row per experiment (markdown)
     python scripts/compare_exps.py --all-commits --where data.root=/data/cifar1k
 

@@ -4,7 +4,8 @@ An exact k-nearest-neighbour search on the L2-normalised backbone features (data
 block by block (``neighbours.block_mb``). Pairs at cosine similarity >= ``neighbours.
 duplicate_similarity`` (``auto``: 0.9, or 0.97 for images of a few pixels) are near-duplicates;
 their connected components are the duplicate groups (within and across classes; a pair whose
-classes differ is a label conflict). The outlier score is the cosine distance to the ``neighbours.k``-th nearest other image.
+classes differ is a label conflict). The outlier score is the cosine distance to the
+``neighbours.k``-th nearest other image.
 """
 from __future__ import annotations
 

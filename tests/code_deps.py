@@ -2,7 +2,8 @@
 
 ``python -m tests.code_deps`` prints every stage whose code deps in the pipeline files
 (dvc.yaml, grid/dvc.yaml) differ from its imports; ``python -m tests.code_deps --write`` rewrites
-those deps in place (comments and the other deps are kept). tests/test_structure.py fails on any difference.
+those deps in place (comments and the other deps are kept). tests/test_structure.py fails on
+any difference.
 """
 from __future__ import annotations
 
