@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -185,6 +186,34 @@ def run_measured(cmd: list[str], cwd=None, env=None, timeout: float | None = Non
                 "stderr": err}
     return {"seconds": time.perf_counter() - t0, "rc": proc.returncode, "stdout": out,
             "stderr": err}
+
+
+def repro_timed(repo: Path, args: list[str], env: dict | None = None,
+                short_names: bool = False) -> dict:
+    """One ``dvc repro <args>``: total seconds and each stage's seconds, from when its "Running
+    stage" line is printed (unbuffered) to the next one (or to the end of the process); so
+    DVC's own work for a stage counts. ``short_names``: ``grid/dvc.yaml:kmeans@3`` ->
+    ``kmeans@3``. Returns ``seconds``, ``stages`` and ``before_first_stage`` (DVC's start-up)."""
+    env = dict(env or bench_env(), PYTHONUNBUFFERED="1")
+    cmd = ["dvc", "repro", *args]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    marks, tail = [], []
+    for line in proc.stdout:
+        tail = (tail + [line])[-80:]
+        m = re.match(r"Running stage '([^']+)'", line)
+        if m:
+            name = m.group(1).rsplit(":", 1)[-1] if short_names else m.group(1)
+            marks.append((name, time.perf_counter() - t0))
+    rc = proc.wait()
+    total = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed in {repo}:\n{''.join(tail)}")
+    stages = {name: (marks[i + 1][1] if i + 1 < len(marks) else total) - start
+              for i, (name, start) in enumerate(marks)}
+    return {"seconds": total, "stages": stages,
+            "before_first_stage": marks[0][1] if marks else None}
 
 
 def proc_status_mb(field: str) -> float:

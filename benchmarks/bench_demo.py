@@ -48,28 +48,6 @@ def clone(ref: str, dest: Path) -> Path:
     return dest
 
 
-def repro_timed(repo: Path, env: dict) -> dict:
-    """One `dvc repro`: total seconds and per-stage seconds (see the module doc)."""
-    env = dict(env, PYTHONUNBUFFERED="1")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    marks, tail = [], []
-    for line in proc.stdout:
-        tail = (tail + [line])[-80:]
-        m = re.match(r"Running stage '([^']+)'", line)
-        if m:
-            marks.append((m.group(1), time.perf_counter() - t0))
-    rc = proc.wait()
-    total = time.perf_counter() - t0
-    if rc != 0:
-        raise RuntimeError(f"dvc repro failed in {repo}:\n{''.join(tail)}")
-    stages = {name: (marks[i + 1][1] if i + 1 < len(marks) else total) - start
-              for i, (name, start) in enumerate(marks)}
-    return {"seconds": total, "stages": stages,
-            "before_first_stage": marks[0][1] if marks else None}
-
-
 def import_profile(stderr: str) -> dict:
     """Seconds spent importing, and the heavy libraries imported with their cumulative
     seconds (where each is first imported; one may include another, e.g. sklearn -> scipy)."""
@@ -131,7 +109,7 @@ def measure(ref: str, workdir: Path, tag: str, env: dict, do_replay: bool) -> di
     commit = u.sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
     print(f"[{tag}] {ref} ({commit}): dvc repro in {repo} ...", flush=True)
     load = os.getloadavg()[0]
-    res = repro_timed(repo, env)
+    res = u.repro_timed(repo, [], env)
     res.update({"ref": ref, "commit": commit, "load_before": load})
     print(f"[{tag}] dvc repro: {res['seconds']:.1f} s, {len(res['stages'])} stages", flush=True)
     status = u.sh(repo, "git", "status", "--porcelain").stdout.splitlines()

@@ -116,30 +116,11 @@ def prepare_repo(path: Path, features, labels, stages_dir: Path | None,
 
 
 def dvc_repro_timed(repo: Path, targets=STAGE_TARGETS) -> dict:
-    """One `dvc repro -s <targets>`; per-stage seconds from when each "Running stage" line is
-    printed (unbuffered) to the next one (or to the end of the process)."""
-    env = u.bench_env()
-    env["PYTHONUNBUFFERED"] = "1"
-    cmd = ["dvc", "repro", "--single-item", *targets]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    marks, lines = [], []
-    for line in proc.stdout:
-        lines.append(line)
-        m = re.match(r"Running stage '(?:grid/dvc\.yaml:)?([^']+)'", line)
-        if m:
-            marks.append((m.group(1), time.perf_counter() - t0))
-    rc = proc.wait()
-    total = time.perf_counter() - t0
-    if rc != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed in {repo}:\n{''.join(lines[-60:])}")
-    stages = {}
-    for i, (name, start) in enumerate(marks):
-        end = marks[i + 1][1] if i + 1 < len(marks) else total
-        stages[name] = end - start
-    return {"seconds": total, "stages": stages,
-            "dvc_startup": marks[0][1] if marks else None}
+    """One `dvc repro -s <targets>` (:func:`benchmarks._util.repro_timed`, grid stages by their
+    short names)."""
+    res = u.repro_timed(repo, ["--single-item", *targets], short_names=True)
+    return {"seconds": res["seconds"], "stages": res["stages"],
+            "dvc_startup": res["before_first_stage"]}
 
 
 def time_pipeline(workdir: Path, tag: str, i: int, features, labels, stages_dir,

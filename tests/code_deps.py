@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from clusterlens.config.whole import pipeline_files
+
 PROJECT = Path(__file__).resolve().parents[1]
 LIB = PROJECT / "clusterlens"
 STAGES = PROJECT / "stages"
@@ -75,15 +77,10 @@ def stage_modules() -> list[Path]:
     return sorted(p for p in STAGES.glob("*.py") if p.name != "__init__.py")
 
 
-def pipeline_files() -> list[Path]:
-    """dvc.yaml and grid/dvc.yaml (every ``<folder>/dvc.yaml`` one level down)."""
-    return [PROJECT / "dvc.yaml"] + sorted(PROJECT.glob("*/dvc.yaml"))
-
-
 def dvc_stages() -> dict:
     """Stage name -> its definition, over every pipeline file (the names are unique)."""
     stages: dict = {}
-    for path in pipeline_files():
+    for path in pipeline_files(PROJECT):
         found = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]
         assert not set(found) & set(stages), f"{rel(path)} repeats a stage name"
         stages.update(found)
@@ -149,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     stages = dvc_stages()
     if args.write:
-        for path in pipeline_files():
+        for path in pipeline_files(PROJECT):
             path.write_text(rewrite(path.read_text(encoding="utf-8"), stages), encoding="utf-8")
         stages = dvc_stages()
     for name, stage in stages.items():
