@@ -10,6 +10,7 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -122,8 +123,28 @@ def write_table(path: str | os.PathLike, df) -> None:
             raise ValueError(f"{path}: unsupported table format (use .parquet or .csv)")
 
 
+# Columns that hold class names (``class``, ``top1_class``, ``given_class``, ``class_a`` ...):
+# a CSV reads them back as the strings the folders spell, never as numbers (``2``, not ``2.0``).
+CLASS_COLUMN = re.compile(r"(?:^|_)class(?:_|$)")
+
+
+def is_class_column(name) -> bool:
+    """Whether the column ``name`` holds class names (see :data:`CLASS_COLUMN`)."""
+    return bool(CLASS_COLUMN.search(str(name)))
+
+
 def read_table(path: str | os.PathLike):
+    """Read a parquet or csv table (by suffix).
+
+    A csv's class-name columns (:func:`is_class_column`) are read as strings, an empty cell as
+    ``""``; parquet keeps the types it was written with.
+    """
     import pandas as pd
 
     path = Path(path)
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    text = [c for c in pd.read_csv(path, nrows=0).columns if is_class_column(c)]
+    df = pd.read_csv(path, dtype={c: str for c in text})
+    df[text] = df[text].fillna("")  # a folder name is never empty: an empty cell is no class
+    return df

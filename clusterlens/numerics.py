@@ -38,9 +38,11 @@ PINS: dict[str, str] = {
     # torch: ATen's vectorised CPU kernels, and oneDNN's convolutions / matmuls / fused graphs.
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
-    # torch's MKL (fp32 matmuls outside oneDNN): the AVX2 code branch (Intel's conditional
-    # numerical reproducibility; on non-Intel CPUs MKL keeps its own default branch).
-    "MKL_CBWR": "AVX2",
+    # torch's MKL (fp32 matmuls outside oneDNN, e.g. the sentence model's linear layers): the
+    # COMPATIBLE branch, the one code path MKL runs on Intel and non-Intel CPUs alike. Its AVX2
+    # branch is honoured on Intel CPUs only; an AMD CPU falls back to MKL's AUTO branch and
+    # computes other bits (measured: the caption embeddings differed between the two kinds).
+    "MKL_CBWR": "COMPATIBLE",
     # faiss-cpu >= 1.12 (one dynamically dispatched build): AVX2 kernels. Upper case: faiss
     # aborts on an unknown level name.
     "FAISS_SIMD_LEVEL": "AVX2",

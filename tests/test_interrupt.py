@@ -12,6 +12,7 @@ reference is the shared repository itself.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,33 +68,69 @@ def leftover_temp_files(repo: Path) -> list[str]:
                   if p.relative_to(repo).parts[0] not in (".dvc", ".git"))
 
 
-def kill_when_holding(repo: Path, cmd: list[str], sig: int, timeout: float = 300) -> str:
-    """Run ``cmd`` in its own process group with the hold hook set; when the hold line appears
-    in its output, send ``sig`` to the whole group (what Ctrl-C does with SIGINT). Returns the
-    output. A watchdog kills the group if the line never comes within ``timeout`` seconds
-    (a failure, never a race: the signal itself is only sent once the code says it holds)."""
-    proc = subprocess.Popen(cmd, cwd=repo, env={**dvc_env(), HOLD_ENV: "1"},
+def default_signals() -> None:
+    """In the child, before it execs: SIGINT and SIGTERM at their defaults. A suite started
+    with SIGINT ignored (``nohup``, a background job of a non-interactive shell, some CI
+    runners) passes that on to every child, and Python then installs no Ctrl-C handler: the
+    stage would never see the SIGINT this test sends."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def kill_when_holding(repo: Path, cmd: list[str], sig: int, start_timeout: float = 240,
+                      exit_timeout: float = 30) -> str:
+    """Run ``cmd`` in its own process group, with default signal dispositions and the hold hook
+    set; when the hold line appears in its output, send ``sig`` to the whole group (what Ctrl-C
+    does with SIGINT). Returns the output.
+
+    A hang fails the test in seconds: the group must exit within ``exit_timeout`` seconds of the
+    signal (``start_timeout`` bounds the wait for the hold line, which includes DVC's start and
+    the stage's imports). On a hang every Python process of the group first dumps its threads'
+    stacks (``PYTHONFAULTHANDLER`` and SIGABRT), and the failure shows where each was stuck.
+    The signal itself is only sent once the code says it holds: no race."""
+    proc = subprocess.Popen(cmd, cwd=repo, env={**dvc_env(), HOLD_ENV: "1",
+                                                 "PYTHONFAULTHANDLER": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    watchdog = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    watchdog.start()
-    lines, held = [], False
-    try:
+                            start_new_session=True, preexec_fn=default_signals)
+    lines: list[str] = []
+    held = threading.Event()
+    hung: list[str] = []
+
+    def read():
         for line in proc.stdout:
             lines.append(line)
-            if HOLDING in line and not held:
-                held = True
+            if HOLDING in line and not held.is_set():
+                held.set()
                 os.killpg(proc.pid, sig)
-        proc.wait()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if not held.wait(start_timeout):
+            hung.append(f"no hold line within {start_timeout:.0f} s")
+        elif _wait(proc, exit_timeout) is None:
+            hung.append(f"still running {exit_timeout:.0f} s after {signal.Signals(sig).name}")
     finally:
-        watchdog.cancel()
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGABRT)  # faulthandler: every thread's stack
+            _wait(proc, 5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        reader.join(10)
     output = "".join(lines)
-    assert held, f"the extraction loop never signalled that it holds:\n{output}"
+    assert not hung, f"hang: {hung[0]}; the stacks at the kill are below:\n{output}"
+    assert held.is_set(), f"the extraction loop never signalled that it holds:\n{output}"
     assert proc.returncode != 0, output
     return output
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def uncache_outputs(repo: Path, stage: str) -> None:

@@ -66,6 +66,25 @@ def test_arrays_and_tables_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_class_names_read_back_as_the_folders_spell_them(tmp_path):
+    """Digit class names with an empty cell (a cluster of fewer classes) used to read back as
+    floats (``2.0``); every class-name column of a csv comes back as strings."""
+    from clusterlens.composition import composition_table
+
+    table = composition_table(np.array([0, 0, 0, 1, 1]),
+                              np.array(["2", "2", "10", "3", "3"], dtype=object), top=2)
+    write_table(tmp_path / "c.csv", table)
+    back = read_table(tmp_path / "c.csv")
+    assert back["top1_class"].tolist() == ["2", "3"]
+    assert back["top2_class"].tolist() == ["10", ""]
+    assert back["classes"].tolist() == [2, 1] and back["size"].dtype.kind == "i"
+    pairs = pd.DataFrame({"class_a": ["07", "1"], "given_class": ["1.0", "x"], "n": [1, 2]})
+    write_table(tmp_path / "p.csv", pairs)
+    back = read_table(tmp_path / "p.csv")
+    assert back["class_a"].tolist() == ["07", "1"] and back["given_class"].tolist() == ["1.0", "x"]
+    assert back["n"].tolist() == [1, 2]
+
+
 def test_remove_stale_tmp_removes_only_leftovers_of_the_given_outputs(tmp_path):
     (tmp_path / ".out.npy.ab12.npy.tmp").write_bytes(b"half")
     (tmp_path / ".other.npy.cd34.npy.tmp").write_bytes(b"someone else's")

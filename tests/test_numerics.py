@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ def test_a_value_already_set_wins():
     # numpy refuses NPY_ENABLE_CPU_FEATURES and NPY_DISABLE_CPU_FEATURES together
     env = {"NPY_ENABLE_CPU_FEATURES": "X86_V3"}
     pin_cpu_kernels(env, **X86)
-    assert "NPY_DISABLE_CPU_FEATURES" not in env and env["MKL_CBWR"] == "AVX2"
+    assert "NPY_DISABLE_CPU_FEATURES" not in env and env["MKL_CBWR"] == "COMPATIBLE"
 
 
 @pytest.mark.parametrize("machine, flags", [
@@ -95,3 +96,22 @@ def test_a_stage_process_runs_the_pinned_kernels_and_a_users_choice_wins():
     assert mine["blas"] == ["Sandybridge"]
     assert mine["env"] == {**PINS, "OPENBLAS_CORETYPE": "Sandybridge"}
     assert _probe("numpy", **{OFF_SWITCH: "native"})["env"] == dict.fromkeys(PINS)
+
+
+MKL_PROBE = """
+import stages, torch
+a = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64) / 4096
+torch.nn.functional.linear(a, a)
+"""
+
+
+@pytest.mark.skipif(not pin_applies(), reason="the pin applies to x86-64 CPUs with AVX2 + FMA")
+def test_mkl_runs_its_cross_vendor_branch_in_a_stage_process():
+    """MKL honours a branch it cannot run on this CPU by falling back to AUTO, silently; its
+    verbose log names the branch each call really ran (``CNR:<branch>``)."""
+    env = {k: v for k, v in os.environ.items() if k not in PINS and k != OFF_SWITCH}
+    out = subprocess.run([sys.executable, "-c", MKL_PROBE], cwd=PROJECT, check=True,
+                         env={**env, "MKL_VERBOSE": "1"}, capture_output=True, text=True,
+                         timeout=120).stdout
+    branches = set(re.findall(r"CNR:(\w+)", out))
+    assert branches == {"COMPATIBLE"}, out[-2000:]
