@@ -201,8 +201,8 @@ def main(argv=None) -> None:
         runs["baseline"]["pure_yaml"] = args.baseline_pure_yaml
     runs["current"] = measure(args.ref, workdir, "current", env, not args.no_replay)
 
-    print(f"\n== The demo's dvc repro from a fresh clone, per stage (seconds; 'dvc': inside "
-          f"dvc repro, 'direct': the command alone, 'import': its imports)")
+    print("\n== The demo's dvc repro from a fresh clone, per stage (seconds; 'dvc': inside "
+          "dvc repro, 'direct': the command alone, 'import': its imports)")
     print(table(runs))
     ratio = None
     if "baseline" in runs:

@@ -23,16 +23,15 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from clusterlens.backbones import build_backbone
-from clusterlens.features import extract_features, preprocess
-from clusterlens.images import load_rgb
+from clusterlens.data.images import load_rgb
+from clusterlens.features.backbones import build_backbone
+from clusterlens.features.extraction import extract_features, preprocess
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-test"
 

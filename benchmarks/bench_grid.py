@@ -38,7 +38,7 @@ the `clustering` aggregate.
 Where the time goes: per-stage seconds inside `dvc repro` (from the time each "Running stage"
 line appears), the same stage commands run directly (so the rest is DVC's bookkeeping), a no-op
 `dvc repro` (DVC's fixed cost), the start-up of a grid-stage process (`python -c "import
-stages.cluster"`, and whether torch gets imported: it must not), and an in-process breakdown of
+stages.grid_point"`, and whether torch gets imported: it must not), and an in-process breakdown of
 the grid stages (fits, cuts, metrics, plots).
 
 Results: printed, and written to benchmarks/results/grid.json.
@@ -57,7 +57,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 
 from benchmarks import _util as u
 
@@ -179,11 +178,10 @@ def objective(X: np.ndarray, labels: np.ndarray) -> float:
 
 
 def check_outputs(repo: Path) -> dict:
+    import pandas as pd
     import yaml
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
-
-    import pandas as pd
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     X = np.load(repo / "data/pca.npy")
@@ -235,9 +233,9 @@ def stage_commands(repo: Path) -> dict[str, str]:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     cmds = {"reduce": "python -m stages.reduce"}
     for k in params["kmeans"]["k"]:
-        cmds[f"kmeans@{k}"] = f"python -m stages.cluster kmeans --k {k}"
+        cmds[f"kmeans@{k}"] = f"python -m stages.grid_point kmeans --k {k}"
     for link in params["agglomerative"]["linkage"]:
-        cmds[f"agglomerative@{link}"] = f"python -m stages.cluster agglomerative --linkage {link}"
+        cmds[f"agglomerative@{link}"] = f"python -m stages.grid_point agglomerative --linkage {link}"
     cmds["clustering"] = "python -m stages.clustering"
     return cmds
 
@@ -269,7 +267,7 @@ def startup_times(repo: Path, repeats: int = 5) -> dict:
     snippets = {
         "python -c pass": "pass",
         "import numpy": "import numpy",
-        "import stages.cluster": "import stages.cluster",
+        "import stages.grid_point": "import stages.grid_point",
         "import stages.reduce": "import stages.reduce",
         "import stages.clustering": "import stages.clustering",
     }
@@ -277,17 +275,17 @@ def startup_times(repo: Path, repeats: int = 5) -> dict:
     for name, code in snippets.items():
         out[name] = u.median([u.run_measured([sys.executable, "-c", code], cwd=repo)["seconds"]
                               for _ in range(repeats)])
-    probe = ("import sys, stages.cluster, stages.clustering, stages.reduce; "
+    probe = ("import sys, stages.grid_point, stages.clustering, stages.reduce; "
              "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'pandas', "
              "'sklearn', 'scipy') if m in sys.modules))")
     r = u.run_measured([sys.executable, "-c", probe], cwd=repo)
     mods_cluster = u.run_measured([sys.executable, "-c", (
-        "import sys, stages.cluster; print('torch' in sys.modules, "
+        "import sys, stages.grid_point; print('torch' in sys.modules, "
         "'torchvision' in sys.modules)")], cwd=repo)["stdout"].split()
     out["modules_after_grid_imports"] = r["stdout"].strip()
     out["torch_imported_by_stages.cluster"] = mods_cluster[0] == "True"
     out["torchvision_imported_by_stages.cluster"] = mods_cluster[1] == "True"
-    imp = subprocess.run([sys.executable, "-X", "importtime", "-c", "import stages.cluster"],
+    imp = subprocess.run([sys.executable, "-X", "importtime", "-c", "import stages.grid_point"],
                          cwd=repo, capture_output=True, text=True, env=u.bench_env())
     top = {}
     for line in imp.stderr.splitlines():
@@ -303,9 +301,9 @@ import time, numpy as np, pandas as pd
 def main(args):
     import os
     os.chdir(args["repo"])
-    from clusterlens import clustering as c
-    from clusterlens import metrics as cm
-    from clusterlens.plots.clustering import plot_dendrogram
+    from clusterlens.clustering import methods as c
+    from clusterlens.clustering import metrics as cm
+    from clusterlens.report.figures.clustering import plot_dendrogram
     from threadpoolctl import threadpool_limits
     X = np.load("data/pca.npy"); y = pd.read_parquet("data/index.parquet")["label"].to_numpy()
     out = {}
@@ -337,11 +335,10 @@ def main(args):
 def in_stage_breakdown(repo: Path, threads: int | None) -> dict:
     """The grid stages' steps timed in one process, with the libraries' default thread count
     (threads=None) or with OpenMP/BLAS limited to ``threads``."""
+    import pandas as pd
     import yaml
 
-    import pandas as pd
-
-    from clusterlens.grids import n_classes, resolve_k
+    from clusterlens.clustering.grid import n_classes, resolve_k
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     c = n_classes(pd.read_parquet(repo / "data/index.parquet")["label"])  # for `classes` K
@@ -370,9 +367,9 @@ def fmt_table(rows: list[list], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-GRID_MODULES = ["stages/cluster.py", "stages/clustering.py", "stages/reduce.py",
-                "clusterlens/clustering.py", "clusterlens/metrics.py",
-                "clusterlens/selection.py", "clusterlens/reduce.py"]
+GRID_MODULES = ["stages/grid_point.py", "stages/clustering.py", "stages/reduce.py",
+                "clusterlens/clustering/methods.py", "clusterlens/clustering/metrics.py",
+                "clusterlens/clustering/selection.py", "clusterlens/clustering/reduction.py"]
 
 
 def fingerprint(repo: Path) -> dict[str, str]:
@@ -547,11 +544,11 @@ def main(argv=None) -> None:
                   f"{noop:.2f} s")
             print("process start-up (median of 5): " + ", ".join(
                 f"{k} {v:.2f} s" for k, v in start.items() if isinstance(v, float)))
-            print(f"torch imported by `import stages.cluster`: "
+            print(f"torch imported by `import stages.grid_point`: "
                   f"{start['torch_imported_by_stages.cluster']} (torchvision: "
                   f"{start['torchvision_imported_by_stages.cluster']}); modules present after "
                   f"importing the grid stages: {start['modules_after_grid_imports']}")
-            print("import time of stages.cluster by top-level package (s): " + ", ".join(
+            print("import time of stages.grid_point by top-level package (s): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in start["importtime_top"].items()))
             if "error" not in brk and "error" not in brk1:
                 print("in-process breakdown of the grid stages' work (one run each, s; the "

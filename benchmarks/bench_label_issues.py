@@ -8,7 +8,7 @@ Data: ``benchmarks._util.cnn_like_features`` (ReLU'd Gaussian mixture shaped lik
 features, ``--dim`` 1280, ``--classes`` 10, balanced), then a seeded ``--noise`` (5%) of the
 labels moved to another class. Two feature views, as the stage fits them: ``raw`` (the 1280-D
 features, standardised on each fold's training part; C=0.1, as ``lr_C01``) and ``pca``
-(standardised PCA-50 scores from ``clusterlens.reduce.fit_pca``, as data/pca.npy; C=0.1, as
+(standardised PCA-50 scores from ``clusterlens.clustering.reduction.fit_pca``, as data/pca.npy; C=0.1, as
 ``pca_C01``). ``raw`` runs only up to ``--raw-max`` images (10^4) by default: at 10^5 x 1280 the
 five folds take about 110 CPU seconds and 4.3 GB peak RSS here (float64 copies of the matrix
 per fold); ``--raw-max 100000`` includes it. The pipeline uses whichever view the upper bound
@@ -16,7 +16,7 @@ found best.
 
 Each point runs in a fresh Python process (``benchmarks._util.run_child``, OpenMP/BLAS on one
 thread, as the stage's fits run): it loads the .npy files, then times
-``clusterlens.label_issues.out_of_fold_probabilities`` (``--folds`` 5, ``max_iter`` 1000) and
+``clusterlens.audit.label_issues.out_of_fold_probabilities`` (``--folds`` 5, ``max_iter`` 1000) and
 ``find_issues`` (cleanlab, ``prune_by_noise_rate``, ``self_confidence``). Reported: wall and CPU
 seconds of each, the process's peak RSS (VmHWM: interpreter, libraries and inputs included) and
 the RSS before the timed calls, and the detection figures (precision / recall of the flagged
@@ -40,7 +40,7 @@ CHILD = """
 def main(args):
     import time
     import numpy as np
-    from clusterlens import label_issues as li
+    from clusterlens.audit import label_issues as li
     from clusterlens.config.upper_bound import LogRegConfig
 
     X = np.load(args["features"], allow_pickle=False)
@@ -70,7 +70,7 @@ def make_inputs(folder: Path, n: int, dim: int, classes: int, noise: float, raw:
                 seed: int = 0) -> dict:
     """Write labels.npy, moved.npy, pca.npy (and raw.npy when ``raw``) for ``n`` images;
     returns their paths and the seconds it took."""
-    from clusterlens.reduce import fit_pca
+    from clusterlens.clustering.reduction import fit_pca
 
     t0 = time.perf_counter()
     X, y = u.cnn_like_features(n, dim, classes, seed=seed)

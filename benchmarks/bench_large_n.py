@@ -1,4 +1,4 @@
-"""K-Means engines and agglomerative routes at large N (clusterlens/large_n.py).
+"""K-Means engines and agglomerative routes at large N (clusterlens/clustering/kmeans_engines.py, two_step.py).
 
     python -m benchmarks.bench_large_n                 # N = 10^5 and 10^6 (about 15-25 min here)
     python -m benchmarks.bench_large_n --quick         # N = 10^4 and 10^5 (a few minutes)
@@ -23,7 +23,7 @@ the file pages it touched, which the OS can drop), and the 1-minute load average
    columns: scikit-learn's seconds / faiss' (wall and CPU), faiss' objective / scikit-learn's
    (the float64 inertia on all points, computed the same way for both). ARI against the
    generating labels.
-2. **Agglomerative routes, cut at K = ``--k``**: the exact trees as ``stages.cluster`` builds
+2. **Agglomerative routes, cut at K = ``--k``**: the exact trees as ``stages.grid_point`` builds
    them (ward: fastcluster's O(N)-memory ``linkage_vector``; complete: ``fastcluster.linkage``,
    the 8 x N^2-byte distance matrix) at the sizes they can do here (``--exact-ward-sizes``,
    ``--exact-complete-sizes``), then projected to 10^5 and 10^6 (not run: time as N^max(2,
@@ -48,13 +48,11 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
 
 from benchmarks import _util as u
 from benchmarks.bench_grid import fmt_table
@@ -99,7 +97,8 @@ KMEANS = r'''
 import os, time
 import numpy as np
 def main(a):
-    from clusterlens import large_n as ln
+    from clusterlens.clustering import kmeans_engines, two_step
+    from clusterlens.core.io import load_features
     import faiss, sklearn.cluster  # the engines' imports, before the base is noted
     from sklearn.metrics import adjusted_rand_score
     base = rss_mb()
@@ -109,7 +108,7 @@ def main(a):
     load = os.getloadavg()[0]
     t = time.perf_counter(); c0 = time.process_time()
     kw = {"max_points_per_centroid": a["mppc"]} if a.get("mppc") else {}
-    labels, info = ln.run_kmeans_engine(a["engine"], X, a["k"], a["n_init"], a["max_iter"],
+    labels, info = kmeans_engines.run_kmeans_engine(a["engine"], X, a["k"], a["n_init"], a["max_iter"],
                                         a["seed"], **kw)
     sec = time.perf_counter() - t; cpu = time.process_time() - c0
     return {"seconds": sec, "cpu_seconds": cpu, "base_rss_mb": base, "input_rss_mb": inp,
@@ -127,12 +126,13 @@ def anon_mb():  # anonymous (not file-backed) resident memory: a memory map's pa
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
 def main(a):
-    from clusterlens import large_n as ln
-    from clusterlens import clustering as c
+    from clusterlens.clustering import kmeans_engines, two_step
+    from clusterlens.core.io import load_features
+    from clusterlens.clustering import methods as c
     import faiss, fastcluster, scipy.sparse, sklearn.cluster, sklearn.metrics  # noqa
     from sklearn.metrics import adjusted_rand_score
     base = rss_mb()
-    X = ln.load_features(a["features"], 0 if a.get("mmap") else None)
+    X = load_features(a["features"], 0 if a.get("mmap") else None)
     y = np.load(a["labels"])
     inp = rss_mb(); inp_anon = anon_mb()
     load = os.getloadavg()[0]
@@ -143,8 +143,8 @@ def main(a):
         Z = c.linkage_tree(X, a["linkage"])
         labels = c.cut_tree_at(Z, [k])[k]
     else:
-        res = ln.two_step_tree(X, a["linkage"], a["n_centroids"], 0, a["engine"])
-        labels = ln.cut_two_step(res, [k])[k]
+        res = two_step.two_step_tree(X, a["linkage"], a["n_centroids"], 0, a["engine"])
+        labels = two_step.cut_two_step(res, [k])[k]
         out.update(cells=res.info["cells"], train_points=res.info["train_points"],
                    kmeans_iterations=res.info["kmeans"]["iterations"])
     sec = time.perf_counter() - t; cpu = time.process_time() - c0
@@ -221,9 +221,10 @@ def main(argv=None) -> None:
     import fastcluster
 
     info["fastcluster"] = fastcluster.__version__
-    info["stages_sha256"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-                             for p in sorted((u.PROJECT / "stages").glob("*.py"))
-                             if p.name in ("large_n.py", "cluster.py", "common.py")}
+    code = ["clusterlens/clustering/kmeans_engines.py", "clusterlens/clustering/two_step.py",
+            "stages/grid_point.py"]
+    info["code_sha256"] = {rel: hashlib.sha256((u.PROJECT / rel).read_bytes()).hexdigest()[:12]
+                           for rel in code}
     print(f"machine: {u.machine_line(info)}; faiss {info['faiss']}", flush=True)
     print(f"sizes: {sizes}; {args.dim}-D blobs ({args.blobs}); K = {args.k}; K-Means n_init "
           f"{args.n_init}, max_iter {args.max_iter}; threads {args.threads or 'default'}; "
@@ -390,14 +391,13 @@ def report(rows: list[dict], info: dict, args, sizes: list[int], elapsed: float)
 
     print(f"\n== Agglomerative routes, cut at K={args.k} (two-step: {args.n_centroids} "
           "K-Means cells, weighted linkage over them)")
-    from clusterlens import large_n as ln
-
+    from clusterlens.clustering import two_step
     base_mb = next((r["base_rss_mb"] for r in rows if r.get("base_rss_mb")), 200.0)
     table = []
     for r in sorted((r for r in rows if r["group"] == "agglo"), key=lambda r: (r["what"], r["n"])):
         n, linkage = r["n"], r["what"].split()[1]
-        work = (ln.exact_peak_bytes(n, linkage, args.dim) if r["what"].startswith("exact")
-                else ln.two_step_peak_bytes(n, args.n_centroids, args.dim))
+        work = (two_step.exact_peak_bytes(n, linkage, args.dim) if r["what"].startswith("exact")
+                else two_step.two_step_peak_bytes(n, args.n_centroids, args.dim))
         # interpreter + libraries, the features (a memory map's pages count in VmHWM too), the
         # labels the benchmark loads, and what stages.large_n predicts for the route itself
         r["predicted_peak_mb"] = (r.get("base_rss_mb") or base_mb) + (n * args.dim * 4

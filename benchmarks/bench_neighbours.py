@@ -1,4 +1,4 @@
-"""The `neighbours` stage's computation at 10^4 and 10^5 images (clusterlens/neighbours.py).
+"""The `neighbours` stage's computation at 10^4 and 10^5 images (clusterlens/audit/neighbours.py).
 
     python -m benchmarks.bench_neighbours                  # N = 10^4 and 10^5, D = 1280
     python -m benchmarks.bench_neighbours --sizes 2000 --dim 256     # a quick check
@@ -34,7 +34,7 @@ RESULTS = u.PROJECT / "benchmarks" / "results" / "neighbours.json"
 CHILD = """
 import time
 import numpy as np
-from clusterlens import neighbours as nb
+from clusterlens.audit import neighbours as nb
 
 def main(args):
     t = {}

@@ -26,7 +26,7 @@ What is measured (the functions the stages call, with the pipeline's default par
   ``cut_tree_at`` on the single-linkage tree (4 Ks; for comparison also scipy's ``cut_tree``,
   which the stage used to call), and one grid point's metrics
   (``evaluate_labels``: silhouette on a 5,000 sample, Davies-Bouldin, Calinski-Harabasz, external
-  metrics) - each as ``stages.cluster`` runs it;
+  metrics) - each as ``stages.grid_point`` runs it;
 - ``upper_bound``: ``stages.upper_bound``'s split, standardisation and ``fit_logreg`` (lbfgs,
   C=1, the first default config, raw 1280-D features) plus its predictions.
 
@@ -54,13 +54,11 @@ import csv
 import json
 import math
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
 
 from benchmarks import _util as u
 
@@ -101,7 +99,7 @@ import numpy as np
 CODE = {}
 CODE["index"] = PRELUDE + r'''
 def main(a):
-    from clusterlens.index import build_index
+    from clusterlens.data.index import build_index
     base = rss_mb()
     t = time.perf_counter(); c0 = time.process_time()
     index, rejected, info = build_index(a["root"], min_side=8, drop_duplicates=False, workers=2)
@@ -112,8 +110,8 @@ def main(a):
 CODE["extract"] = PRELUDE + r'''
 def main(a):
     import torch
-    from clusterlens.backbones import build_backbone
-    from clusterlens.features import extract_features
+    from clusterlens.features.backbones import build_backbone
+    from clusterlens.features.extraction import extract_features
     base = rss_mb()
     paths = a["paths"]
     t = time.perf_counter(); c0 = time.process_time()
@@ -135,7 +133,7 @@ def main(a):
 '''
 CODE["reduce"] = PRELUDE + r'''
 def main(a):
-    from clusterlens.reduce import fit_pca
+    from clusterlens.clustering.reduction import fit_pca
     base = rss_mb()
     X = np.load(a["features"])
     inp = rss_mb()
@@ -148,7 +146,7 @@ def main(a):
 '''
 CODE["cluster"] = PRELUDE + r'''
 def main(a):
-    from clusterlens import clustering as c
+    from clusterlens.clustering import methods as c
     import fastcluster, sklearn.cluster, sklearn.mixture, sklearn.neighbors  # the stage's own
     import scipy.cluster.hierarchy  # lazy imports, loaded before the base is noted
     base = rss_mb()
@@ -186,7 +184,7 @@ def main(a):
 '''
 CODE["upper_bound"] = PRELUDE + r'''
 def main(a):
-    from clusterlens import upper_bound as ub
+    from clusterlens.analysis import upper_bound as ub
     base = rss_mb()
     raw = np.load(a["features"]); pca = np.load(a["pca"]); y = np.load(a["labels"])
     inp = rss_mb()

@@ -22,7 +22,7 @@ import yaml
 
 from clusterlens.config.base import load_params
 from clusterlens.config.whole import declared_params, params_problems, pipeline_files
-from clusterlens.errors import ParamError
+from clusterlens.core.errors import ParamError
 
 
 def check_file(path: str | Path, dvc_yaml: str | Path | None = None) -> list[str]:

@@ -2,8 +2,8 @@
 
 Importing the package pins the numeric libraries' CPU kernels to AVX2 (as defaults, before any
 stage imports numpy or torch), so every CPU kind computes the same numbers: see
-:mod:`clusterlens.numerics`.
+:mod:`clusterlens.core.numerics`.
 """
-from clusterlens.numerics import pin_cpu_kernels
+from clusterlens.core.numerics import pin_cpu_kernels
 
 pin_cpu_kernels()

@@ -3,7 +3,7 @@
 The DAG is the same for every backbone: this stage always runs before ``extract``, which depends
 on its output folder ``models/backbone``.
 
-- ``extract.backbone: scratch_cnn``: train the CNN of :mod:`clusterlens.cnn` from scratch on the
+- ``extract.backbone: scratch_cnn``: train the CNN of :mod:`clusterlens.features.scratch_cnn_training` from scratch on the
   indexed images and their labels (every number a ``cnn.*`` param), writing
   ``models/backbone/{weights.npz, config.json}`` (no pickle), the per-epoch history
   ``metrics/cnn_history.csv``, the summary ``metrics/cnn.json`` and the DVCLive logs under
@@ -23,24 +23,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from clusterlens.backbones import SCRATCH_CNN, check_backbone_name
-from clusterlens.cli import run_cli
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.cnn import CNNParams
 from clusterlens.config.data import DataParams
-from clusterlens.errors import ParamError
-from clusterlens.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
+from clusterlens.core.logs import log_block
+from clusterlens.features.backbones import SCRATCH_CNN, check_backbone_name
 
 log = logging.getLogger("clusterlens.backbone")
 
-
-def log_block(title: str, **sections: dict) -> None:
-    """One readable log block. Written here rather than imported from clusterlens.logs, so that
-    editing the shared logging helpers never invalidates this stage's cached outputs."""
-    lines = [f"== {title}"]
-    for section, items in sections.items():
-        lines += [f"  {section}:"] + [f"    {k}: {v}" for k, v in items.items()]
-    log.info("\n".join(lines))
 
 INDEX = "data/index.parquet"
 OUT_DIR = Path("models/backbone")
@@ -83,29 +76,29 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
     """Train the CNN when ``extract.backbone`` is ``scratch_cnn``, else write the placeholder."""
     name = backbone_name(params)
     if name != SCRATCH_CNN:
-        log_block("backbone", params={"extract.backbone": name},
+        log_block(log, "backbone", params={"extract.backbone": name},
                   outputs={str(out_dir): "nothing to train (pretrained or raw pixels)"})
         return write_untrained(out_dir, live_dir, history, summary)
     # torch only here: a pretrained backbone's placeholder starts in a fraction of the time
-    from clusterlens import cnn
-    from clusterlens.devices import resolve_device
+    from clusterlens.core.devices import resolve_device
+    from clusterlens.features import scratch_cnn_training
 
     # validate every param before decoding anything
     p = parse_section(params, "cnn", CNNParams)
     seed = require_seed(params)
     root = Path(parse_section(params, "data", DataParams).root)
     device = check_value("cnn.device", p.device, resolve_device)
-    paths, labels, class_names = cnn.index_inputs(read_table(index_path))
+    paths, labels, class_names = scratch_cnn_training.index_inputs(read_table(index_path))
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean
         shutil.rmtree(live_dir)
-    remove_stale_tmp(out_dir / cnn.WEIGHTS_FILE, out_dir / cnn.CONFIG_FILE, history, summary)
-    log_block("cnn (trained from scratch)",
+    remove_stale_tmp(out_dir / scratch_cnn_training.WEIGHTS_FILE, out_dir / scratch_cnn_training.CONFIG_FILE, history, summary)
+    log_block(log, "cnn (trained from scratch)",
               inputs={"root": root, "images": len(paths), "classes": len(class_names)},
               params={**{f"cnn.{k}": v for k, v in p.model_dump().items()}, "seed": seed},
               outputs={"model": out_dir, "live": live_dir, "device": device})
-    result = cnn.train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, device,
+    result = scratch_cnn_training.train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, device,
                            history_path=history, summary_path=summary)
-    log_block("backbone done", outputs={
+    log_block(log, "backbone done", outputs={
         str(out_dir): f"CNN trained from scratch, best epoch {result['best_epoch']} of "
                       f"{result['epochs_run']} (val accuracy {result['best_val_acc']:.3f}), "
                       f"{result['seconds_per_epoch']:.1f} s/epoch on {result['device']}",

@@ -14,20 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens import captions
-from clusterlens.cli import run_cli
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.captions import CaptionsParams
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
-from clusterlens.errors import DataError
-from clusterlens.devices import resolve_device
-from clusterlens.features import features_for_index
-from clusterlens.io import (
-    load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table,
+from clusterlens.core.cli import run_cli
+from clusterlens.core.devices import resolve_device
+from clusterlens.core.errors import DataError, check_rows
+from clusterlens.core.io import (
+    load_npy,
+    read_table,
+    remove_stale_tmp,
+    save_npy,
+    write_json,
+    write_table,
 )
-from clusterlens.logs import get_logger, log_block
-from clusterlens.preprocessing import index_sides, resolve_input
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.features import captions
+from clusterlens.features.extraction import features_for_index
+from clusterlens.features.preprocessing import index_sides, resolve_input
 
 log = get_logger("captions")
 IN_FEATURES = "data/features.npy"
@@ -91,9 +96,8 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
     remove_stale_tmp(OUT_CAPTIONS, OUT_TEXT, OUT_METRICS, OUT_TIMING)
     feats = load_npy(features_path)
     index = read_table(index_path) if Path(index_path).is_file() else None
-    if index is not None and len(index) != len(feats):
-        raise DataError(f"{index_path} has {len(index)} rows but {features_path} has "
-                        f"{len(feats)}: run `dvc repro` to bring them in step")
+    if index is not None:
+        check_rows(str(features_path), len(feats), str(index_path), len(index))
     if not p.enabled:
         return write_disabled(len(feats))
     log_block(log, "captions", inputs={"features": f"{features_path} {feats.shape}"},

@@ -4,14 +4,13 @@ the selected model.
 The grid is read from params.yaml, never by globbing, so files left over from grid points that
 were removed from params do not leak into the aggregate (they are deleted). K values that follow
 the class count (``classes``, ``classes_x0.5``) are the points of the K their JSON records; two
-values with the same K are one point (see :mod:`clusterlens.selection`).
+values with the same K are one point (see :mod:`clusterlens.clustering.selection`).
 """
 from __future__ import annotations
 
 import argparse
 
-from clusterlens import selection
-from clusterlens.cli import run_cli
+from clusterlens.clustering import selection
 from clusterlens.config.agglomerative import AgglomerativeParams
 from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.dbscan import DBSCANParams
@@ -20,10 +19,11 @@ from clusterlens.config.hdbscan import HDBSCANParams
 from clusterlens.config.kmeans import KMeansParams
 from clusterlens.config.nmf import NMFParams
 from clusterlens.config.select import SelectParams
-from clusterlens.errors import ParamError
-from clusterlens.io import write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots.clustering import plot_metrics_vs_k
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report.figures.clustering import plot_metrics_vs_k
 
 log = get_logger("clustering")
 CLUSTERS_DIR = "data/clusters"

@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clusterlens.cli import run_cli
-from clusterlens.composition import composition_table, row_normalised
+from clusterlens.analysis.composition import composition_table, row_normalised
+from clusterlens.audit.representatives import nearest_rows
+from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.composition import CompositionParams
 from clusterlens.config.data import DataParams
-from clusterlens.errors import DataError
-from clusterlens.io import load_npy, read_json, read_table, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots.composition import plot_heatmap, plot_montage, plot_side_by_side
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.representatives import nearest_rows
-from clusterlens.selected import selected_labels
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError
+from clusterlens.core.io import load_npy, read_json, read_table, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report.figures.composition import plot_heatmap, plot_montage, plot_side_by_side
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("composition")
 CLUSTERS_DIR = Path("data/clusters")

@@ -1,15 +1,15 @@
 """DVC stage ``digits``: write the embedded demo data set, a class-per-folder PNG tree.
 
 The 1,797 8x8 handwritten digits that ship inside scikit-learn go to ``data/digits/<digit>/``
-(see :mod:`clusterlens.digits`). Nothing is downloaded; the stage has no params.
+(see :mod:`clusterlens.data.digits`). Nothing is downloaded; the stage has no params.
 """
 from __future__ import annotations
 
 import argparse
 
-from clusterlens.cli import run_cli
-from clusterlens.digits import write_digits
-from clusterlens.logs import get_logger, log_block
+from clusterlens.core.cli import run_cli
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data.digits import write_digits
 
 log = get_logger("digits")
 

@@ -5,7 +5,7 @@ writes ``data/features.npy`` (one float32 row per index row, in index order),
 ``metrics/extract.json`` (what was computed, identical between runs) and
 ``logs/extract_timing.json`` (throughput: a log, not a metric, since it differs on every run).
 With ``extract.processes`` or ``extract.nodes`` > 1 it launches itself under torchrun
-(:mod:`clusterlens.distributed`); the writer rank writes the outputs.
+(:mod:`clusterlens.features.sharding`); the writer rank writes the outputs.
 """
 from __future__ import annotations
 
@@ -15,28 +15,21 @@ from pathlib import Path
 
 import torch
 
-from clusterlens import distributed
-from clusterlens.cli import run_cli
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
-from clusterlens.errors import DataError
-from clusterlens.devices import resolve_device
-from clusterlens.features import extract_metrics, features_for_index
-from clusterlens.io import read_table, remove_stale_tmp, save_npy, write_json
-from clusterlens.precision import precision_label, resolve_jit
-from clusterlens.preprocessing import build_for_input, index_sides
+from clusterlens.core.cli import run_cli
+from clusterlens.core.devices import resolve_device
+from clusterlens.core.errors import DataError
+from clusterlens.core.io import read_table, remove_stale_tmp, save_npy, write_json
+from clusterlens.core.logs import log_block
+from clusterlens.features import sharding
+from clusterlens.features.extraction import extract_metrics, features_for_index
+from clusterlens.features.precision import precision_label, resolve_jit
+from clusterlens.features.preprocessing import build_for_input, index_sides
 
 log = logging.getLogger("clusterlens.extract")
 
-
-def log_block(title: str, **sections: dict) -> None:
-    """One readable log block. Written here rather than imported from clusterlens.logs, so that
-    editing the shared logging helpers never invalidates this stage's cached outputs."""
-    lines = [f"== {title}"]
-    for section, items in sections.items():
-        lines += [f"  {section}:"] + [f"    {k}: {v}" for k, v in items.items()]
-    log.info("\n".join(lines))
 INDEX = "data/index.parquet"
 BACKBONE_DIR = "models/backbone"  # the trained scratch CNN (written by the `backbone` stage)
 OUT_FEATURES = "data/features.npy"
@@ -54,9 +47,9 @@ def run(params: dict, index_path: str = INDEX, backbone_dir: str = BACKBONE_DIR)
         raise DataError(f"data.root: folder {str(root)!r} does not exist (or is not a folder); "
                         "set `data.root` in params.yaml to the folder that was indexed")
     ctx = None
-    if distributed.inside_torchrun():  # one rank of a sharded run
-        ctx, device = distributed.init(p.device)
-    torch.set_num_threads(distributed.resolve_threads(p.threads))
+    if sharding.inside_torchrun():  # one rank of a sharded run
+        ctx, device = sharding.init(p.device)
+    torch.set_num_threads(sharding.resolve_threads(p.threads))
     try:
         return _run(p, root, seed, device, index_path, backbone_dir, ctx)
     finally:
@@ -73,7 +66,7 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
     backbone, recipe = build_for_input(p.backbone, p.weights, p.image_size, p.resize,
                                        *index_sides(index), model_dir=backbone_dir)
     size = recipe.image_size
-    log_block("extract", inputs={"index": f"{index_path} ({len(index)} images)",
+    log_block(log, "extract", inputs={"index": f"{index_path} ({len(index)} images)",
                                       "data.root": root},
               params={"extract.backbone": p.backbone, "extract.weights": backbone.weights,
                       "extract.image_size, resize": recipe.describe(),
@@ -101,7 +94,7 @@ def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_pa
         "from_store": timing["from_store"], "device": timing["device"],
         "workers": timing["workers"], "engine": timing["engine"],
         "precision": timing["precision"], "world_size": timing.get("world_size", 1)})
-    log_block("extract done", outputs={
+    log_block(log, "extract done", outputs={
         OUT_FEATURES: f"{feats.shape[0]} x {feats.shape[1]} float32",
         OUT_METRICS: f"{metrics['dim']}-D {metrics['backbone']} features on {metrics['device']}",
         OUT_TIMING: f"{timing['extracted']} extracted in {timing['seconds']:.1f} s "
@@ -117,10 +110,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     p = parse_section(params, "extract", ExtractParams)  # checked before anything is launched
-    if p.distributed and not distributed.inside_torchrun():
+    if p.distributed and not sharding.inside_torchrun():
         check_value("extract.device", p.device, resolve_device)
-        distributed.launch("stages.extract", p.processes, p.nodes, p.rdzv_endpoint,
-                           distributed.resolve_threads(p.threads),
+        sharding.launch("stages.extract", p.processes, p.nodes, p.rdzv_endpoint,
+                           sharding.resolve_threads(p.threads),
                            ["--params", args.params, "--index", args.index])
         return
     run(params, args.index)

@@ -15,16 +15,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clusterlens import fusion
-from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.fusion import FusionParams, parse_fusion
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.kmeans import KMeansParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.feature_sets import FEATURE_SETS
-from clusterlens.io import load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table
-from clusterlens.logs import get_logger, log_block
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError, ParamError, check_rows
+from clusterlens.core.io import (
+    load_npy,
+    read_table,
+    remove_stale_tmp,
+    save_npy,
+    write_json,
+    write_table,
+)
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.features import fusion
+from clusterlens.features.sets import FEATURE_SETS
 
 log = get_logger("fusion")
 IN_VISUAL = "data/features.npy"
@@ -71,8 +78,7 @@ def run(params: dict, visual_path: str = IN_VISUAL, text_path: str = IN_TEXT,
     if text.shape[1] == 0:  # captions.enabled: false
         return write_visual_only(p, len(visual))
     settings = clustering_settings(params, p.methods)
-    if len(y) != len(visual):
-        raise DataError(f"{index_path} has {len(y)} rows but {visual_path} {len(visual)}")
+    check_rows(str(visual_path), len(visual), str(index_path), len(y))
     k = len(np.unique(y))
     log_block(log, "fusion", inputs={"visual": f"{visual_path} {visual.shape}",
                                      "text": f"{text_path} {text.shape}", "classes": k},

@@ -5,7 +5,7 @@ scores and 2-D views, the label-issue scores (`label_issues`) and the neighbour 
 (`neighbours`), and writes:
 
 - ``data/images.parquet`` and ``data/images.csv`` (same content): one row per index row, in
-  index order (see :data:`clusterlens.images_table.COLUMNS`);
+  index order (see :data:`clusterlens.audit.image_table.COLUMNS`);
 - ``data/representatives.json``: per cluster, the members nearest its centre in PCA space and
   its doubtful members (another class than the majority, or far from the centre);
 - ``metrics/images.json``: the table's counts (agreement with the clusters, label issues);
@@ -18,18 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens.cli import run_cli
+from clusterlens.audit.image_table import headline, images_table, tsne_columns
+from clusterlens.audit.representatives import centre_distances, representatives
+from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.data import DataParams
 from clusterlens.config.images import ImagesParams
-from clusterlens.errors import DataError
-from clusterlens.images_table import headline, images_table, tsne_columns
-from clusterlens.io import load_npy, read_json, read_table, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots import audit
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.representatives import centre_distances, representatives
-from clusterlens.selected import selected_labels
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import check_rows
+from clusterlens.core.io import load_npy, read_json, read_table, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report.figures import audit
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("images")
 CLUSTERS_DIR = Path("data/clusters")
@@ -61,9 +61,8 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     model, labels = selected_labels(read_json(clustering_path), clusters_dir)
     index = read_table(index_path)
     pca = load_npy(pca_path)
-    if len(pca) != len(index) or len(labels) != len(index):
-        raise DataError(f"{pca_path} has {len(pca)} rows and the labels of {model} {len(labels)}"
-                        f", but {index_path} has {len(index)}: re-run `dvc repro`")
+    check_rows(str(pca_path), len(pca), str(index_path), len(index))
+    check_rows(f"the labels of {model}", len(labels), str(index_path), len(index))
     emb = np.load(tsne_path, allow_pickle=False)
     pairs = read_table(pairs_path)
     log_block(log, "images", inputs={

@@ -2,7 +2,7 @@
 
 Writes ``data/index.parquet`` (one row per usable image), ``data/rejected.csv`` (every file or
 folder left out, with its reason), ``metrics/index.json`` and the figures under ``plots/index``.
-The rules are those of :mod:`clusterlens.index`.
+The rules are those of :mod:`clusterlens.data.index`.
 """
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.index import IndexParams
 from clusterlens.config.whole import check_params, declared_params, pipeline_files
-from clusterlens.index import build_index, check_root, index_metrics
-from clusterlens.io import remove_stale_tmp, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots.index import plot_class_distribution, plot_image_sizes, plot_sample_grid
-from clusterlens.plotting import matplotlib_setup
+from clusterlens.core.cli import run_cli
+from clusterlens.core.io import remove_stale_tmp, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data.index import build_index, check_root, index_metrics
+from clusterlens.report.figures.index import (
+    plot_class_distribution,
+    plot_image_sizes,
+    plot_sample_grid,
+)
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("index")
 

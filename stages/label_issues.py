@@ -14,17 +14,17 @@ import time
 
 import numpy as np
 
-from clusterlens import label_issues as li
-from clusterlens.cli import run_cli
+from clusterlens.analysis.macro import class_names
+from clusterlens.audit import label_issues as li
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.fusion import parse_fusion
 from clusterlens.config.label_issues import LabelIssuesParams
 from clusterlens.config.upper_bound import UpperBoundParams
-from clusterlens.errors import DataError
-from clusterlens.feature_sets import load_feature_set
-from clusterlens.io import load_npy, read_json, read_table, save_npy, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.macro import class_names
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError, check_rows
+from clusterlens.core.io import load_npy, read_json, read_table, save_npy, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.features.sets import load_feature_set
 
 log = get_logger("label_issues")
 
@@ -72,9 +72,7 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         X, source = load_npy(pca_path), pca_path
     else:
         X, source = load_feature_set(feature_set, features_path, fused_path)
-    if len(X) != len(y):
-        raise DataError(f"{source} has {len(X)} rows but {index_path} has {len(y)}: "
-                        "re-run `dvc repro`")
+    check_rows(str(source), len(X), str(index_path), len(y))
     log_block(log, "label_issues", inputs={
         "features": f"{source} {X.shape} ({cfg.features})",
         "index": f"{index_path} ({len(y)} images, {len(names)} classes)",

@@ -2,7 +2,7 @@
 
 The tree uses ``macro.linkage`` (Ward by default); it is cut into ``macro.groups`` groups
 (maxclust, ``g<N>``; ``auto``: counts that fit the class count, see
-:func:`clusterlens.macro.auto_groups`, recorded in metrics/macro.json as ``groups_resolved``)
+:func:`clusterlens.analysis.macro.auto_groups`, recorded in metrics/macro.json as ``groups_resolved``)
 and at ``macro.height_ratios`` of the maximum merge height (``h<P>``). Writes the class ->
 group map of every cut, the group listing, the tree, the dendrogram and the centroid distance
 heatmap in leaf order.
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 
-from clusterlens import macro
-from clusterlens.cli import run_cli
+from clusterlens.analysis import macro
 from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.macro import MacroParams
-from clusterlens.errors import DataError
-from clusterlens.io import load_npy, read_table, save_npy, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots import macro as plots
-from clusterlens.plotting import matplotlib_setup
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import check_rows
+from clusterlens.core.io import load_npy, read_table, save_npy, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report.figures import macro as plots
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("macro")
 
@@ -40,9 +40,7 @@ def run(params: dict, pca_path: str = IN_PCA, index_path: str = IN_INDEX) -> dic
     p = parse_section(params, "macro", MacroParams)
     X = load_npy(pca_path)
     index = read_table(index_path)
-    if len(index) != len(X):
-        raise DataError(f"{pca_path} has {len(X)} rows but {index_path} has {len(index)}: "
-                        "re-run `dvc repro`")
+    check_rows(str(pca_path), len(X), str(index_path), len(index))
     names = macro.class_names(index, index_path)
     n_classes = len(names)
     groups = macro.resolve_groups(p.groups, n_classes)

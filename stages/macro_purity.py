@@ -10,17 +10,17 @@ import argparse
 
 import numpy as np
 
-from clusterlens import macro
-from clusterlens.cli import run_cli
+from clusterlens.analysis import macro
+from clusterlens.clustering.grid import point_name, point_path
+from clusterlens.clustering.selection import grid_points, prune_stale
 from clusterlens.config.base import load_params, parse_section
 from clusterlens.config.kmeans import KMeansParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import load_npy, read_json, read_table, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots import macro as plots
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.points import point_name, point_path
-from clusterlens.selection import grid_points, prune_stale
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import load_npy, read_json, read_table, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report.figures import macro as plots
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("macro_purity")
 

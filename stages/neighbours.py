@@ -14,13 +14,13 @@ import time
 
 import numpy as np
 
-from clusterlens import neighbours as nb
-from clusterlens.cli import run_cli
+from clusterlens.audit import neighbours as nb
 from clusterlens.config.base import check_value, load_params, parse_section
 from clusterlens.config.neighbours import NeighboursParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import read_table, write_json, write_table
-from clusterlens.logs import get_logger, log_block
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError, ParamError, check_rows
+from clusterlens.core.io import read_table, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
 
 log = get_logger("neighbours")
 
@@ -37,9 +37,7 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
     index = read_table(index_path)
     # memory-mapped: only the normalised float32 copy is held in memory
     X = np.load(features_path, mmap_mode="r", allow_pickle=False)
-    if X.ndim != 2 or len(X) != len(index):
-        raise DataError(f"{features_path} has shape {X.shape} but {index_path} has "
-                        f"{len(index)} rows: re-run `dvc repro`")
+    check_rows(str(features_path), len(X), str(index_path), len(index))
     if not p.k < len(index):
         raise ParamError("neighbours.k", f"must be smaller than the {len(index)} images, got {p.k}")
     threshold = p.duplicate_similarity

@@ -12,15 +12,15 @@ import argparse
 
 import numpy as np
 
-from clusterlens import nmf
-from clusterlens.cli import run_cli
+from clusterlens.clustering import nmf
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.fusion import parse_fusion
 from clusterlens.config.nmf import NMFParams
-from clusterlens.errors import ParamError
-from clusterlens.feature_sets import load_feature_set
-from clusterlens.io import save_npz, write_json
-from clusterlens.logs import get_logger, log_block
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import save_npz, write_json
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.features.sets import load_feature_set
 
 log = get_logger("nmf")
 IN_FEATURES = "data/features.npy"

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import argparse
 
-from clusterlens import reduce
-from clusterlens.cli import run_cli
+from clusterlens.clustering import reduction
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.fusion import parse_fusion
 from clusterlens.config.reduce import ReduceParams
-from clusterlens.feature_sets import load_feature_set
-from clusterlens.io import read_table, remove_stale_tmp, save_npy, save_npz, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots.reduce import plot_explained_variance, plot_pca_2d
-from clusterlens.plotting import matplotlib_setup
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import check_rows
+from clusterlens.core.io import (
+    read_table,
+    remove_stale_tmp,
+    save_npy,
+    save_npz,
+    write_json,
+    write_table,
+)
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.features.sets import load_feature_set
+from clusterlens.report.figures.reduce import plot_explained_variance, plot_pca_2d
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("reduce")
 IN_FEATURES = "data/features.npy"
@@ -39,25 +47,23 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
     seed = require_seed(params)
     features, source = load_feature_set(parse_fusion(params).set, features_path, fused_path)
     index = read_table(index_path)
-    if len(index) != len(features):
-        raise ValueError(f"{source} has {len(features)} rows but {index_path} has "
-                         f"{len(index)}: re-run `dvc repro`")
+    check_rows(str(source), len(features), str(index_path), len(index))
     check_value("reduce.n_components", p.n_components,
-                lambda v: reduce.check_n_components(v, *features.shape))
+                lambda v: reduction.check_n_components(v, *features.shape))
     remove_stale_tmp(OUT_PCA, OUT_PCA_2D, OUT_MODEL, OUT_METRICS, OUT_CURVE, OUT_CURVE_PNG,
                      OUT_SCATTER)  # left by a run killed mid-write
     log_block(log, "reduce", inputs={"features": f"{source} {features.shape}"},
               params={"reduce.standardize": p.standardize,
                       "reduce.n_components": p.n_components, "seed": seed})
-    res = reduce.fit_pca(features, p.n_components, p.standardize, seed)
-    metrics = reduce.reduce_metrics(res, features.shape[1])
+    res = reduction.fit_pca(features, p.n_components, p.standardize, seed)
+    metrics = reduction.reduce_metrics(res, features.shape[1])
     save_npy(OUT_PCA, res.scores)
-    coords = reduce.plane_coords(features, res, p.standardize, seed)
+    coords = reduction.plane_coords(features, res, p.standardize, seed)
     save_npy(OUT_PCA_2D, coords)
     save_npz(OUT_MODEL, scaler_mean=res.scaler_mean, scaler_scale=res.scaler_scale,
              pca_mean=res.pca_mean, components=res.components,
              explained_variance_ratio=res.explained_variance_ratio)
-    write_table(OUT_CURVE, reduce.variance_curve(res))
+    write_table(OUT_CURVE, reduction.variance_curve(res))
     ratio = res.explained_variance_ratio
     matplotlib_setup()
     plot_explained_variance(ratio, res.n_components, OUT_CURVE_PNG)
@@ -69,7 +75,7 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
                  f"({metrics['variance_retained']:.1%} of variance)",
         OUT_PCA_2D: "2-D coordinates", OUT_MODEL: "scaler + PCA parameters",
         OUT_METRICS: ", ".join(f"{k}={metrics[f'variance_at_{k}']:.3f}"
-                               for k in reduce.VARIANCE_AT),
+                               for k in reduction.VARIANCE_AT),
         "plots": ", ".join([OUT_CURVE, OUT_CURVE_PNG, OUT_SCATTER])})
     return metrics
 

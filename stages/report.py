@@ -2,10 +2,10 @@
 
 Writes ``report/report.md`` (markdown; figures linked relatively, e.g. ``../plots/...``, so it
 renders from a checkout) and ``report/report.html`` (self-contained: every figure embedded as a
-data URI, plus the explorer of :mod:`clusterlens.explorer`: interactive maps with the images'
+data URI, plus the explorer of :mod:`clusterlens.report.explorer`: interactive maps with the images'
 thumbnails, read from ``data.root``, and cluster galleries; so the single file can be mailed or
 attached to a CI run). Everything else comes from the other stages' metrics, tables and figures
-(see :mod:`clusterlens.report`); nothing is recomputed, and no timestamp or throughput is
+(see :mod:`clusterlens.report.document`); nothing is recomputed, and no timestamp or throughput is
 written, so the same inputs give the same bytes.
 """
 from __future__ import annotations
@@ -13,16 +13,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clusterlens import explorer
-from clusterlens.cli import run_cli
 from clusterlens.config.agglomerative import AgglomerativeParams
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
 from clusterlens.config.fusion import parse_fusion
 from clusterlens.config.report import ReportParams
-from clusterlens.io import atomic_path, read_json, read_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.report import ReportData, ReportFiles, build_report, render_html, render_markdown
+from clusterlens.core.cli import run_cli
+from clusterlens.core.io import atomic_path, read_json, read_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report import explorer
+from clusterlens.report.document import (
+    ReportData,
+    ReportFiles,
+    build_report,
+    render_html,
+    render_markdown,
+)
 
 log = get_logger("report")
 OUT_MD = Path("report/report.md")

@@ -2,10 +2,10 @@
 
 Reads ``metrics/clustering.json`` (the selected model), ``metrics/upper_bound.json`` (the
 supervised upper bound) and ``metrics/macro_purity.json`` (K-Means purity per target) and writes
-``metrics/summary.json`` (one shallow JSON, see :func:`clusterlens.summary.build_summary`) and
+``metrics/summary.json`` (one shallow JSON, see :func:`clusterlens.analysis.summary.build_summary`) and
 ``plots/summary/gap.png``. With ``metrics/index.json``, ``metrics/reduce.json``,
 ``metrics/label_issues.json`` and ``metrics/neighbours.json`` it also writes
-``metrics/headline.json`` (:func:`clusterlens.summary.build_headline`): the pipeline's only
+``metrics/headline.json`` (:func:`clusterlens.analysis.summary.build_headline`): the pipeline's only
 declared DVC metrics file, the columns of ``dvc exp show``.
 """
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clusterlens.cli import run_cli
+from clusterlens.analysis.summary import build_headline, build_summary
 from clusterlens.config.base import load_params
-from clusterlens.errors import DataError
-from clusterlens.io import read_json, write_json
-from clusterlens.logs import get_logger, log_block
-from clusterlens.plots.summary import plot_gap
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.summary import build_headline, build_summary
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError
+from clusterlens.core.io import read_json, write_json
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.report.figures.style import matplotlib_setup
+from clusterlens.report.figures.summary import plot_gap
 
 log = get_logger("summary")
 IN_CLUSTERING = "metrics/clustering.json"

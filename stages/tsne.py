@@ -10,13 +10,13 @@ import argparse
 
 import numpy as np
 
-from clusterlens import tsne
-from clusterlens.cli import run_cli
+from clusterlens.clustering import tsne
 from clusterlens.config.base import load_params, parse_section, require_seed
 from clusterlens.config.tsne import TSNEParams
-from clusterlens.errors import ParamError
-from clusterlens.io import load_npy, save_npz
-from clusterlens.logs import get_logger, log_block
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import load_npy, save_npz
+from clusterlens.core.logs import get_logger, log_block
 
 log = get_logger("tsne")
 IN_PCA = "data/pca.npy"

@@ -14,18 +14,18 @@ import time
 import numpy as np
 import pandas as pd
 
-from clusterlens import upper_bound as ub
-from clusterlens.cli import run_cli
+from clusterlens.analysis import upper_bound as ub
+from clusterlens.analysis.macro import class_names, read_class_groups
 from clusterlens.config.base import check_value, load_params, parse_section, require_seed
 from clusterlens.config.fusion import parse_fusion
 from clusterlens.config.upper_bound import UpperBoundParams
-from clusterlens.errors import DataError
-from clusterlens.feature_sets import load_feature_set
-from clusterlens.io import load_npy, read_table, write_json, write_table
-from clusterlens.logs import get_logger, log_block
-from clusterlens.macro import class_names, read_class_groups
-from clusterlens.plots import upper_bound as plots
-from clusterlens.plotting import matplotlib_setup
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import check_rows
+from clusterlens.core.io import load_npy, read_table, write_json, write_table
+from clusterlens.core.logs import get_logger, log_block
+from clusterlens.features.sets import load_feature_set
+from clusterlens.report.figures import upper_bound as plots
+from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("upper_bound")
 
@@ -68,9 +68,7 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     raw, features_path = load_feature_set(feature_set, features_path, fused_path)
     pca = load_npy(pca_path)
     for path, arr in ((features_path, raw), (pca_path, pca)):
-        if len(arr) != len(y):
-            raise DataError(f"{path} has {len(arr)} rows but {index_path} has {len(y)}: "
-                            "re-run `dvc repro`")
+        check_rows(str(path), len(arr), str(index_path), len(y))
     _, cuts = read_class_groups(groups_path, names, index_path)
     log_block(log, "upper_bound", inputs={
         "features": f"{features_path} {raw.shape}", "pca": f"{pca_path} {pca.shape}",

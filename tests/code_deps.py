@@ -53,13 +53,20 @@ def imported_files(path: Path) -> frozenset[Path]:
     return frozenset(found)
 
 
+# Modules that cannot change any output: they format log lines and turn a stage's exceptions
+# into one-line messages and exit codes. They are left out of every stage's code deps (and
+# what only they import is not followed), so that editing them never invalidates a cached
+# output. Nothing that computes, chooses or writes a value belongs here.
+NO_OUTPUT_EFFECT = frozenset({"clusterlens/core/logs.py", "clusterlens/core/cli.py"})
+
+
 def closure(path: Path) -> set[Path]:
     seen: set[Path] = set()
     todo = [path]
     while todo:
         f = todo.pop()
         for g in imported_files(f):
-            if g not in seen:
+            if g not in seen and rel(g) not in NO_OUTPUT_EFFECT:
                 seen.add(g)
                 todo.append(g)
     return seen - {path}

@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from clusterlens.backbones import SCRATCH_CNN, build_backbone
-from clusterlens.errors import ParamError
-from clusterlens.index import build_index
-from clusterlens.io import write_table
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import write_table
+from clusterlens.data.index import build_index
+from clusterlens.features.backbones import SCRATCH_CNN, build_backbone
 from stages import backbone
 from tests.conftest import make_tree
 

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from clusterlens import captions as cap
 from clusterlens.config.base import parse_section
 from clusterlens.config.captions import CaptionsParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import load_npy, read_json, save_npy, write_table
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import load_npy, read_json, save_npy, write_table
+from clusterlens.features import captions as cap
+from clusterlens.features.backbones import LITE0
 from stages import captions as stage
-from clusterlens.backbones import LITE0
 from tests.conftest import MOBILENET_WEIGHTS, make_image
 
 NAMES = ["cat", "eagle", "dog", "owl", "umbrella"]
@@ -102,7 +102,7 @@ def test_make_captions_rejects_mismatched_inputs():
 
 # --------------------------------------------------------------------------- classifier head
 def _images(size: int) -> torch.Tensor:
-    from clusterlens.features import preprocess
+    from clusterlens.features.extraction import preprocess
 
     rng = np.random.default_rng(0)
     return torch.stack([preprocess(make_image(i, rng), size, "squash", (0.5,) * 3, (0.25,) * 3)
@@ -110,7 +110,7 @@ def _images(size: int) -> torch.Tensor:
 
 
 def test_lite0_head_logits_equal_the_full_model():
-    from clusterlens.backbones import build_lite0
+    from clusterlens.features.backbones import build_lite0
 
     backbone = build_lite0("DEFAULT", 64)
     x = _images(64)
@@ -128,7 +128,7 @@ def test_lite0_head_logits_equal_the_full_model():
 def test_mobilenet_v2_head_logits_equal_the_full_model():
     import torchvision
 
-    from clusterlens.backbones import build_backbone
+    from clusterlens.features.backbones import build_backbone
 
     backbone = build_backbone("mobilenet_v2", str(MOBILENET_WEIGHTS))
     full_model = torchvision.models.mobilenet_v2()
@@ -307,8 +307,8 @@ def test_a_photo_folder_with_only_data_root_set_is_extracted_once(tmp_path, in_t
     """params.yaml as shipped, data.root pointed at photo-like images of varied sizes and
     aspect ratios (and a smaller batch, for speed): extract feeds them at 224 px with a centre
     crop, and captions read those features, so every image goes through the network once."""
-    from clusterlens import features
     from clusterlens.config.base import load_params
+    from clusterlens.features import extraction
     from stages import extract as extract_stage
     from stages import index as index_stage
     from tests.conftest import PROJECT
@@ -323,8 +323,8 @@ def test_a_photo_folder_with_only_data_root_set_is_extracted_once(tmp_path, in_t
     params["data"]["root"] = str(tmp_path / "photos")
     params["extract"].update(batch_size=8, jit=False)  # speed only: 8 images, not a 64 batch
     seen = []
-    real = features.extract_features
-    monkeypatch.setattr(features, "extract_features", lambda bb, root, paths, size, resize,
+    real = extraction.extract_features
+    monkeypatch.setattr(extraction, "extract_features", lambda bb, root, paths, size, resize,
                         *a, **kw: seen.append((bb.name, size, resize, len(paths)))
                         or real(bb, root, paths, size, resize, *a, **kw))
     index_stage.run(params)

@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from clusterlens import check
-from clusterlens.cli import run_cli
 from clusterlens.config.base import load_params
-from clusterlens.config.whole import (SECTIONS, declared_params, params_problems,
-                                      pipeline_files)
-from clusterlens.errors import ParamError
+from clusterlens.config.whole import SECTIONS, declared_params, params_problems, pipeline_files
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import ParamError
 from tests.conftest import e2e_copy, ran_all, set_params
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -175,19 +174,19 @@ def test_a_grid_stage_names_the_key_not_its_command_line_option(argv, key, tmp_p
     import numpy as np
     import pandas as pd
 
-    from clusterlens.io import save_npy, write_table
-    from stages import cluster
+    from clusterlens.core.io import save_npy, write_table
+    from stages import grid_point
 
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump(_with(key, ["a"])))
     save_npy("data/pca.npy", np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32))
     write_table("data/index.parquet", pd.DataFrame({"label": np.arange(12) % 3}))
-    assert run_cli(cluster.main, argv) == 2
+    assert run_cli(grid_point.main, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: params.yaml: `{key}` "), err
     assert "invalid" not in err and "argument --" not in err
     with pytest.raises(ParamError, match=key):
-        cluster.main(argv)
+        grid_point.main(argv)
 
 
 @pytest.mark.slow

@@ -5,10 +5,10 @@ import pytest
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import NearestCentroid
 
-from clusterlens.backbones import LITE0, build_backbone
-from clusterlens.features import extract_features
-from clusterlens.index import build_index
-from clusterlens.reduce import fit_pca
+from clusterlens.clustering.reduction import fit_pca
+from clusterlens.data.index import build_index
+from clusterlens.features.backbones import LITE0, build_backbone
+from clusterlens.features.extraction import extract_features
 from tests.conftest import CIFAR, MOBILENET_WEIGHTS
 
 pytestmark = [pytest.mark.slow,
@@ -76,7 +76,7 @@ def cifar_pca(tmp_path_factory):
 
 
 def _stage_inputs(X, index):
-    from clusterlens.io import save_npy, write_table
+    from clusterlens.core.io import save_npy, write_table
 
     save_npy("data/pca.npy", X)
     write_table("data/index.parquet", index)
@@ -89,10 +89,10 @@ def test_kmeans_at_k10_recovers_cifar_classes_far_above_shuffled(cifar_pca, in_t
     import numpy as np
     from sklearn.metrics import normalized_mutual_info_score
 
-    from stages import cluster
+    from stages import grid_point
 
     X, index = cifar_pca
-    out = cluster.run("kmeans", 10, _stage_inputs(X, index))["k10"]
+    out = grid_point.run("kmeans", 10, _stage_inputs(X, index))["k10"]
     labels = np.load("data/clusters/kmeans/k10.npy")
     y = index["label"].to_numpy()
     rng = np.random.default_rng(0)
@@ -108,12 +108,12 @@ def test_grid_metrics_agree_with_independent_sklearn(cifar_pca, in_tmp_cwd):
     from sklearn import metrics as skm
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
-    from stages import cluster
+    from stages import grid_point
 
     X, index = cifar_pca
     y = index["label"].to_numpy()
     params = _stage_inputs(X, index)
-    out = cluster.run("kmeans", 10, params)["k10"]
+    out = grid_point.run("kmeans", 10, params)["k10"]
     labels = np.load("data/clusters/kmeans/k10.npy")
     ref = KMeans(10, n_init=10, random_state=0).fit(X)
     # objective within 1% of scikit-learn's best of n_init, and recomputed from the labels
@@ -129,7 +129,7 @@ def test_grid_metrics_agree_with_independent_sklearn(cifar_pca, in_tmp_cwd):
     assert out["silhouette"] == pytest.approx(skm.silhouette_score(X, labels), abs=1e-5)
     assert out["davies_bouldin"] == pytest.approx(skm.davies_bouldin_score(X, labels), rel=1e-5)
     # agglomerative ward: one tree cut at K gives scikit-learn's partition
-    agg = cluster.run("agglomerative", "ward", params)
+    agg = grid_point.run("agglomerative", "ward", params)
     for k in (10, 20):
         mine = np.load(f"data/clusters/agglomerative/ward/k{k}.npy")
         theirs = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(X)

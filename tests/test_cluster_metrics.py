@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from clusterlens import metrics as cm
+from clusterlens.clustering import metrics as cm
 
 Y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
 

@@ -1,4 +1,4 @@
-"""The CNN trained from scratch (clusterlens.cnn): training, determinism, Keras callback
+"""The CNN trained from scratch (clusterlens.features.scratch_cnn_training): training, determinism, Keras callback
 semantics, saving and reloading, DVCLive logs, augmentation, params. Small generated data
 (3 colours x 30 images at 16 px), a few epochs each."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from clusterlens import cnn, cnn_model
 from clusterlens.config.base import parse_section
 from clusterlens.config.cnn import CNNParams
-from clusterlens.errors import DataError, ParamError
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.features import scratch_cnn, scratch_cnn_training
 from tests.conftest import make_tree
 
 CLASSES = ["apple", "berry", "cherry"]
@@ -38,7 +38,7 @@ def data(tmp_path_factory):
                      seed=1, size=(20, 20))
     paths = sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
     labels = np.array([CLASSES.index(p.split("/")[0]) for p in paths])
-    images = cnn.decode_images(root, paths, FAST.image_size, progress=False)
+    images = scratch_cnn_training.decode_images(root, paths, FAST.image_size, progress=False)
     return root, paths, labels, images
 
 
@@ -50,14 +50,14 @@ def trained(data, tmp_path_factory):
     work = tmp_path_factory.mktemp("cnn_run")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
-        summary = cnn.train_cnn(root, paths, labels, CLASSES, FAST, 0, work / "model",
+        summary = scratch_cnn_training.train_cnn(root, paths, labels, CLASSES, FAST, 0, work / "model",
                                 work / "live", "cpu", progress=False)
     return work, summary
 
 
 def _fit(data, p=FAST, seed=0):
     _, _, labels, images = data
-    return cnn.fit_cnn(images, labels, len(CLASSES), p, seed, "cpu", progress=False)
+    return scratch_cnn_training.fit_cnn(images, labels, len(CLASSES), p, seed, "cpu", progress=False)
 
 
 # --------------------------------------------------------------------------- training
@@ -91,16 +91,16 @@ def test_dvclive_logs_every_epoch_and_leaves_no_dvc_yaml(trained):
 
 def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
     res = _fit(data, replace(FAST, epochs=2))
-    config = cnn.model_config(3, CLASSES, FAST, 0)
-    cnn.save_cnn(res.model, config, tmp_path)
-    x = cnn.to_unit(data[3][:10])
+    config = scratch_cnn_training.model_config(3, CLASSES, FAST, 0)
+    scratch_cnn_training.save_cnn(res.model, config, tmp_path)
+    x = scratch_cnn_training.to_unit(data[3][:10])
     with torch.no_grad():
         expected = res.model.eval().features(x)
-        got = cnn_model.load_cnn_features(tmp_path)(x)
+        got = scratch_cnn.load_cnn_features(tmp_path)(x)
     assert got.shape == (10, 256)
     assert torch.equal(got, expected)
     assert (got >= 0).all() and got.abs().sum() > 0  # the ReLU'd Dense-256 layer
-    saved = cnn_model.read_cnn_config(tmp_path)
+    saved = scratch_cnn.read_cnn_config(tmp_path)
     assert saved["class_names"] == CLASSES
     assert list(saved["params"]) == list(CNNParams.model_fields)
     assert saved["params"] == {**FAST.model_dump(), "filters": [32, 64, 128]}
@@ -108,20 +108,20 @@ def test_saved_weights_reload_to_the_same_embeddings(data, tmp_path):
     bad = dict(config, embedding_dim=128)
     (tmp_path / "config.json").write_text(json.dumps(bad))
     with pytest.raises(RuntimeError, match="size mismatch"):
-        cnn_model.load_cnn(tmp_path)
+        scratch_cnn.load_cnn(tmp_path)
 
 
 def test_embedding_network_runs_in_the_extract_engine(data, tmp_path):
     """``extract`` traces + freezes backbones in channels-last on CPU: the loaded embedding
     network must survive that and give the same features."""
-    from clusterlens.features import prepare_model
+    from clusterlens.features.extraction import prepare_model
 
     res = _fit(data, replace(FAST, epochs=1))
-    cnn.save_cnn(res.model, cnn.model_config(3, CLASSES, FAST, 0), tmp_path)
-    x = cnn.to_unit(data[3][:8])
+    scratch_cnn_training.save_cnn(res.model, scratch_cnn_training.model_config(3, CLASSES, FAST, 0), tmp_path)
+    x = scratch_cnn_training.to_unit(data[3][:8])
     with torch.no_grad():
-        eager = cnn_model.load_cnn_features(tmp_path)(x)
-        model, engine = prepare_model(cnn_model.load_cnn_features(tmp_path), torch.device("cpu"),
+        eager = scratch_cnn.load_cnn_features(tmp_path)(x)
+        model, engine = prepare_model(scratch_cnn.load_cnn_features(tmp_path), torch.device("cpu"),
                                       tuple(x.shape), "fp32", jit=True)
         traced = model(x.contiguous(memory_format=torch.channels_last))
     assert engine == "jit"
@@ -152,7 +152,7 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
     p = replace(FAST, epochs=10, patience=2, min_delta=100.0, lr_patience=1,
                             lr_min_delta=100.0, lr_factor=0.5)
     monkeypatch.chdir(tmp_path)
-    summary = cnn.train_cnn(root, paths, labels, CLASSES, p, 0, tmp_path / "m",
+    summary = scratch_cnn_training.train_cnn(root, paths, labels, CLASSES, p, 0, tmp_path / "m",
                             tmp_path / "live", "cpu", progress=False)
     hist = pd.read_csv(tmp_path / "m" / "history.csv")
     assert summary["stopped_early"] and summary["epochs_run"] == 3 == len(hist)
@@ -162,8 +162,8 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
     assert summary["lr_reduction_epochs"] == [2, 3] and summary["lr_reductions"] == 2
     assert summary["final_lr"] == p.learning_rate / 4
     # the saved weights are epoch 1's: they give its validation loss, not the last epoch's
-    _, val_idx = cnn.split_train_val(labels, p.val_fraction, 0)
-    loss, acc = cnn.evaluate(cnn_model.load_cnn(tmp_path / "m"), images, labels, p.batch_size, p.l2,
+    _, val_idx = scratch_cnn_training.split_train_val(labels, p.val_fraction, 0)
+    loss, acc = scratch_cnn_training.evaluate(scratch_cnn.load_cnn(tmp_path / "m"), images, labels, p.batch_size, p.l2,
                              "cpu", val_idx)
     assert loss == pytest.approx(hist["val_loss"].iloc[0], rel=1e-5)
     assert loss == pytest.approx(summary["best_val_loss"], rel=1e-5)
@@ -175,7 +175,7 @@ def test_early_stopping_restores_best_weights_and_lr_reductions_are_recorded(dat
 def _lrs(losses, **kw):
     p = replace(CNNParams(), **kw)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.learning_rate)
-    sched = cnn.keras_plateau_scheduler(opt, p)
+    sched = scratch_cnn_training.keras_plateau_scheduler(opt, p)
     out = []
     for v in losses:
         sched.step(v)
@@ -196,56 +196,56 @@ def test_plateau_scheduler_matches_keras_counting():
 
 
 def test_early_stopping_matches_keras_counting():
-    stop = cnn.KerasEarlyStopping(patience=3)
+    stop = scratch_cnn_training.KerasEarlyStopping(patience=3)
     losses = [5.0, 4.0, 3.0, 3.5, 2.9, 3.1, 3.2, 3.3, 1.0]
     stopped = next(e for e, v in enumerate(losses, 1) if stop.update(e, v))
     assert stopped == 8 == stop.stopped_epoch and stop.best_epoch == 5 and stop.best == 2.9
-    stop = cnn.KerasEarlyStopping(patience=1)
+    stop = scratch_cnn_training.KerasEarlyStopping(patience=1)
     assert not stop.update(1, math.nan)  # never stops after the first epoch
     assert stop.update(2, math.nan)
 
 
 # --------------------------------------------------------------------------- pieces
 def test_decode_matches_extract_preprocess(data):
-    from clusterlens.features import preprocess
-    from clusterlens.images import load_rgb
+    from clusterlens.data.images import load_rgb
+    from clusterlens.features.extraction import preprocess
 
     root, paths, _, images = data
     for i in (0, 45, 89):
         ref = preprocess(load_rgb(root / paths[i]), 16, "squash", (0, 0, 0), (1, 1, 1))
-        assert torch.equal(cnn.to_unit(images[i]), ref)
+        assert torch.equal(scratch_cnn_training.to_unit(images[i]), ref)
 
 
 def test_augmentation_is_seeded_per_image_and_keras_like():
     x = torch.rand(16, 3, 12, 12)
     p = CNNParams()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    a, b = cnn.augment_batch(x, p, g1), cnn.augment_batch(x, p, g2)
+    a, b = scratch_cnn_training.augment_batch(x, p, g1), scratch_cnn_training.augment_batch(x, p, g2)
     assert torch.equal(a, b) and a.shape == x.shape
-    assert not torch.equal(cnn.augment_batch(x, p, g1), a)  # the stream moves on
+    assert not torch.equal(scratch_cnn_training.augment_batch(x, p, g1), a)  # the stream moves on
     assert a.min() >= 0 and a.max() <= 1  # reflect fill: no black corners, no overshoot
     # per image: the same image repeated gets different transforms
-    same = cnn.augment_batch(x[:1].repeat(8, 1, 1, 1), p, torch.Generator().manual_seed(0))
+    same = scratch_cnn_training.augment_batch(x[:1].repeat(8, 1, 1, 1), p, torch.Generator().manual_seed(0))
     assert len({round(float(v), 5) for v in same.sum(dim=(1, 2, 3))}) == 8
     # flip only: exactly a mirror image, about half of the batch
     only_flip = CNNParams(rotation=0.0, zoom=0.0, translate=0.0, flip=True)
-    theta = cnn.augment_params(16, only_flip, torch.Generator().manual_seed(4))
-    out = cnn.augment_batch(x, only_flip, torch.Generator().manual_seed(4))
+    theta = scratch_cnn_training.augment_params(16, only_flip, torch.Generator().manual_seed(4))
+    out = scratch_cnn_training.augment_batch(x, only_flip, torch.Generator().manual_seed(4))
     flipped = theta[:, 0, 0] < 0
     assert 0 < int(flipped.sum()) < 16
     ref = torch.where(flipped[:, None, None, None], x.flip(3), x)
     assert torch.allclose(out, ref, atol=1e-5)
     # rotation 0.15 (Keras: a fraction of a full turn) reaches +-54 degrees
     rot = CNNParams(rotation=0.15, zoom=0.0, translate=0.0, flip=False)
-    th = cnn.augment_params(2000, rot, torch.Generator().manual_seed(0)).double()
+    th = scratch_cnn_training.augment_params(2000, rot, torch.Generator().manual_seed(0)).double()
     deg = torch.rad2deg(torch.atan2(th[:, 1, 0], th[:, 1, 1]))
     assert 50 < float(deg.abs().max()) <= 54.0 + 1e-6
     none = CNNParams(rotation=0.0, zoom=0.0, translate=0.0, flip=False)
-    assert cnn.augment_batch(x, none, g1) is x
+    assert scratch_cnn_training.augment_batch(x, none, g1) is x
 
 
 def test_model_matches_the_seed_architecture():
-    m = cnn.ScratchCNN(233)
+    m = scratch_cnn_training.ScratchCNN(233)
     # what Keras' model.summary() counts for the reference model with 233 classes (BatchNorm
     # moving statistics included; PyTorch keeps those as buffers)
     n_params = sum(p.numel() for p in m.parameters())
@@ -262,19 +262,19 @@ def test_model_matches_the_seed_architecture():
 
 def test_split_is_stratified_and_seeded():
     labels = np.repeat([0, 1, 2], [50, 30, 20])
-    tr, va = cnn.split_train_val(labels, 0.2, 7)
+    tr, va = scratch_cnn_training.split_train_val(labels, 0.2, 7)
     assert len(va) == 20 and np.bincount(labels[va]).tolist() == [10, 6, 4]
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(100))
-    assert np.array_equal(va, cnn.split_train_val(labels, 0.2, 7)[1])
-    assert not np.array_equal(va, cnn.split_train_val(labels, 0.2, 8)[1])
+    assert np.array_equal(va, scratch_cnn_training.split_train_val(labels, 0.2, 7)[1])
+    assert not np.array_equal(va, scratch_cnn_training.split_train_val(labels, 0.2, 8)[1])
     with pytest.raises(DataError, match="val_fraction"):  # 1 validation image for 2 classes
-        cnn.split_train_val(np.array([0, 0, 1, 1]), 0.2, 0)
+        scratch_cnn_training.split_train_val(np.array([0, 0, 1, 1]), 0.2, 0)
 
 
 def test_a_single_image_class_trains_unvalidated_and_a_two_image_class_is_split():
     labels = np.repeat([0, 1, 2, 3], [20, 1, 2, 17])  # 1: lonely, 2: pair
-    tr, va = cnn.split_train_val(labels, 0.25, 7)
-    assert cnn.train_only_classes(labels).tolist() == [1]
+    tr, va = scratch_cnn_training.split_train_val(labels, 0.25, 7)
+    assert scratch_cnn_training.train_only_classes(labels).tolist() == [1]
     assert 20 in tr and 1 not in labels[va]  # the lonely image trains
     assert np.bincount(labels[va], minlength=4)[2] == 1 and np.sum(labels[tr] == 2) == 1
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(40))
@@ -285,7 +285,7 @@ def test_a_single_image_class_trains_unvalidated_and_a_two_image_class_is_split(
     np.testing.assert_array_equal(va, np.sort(ref_va))
     np.testing.assert_array_equal(tr, np.sort(np.concatenate([ref_tr, [20]])))
     with pytest.raises(DataError, match="no class has 2 images"):
-        cnn.split_train_val(np.array([0, 1, 2]), 0.2, 0)
+        scratch_cnn_training.split_train_val(np.array([0, 1, 2]), 0.2, 0)
 
 
 # --------------------------------------------------------------------------- params
@@ -326,8 +326,8 @@ def test_unknown_key_suggests_the_right_one():
 
 
 def test_device_names_are_checked():
-    assert cnn_model.resolve_device("cpu") == torch.device("cpu")
+    assert scratch_cnn.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
-        cnn_model.resolve_device("gpu")
+        scratch_cnn.resolve_device("gpu")
     with pytest.raises(ValueError, match="not available"):
-        cnn_model.resolve_device(f"cuda:{torch.cuda.device_count()}")
+        scratch_cnn.resolve_device(f"cuda:{torch.cuda.device_count()}")

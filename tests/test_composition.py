@@ -8,18 +8,20 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster
 
-from clusterlens import composition, selection, trees
+from clusterlens.analysis import composition
+from clusterlens.audit.representatives import centre_distances, representatives
+from clusterlens.clustering import selection, trees
+from clusterlens.clustering.grid import point_path
+from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.base import parse_section
 from clusterlens.config.composition import CompositionParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import load_npy, save_npy, write_json, write_table
-from clusterlens.plots import composition as composition_plots
-from clusterlens.plots.clustering import plot_dendrogram
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.points import point_path
-from clusterlens.representatives import centre_distances, representatives
-from clusterlens.selected import selected_labels
-from stages import cluster, clustering, composition as stage, tsne
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import load_npy, save_npy, write_json, write_table
+from clusterlens.report.figures import composition as composition_plots
+from clusterlens.report.figures.clustering import plot_dendrogram
+from clusterlens.report.figures.style import matplotlib_setup
+from stages import clustering, grid_point, tsne
+from stages import composition as stage
 from tests.conftest import make_tree
 
 
@@ -186,8 +188,8 @@ def selected_run(tmp_path, in_tmp_cwd):
               "tsne": {"sample": 20, "perplexity": 5, "max_iter": 250},
               "composition": {"montage_clusters": 2, "montage_images": 4}}
     for k in (2, 3):
-        cluster.run("kmeans", k, params)
-    cluster.run("agglomerative", "ward", params)
+        grid_point.run("kmeans", k, params)
+    grid_point.run("agglomerative", "ward", params)
     clustering.run(params)
     tsne.run(params)
     return params, y

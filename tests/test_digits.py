@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from clusterlens.digits import digit_images, write_digits
+from clusterlens.data.digits import digit_images, write_digits
 from stages import digits as digits_stage
 
 
@@ -42,7 +42,7 @@ def test_the_bundled_file_gives_load_digits_arrays_without_importing_sklearn(mon
     import subprocess
     import sys
 
-    import clusterlens.digits as dg
+    import clusterlens.data.digits as dg
 
     assert dg.bundled_csv() is not None and dg.bundled_csv().name == "digits.csv.gz"
     bunch = load_digits()
@@ -53,7 +53,7 @@ def test_the_bundled_file_gives_load_digits_arrays_without_importing_sklearn(mon
     fallback = digit_images()
     np.testing.assert_array_equal(fallback[0], images)
     np.testing.assert_array_equal(fallback[1], targets)
-    probe = ("import sys; from clusterlens.digits import digit_images; digit_images(); "
+    probe = ("import sys; from clusterlens.data.digits import digit_images; digit_images(); "
              "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -9,13 +9,13 @@ import sys
 import pytest
 import yaml
 
-from clusterlens import distributed
 from clusterlens.config.base import parse_section
 from clusterlens.config.extract import ExtractParams
-from clusterlens.errors import ParamError
-from clusterlens.feature_store import FeatureStore
-from clusterlens.index import build_index
-from clusterlens.io import write_table
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import write_table
+from clusterlens.data.index import build_index
+from clusterlens.features import sharding
+from clusterlens.features.store import FeatureStore
 from tests.conftest import make_tree
 from tests.test_feature_store import _params
 
@@ -83,10 +83,10 @@ def test_sharded_run_needs_a_store_and_valid_counts(tmp_path):
 
 
 def test_torchrun_command_standalone_and_multi_node():
-    one = distributed.torchrun_command("stages.extract", 2, 1, "h:1", ["--params", "p.yaml"])
+    one = sharding.torchrun_command("stages.extract", 2, 1, "h:1", ["--params", "p.yaml"])
     assert one[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"]
     assert "--standalone" in one and one[-4:] == ["-m", "stages.extract", "--params", "p.yaml"]
-    many = distributed.torchrun_command("stages.extract", 4, 3, "node0:29500", [])
+    many = sharding.torchrun_command("stages.extract", 4, 3, "node0:29500", [])
     assert "--nnodes=3" in many and "--rdzv_endpoint=node0:29500" in many
     assert "--standalone" not in many and "--rdzv_backend=c10d" in many
 
@@ -94,8 +94,8 @@ def test_torchrun_command_standalone_and_multi_node():
 def test_threads_auto_is_this_process_default(monkeypatch):
     import torch
 
-    monkeypatch.delenv(distributed.THREADS_ENV, raising=False)
-    assert distributed.resolve_threads("auto") == torch.get_num_threads()
-    monkeypatch.setenv(distributed.THREADS_ENV, "3")
-    assert distributed.resolve_threads("auto") == 3  # a rank inherits the launcher's count
-    assert distributed.resolve_threads(2) == 2
+    monkeypatch.delenv(sharding.THREADS_ENV, raising=False)
+    assert sharding.resolve_threads("auto") == torch.get_num_threads()
+    monkeypatch.setenv(sharding.THREADS_ENV, "3")
+    assert sharding.resolve_threads("auto") == 3  # a rank inherits the launcher's count
+    assert sharding.resolve_threads(2) == 2

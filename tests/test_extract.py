@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from clusterlens import features as ex
-from clusterlens import images
-from clusterlens import precision as pr
-from clusterlens.backbones import LITE0, build_backbone, lite0_weights_path
 from clusterlens.config.base import parse_section
 from clusterlens.config.extract import ExtractParams
-from clusterlens.errors import ParamError
-from clusterlens.index import build_index
-from clusterlens.io import write_table
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import write_table
+from clusterlens.data import images
+from clusterlens.data.index import build_index
+from clusterlens.features import extraction as ex
+from clusterlens.features import precision as pr
+from clusterlens.features.backbones import LITE0, build_backbone, lite0_weights_path
 from stages import extract as stage
 from tests.conftest import MOBILENET_WEIGHTS, make_image, make_tree
 
@@ -485,7 +485,7 @@ class _Held(Exception):
 def test_hold_hook_stops_right_after_the_nth_batch(image_tree, monkeypatch):
     """CLUSTERLENS_HOLD_AFTER_BATCH=n holds after the n-th batch (here: raises instead of
     blocking); unset, extraction runs through."""
-    from clusterlens.backbones import RAW
+    from clusterlens.features.backbones import RAW
 
     held = []
 
@@ -576,8 +576,8 @@ def test_extract_stage_killed_at_the_signalled_point_keeps_its_flushes(tmp_path,
 
 # --------------------------------------------------------------------------- image_size / resize auto
 def test_auto_input_follows_the_images_size():
-    from clusterlens.backbones import RAW, SCRATCH_CNN
-    from clusterlens.preprocessing import median_short_side, resolve_input
+    from clusterlens.features.backbones import RAW, SCRATCH_CNN
+    from clusterlens.features.preprocessing import median_short_side, resolve_input
 
     def auto(side, name=LITE0, native=224, image_size="auto", resize="auto"):
         r = resolve_input(name, native, image_size, resize, [side] * 5, [side + 3] * 5)
@@ -609,8 +609,8 @@ def test_auto_input_follows_the_images_size():
 
 
 def test_backbones_are_built_for_the_resolved_input():
-    from clusterlens.backbones import RAW
-    from clusterlens.preprocessing import FIXED_NATIVE_SIZES, build_for_input
+    from clusterlens.features.backbones import RAW
+    from clusterlens.features.preprocessing import FIXED_NATIVE_SIZES, build_for_input
 
     for name, size in FIXED_NATIVE_SIZES.items():  # the constants are the built backbones'
         assert build_backbone(name, "DEFAULT", None).native_size == size

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from clusterlens import features as ex
-from clusterlens.backbones import LITE0, build_backbone
-from clusterlens.feature_store import FeatureStore, digests
-from clusterlens.index import build_index
-from clusterlens.io import write_table
+from clusterlens.core.io import write_table
+from clusterlens.data.index import build_index
+from clusterlens.features import extraction as ex
+from clusterlens.features.backbones import LITE0, build_backbone
+from clusterlens.features.store import FeatureStore, digests
 from stages import extract as stage
 from tests.conftest import make_tree
 
@@ -122,7 +122,7 @@ def test_jit_and_bf16_features_agree_with_eager_float32(tmp_path):
 
 # --------------------------------------------------------------------------- progress kept
 def test_flushes_hand_out_every_row_once_by_batches_or_seconds(tmp_path):
-    from clusterlens.backbones import RAW
+    from clusterlens.features.backbones import RAW
 
     root = make_tree(tmp_path / "img", {"a": 6, "b": 5})
     paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))

@@ -3,11 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens import feature_sets, fusion as fu
 from clusterlens.config.base import parse_section
 from clusterlens.config.fusion import METHOD_NAMES, FusionParams, parse_fusion
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import load_npy, read_json, save_npy, write_table
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import load_npy, read_json, save_npy, write_table
+from clusterlens.features import fusion as fu
+from clusterlens.features import sets
 from stages import fusion as fusion_stage
 
 
@@ -74,7 +75,7 @@ def test_fusion_params_defaults_and_names():
     assert parse_fusion({"fusion": {"set": "concat"}}).set == "concat"
     assert parse_fusion({"fusion": {"weight": 1}}).weight == 1.0
     assert set(FusionParams.model_fields["set"].annotation.__args__) == set(fu.FEATURE_SETS)
-    assert METHOD_NAMES == fu.METHODS and fu.FEATURE_SETS == feature_sets.FEATURE_SETS
+    assert METHOD_NAMES == fu.METHODS and fu.FEATURE_SETS == sets.FEATURE_SETS
     for methods in (["dbscan"], [], "kmeans"):
         with pytest.raises(ParamError) as err:
             parse_fusion({"fusion": {"methods": methods}})
@@ -111,7 +112,7 @@ def test_kappa_table_ranks_the_informative_features_first():
 
 
 def test_kappa_table_reuses_the_cluster_metrics_kappa():
-    from clusterlens.metrics import kappa_after_majority_vote
+    from clusterlens.clustering.metrics import kappa_after_majority_vote
 
     _, text, y = _blobs(n_per=20)
     table = fu.kappa_table({"text": text}, y, 3, seed=0, methods=("kmeans",), n_init=2,

@@ -8,16 +8,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from clusterlens import grids, macro, selection
+from clusterlens.analysis import macro
+from clusterlens.clustering import grid, selection
+from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.agglomerative import AgglomerativeParams
 from clusterlens.config.base import parse_section
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.kmeans import KMeansParams
 from clusterlens.config.macro import MacroParams
 from clusterlens.config.nmf import NMFParams
-from clusterlens.errors import ParamError
-from clusterlens.selected import selected_labels
-from stages import cluster, clustering, macro as macro_stage, macro_purity, nmf
+from clusterlens.core.errors import ParamError
+from stages import clustering, grid_point, macro_purity, nmf
+from stages import macro as macro_stage
 from tests.conftest import PROJECT, e2e_copy, make_tree, sh
 from tests.test_cluster import blobs  # noqa: F401 - the fixture
 from tests.test_macro import hierarchy  # noqa: F401 - the fixture
@@ -33,21 +35,21 @@ DEFAULTS = yaml.safe_load((PROJECT / "params.yaml").read_text())
 def test_every_default_k_grid_holds_the_class_count(n_classes, ks):
     for section, model in K_SECTIONS.items():
         values = parse_section(DEFAULTS, section, model).k
-        got = [g.k for g in grids.resolve_grid(values, n_classes)]
+        got = [g.k for g in grid.resolve_grid(values, n_classes)]
         assert got == ks, section  # halves round up: 0.5 x 5 = 2.5 -> 3, 0.5 x 7 -> 4
         assert n_classes in got
 
 
 def test_resolving_rounds_halves_up_and_never_goes_below_two():
-    assert [grids.resolve_k(v, 3) for v in ("classes", "classes_x0.5", "classes_x1.5",
+    assert [grid.resolve_k(v, 3) for v in ("classes", "classes_x0.5", "classes_x1.5",
                                              "classes_x0.1", 17)] == [3, 2, 5, 2, 17]
-    assert grids.resolve_k("classes_x0.25", 10) == 3  # 2.5 -> 3, not Python's banker's 2
-    assert grids.resolve_k("classes_x1.5", 1) == 2
-    assert grids.parse_k_value("10") == 10 and grids.parse_k_value("classes_x2") == "classes_x2"
+    assert grid.resolve_k("classes_x0.25", 10) == 3  # 2.5 -> 3, not Python's banker's 2
+    assert grid.resolve_k("classes_x1.5", 1) == 2
+    assert grid.parse_k_value("10") == 10 and grid.parse_k_value("classes_x2") == "classes_x2"
 
 
 def test_values_with_the_same_k_are_one_point():
-    got = grids.resolve_grid(["classes_x0.5", 2, "classes", "classes", 4, 3], 4)
+    got = grid.resolve_grid(["classes_x0.5", 2, "classes", "classes", 4, 3], 4)
     assert [(g.value, g.k, g.same_as) for g in got] == [
         ("classes_x0.5", 2, None), (2, 2, "classes_x0.5"), ("classes", 4, None),
         (4, 4, "classes"), (3, 3, None)]  # the repeated `classes` is listed once
@@ -115,15 +117,16 @@ def test_macro_stage_records_the_auto_groups(hierarchy):  # noqa: F811 - 12 clas
 # --------------------------------------------------------------------------- the stages
 def test_a_symbolic_point_is_named_by_its_k_and_its_files_by_its_value(blobs):  # noqa: F811
     _, _, params = blobs  # 3 classes
-    out = cluster.run("kmeans", "classes", params)
+    out = grid_point.run("kmeans", "classes", params)
     assert list(out) == ["k3"] and out["k3"]["k"] == 3 and out["k3"]["grid_value"] == "classes"
     assert json.load(open("data/clusters/kmeans/kclasses.json")) == out["k3"]
     assert np.load("data/clusters/kmeans/kclasses.npy").shape == (120,)
     assert not Path("data/clusters/kmeans/k3.npy").exists()
-    assert cluster.run("gmm", "classes_x0.5", params)["k2"]["grid_value"] == "classes_x0.5"
-    with pytest.raises(ParamError, match=r"`kmeans.k` values must each be an integer >= 2, "
-                                         r"`classes` .*, got 'classes_x'"):
-        cluster.run("kmeans", "classes_x", params)
+    assert grid_point.run("gmm", "classes_x0.5", params)["k2"]["grid_value"] == "classes_x0.5"
+    # one value is checked by the section's model, as a one-value grid
+    with pytest.raises(ParamError, match=r"`kmeans.k` must be a list of integers >= 2, "
+                                         r"`classes` .*, got \['classes_x'\]"):
+        grid_point.run("kmeans", "classes_x", params)
 
 
 def test_the_aggregate_keeps_one_point_per_k_and_finds_its_files(blobs):  # noqa: F811
@@ -133,16 +136,16 @@ def test_the_aggregate_keeps_one_point_per_k_and_finds_its_files(blobs):  # noqa
     params["gmm"]["k"] = ["classes"]
     params["nmf"]["k"] = ["classes_x1.5"]
     for v in params["kmeans"]["k"]:
-        cluster.run("kmeans", v, params)
-    out = cluster.run("agglomerative", "ward", params)
+        grid_point.run("kmeans", v, params)
+    out = grid_point.run("agglomerative", "ward", params)
     assert set(out) == {"ward_k3", "ward_k2"}  # one tree, two cuts, three files
     assert {p.name for p in Path("data/clusters/agglomerative/ward").glob("k*.npy")} == {
         "kclasses.npy", "k3.npy", "k2.npy"}
-    cluster.run("gmm", "classes", params)
-    cluster.run("dbscan", 50.0, params)
-    cluster.run("hdbscan", 10, params)
+    grid_point.run("gmm", "classes", params)
+    grid_point.run("dbscan", 50.0, params)
+    grid_point.run("hdbscan", 10, params)
     nmf.run(params, features_path="data/pca.npy")
-    cluster.run("nmf", "classes_x1.5", params)
+    grid_point.run("nmf", "classes_x1.5", params)
     res = clustering.run(params)
     assert list(res["kmeans"]) == ["k2", "k3"]
     assert res["kmeans"]["k2"]["grid_value"] == "classes_x0.5"
@@ -171,7 +174,7 @@ def test_macro_purity_reads_the_k_of_symbolic_points(hierarchy):  # noqa: F811 -
               "kmeans": {"k": ["classes_x0.5", "classes", 12], "n_init": 2, "max_iter": 50},
               "macro": {**DEFAULTS["macro"], "groups": "auto"}}
     for v in params["kmeans"]["k"]:
-        cluster.run("kmeans", v, params)
+        grid_point.run("kmeans", v, params)
     macro_stage.run(params)
     out = macro_purity.run(params)
     assert [k for k in out if k.startswith("k")] == ["k6", "k12"]  # 12 and `classes` are one
@@ -182,12 +185,12 @@ def test_macro_purity_reads_the_k_of_symbolic_points(hierarchy):  # noqa: F811 -
 def test_the_command_line_reads_and_checks_a_k_value(blobs, capsys):  # noqa: F811
     _, _, params = blobs
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    cluster.main(["kmeans", "--k", "classes_x0.5"])
+    grid_point.main(["kmeans", "--k", "classes_x0.5"])
     assert json.load(open("data/clusters/kmeans/kclasses_x0.5.json"))["k"] == 2
-    cluster.main(["kmeans", "--k", "3"])
+    grid_point.main(["kmeans", "--k", "3"])
     assert json.load(open("data/clusters/kmeans/k3.json"))["grid_value"] == 3
-    with pytest.raises(ParamError, match=r"`kmeans.k`.*`classes_x<f>`.*got 'half'"):
-        cluster.main(["kmeans", "--k", "half"])
+    with pytest.raises(ParamError, match=r"`kmeans.k`.*`classes_x<f>`.*got \['half'\]"):
+        grid_point.main(["kmeans", "--k", "half"])
 
 
 # --------------------------------------------------------------------------- end to end

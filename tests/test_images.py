@@ -5,16 +5,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clusterlens import images_table as it
+from clusterlens.audit import image_table as it
+from clusterlens.audit.representatives import (
+    centre_distances,
+    cluster_majority,
+    nearest_rows,
+    representatives,
+)
+from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.base import parse_section
 from clusterlens.config.images import ImagesParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import read_json, save_npy, write_json, write_table
-from clusterlens.plots import audit
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.representatives import (centre_distances, cluster_majority, nearest_rows,
-                                         representatives)
-from clusterlens.selected import selected_labels
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import read_json, save_npy, write_json, write_table
+from clusterlens.report.figures import audit
+from clusterlens.report.figures.style import matplotlib_setup
 from stages import images as stage
 from tests.conftest import make_tree
 

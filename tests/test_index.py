@@ -9,8 +9,8 @@ from PIL import Image
 
 from clusterlens.config.base import parse_section
 from clusterlens.config.index import IndexParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.index import build_index, index_metrics, scan_tree
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.data.index import build_index, index_metrics, scan_tree
 from stages.index import run
 from tests.conftest import make_image, make_tree
 

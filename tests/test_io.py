@@ -1,4 +1,4 @@
-"""clusterlens.io (atomic writes, JSON, arrays, tables) and clusterlens.config.base (strict
+"""clusterlens.core.io (atomic writes, JSON, arrays, tables) and clusterlens.config.base (strict
 params sections whose errors name the dotted key and the value)."""
 from __future__ import annotations
 
@@ -9,12 +9,20 @@ import pandas as pd
 import pytest
 from pydantic import Field
 
-from clusterlens.config.base import (Section, check_value, load_params, parse_section,
-                                     require_seed)
+from clusterlens.config.base import Section, check_value, load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
-from clusterlens.errors import ParamError
-from clusterlens.io import (atomic_path, load_npy, read_json, read_table, remove_stale_tmp,
-                            save_npy, save_npz, write_json, write_table)
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import (
+    atomic_path,
+    load_npy,
+    read_json,
+    read_table,
+    remove_stale_tmp,
+    save_npy,
+    save_npz,
+    write_json,
+    write_table,
+)
 
 
 # --------------------------------------------------------------------------- io
@@ -69,7 +77,7 @@ def test_arrays_and_tables_round_trip(tmp_path):
 def test_class_names_read_back_as_the_folders_spell_them(tmp_path):
     """Digit class names with an empty cell (a cluster of fewer classes) used to read back as
     floats (``2.0``); every class-name column of a csv comes back as strings."""
-    from clusterlens.composition import composition_table
+    from clusterlens.analysis.composition import composition_table
 
     table = composition_table(np.array([0, 0, 0, 1, 1]),
                               np.array(["2", "2", "10", "3", "3"], dtype=object), top=2)
@@ -177,7 +185,7 @@ def test_seed_check_value_and_load_params(tmp_path):
 
 # --------------------------------------------------------------------------- cli
 def test_ctrl_c_in_a_stage_is_one_line_and_exit_130(capsys):
-    from clusterlens.cli import run_cli
+    from clusterlens.core.cli import run_cli
 
     def interrupted(argv):
         raise KeyboardInterrupt

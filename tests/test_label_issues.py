@@ -11,10 +11,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from clusterlens import label_issues as li
+from clusterlens.audit import label_issues as li
 from clusterlens.config.upper_bound import LogRegConfig
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import read_json, write_json
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import read_json, write_json
 from stages import label_issues as stage
 from tests.conftest import CIFAR
 
@@ -173,7 +173,7 @@ def test_a_single_image_class_gets_no_verdict_and_a_two_image_class_is_scored():
 
 
 def stage_inputs(work, given, X, best="lr_C1"):
-    from clusterlens.io import save_npy, write_table
+    from clusterlens.core.io import save_npy, write_table
 
     names = [f"class{c}" for c in range(int(given.max()) + 1)]
     index = pd.DataFrame({"path": [f"{names[c]}/{i:04d}.png" for i, c in enumerate(given)],
@@ -278,8 +278,8 @@ def test_moved_cifar_labels_are_found_far_above_chance():
     """500 CIFAR-10 images (50 per class), Lite0 ImageNet features at 64 px, a seeded 5% of
     the labels moved to another class; the raw-feature logistic regression with C=0.1 (``lr_C01``
     of the default configs)."""
-    from clusterlens.backbones import LITE0, build_backbone
-    from clusterlens.features import extract_features
+    from clusterlens.features.backbones import LITE0, build_backbone
+    from clusterlens.features.extraction import extract_features
 
     classes = sorted(p.name for p in CIFAR.iterdir() if p.is_dir())
     paths, y = [], []

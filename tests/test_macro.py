@@ -10,15 +10,16 @@ import pytest
 from scipy.cluster.hierarchy import cophenet, fcluster, leaves_list, linkage
 from scipy.spatial.distance import pdist
 
-from clusterlens import macro
+from clusterlens.analysis import macro
+from clusterlens.clustering.metrics import purity
 from clusterlens.config.base import parse_section
 from clusterlens.config.macro import MacroParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import save_npy, write_table
-from clusterlens.metrics import purity
-from clusterlens.plots import macro as plots
-from clusterlens.plotting import matplotlib_setup
-from stages import macro as macro_stage, macro_purity as purity_stage
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import save_npy, write_table
+from clusterlens.report.figures import macro as plots
+from clusterlens.report.figures.style import matplotlib_setup
+from stages import macro as macro_stage
+from stages import macro_purity as purity_stage
 
 FAMILIES = {"bird": ["duck", "goose", "swan"], "car": ["cab", "sedan", "van"],
             "planet": ["mars", "saturn", "venus"], "tool": ["axe", "drill", "saw"]}

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens import neighbours as nb
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import read_json, read_table, save_npy, write_table
+from clusterlens.audit import neighbours as nb
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import read_json, read_table, save_npy, write_table
 from tests.conftest import CIFAR
 
 ENGINES = ["faiss", "sklearn"]
@@ -280,8 +280,8 @@ VARIANTS = [(48, 90), (64, 60), (32, 75), (40, 85)]   # (side in pixels, JPEG qu
 def test_resized_jpeg_copies_of_cifar_images_are_found(tmp_path):
     from PIL import Image
 
-    from clusterlens.backbones import LITE0, build_backbone
-    from clusterlens.features import extract_features
+    from clusterlens.features.backbones import LITE0, build_backbone
+    from clusterlens.features.extraction import extract_features
 
     paths = []
     for cls_dir in sorted(p for p in CIFAR.iterdir() if p.is_dir()):

@@ -7,13 +7,15 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
-from clusterlens import nmf
+from clusterlens.clustering import nmf
 from clusterlens.config.base import parse_section
 from clusterlens.config.nmf import NMFParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.feature_sets import load_feature_set
-from clusterlens.io import save_npy, write_table
-from stages import cluster as cluster_stage, nmf as nmf_stage, reduce as reduce_stage
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import save_npy, write_table
+from clusterlens.features.sets import load_feature_set
+from stages import cluster as cluster_stage
+from stages import nmf as nmf_stage
+from stages import reduce as reduce_stage
 from stages import upper_bound as upper_bound_stage
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from clusterlens.numerics import OFF_SWITCH, PINS, cpu_flags, pin_applies, pin_cpu_kernels
+from clusterlens.core.numerics import OFF_SWITCH, PINS, cpu_flags, pin_applies, pin_cpu_kernels
 from tests.code_deps import PROJECT
 
 X86 = dict(machine="x86_64", flags={"sse2", "avx", "avx2", "fma"})

@@ -19,9 +19,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from clusterlens.backbones import SCRATCH_CNN
-from tests.conftest import (E2E_IMAGES, changed, dvc_env, e2e_copy, grid, params_set,
-                            ran_all, set_params, sh, up_to_date)
+from clusterlens.features.backbones import SCRATCH_CNN
+from tests.conftest import (
+    E2E_IMAGES,
+    changed,
+    dvc_env,
+    e2e_copy,
+    grid,
+    params_set,
+    ran_all,
+    set_params,
+    sh,
+    up_to_date,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clusterlens.backbones import RAW, build_backbone
-from clusterlens.errors import ParamError
-from clusterlens.features import extract_features
+from clusterlens.core.errors import ParamError
+from clusterlens.features.backbones import RAW, build_backbone
+from clusterlens.features.extraction import extract_features
 
 
 # --------------------------------------------------------------------------- raw pixels

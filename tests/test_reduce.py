@@ -9,14 +9,19 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from clusterlens.clustering.reduction import (
+    check_n_components,
+    fit_pca,
+    fix_signs,
+    plane_coords,
+    reduce_metrics,
+    variance_curve,
+)
 from clusterlens.config.base import parse_section
 from clusterlens.config.reduce import ReduceParams
-from clusterlens.errors import ParamError
-from clusterlens.io import save_npy, write_table
-from clusterlens.numerics import pin_applies
-from clusterlens.reduce import (
-    check_n_components, fit_pca, fix_signs, plane_coords, reduce_metrics, variance_curve,
-)
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import save_npy, write_table
+from clusterlens.core.numerics import pin_applies
 from stages.reduce import run
 from tests.code_deps import PROJECT
 
@@ -115,7 +120,7 @@ def test_component_signs_are_fixed():
 
 KERNEL_CHILD = """
 import hashlib, sys, numpy as np, threadpoolctl
-from clusterlens.reduce import fit_pca
+from clusterlens.clustering.reduction import fit_pca
 X = np.load(sys.argv[1])
 res = fit_pca(X, 10)
 h = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()

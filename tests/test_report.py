@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens import colours, explorer, report
-from clusterlens.errors import ParamError
-from clusterlens.io import write_json, write_table
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import write_json, write_table
+from clusterlens.report import colours, document, explorer
 from stages import report as stage
 from tests.conftest import make_image
 
@@ -18,7 +18,7 @@ def _doc(tmp_path, monkeypatch):
     png = Path("plots") / "fig.png"  # stages write relative paths, from the project root
     png.parent.mkdir()
     make_image(0, np.random.default_rng(0)).save(png)
-    doc = report.Doc()
+    doc = document.Doc()
     doc.h(1, "Title <x>")
     doc.p("some `code` and **bold** & more")
     doc.items(["one", "two"])
@@ -30,21 +30,21 @@ def _doc(tmp_path, monkeypatch):
 
 def test_markdown_links_figures_relatively_and_escapes_tables(tmp_path, monkeypatch):
     doc, png = _doc(tmp_path, monkeypatch)
-    md = report.render_markdown(doc, tmp_path / "report")
+    md = document.render_markdown(doc, tmp_path / "report")
     assert md.startswith("# Title <x>\n")
     assert "| method | nmi |" in md and "| kmeans | 0.1235 |" in md and "a\\|b" in md
     assert "![A figure](../plots/fig.png)" in md and md.count("![") == 1
     assert "- one\n- two" in md
     assert "absent.png` is missing" in md
-    assert "![A figure](../plots/fig.png)" in report.render_markdown(doc, "report")
-    absolute = report.Doc()
+    assert "![A figure](../plots/fig.png)" in document.render_markdown(doc, "report")
+    absolute = document.Doc()
     absolute.fig(png.resolve(), "abs")
-    assert f"![abs]({png.resolve().as_posix()})" in report.render_markdown(absolute, "report")
+    assert f"![abs]({png.resolve().as_posix()})" in document.render_markdown(absolute, "report")
 
 
 def test_html_is_self_contained_and_escaped(tmp_path, monkeypatch):
     doc, png = _doc(tmp_path, monkeypatch)
-    page = report.render_html(doc, "t")
+    page = document.render_html(doc, "t")
     assert "<h1>Title &lt;x&gt;</h1>" in page
     assert "<code>code</code>" in page and "<strong>bold</strong>" in page and "&amp;" in page
     data = base64.b64encode(png.read_bytes()).decode()
@@ -55,7 +55,7 @@ def test_html_is_self_contained_and_escaped(tmp_path, monkeypatch):
 
 def test_markdown_cells_escape_pipes_backslashes_and_newlines():
     df = pd.DataFrame({"path": ["a|b/x.png", "c\nd\r.png", "e\\f.png"], "n": [1, 2, 3]})
-    lines = report._md_table(df).split("\n")
+    lines = document._md_table(df).split("\n")
     assert len(lines) == 5  # header, rule, one line per row: no row broken by its name
     assert lines[2:] == ["| a\\|b/x.png | 1 |", "| c\\nd\\r.png | 2 |", "| e\\\\f.png | 3 |"]
 
@@ -65,10 +65,10 @@ def test_toc_links_every_section_by_its_anchor(tmp_path, monkeypatch):
     doc.blocks.insert(1, ("toc",))
     doc.h(2, "5. The selected model: kmeans/k10")
     doc.h(2, "Explorer: each cluster's gallery")
-    md = report.render_markdown(doc, "report")
+    md = document.render_markdown(doc, "report")
     assert ("**Contents**\n\n- [5. The selected model: kmeans/k10](#5-the-selected-model-kmeansk10)"
             "\n- [Explorer: each cluster's gallery](#explorer-each-clusters-gallery)") in md
-    page = report.render_html(doc, "t")
+    page = document.render_html(doc, "t")
     assert '<nav class="toc" id="contents">' in page
     assert '<a href="#5-the-selected-model-kmeansk10">' in page
     assert '<h2 id="5-the-selected-model-kmeansk10">5. The selected model: kmeans/k10' in page
@@ -80,15 +80,15 @@ def test_features_section_describes_a_trained_cnn_and_only_one():
                "image_size": 32, "resize": "squash", "device": "cpu", "precision": "fp32"}
     cnn = {"trained": True, "epochs_run": 3, "best_epoch": 2, "best_val_acc": 0.875,
            "best_val_loss": 0.4321, "lr_reductions": 1, "stopped_early": False}
-    doc = report.Doc()
-    report.section_features(doc, extract, cnn, stage.FILES)
+    doc = document.Doc()
+    document.section_features(doc, extract, cnn, stage.FILES)
     text = [b[1] for b in doc.blocks if b[0] == "p"]
     assert len(text) == 2 and "Backbone **scratch_cnn**" in text[0]
     assert "trained from scratch: 3 epochs, best epoch 2" in text[1]
     assert "validation accuracy 0.875, loss 0.432; 1 learning-rate reductions)" in text[1]
     assert "`dvclive/cnn`" in text[1] and "`metrics/cnn_history.csv`" in text[1]
-    doc = report.Doc()
-    report.section_features(doc, extract, {"trained": False}, stage.FILES)  # other backbone
+    doc = document.Doc()
+    document.section_features(doc, extract, {"trained": False}, stage.FILES)  # other backbone
     assert [b[0] for b in doc.blocks] == ["h", "p"]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens.io import write_json, write_table
+from clusterlens.core.io import write_json, write_table
 from stages import report as stage
 from tests.conftest import make_image
 from tests.test_report import JSONS, PARAMS, TABLES

@@ -32,15 +32,15 @@ import torch
 import yaml
 from PIL import Image
 
-from clusterlens import clustering as cluster
-from clusterlens import features as ex
-from clusterlens import images
-from clusterlens import index as ix
-from clusterlens import reduce as rd
-from clusterlens.backbones import LITE0, build_backbone
-from clusterlens.cli import run_cli
-from clusterlens.errors import DataError
-from clusterlens.io import remove_stale_tmp, save_npy, write_table
+from clusterlens.clustering import methods as cluster
+from clusterlens.clustering import reduction as rd
+from clusterlens.core.cli import run_cli
+from clusterlens.core.errors import DataError
+from clusterlens.core.io import remove_stale_tmp, save_npy, write_table
+from clusterlens.data import images
+from clusterlens.data import index as ix
+from clusterlens.features import extraction as ex
+from clusterlens.features.backbones import LITE0, build_backbone
 from stages import cluster as cluster_stage
 from stages import clustering as clustering_stage
 from stages import extract as extract_stage

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens import summary
-from clusterlens.errors import DataError
-from clusterlens.io import save_npy, write_json
-from clusterlens.plotting import matplotlib_setup
-from clusterlens.plots.summary import plot_gap
-from stages import macro_purity, summary as stage, upper_bound as ub
+from clusterlens.analysis import summary
+from clusterlens.core.errors import DataError
+from clusterlens.core.io import save_npy, write_json
+from clusterlens.report.figures.style import matplotlib_setup
+from clusterlens.report.figures.summary import plot_gap
+from stages import macro_purity
+from stages import summary as stage
+from stages import upper_bound as ub
 from tests.test_upper_bound import PARAMS, data  # noqa: F401  (fixture)
 
 CLUSTERING = {

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from clusterlens import tsne
+from clusterlens.clustering import tsne
 from clusterlens.config.base import parse_section
 from clusterlens.config.tsne import TSNEParams
-from clusterlens.errors import ParamError
-from clusterlens.io import save_npy
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import save_npy
 from stages import tsne as tsne_stage
 
 

@@ -11,12 +11,13 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from clusterlens import upper_bound as ub
+from clusterlens.analysis import upper_bound as ub
 from clusterlens.config.base import parse_section
 from clusterlens.config.upper_bound import LogRegConfig, UpperBoundParams
-from clusterlens.errors import DataError, ParamError
-from clusterlens.io import save_npy
-from stages import macro as macro_stage, upper_bound as ub_stage
+from clusterlens.core.errors import DataError, ParamError
+from clusterlens.core.io import save_npy
+from stages import macro as macro_stage
+from stages import upper_bound as ub_stage
 from tests.test_macro import make_hierarchy, write_inputs
 
 CONFIGS = [{"name": "lr_C1", "C": 1.0, "class_weight": None, "features": "raw"},

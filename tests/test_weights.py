@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clusterlens.backbones import build_backbone
-from clusterlens.errors import ParamError
+from clusterlens.core.errors import ParamError
+from clusterlens.features.backbones import build_backbone
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name of torchvision's ResNet18 DEFAULT URL
@@ -145,7 +145,7 @@ def test_no_code_path_loads_weights_through_an_unpickling_loader():
 def test_the_sentence_model_ships_safetensors_only():
     """transformers reads all-MiniLM-L6-v2 from the package folder; with no pickle-based weights
     file there (pytorch_model.bin, *.pt, *.pth, *.pkl) it can only load ``model.safetensors``."""
-    from clusterlens.captions import text_model_path
+    from clusterlens.features.captions import text_model_path
 
     folder = text_model_path()
     files = {p.name for p in folder.rglob("*") if p.is_file()}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
+from clusterlens.clustering.grid import check_k_grid
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, choice_list, integer
-from clusterlens.grids import check_k_grid
+from clusterlens.config.rules import choice, choice_list, integer
 
 LINKAGES = ("ward", "complete", "average", "single")
 ROUTES = ("exact", "two_step", "auto")
@@ -19,7 +19,7 @@ class AgglomerativeParams(Section):
     """``agglomerative``.
 
     ``linkage``: list of ward, complete, average, single (one stage each); ``k``: list of
-    K (integers >= 2, ``classes`` or ``classes_x<f>``, see :mod:`clusterlens.grids`), the cuts
+    K (integers >= 2, ``classes`` or ``classes_x<f>``, see :mod:`clusterlens.clustering.grid`), the cuts
     of every tree (the agglomerative stage needs at least one); ``route``:
     exact, two_step or auto (default auto); ``max_exact_n``: the N above which auto takes
     two_step (null for the per-linkage defaults, an integer >= 2, or a mapping linkage ->
@@ -39,8 +39,12 @@ class AgglomerativeParams(Section):
 
     @field_validator("k", mode="before")
     @classmethod
-    def _k(cls, value: Any) -> list[int | str]:
-        return check_k_grid(value)
+    def _k(cls, value: Any, info: ValidationInfo) -> list[int | str]:
+        value = check_k_grid(value)
+        if not value and info.data.get("linkage"):
+            raise ValueError("must be a non-empty list of integers when `agglomerative.linkage` "
+                             "lists a linkage (every tree is cut at each K), got []")
+        return value
 
     @field_validator("route", mode="before")
     @classmethod

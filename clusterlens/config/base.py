@@ -2,7 +2,7 @@
 
 Every section model derives from :class:`Section`: unknown keys are refused (with a "did you
 mean" hint), values are not coerced between types (``"5"`` is not an integer, ``true`` is not
-a number), and every error becomes a :class:`~clusterlens.errors.ParamError` that names the
+a number), and every error becomes a :class:`~clusterlens.core.errors.ParamError` that names the
 dotted key and the value it got, e.g. ``params.yaml: `kmeans.n_init` must be >= 1, got 0``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from clusterlens.errors import ParamError
+from clusterlens.core.errors import ParamError
 
 S = TypeVar("S", bound="Section")
 
@@ -169,10 +169,11 @@ def grid_value(params: dict, name: str, key: str, model: type[Section], text: st
     return getattr(one, key)[0]
 
 
-def check_value(key: str, value: Any, check) -> Any:
-    """Run ``check(value)`` and turn a ``ValueError`` into a :class:`ParamError` naming ``key``."""
+def check_value(key: str, value: Any, check, *args) -> Any:
+    """Run ``check(value, *args)`` and turn a ``ValueError`` into a :class:`ParamError` naming
+    ``key`` (e.g. ``check_value("agglomerative.k", k, rules.integer, 2)``)."""
     try:
-        return check(value)
+        return check(value, *args)
     except ValueError as exc:
         raise ParamError(key, str(exc)) from None
 

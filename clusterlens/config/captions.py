@@ -5,9 +5,9 @@ from typing import Any
 
 from pydantic import field_validator
 
-from clusterlens.captions import PREPROCESSING, template_problem
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, integer
+from clusterlens.config.rules import choice, integer
+from clusterlens.features.captions import PREPROCESSING, template_problem
 
 
 class CaptionsParams(Section):
@@ -15,7 +15,7 @@ class CaptionsParams(Section):
     input, and the switch.
 
     ``template`` is ``seed003``, ``top1``, ``top3`` or a format string with {a1} {c1} {p1} ...
-    {a3} (see :func:`clusterlens.captions.check_template`); ``preprocessing`` is ``extract``
+    {a3} (see :func:`clusterlens.features.captions.check_template`); ``preprocessing`` is ``extract``
     (caption the extracted features) or ``native`` (the classifier's own 224 px centre crop,
     extracted again unless extract used it); ``enabled: false`` writes no captions and no text
     features.

@@ -1,7 +1,7 @@
 """The ``cnn`` section: the CNN the ``backbone`` stage trains from scratch.
 
 The defaults reproduce the reference architecture and training recipe described in
-``clusterlens.cnn`` (a small Keras-style CNN), except ``image_size``: 32 instead of 224, so that
+``clusterlens.features.scratch_cnn_training`` (a small Keras-style CNN), except ``image_size``: 32 instead of 224, so that
 training runs on a CPU.
 """
 from __future__ import annotations

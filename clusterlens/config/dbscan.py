@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import integer, number_list
+from clusterlens.config.rules import integer, number_list
 
 
 class DBSCANParams(Section):

@@ -5,12 +5,12 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import ValidationInfo, field_validator
 
-from clusterlens.backbones import unknown_backbone
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, integer
-from clusterlens.images import RESIZE_MODES
+from clusterlens.config.rules import choice, integer
+from clusterlens.data.images import RESIZE_MODES
+from clusterlens.features.backbones import unknown_backbone
 
-# extract.precision (clusterlens.precision: what each means on CPU and CUDA); here, not there,
+# extract.precision (clusterlens.features.precision: what each means on CPU and CUDA); here, not there,
 # so that checking params imports no torch
 PRECISIONS = ("auto", "fp32", "bf16", "bf16_split")
 
@@ -20,7 +20,7 @@ class ExtractParams(Section):
 
     Accepted values are those documented in params.yaml: ``image_size``, ``resize``,
     ``workers``, ``jit`` and ``threads`` also take ``auto`` (``image_size`` and ``resize``
-    follow the data: :func:`clusterlens.preprocessing.resolve_input`); ``store`` is a folder or
+    follow the data: :func:`clusterlens.features.preprocessing.resolve_input`); ``store`` is a folder or
     ``none`` (parsed as None). A sharded run (``processes`` or ``nodes`` > 1) needs a feature
     store.
     """

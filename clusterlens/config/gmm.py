@@ -5,16 +5,16 @@ from typing import Any
 
 from pydantic import field_validator
 
+from clusterlens.clustering.grid import check_k_grid
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, integer
-from clusterlens.grids import check_k_grid
+from clusterlens.config.rules import choice, integer
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 class GMMParams(Section):
     """``gmm``: ``k`` (list of K: integers >= 2, ``classes`` or ``classes_x<f>``, see
-    :mod:`clusterlens.grids`), ``covariance_type`` (full, tied, diag, spherical),
+    :mod:`clusterlens.clustering.grid`), ``covariance_type`` (full, tied, diag, spherical),
     ``max_iter`` (>= 1)."""
 
     k: list[int | str]

@@ -5,16 +5,16 @@ from typing import Any
 
 from pydantic import field_validator
 
+from clusterlens.clustering.grid import check_k_grid
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, integer
-from clusterlens.grids import check_k_grid
+from clusterlens.config.rules import choice, integer
 
 ENGINES = ("sklearn", "faiss")
 
 
 class KMeansParams(Section):
     """``kmeans``: ``k`` (list of K: integers >= 2, ``classes`` or ``classes_x<f>``, see
-    :mod:`clusterlens.grids`), ``n_init`` and ``max_iter`` (>= 1), ``engine``
+    :mod:`clusterlens.clustering.grid`), ``n_init`` and ``max_iter`` (>= 1), ``engine``
     (``sklearn`` or ``faiss``; default ``sklearn``). ``n_init``/``max_iter``/``engine`` also
     apply to K-Means on the NMF factor (``nmf`` grid)."""
 

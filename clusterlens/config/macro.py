@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, int_list, integer, number_list
+from clusterlens.config.rules import choice, int_list, integer, number_list
 
 LINKAGES = ("ward", "complete", "average", "single", "weighted", "centroid", "median")
 AUTO = "auto"
@@ -17,7 +17,7 @@ class MacroParams(Section):
 
     ``linkage``: the scipy linkage method of the tree; ``groups``: cut the tree into (at most)
     these many groups (integers >= 2), or ``auto`` (the default: a few counts spaced
-    geometrically below the class count, see :func:`clusterlens.macro.auto_groups`);
+    geometrically below the class count, see :func:`clusterlens.analysis.macro.auto_groups`);
     ``height_ratios``: cut it at these fractions of the maximum merge height (in (0, 1]);
     ``color_threshold``: the dendrogram colours clusters below this fraction of the maximum
     merge height (in (0, 1]); ``heatmap_classes``: the centroid distance heatmap shows the

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import integer
+from clusterlens.config.rules import integer
 
 
 class MetricsParams(Section):

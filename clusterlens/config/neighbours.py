@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, integer
+from clusterlens.config.rules import choice, integer
 
 ENGINES = ("auto", "faiss", "sklearn")
 
@@ -17,7 +17,7 @@ class NeighboursParams(Section):
     ``k``: the outlier score is the cosine distance to the k-th nearest other image (>= 1,
     fewer than the images); ``duplicate_similarity``: pairs at or above this cosine similarity
     are near-duplicates (a number in (0, 1], or ``auto``: see
-    :func:`clusterlens.neighbours.auto_duplicate_similarity`); ``block_mb``: working memory of
+    :func:`clusterlens.audit.neighbours.auto_duplicate_similarity`); ``block_mb``: working memory of
     one block of the search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed),
     ``faiss`` or ``sklearn``.
     """

@@ -6,9 +6,9 @@ from typing import Any
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import choice, fraction
+from clusterlens.config.rules import choice, fraction
 
-# every metric of clusterlens.metrics.HIGHER_IS_BETTER except inertia (tests check they agree)
+# every metric of clusterlens.clustering.metrics.HIGHER_IS_BETTER except inertia (tests check they agree)
 SELECT_METRICS = ("silhouette", "davies_bouldin", "calinski_harabasz", "purity", "nmi", "ami",
                   "ari", "homogeneity", "completeness", "v_measure", "hungarian_accuracy",
                   "kappa")

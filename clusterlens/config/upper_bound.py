@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.checks import integer
+from clusterlens.config.rules import integer
 
 FEATURES = ("raw", "pca")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")

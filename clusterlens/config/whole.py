@@ -42,7 +42,7 @@ from clusterlens.config.report import ReportParams
 from clusterlens.config.select import SelectParams
 from clusterlens.config.tsne import TSNEParams
 from clusterlens.config.upper_bound import UpperBoundParams
-from clusterlens.errors import ParamError
+from clusterlens.core.errors import ParamError
 
 # Every section of params.yaml and the model its stages parse it with. A section whose every
 # key has a default (large_n) may be left out.

@@ -1,0 +1,1 @@
+"""What the clusters mean: composition, macro-categories, the supervised upper bound, the gap."""

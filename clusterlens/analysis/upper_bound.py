@@ -1,0 +1,330 @@
+"""The supervised upper bound: logistic regressions on a stratified train/test split.
+
+Each configuration (:class:`~clusterlens.config.upper_bound.LogRegConfig`) is an lbfgs logistic
+regression on one feature view: ``raw`` = the features standardized with a scaler fit on the
+training split only (no test statistics leak in); ``pca`` = the PCA scores as given. Scores:
+train/test accuracy, their gap, macro-F1 and weighted-F1; per-class test accuracy; and the same
+classifier trained on macro labels (class -> group maps), next to the random baseline 1/groups
+and the majority-group baseline.
+
+Every fit uses the same split, ``train_test_split(arange(N), test_size=..., random_state=seed,
+stratify=label)``; a split stratified on the fine classes is also stratified on every macro
+grouping of them, so the macro scores are measured on the very same test images.
+
+Classes too small for the split (fewer than :data:`MIN_IMAGES` images: a stratified split puts
+at least one image of every class on each side) are left out of it
+(:func:`excluded_classes`, :func:`split_rows`): the bound is measured on the other classes, and
+the metrics list the left-out ones by name, image count and reason (``excluded_classes``).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from clusterlens.config.upper_bound import LogRegConfig
+from clusterlens.core.errors import DataError
+
+TOP_N = 10
+MIN_IMAGES = 2  # per class: a stratified split puts one on each side
+MACRO_COLUMNS = ["target", "groups", "test_accuracy", "train_accuracy", "macro_f1",
+                 "random_baseline", "majority_baseline", "iterations", "converged"]
+
+
+# --------------------------------------------------------------------------- split
+def excluded_classes(labels: np.ndarray, names: list[str], minimum: int = MIN_IMAGES,
+                     why: str = "a stratified split needs") -> list[dict]:
+    """The classes with fewer than ``minimum`` images, to be left out of a per-class split.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        The class of every image, ``0..C-1``.
+    names : list of str
+        Class (folder) names in label order.
+    minimum : int
+        Images a class needs.
+    why : str
+        Completes the reason, ``"fewer than <minimum> images: <why> <minimum>"``.
+
+    Returns
+    -------
+    list of dict
+        One ``{"class", "label", "images", "reason"}`` per small class, in label order (empty
+        when every class is large enough).
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    return [{"class": str(names[c]), "label": int(c), "images": int(counts[c]),
+             "reason": f"fewer than {minimum} images: {why} {minimum}"}
+            for c in range(len(names)) if counts[c] < minimum]
+
+
+def split_rows(labels: np.ndarray, excluded: list[dict]) -> np.ndarray:
+    """The rows (sorted) whose class is not in ``excluded`` (:func:`excluded_classes`)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.flatnonzero(~np.isin(labels, [e["label"] for e in excluded]))
+
+
+def public(excluded: list[dict]) -> list[dict]:
+    """``excluded`` as the metrics list it: class (folder name), images and reason."""
+    return [{"class": e["class"], "images": e["images"], "reason": e["reason"]}
+            for e in excluded]
+
+
+def check_stratifiable(labels: np.ndarray) -> None:
+    """Raise :class:`DataError` unless every class has at least 2 images."""
+    counts = np.bincount(labels)
+    if counts.min() < MIN_IMAGES:
+        raise DataError(f"class label {int(counts.argmin())} has {int(counts.min())} image: a "
+                        "stratified split needs at least 2 images per class")
+
+
+def check_test_size(labels: np.ndarray, test_size: float) -> float:
+    """Return ``test_size``; raise ``ValueError`` unless both sides of the split get at least
+    as many images as there are classes (the classes present in ``labels``)."""
+    n, c = len(labels), len(np.unique(labels))
+    n_test = int(np.ceil(test_size * n))
+    if n_test < c or n - n_test < c:
+        raise ValueError(f"= {test_size} gives {n_test} test and {n - n_test} training images; "
+                         f"both must be >= the {c} classes")
+    return test_size
+
+
+def stratified_split(labels: np.ndarray, test_size: float, seed: int,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, test) image indices, in ``train_test_split``'s own (shuffled) order.
+
+    ``rows`` (e.g. :func:`split_rows`) restricts the split to those images; the indices
+    returned are still rows of ``labels``. ``None`` (every image) gives the same split as
+    ``rows = arange(N)``.
+    """
+    rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+    tr, te = train_test_split(np.arange(len(rows)), test_size=test_size, random_state=seed,
+                              stratify=np.asarray(labels)[rows])
+    return rows[tr], rows[te]
+
+
+def feature_views(raw: np.ndarray, pca: np.ndarray, train_idx: np.ndarray) -> dict:
+    """Features name (``raw``, ``pca``) -> the full N x d float64 matrix the classifier sees;
+    ``raw`` is standardized with statistics of the training rows only."""
+    raw = np.asarray(raw, dtype=np.float64)
+    scaler = StandardScaler().fit(raw[train_idx])
+    return {"raw": scaler.transform(raw), "pca": np.asarray(pca, dtype=np.float64)}
+
+
+# --------------------------------------------------------------------------- fits
+def fit_logreg(X_train: np.ndarray, y_train: np.ndarray, C: float, class_weight: str | None,
+               max_iter: int, seed: int) -> tuple[LogisticRegression, bool]:
+    """Fit an lbfgs (multinomial) logistic regression with BLAS on one thread.
+
+    Returns
+    -------
+    model : LogisticRegression
+    converged : bool
+        Whether it stopped before ``max_iter`` iterations.
+    """
+    model = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter,
+                               solver="lbfgs", random_state=seed)
+    # One BLAS thread: multi-threaded OpenBLAS makes these small fits many times slower on a
+    # loaded 2-core machine; the result does not depend on the thread count.
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X_train, y_train)
+    converged = bool(np.max(model.n_iter_) < max_iter)
+    return model, converged
+
+
+def scores(model, X_train, y_train, X_test, y_test) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train/test accuracy, gap, test macro- and weighted-F1; and the two predictions."""
+    with threadpool_limits(1):
+        p_train, p_test = model.predict(X_train), model.predict(X_test)
+    train_acc = accuracy_score(y_train, p_train)
+    test_acc = accuracy_score(y_test, p_test)
+    return ({"train_accuracy": train_acc, "test_accuracy": test_acc, "gap": train_acc - test_acc,
+             "macro_f1": f1_score(y_test, p_test, average="macro", zero_division=0),
+             "weighted_f1": f1_score(y_test, p_test, average="weighted", zero_division=0)},
+            p_train, p_test)
+
+
+def evaluate_config(cfg: LogRegConfig, views: dict, y: np.ndarray, train_idx: np.ndarray,
+                    test_idx: np.ndarray, max_iter: int,
+                    seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Fit one configuration on the training split and score it.
+
+    Returns
+    -------
+    result : dict
+        :func:`scores`, then features, dim, C, class_weight, iterations, converged.
+    p_train, p_test : ndarray
+        Its predictions on the two splits.
+    """
+    X = views[cfg.features]
+    model, converged = fit_logreg(X[train_idx], y[train_idx], cfg.C, cfg.class_weight,
+                                  max_iter, seed)
+    res, p_train, p_test = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx])
+    res.update({"features": cfg.features, "dim": int(X.shape[1]), "C": cfg.C,
+                "class_weight": cfg.class_weight or "none",
+                "iterations": int(np.max(model.n_iter_)), "converged": converged})
+    return res, p_train, p_test
+
+
+def best_config(results: dict[str, dict]) -> str:
+    """The configuration with the highest test accuracy; ties go to the first."""
+    return max(results, key=lambda n: (results[n]["test_accuracy"],
+                                       -list(results).index(n)))
+
+
+def macro_scores(cfg: LogRegConfig, views: dict, fine: np.ndarray, cuts: dict[str, np.ndarray],
+                 train_idx: np.ndarray, test_idx: np.ndarray, max_iter: int,
+                 seed: int) -> pd.DataFrame:
+    """The configuration trained on the macro labels of every cut, on the same split.
+
+    Returns
+    -------
+    DataFrame
+        One row per cut, columns :data:`MACRO_COLUMNS`; a cut whose groups the training
+        images fall in fewer than 2 of (possible only when classes are left out of the split)
+        has no row.
+    """
+    X = views[cfg.features]
+    rows = []
+    for name, class_to_group in cuts.items():
+        y = class_to_group[fine]
+        groups = int(len(np.unique(y[train_idx])))
+        if groups < 2:  # the classes left in the split all fall in one group: nothing to learn
+            continue
+        model, converged = fit_logreg(X[train_idx], y[train_idx], cfg.C, cfg.class_weight,
+                                      max_iter, seed)
+        res, _, _ = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx])
+        majority = np.bincount(y[train_idx]).argmax()  # predict the largest training group
+        rows.append({"target": name, "groups": groups, "test_accuracy": res["test_accuracy"],
+                     "train_accuracy": res["train_accuracy"], "macro_f1": res["macro_f1"],
+                     "random_baseline": 1.0 / groups,
+                     "majority_baseline": float(np.mean(y[test_idx] == majority)),
+                     "iterations": int(np.max(model.n_iter_)), "converged": converged})
+    return pd.DataFrame(rows, columns=MACRO_COLUMNS)
+
+
+def with_fine_row(macro: pd.DataFrame, best: dict, y: np.ndarray, train_idx: np.ndarray,
+                  test_idx: np.ndarray, n_classes: int) -> pd.DataFrame:
+    """The macro table followed by a ``fine`` row: the best configuration on the classes."""
+    fine_majority = float(np.mean(y[test_idx] == np.bincount(y[train_idx]).argmax()))
+    fine_row = pd.DataFrame([{
+        "target": "fine", "groups": n_classes, "test_accuracy": best["test_accuracy"],
+        "train_accuracy": best["train_accuracy"], "macro_f1": best["macro_f1"],
+        "random_baseline": 1.0 / n_classes, "majority_baseline": fine_majority,
+        "iterations": best["iterations"], "converged": best["converged"]}])
+    return pd.concat([macro, fine_row], ignore_index=True) if len(macro) else fine_row
+
+
+# --------------------------------------------------------------------------- tables
+def per_class_accuracy(y_test: np.ndarray, pred: np.ndarray, names: list[str],
+                       y_train: np.ndarray | None = None,
+                       excluded: list[dict] = ()) -> pd.DataFrame:
+    """One row per class: test images, correct, accuracy (recall; NaN without a test image),
+    and the training count when ``y_train`` is given. Sorted by accuracy (best first), then
+    class name. The classes of ``excluded`` (:func:`excluded_classes`) have no row."""
+    c = len(names)
+    test_count = np.bincount(y_test, minlength=c)
+    correct = np.bincount(y_test[pred == y_test], minlength=c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(test_count > 0, correct / np.maximum(test_count, 1), np.nan)
+    df = pd.DataFrame({"class": names, "label": np.arange(c), "test_count": test_count,
+                       "correct": correct, "accuracy": acc})
+    if y_train is not None:
+        df.insert(2, "train_count", np.bincount(y_train, minlength=c))
+    df = df[~df["label"].isin([e["label"] for e in excluded])]
+    return df.sort_values(["accuracy", "class"], ascending=[False, True],
+                          na_position="last").reset_index(drop=True)
+
+
+def per_class_summary(df: pd.DataFrame) -> dict:
+    """Mean, median, sample std, min and max of the per-class accuracy, and class counts at 1,
+    at 0 and without test images."""
+    acc = df["accuracy"].dropna()
+    return {"mean": float(acc.mean()), "median": float(acc.median()),
+            "std": float(acc.std()) if len(acc) > 1 else 0.0,  # sample std (ddof=1), as pandas
+            "min": float(acc.min()), "max": float(acc.max()),
+            "classes_at_1": int((acc == 1).sum()), "classes_at_0": int((acc == 0).sum()),
+            "classes_without_test_images": int(df["accuracy"].isna().sum())}
+
+
+def predictions_table(index: pd.DataFrame, names: list[str], y: np.ndarray,
+                      train_idx: np.ndarray, test_idx: np.ndarray, p_train: np.ndarray,
+                      p_test: np.ndarray) -> pd.DataFrame:
+    """One row per image of ``index`` (``path``, ``class``): its split, the predicted class
+    and whether it is correct. Images in neither split (their class was left out) have split
+    ``excluded`` and no prediction (``predicted`` and ``correct`` null)."""
+    split = np.full(len(y), "excluded", dtype=object)
+    split[train_idx] = "train"
+    split[test_idx] = "test"
+    pred_all = np.full(len(y), -1, dtype=np.int64)
+    pred_all[train_idx], pred_all[test_idx] = p_train, p_test
+    if (pred_all >= 0).all():
+        predicted, correct = [names[i] for i in pred_all], pred_all == y
+    else:
+        predicted = [names[i] if i >= 0 else None for i in pred_all]
+        correct = pd.array(np.where(pred_all >= 0, pred_all == y, False), dtype="boolean")
+        correct[pred_all < 0] = pd.NA
+    return pd.DataFrame({
+        "path": index["path"].astype(str), "class": index["class"].astype(str),
+        "split": split.astype(str), "predicted": predicted, "correct": correct})
+
+
+def summary(split: dict, results: dict[str, dict], best: str, per_class: pd.DataFrame,
+            macro: pd.DataFrame, excluded: list[dict] | None = None) -> dict:
+    """The metrics: the split, the best configuration, every configuration, the per-class
+    summary with the :data:`TOP_N` best and worst classes, the macro scores, convergence, and
+    the classes left out of the split (``excluded_classes``: class, images, reason)."""
+    ranked = per_class.dropna(subset=["accuracy"])
+    worst = ranked.sort_values(["accuracy", "class"], ascending=[True, True]).head(TOP_N)
+    return {
+        "split": split,
+        "best": {"config": best, **{k: results[best][k] for k in
+                                    ("test_accuracy", "train_accuracy", "gap", "macro_f1",
+                                     "weighted_f1")}},
+        "configs": results,
+        "per_class": per_class_summary(per_class),
+        "best_classes": {r["class"]: r["accuracy"] for _, r in ranked.head(TOP_N).iterrows()},
+        "worst_classes": {r["class"]: r["accuracy"] for _, r in worst.iterrows()},
+        "macro": {r["target"]: {"groups": int(r["groups"]), "test_accuracy": r["test_accuracy"],
+                                "train_accuracy": r["train_accuracy"], "macro_f1": r["macro_f1"],
+                                "random_baseline": r["random_baseline"],
+                                "majority_baseline": r["majority_baseline"],
+                                "converged": bool(r["converged"])}
+                  for _, r in macro.iterrows()},
+        "all_converged": bool(all(r["converged"] for r in results.values())
+                              and (macro["converged"].all() if len(macro) else True)),
+        "excluded_classes": public(excluded or []),
+    }
+
+
+def skipped_tables(index: pd.DataFrame, names: list[str],
+                   y: np.ndarray) -> tuple[pd.DataFrame, ...]:
+    """The tables when no bound can be fitted: configurations, per-class and macro tables with
+    their columns and no rows, and :func:`predictions_table` with every image ``excluded``."""
+    none = np.array([], dtype=np.int64)
+    configs = pd.DataFrame(columns=["config", "train_accuracy", "test_accuracy", "gap",
+                                    "macro_f1", "weighted_f1"])
+    return (configs, per_class_accuracy(none, none, names, none).iloc[:0],
+            pd.DataFrame(columns=MACRO_COLUMNS),
+            predictions_table(index, names, y, none, none, none, none))
+
+
+def skipped_summary(split: dict, reason: str, excluded: list[dict]) -> dict:
+    """The metrics when no bound can be fitted (fewer than 2 classes left in the split): the
+    keys of :func:`summary`, scores None, and ``skipped`` (the reason)."""
+    none = dict.fromkeys(("test_accuracy", "train_accuracy", "gap", "macro_f1", "weighted_f1"))
+    return {"skipped": reason, "split": split, "best": {"config": None, **none}, "configs": {},
+            "per_class": {**dict.fromkeys(("mean", "median", "std", "min", "max")),
+                          "classes_at_1": 0, "classes_at_0": 0,
+                          "classes_without_test_images": 0},
+            "best_classes": {}, "worst_classes": {}, "macro": {}, "all_converged": True,
+            "excluded_classes": public(excluded)}

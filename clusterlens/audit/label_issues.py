@@ -1,0 +1,321 @@
+"""Images whose given class looks wrong: out-of-fold probabilities, then cleanlab.
+
+Every image is scored by a logistic regression that never saw it: a stratified K-fold split,
+one fit per fold with the supervised bound's configuration (:func:`clusterlens.analysis.upper_bound.
+fit_logreg`; ``raw`` features standardised on each fold's training part, as
+:func:`clusterlens.analysis.upper_bound.feature_views` does, ``pca`` features as given). cleanlab then
+finds the label issues (``cleanlab.filter.find_label_issues``), scores every label
+(``cleanlab.rank.get_label_quality_scores``: low = suspicious) and estimates the joint
+distribution of given and true labels (``cleanlab.count.estimate_joint``), whose off-diagonal
+mass is the estimated label-noise rate.
+
+Small classes (:func:`score_labels`): an image can only be scored out of fold if another image
+of its class is in the training part, so classes with fewer than :data:`MIN_IMAGES` images are
+left out. Their images get no verdict (``label_quality`` and the probabilities NaN,
+``suggested_class`` null, ``is_label_issue`` False, rank 0) and the metrics list the classes
+(``excluded_classes``). Every other class is scored whatever its size: with ``folds`` above a
+class's image count, stratified K-fold puts each of its images in a different fold, so each is
+still scored by a model trained on the class's other images; ``folds`` itself is lowered only
+when it exceeds the largest class (scikit-learn needs one class with ``folds`` images).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from cleanlab.count import estimate_joint
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
+
+from clusterlens.analysis import upper_bound as ub
+from clusterlens.config.upper_bound import LogRegConfig
+from clusterlens.core.errors import DataError
+
+MIN_IMAGES = 2  # per class: an out-of-fold score needs another image of the class to train on
+ISSUE_COLUMNS = ["path", "class", "label_quality", "suggested_class", "suggested_probability",
+                 "is_label_issue", "label_issue_rank"]
+PER_CLASS_COLUMNS = ["class", "images", "issues", "noise_rate"]
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Out-of-fold predictions: ``probabilities`` (N x C float64, row i from the fold model
+    that did not see image i), ``fold`` (N: that fold's number), ``iterations`` (lbfgs
+    iterations per fold) and ``converged`` (every fold stopped before ``max_iter``)."""
+
+    probabilities: np.ndarray
+    fold: np.ndarray
+    iterations: list[int]
+    converged: bool
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """cleanlab's findings: ``quality`` (N label-quality scores, low = suspicious),
+    ``is_issue`` (N bool), ``rank`` (N int: 1 = most suspicious issue, 0 = not an issue) and
+    ``joint`` (C x C estimated joint of given label (rows) and true label (columns))."""
+
+    quality: np.ndarray
+    is_issue: np.ndarray
+    rank: np.ndarray
+    joint: np.ndarray
+
+    @property
+    def noise_rate(self) -> float:
+        """Estimated fraction of wrong labels: the joint's off-diagonal mass."""
+        return float(1.0 - np.trace(self.joint))
+
+    @property
+    def class_noise_rates(self) -> np.ndarray:
+        """Per given class, the estimated fraction of its images whose true class differs."""
+        rows = self.joint.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(rows > 0, 1.0 - np.diag(self.joint) / rows, np.nan)
+
+
+# --------------------------------------------------------------------------- checks
+def check_folds(labels: np.ndarray, folds: int) -> int:
+    """The folds to use: ``folds``, lowered to the largest class's image count when above it.
+
+    Raises ``ValueError`` when a class has fewer than :data:`MIN_IMAGES` images (none of its
+    images could be scored by a model that saw the class).
+    """
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    if counts.min() < MIN_IMAGES:
+        raise ValueError(f"a class has {int(counts.min())} image: out-of-fold probabilities need "
+                         f"at least {MIN_IMAGES} images per class")
+    return int(min(folds, counts.max()))
+
+
+def excluded_classes(labels: np.ndarray, names: list[str]) -> list[dict]:
+    """The classes too small to be scored out of fold (fewer than :data:`MIN_IMAGES` images),
+    as :func:`clusterlens.analysis.upper_bound.excluded_classes` lists them."""
+    return ub.excluded_classes(labels, names, MIN_IMAGES, "an out-of-fold score needs")
+
+
+# --------------------------------------------------------------------------- probabilities
+def fold_view(features: np.ndarray, kind: str, train_idx: np.ndarray) -> np.ndarray:
+    """The float64 matrix one fold's classifier sees: ``raw`` standardised with the statistics
+    of ``train_idx`` (:func:`clusterlens.analysis.upper_bound.feature_views`), ``pca`` as given."""
+    if kind == "pca":
+        return np.asarray(features, dtype=np.float64)
+    return ub.feature_views(features, features[:, :0], train_idx)["raw"]
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, cfg: LogRegConfig,
+                              folds: int, max_iter: int, seed: int) -> OutOfFold:
+    """Predicted class probabilities of every image from a model that never saw it.
+
+    Parameters
+    ----------
+    features : ndarray, shape (N, D)
+        The feature view ``cfg.features`` names (the selected set for ``raw``, PCA scores for
+        ``pca``).
+    labels : ndarray of int, shape (N,)
+        Given classes ``0..C-1``; each class needs at least :data:`MIN_IMAGES` images.
+    cfg : LogRegConfig
+        The logistic regression (C, class_weight, features).
+    folds : int
+        Stratified K-fold splits (``shuffle=True, random_state=seed``), lowered to the largest
+        class's image count when above it (:func:`check_folds`).
+    max_iter, seed : int
+        lbfgs iteration cap and the solver / split seed.
+
+    Returns
+    -------
+    OutOfFold
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    folds = check_folds(labels, folds)
+    n_classes = int(labels.max()) + 1
+    probs = np.zeros((len(labels), n_classes), dtype=np.float64)
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
+    iterations, converged = [], True
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "least populated class ... less than n_splits": see above
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = list(splitter.split(np.zeros(len(labels)), labels))
+    for f, (tr, te) in enumerate(splits):
+        X = fold_view(features, cfg.features, tr)
+        model, ok = ub.fit_logreg(X[tr], labels[tr], cfg.C, cfg.class_weight, max_iter, seed)
+        with threadpool_limits(1):
+            probs[np.ix_(te, model.classes_)] = model.predict_proba(X[te])
+        fold_of[te] = f
+        iterations.append(int(np.max(model.n_iter_)))
+        converged = converged and ok
+    return OutOfFold(probs, fold_of, iterations, converged)
+
+
+# --------------------------------------------------------------------------- cleanlab
+def find_issues(labels: np.ndarray, probabilities: np.ndarray,
+                filter_by: str = "prune_by_noise_rate",
+                rank_by: str = "self_confidence") -> LabelIssues:
+    """cleanlab's label issues, label-quality scores and joint of given and true labels.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+    probabilities : ndarray, shape (N, C)
+        Out-of-sample predicted probabilities (:func:`out_of_fold_probabilities`).
+    filter_by : str
+        ``cleanlab.filter.find_label_issues(filter_by=...)``.
+    rank_by : str
+        The score of ``get_label_quality_scores(method=...)``, also the issues' ranking.
+
+    Returns
+    -------
+    LabelIssues
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape != (len(labels), int(labels.max()) + 1):
+        raise ValueError(f"probabilities of shape {probabilities.shape} do not match "
+                         f"{len(labels)} labels of {int(labels.max()) + 1} classes")
+    ranked = find_label_issues(labels, probabilities, filter_by=filter_by,
+                               return_indices_ranked_by=rank_by, n_jobs=1)
+    quality = get_label_quality_scores(labels, probabilities, method=rank_by)
+    is_issue = np.zeros(len(labels), dtype=bool)
+    is_issue[ranked] = True
+    rank = np.zeros(len(labels), dtype=np.int64)
+    rank[ranked] = np.arange(1, len(ranked) + 1)
+    joint = estimate_joint(labels, probabilities)
+    return LabelIssues(np.asarray(quality, dtype=np.float64), is_issue, rank, joint)
+
+
+# --------------------------------------------------------------------------- every image
+@dataclass(frozen=True)
+class Scored:
+    """Label issues over every image, the small classes left out (:func:`score_labels`).
+
+    ``probabilities`` (N x C, all-NaN rows for images not scored, 0 in the columns of left-out
+    classes), ``issues`` (over all N: NaN quality, no issue, rank 0 where not scored; the joint
+    C x C, zero in the rows and columns of left-out classes), ``oof`` (the out-of-fold fits,
+    over the scored images only, in the order of ``rows``), ``rows`` (the scored images), ``excluded`` (the left-out classes, as
+    :func:`excluded_classes`) and ``folds`` (the folds used)."""
+
+    probabilities: np.ndarray
+    issues: LabelIssues
+    oof: OutOfFold
+    rows: np.ndarray
+    excluded: list
+    folds: int
+
+
+def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], cfg: LogRegConfig,
+                 folds: int, max_iter: int, seed: int, filter_by: str = "prune_by_noise_rate",
+                 rank_by: str = "self_confidence") -> Scored:
+    """:func:`out_of_fold_probabilities` and :func:`find_issues` on the images of the classes
+    with at least :data:`MIN_IMAGES` images (relabelled ``0..C'-1``), put back in place.
+
+    With no class left out, the probabilities and findings are exactly those of the two
+    functions on all images. Raises :class:`DataError` when fewer than 2 classes are left.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n, c = len(labels), len(names)
+    excluded = excluded_classes(labels, names)
+    rows = ub.split_rows(labels, excluded)
+    kept = np.setdiff1d(np.arange(c), [e["label"] for e in excluded])
+    if len(kept) < 2:
+        raise DataError(f"{len(kept)} class(es) with at least {MIN_IMAGES} images: finding "
+                        "label issues needs 2")
+    relabel = np.full(c, -1, dtype=np.int64)
+    relabel[kept] = np.arange(len(kept))
+    y = relabel[labels[rows]]
+    oof = out_of_fold_probabilities(np.asarray(features)[rows], y, cfg, folds, max_iter, seed)
+    found = find_issues(y, oof.probabilities, filter_by, rank_by)
+    probs = np.full((n, c), np.nan)
+    probs[rows] = 0.0
+    probs[np.ix_(rows, kept)] = oof.probabilities
+    quality = np.full(n, np.nan)
+    quality[rows] = found.quality
+    is_issue = np.zeros(n, dtype=bool)
+    is_issue[rows] = found.is_issue
+    rank = np.zeros(n, dtype=np.int64)
+    rank[rows] = found.rank
+    joint = np.zeros((c, c))
+    joint[np.ix_(kept, kept)] = found.joint
+    return Scored(probs, LabelIssues(quality, is_issue, rank, joint), oof, rows, excluded,
+                  check_folds(y, folds))
+
+
+# --------------------------------------------------------------------------- tables
+def issues_table(index: pd.DataFrame, names: list[str], probabilities: np.ndarray,
+                 issues: LabelIssues) -> pd.DataFrame:
+    """One row per image of ``index`` (``path``, ``class``), columns :data:`ISSUE_COLUMNS`:
+    its label quality, the most probable class and its probability, and the issue flag/rank.
+    An image not scored (all-NaN probabilities) has no suggested class (null) and NaN scores."""
+    scored = ~np.isnan(probabilities).all(axis=1)
+    best = np.where(scored, np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1), 0)
+    suggested = np.asarray(names, dtype=object)[best].astype(str)
+    if not scored.all():
+        suggested = np.where(scored, suggested.astype(object), None)
+    return pd.DataFrame({
+        "path": index["path"].astype(str).to_numpy(),
+        "class": index["class"].astype(str).to_numpy(),
+        "label_quality": issues.quality,
+        "suggested_class": suggested,
+        "suggested_probability": np.where(scored, probabilities[np.arange(len(best)), best],
+                                          np.nan),
+        "is_label_issue": issues.is_issue,
+        "label_issue_rank": issues.rank}, columns=ISSUE_COLUMNS)
+
+
+def per_class_table(labels: np.ndarray, names: list[str], issues: LabelIssues) -> pd.DataFrame:
+    """One row per class in label order, columns :data:`PER_CLASS_COLUMNS`: images, label
+    issues among them and the estimated noise rate of that given class."""
+    c = len(names)
+    return pd.DataFrame({
+        "class": names, "images": np.bincount(labels, minlength=c),
+        "issues": np.bincount(labels[issues.is_issue], minlength=c),
+        "noise_rate": issues.class_noise_rates}, columns=PER_CLASS_COLUMNS)
+
+
+def summary(labels: np.ndarray, scored: Scored, cfg: LogRegConfig, folds_requested: int,
+            filter_by: str, rank_by: str) -> dict:
+    """The headline metrics: images, classes, images scored, issues (count, and fraction of the
+    scored images), estimated noise rate, out-of-fold accuracy (scored images), the folds
+    (used and requested), the classifier's configuration and the classes left out
+    (``excluded_classes``: class, images, reason)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows, issues = scored.rows, scored.issues
+    return {
+        "images": int(len(labels)), "classes": int(scored.probabilities.shape[1]),
+        "scored_images": int(len(rows)),
+        "issues": int(issues.is_issue.sum()),
+        "issue_fraction": float(issues.is_issue.sum() / len(rows)),
+        "noise_rate": issues.noise_rate,
+        "oof_accuracy": float(np.mean(scored.probabilities[rows].argmax(axis=1) == labels[rows])),
+        "folds": int(scored.folds), "folds_requested": int(folds_requested),
+        "filter_by": filter_by, "rank_by": rank_by,
+        "config": {"name": cfg.name, "features": cfg.features, "C": cfg.C,
+                   "class_weight": cfg.class_weight or "none"},
+        "converged": bool(scored.oof.converged),
+        "excluded_classes": ub.public(scored.excluded),
+    }
+
+
+def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason: str,
+            folds_requested: int, filter_by: str,
+            rank_by: str) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, dict]:
+    """The outputs when no image can be scored (fewer than 2 classes of :data:`MIN_IMAGES`
+    images): NaN probabilities, the issue and per-class tables without verdicts, and the
+    metrics of :func:`summary` with None scores and ``skipped`` (the reason)."""
+    labels = index["label"].to_numpy(np.int64)
+    n, c = len(labels), len(names)
+    probs = np.full((n, c), np.nan)
+    issues = LabelIssues(np.full(n, np.nan), np.zeros(n, dtype=bool),
+                         np.zeros(n, dtype=np.int64), np.zeros((c, c)))
+    metrics = {"skipped": reason, "images": int(n), "classes": int(c), "scored_images": 0,
+               "issues": None, "issue_fraction": None, "noise_rate": None,
+               "oof_accuracy": None, "folds": None, "folds_requested": int(folds_requested),
+               "filter_by": filter_by, "rank_by": rank_by, "config": None, "converged": None,
+               "excluded_classes": ub.public(excluded)}
+    return (probs, issues_table(index, names, probs, issues),
+            per_class_table(labels, names, issues), metrics)

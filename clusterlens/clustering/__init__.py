@@ -1,0 +1,1 @@
+"""Reduction, the clustering methods and their grid, metrics, selection, trees, large-N routes."""

@@ -1,0 +1,359 @@
+"""Clustering methods of the grid, each a function from features to one or more labelings.
+
+:data:`GRID_METHODS` maps a method name to a function ``fn(X, value, seed, **options) ->
+GridResult``: ``value`` is the method's grid value (K, an eps percentile, a minimum cluster size
+or a linkage), ``options`` its other settings. Labels are int64 in row order, -1 for noise
+(:data:`clusterlens.clustering.metrics.NOISE`).
+
+=================  =============================================================  ==========
+method             what runs                                                      value
+=================  =============================================================  ==========
+``kmeans``         K-Means (scikit-learn, or faiss: :mod:`clusterlens.clustering.kmeans_engines`)   K
+``gmm``            Gaussian mixture                                               K
+``dbscan``         DBSCAN, eps from a percentile of the k-distance curve          percentile
+``hdbscan``        HDBSCAN                                                        min size
+``agglomerative``  one merge tree (exact, or over K-Means cells), cut at every K  linkage
+``nmf``            K-Means on the NMF factor W, scored on the features            K
+=================  =============================================================  ==========
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from clusterlens.clustering import grid, kmeans_engines, two_step
+from clusterlens.clustering import metrics as cm
+from clusterlens.clustering.grid import point_name, point_path  # noqa: F401 - public here too
+from clusterlens.clustering.trees import cut_heights, cut_tree_at, linkage_tree  # noqa: F401 - public here too
+from clusterlens.config.base import check_value
+from clusterlens.config.rules import integer
+from clusterlens.core.errors import DataError, ParamError
+
+log = logging.getLogger("clusterlens.cluster")
+LINKAGES = ("ward", "complete", "average", "single")
+GMM_REG_COVAR_EXP = (-6, -1)  # reg_covar 1e-6 (scikit-learn's default) ... 1e-1
+
+
+@dataclass
+class GridResult:
+    """What one grid stage computed.
+
+    Attributes
+    ----------
+    points : dict of str to (ndarray, dict)
+        Point name -> (labels int64 (N,), the point's own values for its metrics JSON).
+    tree : ndarray or None
+        Agglomerative only: the merge tree (scipy linkage format) the points were cut from.
+    cells : ndarray or None
+        Agglomerative two-step route only: every point's K-Means cell (int64 (N,)).
+    unit : str
+        What the tree's leaves are ("images" or "K-Means cells").
+    """
+    points: dict[str, tuple[np.ndarray, dict]]
+    tree: np.ndarray | None = None
+    cells: np.ndarray | None = None
+    unit: str = "images"
+
+
+# --------------------------------------------------------------------------- checks
+def check_at_most_n(key: str, value: int, n: int, advice: str = "lower it") -> int:
+    """``value`` (a K or a neighbourhood size) if it is at most the number of images ``n``.
+
+    Raises
+    ------
+    ParamError
+        Naming ``key``, with ``advice`` (e.g. "remove it from the grid").
+    """
+    if value > n:
+        raise ParamError(key, f"= {value} is larger than the number of images ({n}); {advice} "
+                         "in params.yaml (or add images)")
+    return value
+
+
+def check_k(key: str, k, n: int, n_classes: int | None = None) -> int:
+    """A grid K: an integer >= 2 and at most ``n`` (ParamError naming ``key`` otherwise).
+
+    With ``n_classes``, ``k`` may also be a value that follows the class count (``classes``,
+    ``classes_x<f>``: :func:`clusterlens.clustering.grid.resolve_k`), and the resolved K is checked.
+    """
+    if n_classes is not None and not isinstance(k, int):
+        try:
+            k = grid.resolve_k(k, n_classes)
+        except ValueError as exc:
+            raise ParamError(key, str(exc)) from None
+    return check_at_most_n(key, check_value(key, k, integer, 2), n, "remove it from the grid")
+
+
+def describe_point(metrics: dict) -> str:
+    """One line on a scored grid point (for the logs): K, clusters, noise, silhouette, NMI."""
+    sil = metrics.get("silhouette")
+    k = f"K = {metrics['k']}, " if "k" in metrics else ""
+    return (f"{k}{metrics['n_clusters']} clusters, noise {metrics['noise_fraction']:.3f}, "
+            f"silhouette {'n/a' if sil is None else format(sil, '.3f')}, NMI {metrics['nmi']:.3f}")
+
+
+def point_files(method: str, value, n_classes: int, cuts: list = ()
+                ) -> dict[str, list[tuple[str, int | str]]]:
+    """The files of one grid stage's points: point name -> its (file stem, grid value) pairs.
+
+    A point is named by its resolved K (``k10``, ``ward_k10``), its files by the grid value
+    as params give it (``kclasses``, ``ward_kclasses``), so that DVC knows each file's name
+    before the class count is known. Values with the same K share one point (written under
+    each value's name). Methods without a K grid have no entry (their files are the points).
+
+    Parameters
+    ----------
+    method : str
+        A grid method (:data:`clusterlens.clustering.grid.METHODS`).
+    value : int, str
+        The stage's grid value: a K value, or the linkage for ``agglomerative``.
+    n_classes : int
+    cuts : list
+        ``agglomerative``: its K grid (``agglomerative.k``).
+    """
+    if method in grid.K_METHODS:
+        return {point_name(method, grid.resolve_k(value, n_classes)):
+                [(point_name(method, value), value)]}
+    if method != "agglomerative":
+        return {}
+    files: dict[str, list] = {}
+    for g in grid.resolve_grid(list(cuts), n_classes):
+        if g.same_as is not None:
+            log.warning("agglomerative.k: %s and %s are both K = %d for %d classes: one cut, "
+                        "written under both names", g.same_as, g.value, g.k, n_classes)
+        files.setdefault(f"{value}_k{g.k}", []).append((f"{value}_k{g.value}", g.value))
+    return files
+
+
+# --------------------------------------------------------------------------- methods
+def run_kmeans(X, k: int, n_init: int, max_iter: int, seed: int,
+               engine: str = "sklearn") -> tuple[np.ndarray, dict]:
+    """K-Means with scikit-learn or faiss.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+    k, n_init, max_iter, seed : int
+        Clusters, restarts (the best objective is kept), Lloyd iterations, random seed.
+    engine : {"sklearn", "faiss"}
+        ``faiss`` (:func:`clusterlens.clustering.kmeans_engines.kmeans_faiss`): CPU, or GPU where faiss has one;
+        the same objective within 1%, several times faster at 10^5 points and more.
+
+    Returns
+    -------
+    labels : ndarray of shape (n,), int64
+    info : dict
+        ``inertia``, ``iterations`` (and ``engine`` when not sklearn).
+    """
+    if engine != "sklearn":
+        labels, info = kmeans_engines.run_kmeans_engine(engine, X, k, n_init, max_iter, seed)
+        return labels, {"inertia": info["inertia"], "iterations": info["iterations"],
+                        "engine": engine}
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(X)
+    return km.labels_.astype(np.int64), {"inertia": float(km.inertia_),
+                                         "iterations": int(km.n_iter_)}
+
+
+def run_gmm(X, k: int, covariance_type: str, max_iter: int, seed: int
+            ) -> tuple[np.ndarray, dict]:
+    """Gaussian mixture on float64, retrying a collapsed covariance.
+
+    Data with exact duplicate rows (e.g. text features of images that share a caption) can
+    collapse a component's covariance; the fit is then retried with ten times the covariance
+    regularisation (``reg_covar``, 1e-6 up to 1e-1), logged and recorded, rather than failing.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+    k : int
+        Components.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    max_iter, seed : int
+
+    Returns
+    -------
+    labels : ndarray of shape (n,), int64
+    info : dict
+        ``bic``, ``converged``, ``reg_covar`` (the regularisation that fitted).
+
+    Raises
+    ------
+    DataError
+        When even ``reg_covar`` 1e-1 does not fit.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    X = np.asarray(X, dtype=np.float64)
+    exp = GMM_REG_COVAR_EXP[0]
+    while True:
+        reg = float(10.0 ** exp)
+        try:
+            gmm = GaussianMixture(n_components=k, covariance_type=covariance_type,
+                                  max_iter=max_iter, reg_covar=reg, random_state=seed).fit(X)
+            break
+        except ValueError as exc:
+            if "ill-defined empirical covariance" not in str(exc) or exp >= GMM_REG_COVAR_EXP[1]:
+                raise DataError(f"gmm at K = {k}: the mixture could not be fitted even with "
+                                f"reg_covar {reg:g} ({str(exc).split('.')[0]}); lower gmm.k or "
+                                "try gmm.covariance_type: spherical") from None
+            log.warning("gmm K=%d: collapsed covariance with reg_covar %g (duplicate points?); "
+                        "retrying with %g", k, reg, 10.0 ** (exp + 1))
+            exp += 1
+    return gmm.predict(X).astype(np.int64), {"bic": float(gmm.bic(X)),
+                                             "converged": bool(gmm.converged_),
+                                             "reg_covar": reg}
+
+
+def dbscan_eps(X, min_samples: int, percentile: float) -> float:
+    """DBSCAN's eps: the ``percentile`` of every point's distance to its ``min_samples``-th
+    neighbour (itself included)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=min(min_samples, len(X))).fit(X)
+    dist, _ = nn.kneighbors(X)
+    return float(np.percentile(dist[:, -1], percentile))
+
+
+def run_dbscan(X, percentile: float, min_samples: int) -> tuple[np.ndarray, dict]:
+    """DBSCAN with eps from :func:`dbscan_eps`: (labels int64, ``{"eps": eps}``)."""
+    from sklearn.cluster import DBSCAN
+
+    eps = dbscan_eps(X, min_samples, percentile)
+    labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(X)
+    return labels.astype(np.int64), {"eps": eps}
+
+
+def run_hdbscan(X, min_cluster_size: int, min_samples: int | None) -> tuple[np.ndarray, dict]:
+    """scikit-learn's HDBSCAN: (labels int64, ``{}``)."""
+    from sklearn.cluster import HDBSCAN
+
+    labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                     copy=True).fit_predict(X)
+    return labels.astype(np.int64), {}
+
+
+# --------------------------------------------------------------------------- grid points
+def kmeans_point(X, k: int, seed: int, *, n_init: int, max_iter: int,
+                 engine: str = "sklearn") -> GridResult:
+    """One K-Means grid point (see :func:`run_kmeans`)."""
+    labels, extra = run_kmeans(X, k, n_init, max_iter, seed, engine)
+    return GridResult({point_name("kmeans", k): (labels, {"k": k, **extra})})
+
+
+def nmf_point(X, k: int, seed: int, *, W, n_init: int, max_iter: int,
+              engine: str = "sklearn") -> GridResult:
+    """K-Means on the NMF factor ``W`` (N, components); ``X`` (the features the point is
+    scored on, like every other method's) is not clustered."""
+    labels, extra = run_kmeans(W, k, n_init, max_iter, seed, engine)
+    return GridResult({point_name("nmf", k): (labels, {
+        "k": k, "nmf_components": int(W.shape[1]), "inertia_on_w": extra["inertia"],
+        "iterations": extra["iterations"]})})
+
+
+def gmm_point(X, k: int, seed: int, *, covariance_type: str, max_iter: int) -> GridResult:
+    """One Gaussian-mixture grid point (see :func:`run_gmm`)."""
+    labels, extra = run_gmm(X, k, covariance_type, max_iter, seed)
+    return GridResult({point_name("gmm", k): (labels, {"k": k, **extra})})
+
+
+def dbscan_point(X, percentile: float, seed: int, *, min_samples: int) -> GridResult:
+    """One DBSCAN grid point (see :func:`run_dbscan`; deterministic, ``seed`` unused)."""
+    labels, extra = run_dbscan(X, percentile, min_samples)
+    return GridResult({point_name("dbscan", percentile): (
+        labels, {"eps_percentile": float(percentile), **extra})})
+
+
+def hdbscan_point(X, min_cluster_size: int, seed: int, *, min_samples: int | None
+                  ) -> GridResult:
+    """One HDBSCAN grid point (deterministic, ``seed`` unused)."""
+    labels, _ = run_hdbscan(X, min_cluster_size, min_samples)
+    return GridResult({point_name("hdbscan", min_cluster_size): (
+        labels, {"min_cluster_size": min_cluster_size})})
+
+
+def agglomerative_points(X, linkage: str, seed: int, *, ks: list[int], route: str = "auto",
+                         max_exact_n=None, n_centroids: int = two_step.DEFAULT_N_CENTROIDS,
+                         engine: str = "sklearn") -> GridResult:
+    """One merge tree for ``linkage``, cut at every K of ``ks``.
+
+    The route (:func:`clusterlens.clustering.two_step.choose_agglomerative_route`): the exact tree on all
+    points, or the two-step route (K-Means cells with ``engine``, the linkage over the cells,
+    every point labelled through its cell). Each point records ``route`` and ``route_reason``
+    (and ``cells`` on the two-step route).
+
+    Returns
+    -------
+    GridResult
+        Points ``<linkage>_k<K>``, with ``tree``, ``unit`` and (two-step) ``cells``.
+    """
+    chosen = two_step.choose_agglomerative_route(len(X), linkage, route, max_exact_n,
+                                                dim=X.shape[1], n_centroids=n_centroids)
+    how = {"route": chosen["route"], "route_reason": chosen["reason"]}
+    if chosen["route"] == "exact":
+        Z = linkage_tree(X, linkage)
+        result = GridResult({}, tree=Z)
+        cuts = cut_tree_at(Z, ks)
+    else:
+        res = two_step.two_step_tree(X, linkage, n_centroids, seed, engine)
+        result = GridResult({}, tree=res.tree, cells=res.assign.astype(np.int64),
+                            unit="K-Means cells")
+        cuts = two_step.cut_two_step(res, ks)
+        how["cells"] = int(len(res.sizes))
+    for k, labels in cuts.items():
+        result.points[f"{linkage}_k{k}"] = (labels, {"k": k, "linkage": linkage, **how})
+    return result
+
+
+GRID_METHODS: dict[str, Callable[..., GridResult]] = {
+    "kmeans": kmeans_point, "gmm": gmm_point, "dbscan": dbscan_point,
+    "hdbscan": hdbscan_point, "agglomerative": agglomerative_points, "nmf": nmf_point,
+}
+
+
+# --------------------------------------------------------------------------- metrics
+def evaluate_labels(X, y, labels, silhouette_sample: int, seed: int, *,
+                    sample_distances: np.ndarray | None = None, **extra) -> dict:
+    """A grid point's metrics.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        The features the internal metrics are computed on.
+    y : array-like of shape (n,)
+        The classes, for the external metrics.
+    labels : array-like of shape (n,)
+    silhouette_sample, seed : int
+        See :func:`clusterlens.clustering.metrics.internal_metrics`.
+    sample_distances : ndarray, optional
+        See :func:`clusterlens.clustering.metrics.internal_metrics`.
+    **extra
+        The point's own values, written first after ``n_clusters`` and ``noise_fraction``.
+
+    Returns
+    -------
+    dict
+        :func:`~clusterlens.clustering.metrics.describe`, ``extra``, the internal then external metrics.
+    """
+    out = {**cm.describe(labels), **extra}
+    out.update(cm.internal_metrics(X, labels, silhouette_sample, seed, sample_distances))
+    out.update(cm.external_metrics(y, labels))
+    return out
+
+
+def score_points(X, y, result: GridResult, silhouette_sample: int, seed: int
+                 ) -> dict[str, dict]:
+    """:func:`evaluate_labels` for every point of ``result``, in order.
+
+    Several labelings of the same points (the cuts of one tree) share one silhouette distance
+    matrix (:func:`clusterlens.clustering.metrics.silhouette_distances`): the same numbers, computed once.
+    """
+    shared = (cm.silhouette_distances(X, silhouette_sample, seed)
+              if len(result.points) > 1 else None)
+    return {name: evaluate_labels(X, y, labels, silhouette_sample, seed,
+                                  sample_distances=shared, **extra)
+            for name, (labels, extra) in result.points.items()}

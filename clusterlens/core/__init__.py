@@ -1,0 +1,1 @@
+"""Shared plumbing: atomic I/O, logging, user errors, the stage command wrapper, CPU kernel pins, torch devices."""

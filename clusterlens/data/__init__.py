@@ -1,0 +1,1 @@
+"""The image folder: scanning it into an index, decoding images, the demo digits."""

@@ -1,0 +1,1 @@
+"""Image and text features: backbones, extraction and its store, precision, sharding, captions, fusion."""

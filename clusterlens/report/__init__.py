@@ -1,0 +1,1 @@
+"""What users read: the report document, the explorer, colours and the figures."""
