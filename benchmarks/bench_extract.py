@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                                                       args.batch_size))
         runs["baseline"].append(t)
         for name, prec in variants:
-            t, (feats[name], info) = timed(lambda: extract_features(
+            t, (feats[name], info) = timed(lambda prec=prec: extract_features(
                 bb, root, paths, args.size, args.resize, precision=prec, **kw))
             runs[name].append(t)
             loops[name].append(info["seconds"])

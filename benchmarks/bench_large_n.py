@@ -215,7 +215,7 @@ def main(argv=None) -> None:
 
         info["faiss"] = faiss.__version__
     except ImportError:
-        raise SystemExit("faiss is not installed: pip install faiss-cpu")
+        raise SystemExit("faiss is not installed: pip install faiss-cpu") from None
     import hashlib
 
     import fastcluster

@@ -288,7 +288,7 @@ def limit_n(row: dict, key: str, order: float, budget: float) -> float | None:
 def measure(kind: str, args: dict, repeats: int, timeout: float, env: dict | None = None
             ) -> dict:
     runs = []
-    for i in range(repeats):
+    for _ in range(repeats):
         r = u.run_child(CODE[kind], args, timeout=timeout, env=env)
         if not r.get("ok"):
             return {"status": "failed" if r.get("rc") != "timeout" else "timeout",

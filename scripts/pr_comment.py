@@ -32,7 +32,7 @@ import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -137,7 +137,7 @@ def _yaml_at(rev: Rev, path: str) -> dict:
         return {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def lock_outs(rev: Rev) -> dict[str, str]:
     """path -> content hash of every stage output recorded at rev in the lock files
     (dvc.lock, and grid/dvc.lock for the grid points)."""

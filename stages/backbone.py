@@ -3,7 +3,8 @@
 The DAG is the same for every backbone: this stage always runs before ``extract``, which depends
 on its output folder ``models/backbone``.
 
-- ``extract.backbone: scratch_cnn``: train the CNN of :mod:`clusterlens.features.scratch_cnn_training` from scratch on the
+- ``extract.backbone: scratch_cnn``: train the CNN of
+  :mod:`clusterlens.features.scratch_cnn_training` from scratch on the
   indexed images and their labels (every number a ``cnn.*`` param), writing
   ``models/backbone/{weights.npz, config.json}`` (no pickle), the per-epoch history
   ``metrics/cnn_history.csv``, the summary ``metrics/cnn.json`` and the DVCLive logs under
@@ -91,7 +92,8 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
     paths, labels, class_names = scratch_cnn_training.index_inputs(read_table(index_path))
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean
         shutil.rmtree(live_dir)
-    remove_stale_tmp(out_dir / scratch_cnn_training.WEIGHTS_FILE, out_dir / scratch_cnn_training.CONFIG_FILE, history, summary)
+    remove_stale_tmp(out_dir / scratch_cnn_training.WEIGHTS_FILE,
+                     out_dir / scratch_cnn_training.CONFIG_FILE, history, summary)
     log_block(log, "cnn (trained from scratch)",
               inputs={"root": root, "images": len(paths), "classes": len(class_names)},
               params={**{f"cnn.{k}": v for k, v in p.model_dump().items()}, "seed": seed},

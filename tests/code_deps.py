@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -35,7 +35,7 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def imported_files(path: Path) -> frozenset[Path]:
     """Project files that ``path`` imports anywhere in its code (function bodies included)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))

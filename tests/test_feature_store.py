@@ -115,7 +115,9 @@ def test_jit_and_bf16_features_agree_with_eager_float32(tmp_path):
     jit, t1 = ex.extract_features(bb, root, paths, 32, precision="fp32", jit=True, **kw)
     bf16, t2 = ex.extract_features(bb, root, paths, 32, precision="bf16", jit=True, **kw)
     assert (t0["engine"], t1["engine"], t2["precision"]) == ("eager", "jit", "bf16")
-    cos = lambda a, b: ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    def cos(a, b):
+        return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
     assert cos(eager, jit).min() > 0.9999
     assert cos(eager, bf16).min() > 0.95  # bfloat16 keeps ~3 significant digits
 
@@ -135,7 +137,7 @@ def test_flushes_hand_out_every_row_once_by_batches_or_seconds(tmp_path):
                                                           for i in range(0, 11, 2)])]:
         calls = []
         full, _ = ex.extract_features(bb, root, paths, 8, **kw, **flush_kw,
-                                      on_flush=lambda a, b, f: calls.append((a, b, f.copy())))
+                                      on_flush=lambda a, b, f, calls=calls: calls.append((a, b, f.copy())))
         assert [(a, b) for a, b, _ in calls] == ranges, flush_kw
         np.testing.assert_array_equal(np.concatenate([f for _, _, f in calls]), full)
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from clusterlens.config.base import Section, check_value, load_params, parse_section, require_seed
 from clusterlens.config.data import DataParams
@@ -116,7 +116,7 @@ class Demo(Section):
 def test_parse_section_gives_a_frozen_typed_section():
     demo = parse_section({"demo": {"n_init": 3}}, "demo", Demo)
     assert demo.n_init == 3 and demo.engine == "sklearn" and demo.inner.depth == 2
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         demo.n_init = 4  # frozen
 
 

@@ -1,4 +1,5 @@
-"""Large-N clustering (clusterlens.clustering.kmeans_engines, clusterlens.clustering.two_step, clusterlens.core.io.load_features): faiss K-Means engine, memory-mapped features, the
+"""Large-N clustering (clusterlens.clustering.kmeans_engines and .two_step,
+clusterlens.core.io.load_features): faiss K-Means engine, memory-mapped features, the
 two-step agglomerative route and its route choice. Generated data only; about 10 s."""
 import logging
 

@@ -197,7 +197,8 @@ class Scored:
     ``probabilities`` (N x C, all-NaN rows for images not scored, 0 in the columns of left-out
     classes), ``issues`` (over all N: NaN quality, no issue, rank 0 where not scored; the joint
     C x C, zero in the rows and columns of left-out classes), ``oof`` (the out-of-fold fits,
-    over the scored images only, in the order of ``rows``), ``rows`` (the scored images), ``excluded`` (the left-out classes, as
+    over the scored images only, in the order of ``rows``), ``rows`` (the scored images),
+    ``excluded`` (the left-out classes, as
     :func:`excluded_classes`) and ``folds`` (the folds used)."""
 
     probabilities: np.ndarray

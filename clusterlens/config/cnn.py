@@ -1,7 +1,8 @@
 """The ``cnn`` section: the CNN the ``backbone`` stage trains from scratch.
 
 The defaults reproduce the reference architecture and training recipe described in
-``clusterlens.features.scratch_cnn_training`` (a small Keras-style CNN), except ``image_size``: 32 instead of 224, so that
+``clusterlens.features.scratch_cnn_training`` (a small Keras-style CNN), except ``image_size``: 32
+instead of 224, so that
 training runs on a CPU.
 """
 from __future__ import annotations
@@ -120,7 +121,7 @@ class CNNParams(Section):
         return value
 
     @model_validator(mode="after")
-    def _image_size_fits_the_blocks(self) -> "CNNParams":
+    def _image_size_fits_the_blocks(self) -> CNNParams:
         smallest = 2 ** len(self.filters)  # every block halves the image
         if self.image_size < smallest:
             # a ValidationError keeps its location, so the error names `cnn.image_size`

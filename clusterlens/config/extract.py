@@ -1,7 +1,7 @@
 """The ``extract`` section: which backbone turns images into features, and how it runs."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import ValidationInfo, field_validator
 
@@ -27,19 +27,19 @@ class ExtractParams(Section):
 
     backbone: str
     weights: str
-    image_size: Union[int, Literal["auto"]] = "auto"
+    image_size: int | Literal["auto"] = "auto"
     resize: str = "auto"
     batch_size: int
     device: str
-    workers: Union[int, Literal["auto"]]
+    workers: int | Literal["auto"]
     precision: str
-    jit: Union[bool, Literal["auto"]]
-    threads: Union[int, Literal["auto"]] = "auto"
+    jit: bool | Literal["auto"]
+    threads: int | Literal["auto"] = "auto"
     processes: int = 1
     nodes: int = 1
     rdzv_endpoint: str = "localhost:29500"
     # last: its check reads processes and nodes (validated before it, in field order)
-    store: Optional[str]
+    store: str | None
 
     @field_validator("backbone", mode="before")
     @classmethod

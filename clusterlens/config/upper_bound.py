@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -24,7 +24,7 @@ class LogRegConfig(Section):
 
     name: str
     C: float = 1.0
-    class_weight: Optional[Literal["balanced"]] = None
+    class_weight: Literal["balanced"] | None = None
     features: Literal["raw", "pca"] = "raw"
 
     @field_validator("name", mode="before")

@@ -10,14 +10,16 @@ preprocessing its weights were trained with.
   ``$TORCH_HOME/hub/checkpoints/``, downloaded there first when absent, for online users, and
   checked against the hash in its file name), ``none`` (random init), or a path to a
   ``state_dict`` file. Every weights file is loaded with ``torch.load(weights_only=True)``:
-  tensors only, never unpickled (torchvision's own loader would unpickle a cached checkpoint). Features = the input of the model's last
+  tensors only, never unpickled (torchvision's own loader would unpickle a cached checkpoint).
+  Features = the input of the model's last
   ``nn.Linear`` (the penultimate layer), which is replaced by the identity. Preprocessing (mean,
   std, interpolation, resize/crop ratio) comes from the weights' own transforms; for a file or
   ``none``, from the model's first published ImageNet weights.
 - ``raw_pixels`` (the no-network baseline): the image resized to ``image_size`` (``auto``: 32,
   CIFAR's size), scaled to [0, 1] and flattened channel-major (R plane, G plane, B plane):
   ``3 * image_size**2`` features. ``extract.weights`` must be DEFAULT or none (there are none).
-- ``scratch_cnn``: the CNN trained from scratch by :mod:`clusterlens.features.scratch_cnn_training` (loaded with :mod:`clusterlens.features.scratch_cnn`), read from the folder
+- ``scratch_cnn``: the CNN trained from scratch by :mod:`clusterlens.features.scratch_cnn_training`
+  (loaded with :mod:`clusterlens.features.scratch_cnn`), read from the folder
   it was saved to; features = its Dense embedding.
 """
 from __future__ import annotations
@@ -183,7 +185,7 @@ def load_into(model, state_dict: dict, source: str, backbone: str) -> None:
 
 
 # --------------------------------------------------------------------------- Lite0
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lite0_features_class():
     from torch import nn
 

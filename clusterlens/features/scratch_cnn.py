@@ -1,8 +1,10 @@
 """The scratch CNN's architecture, and loading a trained one (what feature extraction needs).
 
-:class:`ScratchCNN` is the reference Keras model in PyTorch (see :mod:`clusterlens.features.scratch_cnn_training` for the
+:class:`ScratchCNN` is the reference Keras model in PyTorch (see
+:mod:`clusterlens.features.scratch_cnn_training` for the
 recipe that trains it); :func:`load_cnn_features` rebuilds a trained network from the folder
-:func:`clusterlens.features.scratch_cnn_training.save_cnn` wrote (``config.json`` + ``weights.npz``, no pickle). Training
+:func:`clusterlens.features.scratch_cnn_training.save_cnn` wrote (``config.json`` +
+``weights.npz``, no pickle). Training
 code lives in :mod:`clusterlens.features.scratch_cnn_training`, so editing it does not invalidate the features of other
 backbones.
 """

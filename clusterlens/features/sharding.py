@@ -5,7 +5,8 @@ stage start ``python -m torch.distributed.run ... -m stages.extract`` instead of
 itself. Every rank reads the same index and the same feature store, extracts a contiguous share
 of the images the store does not hold, and appends it to the store a shard every few batches as
 it goes (shards have unique names and are written atomically: several writers never tear or
-lose each other's rows, and a killed run keeps every rank's flushed shards). After a barrier, the *writer* (local rank 0 on the node that DVC runs on) reads every
+lose each other's rows, and a killed run keeps every rank's flushed shards). After a barrier, the
+*writer* (local rank 0 on the node that DVC runs on) reads every
 image's features back from the store in index order and writes the stage's outputs; the other
 ranks write nothing. Because every forward pass holds exactly ``extract.batch_size`` images and
 every rank uses the same number of intra-op threads (``extract.threads``), the features file is

@@ -75,7 +75,7 @@ def plot_metrics_vs_k(results: dict, path: str | os.PathLike) -> None:
     for ax, key in zip(axes, keys):
         for method, points in results.items():
             series: dict[str, list] = {}
-            for pt, m in points.items():
+            for _pt, m in points.items():
                 if "k" not in m or m.get(key) is None:
                     continue
                 label = method if method != "agglomerative" else f"agglo-{m['linkage']}"
