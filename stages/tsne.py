@@ -7,11 +7,12 @@ it is also the report explorer's t-SNE map. Writes ``data/tsne.npz`` with
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
 from clusterlens.clustering import tsne
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.tsne import TSNEParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import ParamError
@@ -23,17 +24,30 @@ IN_PCA = "data/pca.npy"
 OUT = "data/tsne.npz"
 
 
-def run(params: dict, pca_path: str = IN_PCA, out: str = OUT) -> dict:
-    seed = require_seed(params)
-    p = parse_section(params, "tsne", TSNEParams)
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    seed: int
+    tsne: TSNEParams
+
+
+def check_params_vs_input(cfg: Params, n_rows: int, source: str) -> np.ndarray:
+    """The rules that need the data: the sampled rows, at least t-SNE's minimum."""
+    rows = tsne.sample_rows(n_rows, cfg.tsne.sample, cfg.seed)
+    if len(rows) < tsne.MIN_POINTS:
+        raise ParamError("tsne.sample", f"t-SNE needs at least {tsne.MIN_POINTS} points, got "
+                         f"{len(rows)} ({source} has {n_rows} rows)")
+    return rows
+
+
+def run(cfg: Params, pca_path: str = IN_PCA, out: str = OUT) -> dict:
     X = load_npy(pca_path)
-    rows = tsne.sample_rows(len(X), p.sample, seed)
+    p = cfg.tsne
+    seed = cfg.seed
     log_block(log, "tsne", inputs={"features": f"{pca_path} {X.shape}"},
               params={"tsne.sample": p.sample, "tsne.perplexity": p.perplexity,
                       "tsne.max_iter": p.max_iter, "seed": seed})
-    if len(rows) < tsne.MIN_POINTS:
-        raise ParamError("tsne.sample", f"t-SNE needs at least {tsne.MIN_POINTS} points, got "
-                         f"{len(rows)} ({pca_path} has {len(X)} rows)")
+    rows = check_params_vs_input(cfg, len(X), pca_path)
     emb = tsne.embed(X[rows], p.perplexity, seed, p.max_iter)
     save_npz(out, rows=rows.astype(np.int64), embedding=emb)
     log_block(log, "tsne done", outputs={out: f"{len(rows)} points embedded"})
@@ -44,7 +58,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="t-SNE of a seeded sample of the PCA features.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

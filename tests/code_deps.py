@@ -200,15 +200,103 @@ def _raw_section(node: ast.AST) -> str | None:
     return None
 
 
+def _imported_model(name: str, module: Path):
+    """The section model a name in ``module`` is imported as (``from m import TSNEParams``)."""
+    import importlib
+
+    from clusterlens.config.base import Section
+
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and any(
+                a.name == name for a in node.names):
+            obj = getattr(importlib.import_module(node.module), name, None)
+            return obj if isinstance(obj, type) and issubclass(obj, Section) else None
+    return None
+
+
+def stage_specs(tree: ast.Module, module: Path) -> dict[str, dict]:
+    """The module's params dataclasses (:func:`clusterlens.config.base.parse_stage`): class
+    name -> {field: section model, or "seed"}."""
+    specs = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and any(
+                "dataclass" in ast.unparse(d) for d in node.decorator_list)):
+            continue
+        fields = {}
+        for item in node.body:
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                name, ann = item.target.id, ast.unparse(item.annotation)
+                fields[name] = "seed" if name == "seed" else _imported_model(ann, module)
+        if fields and all(fields.values()):
+            specs[node.name] = fields
+    return specs
+
+
 def params_read(module: Path) -> set[str]:
-    """Dotted params keys a stage module reads: ``x.field`` of every section parsed with
-    ``parse_section`` / ``parse_fusion`` (a section object passed on whole, or a derived
-    attribute, counts as every field of it), ``sec["key"]`` of a raw ``params["sec"]``, and
-    ``seed`` for ``require_seed``. Each function is its own scope. The whole-file check
-    (``check_params(params, ...)`` of clusterlens.config.whole, which `index` runs first)
-    validates every key but reads none for the stage's work, so it adds nothing: a stage
-    declares only what it uses, and DVC re-runs it only when that changes."""
+    """Dotted params keys a stage module reads.
+
+    A stage parses its params once (``parse_stage(params, Params)``) into a dataclass of
+    section models; ``cfg.<section>.<field>`` reads that key, ``cfg.seed`` the seed, and a
+    section used whole (``cfg.<section>`` passed on) every field of it. A name bound to a
+    section (``p = cfg.tsne``) reads the fields taken from it (``p.sample``). Each function is
+    its own scope: a function whose parameter is annotated with the dataclass reads through it.
+    The whole-file check (``check_params(params, ...)`` of clusterlens.config.whole, which
+    `index` runs first) validates every key but reads none for the stage's work, so it adds
+    nothing: a stage declares only what it uses, and DVC re-runs it only when that changes."""
     tree = ast.parse(module.read_text(encoding="utf-8"))
+    specs = stage_specs(tree, module)
+    keys: set[str] = set()
+
+    def use(sec: str, model, attr: str | None) -> None:
+        if attr in model.model_fields:
+            keys.add(f"{sec}.{attr}")
+        else:
+            keys.update(f"{sec}.{f}" for f in model.model_fields)
+
+    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        cfgs = {a.arg: a.annotation.id for a in fn.args.args + fn.args.kwonlyargs
+                if isinstance(a.annotation, ast.Name) and a.annotation.id in specs}
+        parents = {id(c): n for n in ast.walk(fn) for c in ast.iter_child_nodes(n)}
+        for node in ast.walk(fn):  # cfg = parse_stage(params, Params)
+            if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", None) == "parse_stage"
+                    and isinstance(node.value.args[1], ast.Name)):
+                cfgs[node.targets[0].id] = node.value.args[1].id
+        bound: dict[str, tuple] = {}  # p = cfg.<section>
+        taken = set()
+        for node in ast.walk(fn):
+            if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, ast.Attribute)
+                    and isinstance(node.value.value, ast.Name) and node.value.value.id in cfgs):
+                model = specs[cfgs[node.value.value.id]].get(node.value.attr)
+                if model not in (None, "seed"):
+                    bound[node.targets[0].id] = (node.value.attr, model)
+                    taken.add(id(node.value))
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Attribute) or id(node) in taken:
+                continue
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in cfgs:
+                model = specs[cfgs[base.id]].get(node.attr)
+                parent = parents.get(id(node))
+                if model == "seed":
+                    keys.add("seed")
+                elif model is not None:
+                    field = parent.attr if isinstance(parent, ast.Attribute) else None
+                    use(node.attr, model, field)
+            elif isinstance(base, ast.Name) and base.id in bound:
+                use(*bound[base.id], node.attr)
+        for node in ast.walk(fn):  # a bound section used whole
+            if (isinstance(node, ast.Name) and node.id in bound and isinstance(node.ctx, ast.Load)
+                    and not isinstance(parents.get(id(node)), ast.Attribute)):
+                use(*bound[node.id], None)
+    return keys | _params_read_raw(tree, module)
+
+
+def _params_read_raw(tree: ast.Module, module: Path) -> set[str]:
+    """Keys read the old way, by ``parse_section`` / ``parse_fusion`` / ``require_seed`` and
+    raw ``params["sec"]["key"]`` lookups inside a stage's functions."""
     keys: set[str] = set()
 
     def use(sec: str, model, attr: str | None) -> None:

@@ -13,7 +13,7 @@ from clusterlens.audit.representatives import centre_distances, representatives
 from clusterlens.clustering import selection, trees
 from clusterlens.clustering.grid import point_path
 from clusterlens.clustering.selection import selected_labels
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.composition import CompositionParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import load_npy, save_npy, write_json, write_table
@@ -191,7 +191,7 @@ def selected_run(tmp_path, in_tmp_cwd):
         grid_point.run("kmeans", k, params)
     grid_point.run("agglomerative", "ward", params)
     clustering.run(params)
-    tsne.run(params)
+    tsne.run(parse_stage(params, tsne.Params))
     return params, y
 
 

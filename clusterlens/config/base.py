@@ -7,8 +7,10 @@ dotted key and the value it got, e.g. ``params.yaml: `kmeans.n_init` must be >= 
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from clusterlens.core.errors import ParamError
 
 S = TypeVar("S", bound="Section")
+T = TypeVar("T")
 
 
 class Section(BaseModel):
@@ -176,6 +179,31 @@ def check_value(key: str, value: Any, check, *args) -> Any:
         return check(value, *args)
     except ValueError as exc:
         raise ParamError(key, str(exc)) from None
+
+
+def parse_stage(params: dict, spec: type[T]) -> T:
+    """Parse, once, every param one stage reads into its frozen dataclass ``spec``.
+
+    Each field of ``spec`` is ``seed: int`` (the top-level seed, :func:`require_seed`) or a
+    section model named after its section (``tsne: TSNEParams``). A section field with a
+    default is optional: an absent section takes the default (e.g. ``large_n: LargeNParams =
+    LargeNParams()``). A stage's ``main`` calls this at its door and hands the result to its
+    ``run``, whose signature then shows what the stage reads; ``tests/code_deps.py`` checks
+    the keys it reads against the stage's ``params`` in dvc.yaml.
+
+    Raises
+    ------
+    ParamError
+        The first bad value, naming its dotted key (sections in field order).
+    """
+    hints = typing.get_type_hints(spec)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        if f.name == "seed":
+            values[f.name] = require_seed(params)
+        elif f.name in params or f.default is dataclasses.MISSING:
+            values[f.name] = parse_section(params, f.name, hints[f.name])
+    return spec(**values)
 
 
 def require_seed(params: dict) -> int:
