@@ -20,18 +20,19 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.base import check_value, load_params, parse_stage
 from clusterlens.config.cnn import CNNParams
 from clusterlens.config.data import DataParams
+from clusterlens.config.extract import ExtractParams
 from clusterlens.core.cli import run_cli
-from clusterlens.core.errors import ParamError
 from clusterlens.core.io import atomic_path, read_table, remove_stale_tmp, write_json, write_table
 from clusterlens.core.logs import log_block
-from clusterlens.features.backbones import SCRATCH_CNN, check_backbone_name
+from clusterlens.features.backbones import SCRATCH_CNN
 
 log = logging.getLogger("clusterlens.backbone")
 
@@ -47,12 +48,14 @@ LIVE_PLOTS = {"train/loss": "loss", "val/loss": "loss", "train/accuracy": "accur
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"]
 
 
-def backbone_name(params: dict) -> str:
-    """``extract.backbone``, checked (the only ``extract`` key this stage reads)."""
-    extract = params.get("extract")
-    if not isinstance(extract, dict) or "backbone" not in extract:
-        raise ParamError("extract.backbone", "is missing")
-    return check_backbone_name(extract["backbone"])
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`); of ``extract``,
+    only ``backbone``."""
+    extract: ExtractParams
+    cnn: CNNParams
+    seed: int
+    data: DataParams
 
 
 def write_untrained(out_dir: Path = OUT_DIR, live_dir: Path = LIVE_DIR,
@@ -72,10 +75,10 @@ def write_untrained(out_dir: Path = OUT_DIR, live_dir: Path = LIVE_DIR,
     return write_json(summary, {"trained": False})
 
 
-def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
+def run(cfg: Params, index_path: str = INDEX, out_dir: Path = OUT_DIR,
         live_dir: Path = LIVE_DIR, history: Path = HISTORY, summary: Path = SUMMARY) -> dict:
     """Train the CNN when ``extract.backbone`` is ``scratch_cnn``, else write the placeholder."""
-    name = backbone_name(params)
+    name = cfg.extract.backbone
     if name != SCRATCH_CNN:
         log_block(log, "backbone", params={"extract.backbone": name},
                   outputs={str(out_dir): "nothing to train (pretrained or raw pixels)"})
@@ -84,10 +87,10 @@ def run(params: dict, index_path: str = INDEX, out_dir: Path = OUT_DIR,
     from clusterlens.core.devices import resolve_device
     from clusterlens.features import scratch_cnn_training
 
-    # validate every param before decoding anything
-    p = parse_section(params, "cnn", CNNParams)
-    seed = require_seed(params)
-    root = Path(parse_section(params, "data", DataParams).root)
+    # every param was validated (by parse_stage) before anything is decoded
+    p = cfg.cnn
+    seed = cfg.seed
+    root = Path(cfg.data.root)
     device = check_value("cnn.device", p.device, resolve_device)
     paths, labels, class_names = scratch_cnn_training.index_inputs(read_table(index_path))
     if live_dir.exists():  # DVCLive appends to an existing folder: start clean
@@ -115,7 +118,7 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--index", default=INDEX)
     args = ap.parse_args(argv)
-    run(load_params(args.params), args.index)
+    run(parse_stage(load_params(args.params), Params), args.index)
 
 
 if __name__ == "__main__":

@@ -10,29 +10,23 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.base import check_value, load_params, parse_stage
 from clusterlens.config.captions import CaptionsParams
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.devices import resolve_device
 from clusterlens.core.errors import DataError, check_rows
-from clusterlens.core.io import (
-    load_npy,
-    read_table,
-    remove_stale_tmp,
-    save_npy,
-    write_json,
-    write_table,
-)
+from clusterlens.core.io import load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.features import captions
 from clusterlens.features.extraction import features_for_index
-from clusterlens.features.preprocessing import index_sides, resolve_input
+from clusterlens.features.preprocessing import index_sides
 
 log = get_logger("captions")
 IN_FEATURES = "data/features.npy"
@@ -41,6 +35,15 @@ OUT_CAPTIONS = "data/captions.parquet"
 OUT_TEXT = "data/text_features.npy"
 OUT_METRICS = "metrics/captions.json"
 OUT_TIMING = "logs/captions_timing.json"
+
+
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    extract: ExtractParams
+    captions: CaptionsParams
+    seed: int
+    data: DataParams
 
 
 def write_disabled(n: int) -> dict:
@@ -52,44 +55,45 @@ def write_disabled(n: int) -> dict:
     return write_json(OUT_METRICS, {"enabled": False, "images": int(n)})
 
 
-def captioner_features(params: dict, feats: np.ndarray, index):
-    """The features to caption, the ImageNet head that reads them, and what metrics record.
+def check_params_vs_input(cfg: Params, index):
+    """The rules that need the data: ``(captioner, recipe, reused)`` for the images' sizes
+    (:func:`clusterlens.features.captions.resolve_captioner`); the index, when not reused."""
+    ep = cfg.extract
+    cap, recipe, reused = captions.resolve_captioner(ep.backbone, ep.weights, ep.image_size, ep.resize,
+                                                     cfg.captions.preprocessing, *index_sides(index))
+    if not reused and index is None:
+        raise DataError(f"captions need the index to extract {cap.name} features at "
+                        f"{recipe.image_size} px")
+    return cap, recipe, reused
 
-    The extracted features when they are what the head reads (``captions.preprocessing``);
-    otherwise the captioner's own features, extracted here with the extract stage's settings
-    and feature store.
-    """
-    ep = parse_section(params, "extract", ExtractParams)
-    preprocessing = parse_section(params, "captions", CaptionsParams).preprocessing
-    cap = captions.choose_captioner(ep.backbone, ep.weights)
-    sides = index_sides(index)
-    extracted = None if cap.fallback else resolve_input(ep.backbone, cap.native_size,
-                                                        ep.image_size, ep.resize, *sides)
-    recipe, reused = captions.captioner_input(cap, preprocessing, extracted, *sides)
+
+def captioner_features(cfg: Params, feats: np.ndarray, index, cap, recipe, reused: bool):
+    """The features to caption, the ImageNet head that reads them, and what metrics record: the
+    extracted features when ``reused`` (:func:`check_params_vs_input`), else the captioner's own,
+    extracted here with the extract stage's settings and feature store."""
+    ep = cfg.extract
+    preprocessing = cfg.captions.preprocessing
     info = {"preprocessing": preprocessing, "reused_extract_features": reused,
             "image_size": recipe.image_size, "resize": recipe.resize,
             "captioner": cap.describe(recipe, reused)}
     if reused:
         log.info("captions: %s reads the extracted features (%s)", cap.name, recipe.describe())
         return feats, cap.W, cap.b, info, {"extracted": 0, "from_store": 0}
-    if index is None:
-        raise DataError(f"captions need the index to extract {cap.name} features at "
-                        f"{recipe.image_size} px")
     log.info("captions: extracting %s features (%s) for the classifier", cap.name,
              recipe.describe())
     cap_feats, timing = features_for_index(
-        cap.backbone(recipe.image_size), index, parse_section(params, "data", DataParams).root,
+        cap.backbone(recipe.image_size), index, cfg.data.root,
         recipe.image_size, check_value("extract.device", ep.device, resolve_device),
         resize=recipe.resize, batch_size=ep.batch_size, workers=ep.workers,
-        precision=ep.precision, jit=ep.jit, store=ep.store, seed=require_seed(params))
+        precision=ep.precision, jit=ep.jit, store=ep.store, seed=cfg.seed)
     return cap_feats, cap.W, cap.b, info, {k: timing.get(k, 0) for k in ("extracted", "from_store")}
 
 
-def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
+def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
     """Caption every image and embed the captions; returns the metrics written."""
-    ep = parse_section(params, "extract", ExtractParams)
-    p = parse_section(params, "captions", CaptionsParams)
-    seed = require_seed(params)
+    ep = cfg.extract
+    p = cfg.captions
+    seed = cfg.seed
     captions.resolve_text_device(ep.device)
     if not Path(features_path).is_file():
         raise DataError(f"{features_path} is missing: run `dvc repro extract` first")
@@ -104,7 +108,8 @@ def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_IND
               params={"extract.backbone": ep.backbone, "extract.weights": ep.weights,
                       "captions.template": p.template, "captions.batch_size": p.batch_size,
                       "captions.preprocessing": p.preprocessing})
-    feats, W, b, info, extracted = captioner_features(params, feats, index)
+    cap, recipe, reused = check_params_vs_input(cfg, index)
+    feats, W, b, info, extracted = captioner_features(cfg, feats, index, cap, recipe, reused)
     table = captions.caption_table(feats, W, b, captions.imagenet_class_names(), p.template)
     start = time.perf_counter()
     captions.load_text_model(ep.device)
@@ -137,7 +142,7 @@ def main(argv=None) -> None:
     ap.add_argument("--features", default=IN_FEATURES)
     ap.add_argument("--index", default=IN_INDEX)
     args = ap.parse_args(argv)
-    run(load_params(args.params), args.features, args.index)
+    run(parse_stage(load_params(args.params), Params), args.features, args.index)
 
 
 if __name__ == "__main__":

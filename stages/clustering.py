@@ -9,10 +9,11 @@ values with the same K are one point (see :mod:`clusterlens.clustering.selection
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from clusterlens.clustering import selection
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.dbscan import DBSCANParams
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.hdbscan import HDBSCANParams
@@ -35,30 +36,41 @@ OUT_SILHOUETTE = "plots/clustering/kmeans_silhouette.csv"
 OUT_VS_K = "plots/clustering/metrics_vs_k.png"
 
 
-def grid_points(params: dict) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    select: SelectParams
+    agglomerative: AgglomerativeParams
+    kmeans: KMeansParams
+    gmm: GMMParams
+    dbscan: DBSCANParams
+    hdbscan: HDBSCANParams
+    nmf: NMFParams
+
+
+def grid_points(cfg: Params) -> dict[str, list[str]]:
     """method -> the point names the params define (in params order)."""
-    agglo = parse_section(params, "agglomerative", AgglomerativeParams)
+    agglo = cfg.agglomerative
     grid = selection.grid_points(
-        kmeans_k=parse_section(params, "kmeans", KMeansParams).k,
+        kmeans_k=cfg.kmeans.k,
         agglomerative_linkage=agglo.linkage, agglomerative_k=agglo.k,
-        gmm_k=parse_section(params, "gmm", GMMParams).k,
-        dbscan_eps_percentile=parse_section(params, "dbscan", DBSCANParams).eps_percentile,
-        hdbscan_min_cluster_size=parse_section(params, "hdbscan", HDBSCANParams).min_cluster_size,
-        nmf_k=parse_section(params, "nmf", NMFParams).k)
-    if not grid:
+        gmm_k=cfg.gmm.k,
+        dbscan_eps_percentile=cfg.dbscan.eps_percentile,
+        hdbscan_min_cluster_size=cfg.hdbscan.min_cluster_size,
+        nmf_k=cfg.nmf.k)
+    if not grid:  # spans six sections, so no one section model can hold it
         raise ParamError("kmeans.k", "every clustering grid is empty: give at least one K")
     return grid
 
 
-def run(params: dict, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
+def run(cfg: Params, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
     """Aggregate the grid: prune stale files, collect, select, write the tables and figure."""
-    sel = parse_section(params, "select", SelectParams)
-    grid = grid_points(params)
+    sel = cfg.select
+    grid = grid_points(cfg)
     log_block(log, "clustering", inputs={"grid": {m: len(p) for m, p in grid.items()}},
               params={"select.metric": sel.metric, "select.max_noise": sel.max_noise})
     selection.prune_stale(grid, clusters_dir)
-    selection.prune_stale_dendrograms(
-        parse_section(params, "agglomerative", AgglomerativeParams).linkage, plots_dir)
+    selection.prune_stale_dendrograms(cfg.agglomerative.linkage, plots_dir)
     results = selection.collect(grid, clusters_dir)
     log_block(log, "grid values -> K", outputs=selection.resolved_grids(results))
     out = write_json(OUT_METRICS, selection.summarize(results, sel.metric, sel.max_noise))
@@ -81,7 +93,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Aggregate the clustering grid.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

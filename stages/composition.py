@@ -15,6 +15,7 @@ writes, for it:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 from clusterlens.analysis.composition import composition_table, row_normalised
 from clusterlens.audit.representatives import nearest_rows
 from clusterlens.clustering.selection import selected_labels
-from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.composition import CompositionParams
 from clusterlens.config.data import DataParams
 from clusterlens.core.cli import run_cli
@@ -47,11 +48,18 @@ OUT_TSNE = "plots/composition/tsne.png"
 OUT_PCA = "plots/composition/pca_2d.png"
 
 
-def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    data: DataParams
+    composition: CompositionParams
+
+
+def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
         index_path=IN_INDEX, tsne_path=IN_TSNE, pca_2d_path=IN_PCA_2D,
         representatives_path=IN_REPRESENTATIVES) -> pd.DataFrame:
-    root = Path(parse_section(params, "data", DataParams).root)
-    cfg = parse_section(params, "composition", CompositionParams)
+    root = Path(cfg.data.root)
+    p = cfg.composition
     clustering = read_json(clustering_path)
     name, labels = selected_labels(clustering, clusters_dir)
     if not Path(representatives_path).is_file():
@@ -63,8 +71,8 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     log_block(log, "composition", inputs={"selected": f"{name} ({sel.get('reason', '')})",
                                           "index": f"{index_path} ({len(index)} images)",
                                           "representatives": representatives_path},
-              params={"composition.montage_clusters": cfg.montage_clusters,
-                      "composition.montage_images": cfg.montage_images})
+              params={"composition.montage_clusters": p.montage_clusters,
+                      "composition.montage_images": p.montage_images})
     table = composition_table(labels, classes)
     write_table(OUT_TABLE, table)
 
@@ -74,8 +82,8 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     sizes = dict(zip(table["cluster"], table["size"]))
     headline = f"{name}: {len(table)} clusters, {sel['metric']} = {sel['value']:.3f}"
     plot_heatmap(shares, sizes, f"Cluster composition (row-normalised), {headline}", OUT_HEATMAP)
-    plot_montage(table, nearest, index, root, OUT_MONTAGE, cfg.montage_clusters,
-                 cfg.montage_images, f"Largest clusters of {name}")
+    plot_montage(table, nearest, index, root, OUT_MONTAGE, p.montage_clusters,
+                 p.montage_images, f"Largest clusters of {name}")
     emb = np.load(tsne_path, allow_pickle=False)
     rows = emb["rows"]
     plot_side_by_side(emb["embedding"], classes[rows], labels[rows], "t-SNE",
@@ -94,7 +102,7 @@ def main(argv=None) -> None:
                                              "selected clustering.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

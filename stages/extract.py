@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from clusterlens.config.base import check_value, load_params, parse_section, require_seed
+from clusterlens.config.base import check_value, load_params, parse_stage
 from clusterlens.config.data import DataParams
 from clusterlens.config.extract import ExtractParams
 from clusterlens.core.cli import run_cli
@@ -37,28 +38,43 @@ OUT_METRICS = "metrics/extract.json"
 OUT_TIMING = "logs/extract_timing.json"
 
 
-def run(params: dict, index_path: str = INDEX, backbone_dir: str = BACKBONE_DIR) -> dict:
-    """Extract the features of every indexed image; returns the metrics written."""
-    p = parse_section(params, "extract", ExtractParams)
-    root = Path(parse_section(params, "data", DataParams).root)
-    seed = require_seed(params)
-    device = check_value("extract.device", p.device, resolve_device)  # before heavy work
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    extract: ExtractParams
+    data: DataParams
+    seed: int
+
+
+def check_params_vs_input(cfg: Params) -> Path:
+    """The rule that needs the data: ``data.root`` is the (existing) folder that was indexed."""
+    root = Path(cfg.data.root)
     if not root.is_dir():
         raise DataError(f"data.root: folder {str(root)!r} does not exist (or is not a folder); "
                         "set `data.root` in params.yaml to the folder that was indexed")
+    return root
+
+
+def run(cfg: Params, index_path: str = INDEX, backbone_dir: str = BACKBONE_DIR) -> dict:
+    """Extract the features of every indexed image; returns the metrics written."""
+    p = cfg.extract
+    device = check_value("extract.device", p.device, resolve_device)  # before heavy work
+    root = check_params_vs_input(cfg)
     ctx = None
     if sharding.inside_torchrun():  # one rank of a sharded run
         ctx, device = sharding.init(p.device)
     torch.set_num_threads(sharding.resolve_threads(p.threads))
     try:
-        return _run(p, root, seed, device, index_path, backbone_dir, ctx)
+        return _run(cfg, root, device, index_path, backbone_dir, ctx)
     finally:
         if ctx is not None:
             ctx.close()
 
 
-def _run(p: ExtractParams, root: Path, seed: int, device: torch.device, index_path: str,
-         backbone_dir: str, ctx) -> dict:
+def _run(cfg: Params, root: Path, device: torch.device, index_path: str, backbone_dir: str,
+         ctx) -> dict:
+    p = cfg.extract
+    seed = cfg.seed
     if ctx is None or ctx.writer:
         remove_stale_tmp(OUT_FEATURES, OUT_METRICS, OUT_TIMING)  # left by a killed run
     torch.manual_seed(seed)
@@ -108,15 +124,15 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--index", default=INDEX)
     args = ap.parse_args(argv)
-    params = load_params(args.params)
-    p = parse_section(params, "extract", ExtractParams)  # checked before anything is launched
+    cfg = parse_stage(load_params(args.params), Params)  # checked before anything is launched
+    p = cfg.extract
     if p.distributed and not sharding.inside_torchrun():
         check_value("extract.device", p.device, resolve_device)
         sharding.launch("stages.extract", p.processes, p.nodes, p.rdzv_endpoint,
                            sharding.resolve_threads(p.threads),
                            ["--params", args.params, "--index", args.index])
         return
-    run(params, args.index)
+    run(cfg, args.index)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ only ``fusion.set: visual`` works and the table is empty.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clusterlens.config.base import load_params, parse_section, require_seed
-from clusterlens.config.fusion import FusionParams, parse_fusion
+from clusterlens.config.base import load_params, parse_stage
+from clusterlens.config.fusion import FusionParams
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.kmeans import KMeansParams
 from clusterlens.core.cli import run_cli
@@ -42,42 +43,61 @@ OUT_TABLE = "metrics/fusion.csv"
 OUT_METRICS = "metrics/fusion.json"
 
 
-def write_visual_only(p: FusionParams, n: int) -> dict:
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`); ``kmeans`` and
+    ``gmm`` may be absent (None) unless ``fusion.methods`` names them."""
+    seed: int
+    fusion: FusionParams = FusionParams()
+    kmeans: KMeansParams = None
+    gmm: GMMParams = None
+
+    def __post_init__(self):
+        for name in ("kmeans", "gmm"):
+            if name in self.fusion.methods and getattr(self, name) is None:
+                raise ParamError(name, "is missing")
+
+
+def check_params_vs_input(cfg: Params, text_dim: int) -> None:
+    """The rule that needs the data: without text features only ``fusion.set: visual`` works."""
+    if text_dim == 0 and cfg.fusion.set != "visual":
+        raise ParamError("fusion.set", f"= {cfg.fusion.set} needs text features, but "
+                         "captions.enabled is false: set captions.enabled: true, or fusion.set: "
+                         "visual")
+
+
+def write_visual_only(n: int) -> dict:
     """No text features: only ``fusion.set: visual`` works; the comparison table is empty."""
-    if p.set != "visual":
-        raise ParamError("fusion.set", f"= {p.set} needs text features, but captions.enabled "
-                         "is false: set captions.enabled: true, or fusion.set: visual")
     log.info("no text features (captions.enabled: false): visual only, no comparison table")
     save_npy(OUT_FUSED, np.zeros((n, 0), np.float32))
     write_table(OUT_TABLE, pd.DataFrame(columns=fusion.TABLE_COLUMNS))
     return write_json(OUT_METRICS, {"enabled": False})
 
 
-def clustering_settings(params: dict, methods: list[str]) -> dict:
+def clustering_settings(cfg: Params) -> dict:
     """The K-Means / GMM settings of the grid stages, for the methods the table uses."""
     out = {}
-    if "kmeans" in methods:
-        km = parse_section(params, "kmeans", KMeansParams)
-        out.update(n_init=km.n_init, max_iter=km.max_iter)
-    if "gmm" in methods:
-        gmm = parse_section(params, "gmm", GMMParams)
-        out.update(covariance_type=gmm.covariance_type, gmm_max_iter=gmm.max_iter)
+    if "kmeans" in cfg.fusion.methods:
+        out.update(n_init=cfg.kmeans.n_init, max_iter=cfg.kmeans.max_iter)
+    if "gmm" in cfg.fusion.methods:
+        out.update(covariance_type=cfg.gmm.covariance_type, gmm_max_iter=cfg.gmm.max_iter)
     return out
 
 
-def run(params: dict, visual_path: str = IN_VISUAL, text_path: str = IN_TEXT,
+def run(cfg: Params, visual_path: str = IN_VISUAL, text_path: str = IN_TEXT,
         index_path: str = IN_INDEX) -> dict:
-    p = parse_fusion(params)
-    seed = require_seed(params) if "seed" in params else 0
+    p = cfg.fusion
+    seed = cfg.seed
     for path in (visual_path, text_path, index_path):
         if not Path(path).is_file():
             raise DataError(f"{path} is missing: run `dvc repro` (extract, captions) first")
     remove_stale_tmp(OUT_FUSED, OUT_TABLE, OUT_METRICS)
     visual, text = fusion.check_pair(load_npy(visual_path), load_npy(text_path))
     y = read_table(index_path)["label"].to_numpy()
+    check_params_vs_input(cfg, text.shape[1])
     if text.shape[1] == 0:  # captions.enabled: false
-        return write_visual_only(p, len(visual))
-    settings = clustering_settings(params, p.methods)
+        return write_visual_only(len(visual))
+    settings = clustering_settings(cfg)
     check_rows(str(visual_path), len(visual), str(index_path), len(y))
     k = len(np.unique(y))
     log_block(log, "fusion", inputs={"visual": f"{visual_path} {visual.shape}",
@@ -104,7 +124,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Visual + text feature fusion and the kappa table.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ aggregate; agglomerative also writes its tree and ``plots/clustering/dendrogram_
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,7 @@ import numpy as np
 from clusterlens.clustering import grid
 from clusterlens.clustering import methods as cl
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import (
-    grid_value,
-    load_params,
-    parse_section,
-    require_seed,
-)
+from clusterlens.config.base import grid_value, load_params, parse_stage
 from clusterlens.config.dbscan import DBSCANParams
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.grid import GRID_KEYS
@@ -40,65 +36,61 @@ CLUSTERS_DIR = Path("data/clusters")
 PLOTS_DIR = Path("plots/clustering")
 
 
-# method -> (params, grid value, N images, C classes, nmf_path) -> (the value for N and C,
-# options): the rules that need the data; the static ones are the section models'.
-def _kmeans(params, value, n, c, nmf_path, key="kmeans.k"):
-    km = parse_section(params, "kmeans", KMeansParams)
-    return cl.check_k(key, value, n, c), {"n_init": km.n_init, "max_iter": km.max_iter,
-                                          "engine": km.engine}
+@dataclass(frozen=True)
+class Params:
+    """What the grid stages read from params.yaml (parsed once, in :func:`main`); the point's
+    own value comes from the command line (:func:`parse_point`). A method's own section is
+    required (:func:`parse_point`); the other methods' sections may be absent."""
+    seed: int
+    metrics: MetricsParams
+    kmeans: KMeansParams
+    gmm: GMMParams | None = None
+    dbscan: DBSCANParams | None = None
+    hdbscan: HDBSCANParams | None = None
+    agglomerative: AgglomerativeParams | None = None
+    large_n: LargeNParams = LargeNParams()
 
 
-def _nmf(params, value, n, c, nmf_path):
-    k, options = _kmeans(params, value, n, c, nmf_path, "nmf.k")
-    with np.load(nmf_path) as z:
-        return k, {"W": z["W"], **options}
+def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_path):
+    """The rules that need the data (K and neighbourhood sizes against the ``n`` images, K
+    values that follow the ``c`` classes): the value the method runs with, and its options."""
+    km = cfg.kmeans
+    g = cfg.gmm  # `x and x.field`: None for a section other methods read and params lack
+    d = cfg.dbscan
+    h = cfg.hdbscan
+    a = cfg.agglomerative
+    value, options = cl.point_options(
+        method, value, n, c, n_init=km.n_init, max_iter=km.max_iter, engine=km.engine,
+        covariance_type=g and g.covariance_type, gmm_max_iter=g and g.max_iter,
+        dbscan_min_samples=d and d.min_samples, hdbscan_min_samples=h and h.min_samples,
+        agglomerative_k=a and a.k, route=a and a.route, max_exact_n=a and a.max_exact_n,
+        n_centroids=a and a.n_centroids)
+    if method == "nmf":
+        with np.load(nmf_path) as z:
+            options["W"] = z["W"]
+    return value, options
 
 
-def _gmm(params, value, n, c, nmf_path):
-    g = parse_section(params, "gmm", GMMParams)
-    return cl.check_k("gmm.k", value, n, c), {"covariance_type": g.covariance_type,
-                                              "max_iter": g.max_iter}
+def parse_point(params: dict, method: str, text) -> tuple[Params, object]:
+    """The door: every section a grid stage reads, and the point's value as the command line
+    gives it, typed and checked by its section's model (named by its params key)."""
+    if method not in cl.GRID_METHODS:
+        raise ParamError("method", f"unknown clustering method {method!r}")
+    return parse_stage(params, Params), grid_value(params, *GRID_KEYS[method], text)
 
 
-def _dbscan(params, value, n, c, nmf_path):
-    d = parse_section(params, "dbscan", DBSCANParams)
-    return float(value), {"min_samples": cl.check_at_most_n("dbscan.min_samples", d.min_samples, n)}
-
-
-def _hdbscan(params, value, n, c, nmf_path):
-    h = parse_section(params, "hdbscan", HDBSCANParams)
-    mcs = cl.check_at_most_n("hdbscan.min_cluster_size", value, n)
-    ms = h.min_samples if h.min_samples is None else cl.check_at_most_n(
-        "hdbscan.min_samples", h.min_samples, n)
-    return mcs, {"min_samples": ms}
-
-
-def _agglomerative(params, value, n, c, nmf_path):
-    a = parse_section(params, "agglomerative", AgglomerativeParams)
-    engine = parse_section(params, "kmeans", KMeansParams).engine
-    ks = list(dict.fromkeys(cl.check_k("agglomerative.k", v, n, c) for v in a.k))
-    return value, {"ks": ks, "route": a.route, "max_exact_n": a.max_exact_n,
-                   "n_centroids": a.n_centroids, "engine": engine, "cuts": a.k}
-
-
-OPTIONS = {"kmeans": _kmeans, "gmm": _gmm, "dbscan": _dbscan, "hdbscan": _hdbscan,
-           "agglomerative": _agglomerative, "nmf": _nmf}
-
-
-def run(method: str, value, params: dict, pca_path="data/pca.npy",
+def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
         index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR,
         plots_dir: Path = PLOTS_DIR, nmf_path="data/nmf.npz") -> dict:
-    """Run one grid point (agglomerative: one tree, every cut); returns point -> metrics."""
-    if method not in OPTIONS:
-        raise ParamError("method", f"unknown clustering method {method!r}")
-    asked = grid_value(params, *GRID_KEYS[method], value)  # as params give it, typed, checked
-    seed = require_seed(params)
-    sample = parse_section(params, "metrics", MetricsParams).silhouette_sample
-    lp = parse_section({"large_n": {}, **params}, "large_n", LargeNParams)  # section optional
-    X = load_features(pca_path, lp.mmap_threshold_bytes)
+    """Run one grid point (agglomerative: one tree, every cut) with ``value`` as params give
+    it (:func:`parse_point`); returns point -> metrics."""
+    seed = cfg.seed
+    sample = cfg.metrics.silhouette_sample
+    X = load_features(pca_path, cfg.large_n.mmap_threshold_bytes)
     y = read_table(index_path)["label"].to_numpy()
     c = grid.n_classes(y)
-    value, options = OPTIONS[method](params, asked, len(X), c, nmf_path)
+    asked = value
+    value, options = check_params_vs_input(cfg, method, asked, len(X), c, nmf_path)
     files = cl.point_files(method, asked, c, options.pop("cuts", ()))  # cuts: agglomerative.k
     result = cl.GRID_METHODS[method](X, value, seed, **options)
     if result.tree is not None:
@@ -124,7 +116,7 @@ def run(method: str, value, params: dict, pca_path="data/pca.npy",
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Run one clustering grid point.")
-    ap.add_argument("method", choices=list(OPTIONS))
+    ap.add_argument("method", choices=list(cl.GRID_METHODS))
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--k")  # an integer, `classes` or `classes_x<f>` (clusterlens.clustering.grid)
     g.add_argument("--eps-percentile")  # every value: typed and checked by its section's model
@@ -134,13 +126,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     value = next(v for v in (args.k, args.eps_percentile, args.min_cluster_size, args.linkage)
                  if v is not None)
-    params = load_params(args.params)
+    cfg, value = parse_point(load_params(args.params), args.method, value)
     # One OpenMP/BLAS thread: no spin-waiting on a busy machine, and labels that do not depend
     # on the core count (K-Means' Lloyd reductions sum in a thread-dependent order).
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        run(args.method, value, params)
+        run(args.method, value, cfg)
 
 
 if __name__ == "__main__":

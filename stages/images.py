@@ -14,6 +14,7 @@ scores and 2-D views, the label-issue scores (`label_issues`) and the neighbour 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from clusterlens.audit.image_table import headline, images_table, tsne_columns
 from clusterlens.audit.representatives import centre_distances, representatives
 from clusterlens.clustering.selection import selected_labels
-from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.data import DataParams
 from clusterlens.config.images import ImagesParams
 from clusterlens.core.cli import run_cli
@@ -51,13 +52,20 @@ OUT_OUTLIERS = "plots/images/outliers.png"
 OUT_REPS_PNG = "plots/images/representatives.png"
 
 
-def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    data: DataParams
+    images: ImagesParams
+
+
+def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
         index_path=IN_INDEX, pca_path=IN_PCA, pca_2d_path=IN_PCA_2D, tsne_path=IN_TSNE,
         label_issues_path=IN_LABEL_ISSUES, neighbours_path=IN_NEIGHBOURS,
         pairs_path=IN_PAIRS) -> dict:
     """Build the per-image table, the representatives and the figures; returns the headline."""
-    root = Path(parse_section(params, "data", DataParams).root)
-    cfg = parse_section(params, "images", ImagesParams)
+    root = Path(cfg.data.root)
+    p = cfg.images
     model, labels = selected_labels(read_json(clustering_path), clusters_dir)
     index = read_table(index_path)
     pca = load_npy(pca_path)
@@ -69,9 +77,9 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
         "selected": model, "index": f"{index_path} ({len(index)} images)",
         "centre space": f"{pca_path} {pca.shape}", "t-SNE": f"{tsne_path} ({len(emb['rows'])})",
         "scores": f"{label_issues_path}, {neighbours_path}, {pairs_path} ({len(pairs)} pairs)"},
-        params={"images.representatives": cfg.representatives,
-                "images.doubtful": cfg.doubtful, "images.show": cfg.show,
-                "images.pairs": cfg.pairs, "images.clusters": cfg.clusters})
+        params={"images.representatives": p.representatives,
+                "images.doubtful": p.doubtful, "images.show": p.show,
+                "images.pairs": p.pairs, "images.clusters": p.clusters})
     distance = centre_distances(pca, labels)
     table = images_table(index, labels, distance, load_npy(pca_2d_path),
                          tsne_columns(len(index), emb["rows"], emb["embedding"]),
@@ -79,21 +87,21 @@ def run(params: dict, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     write_table(OUT_TABLE, table)
     write_table(OUT_CSV, table)
     reps = representatives(labels, distance, table["path"].to_numpy(), table["class"].to_numpy(),
-                           cfg.representatives, cfg.doubtful)
+                           p.representatives, p.doubtful)
     write_json(OUT_REPRESENTATIVES, {
         "model": model, "space": "pca", "distance": "euclidean to the cluster mean",
-        "representatives": cfg.representatives, "doubtful": cfg.doubtful, "clusters": reps})
+        "representatives": p.representatives, "doubtful": p.doubtful, "clusters": reps})
     metrics = write_json(OUT_METRICS, headline(table, model))
 
     matplotlib_setup()
     n = len(index)
-    audit.plot_label_issues(table, root, OUT_LABEL_ISSUES, cfg.show,
+    audit.plot_label_issues(table, root, OUT_LABEL_ISSUES, p.show,
                             f"Suspected label issues ({metrics['label_issues']} of {n} images)")
-    audit.plot_near_duplicates(pairs, root, OUT_DUPLICATES, cfg.pairs,
+    audit.plot_near_duplicates(pairs, root, OUT_DUPLICATES, p.pairs,
                                f"Near-duplicate pairs ({len(pairs)} in all)")
-    audit.plot_outliers(table, root, OUT_OUTLIERS, cfg.show,
-                        f"The {min(cfg.show, n)} most atypical images of {n}")
-    audit.plot_representatives(reps, root, OUT_REPS_PNG, cfg.clusters,
+    audit.plot_outliers(table, root, OUT_OUTLIERS, p.show,
+                        f"The {min(p.show, n)} most atypical images of {n}")
+    audit.plot_representatives(reps, root, OUT_REPS_PNG, p.clusters,
                                f"Representatives of the largest clusters of {model}")
     log_block(log, "images done", outputs={
         OUT_TABLE: f"{n} rows x {table.shape[1]} columns (also {OUT_CSV})",
@@ -109,7 +117,7 @@ def main(argv=None) -> None:
                                              "thumbnails of the images to check.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

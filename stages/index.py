@@ -7,11 +7,12 @@ The rules are those of :mod:`clusterlens.data.index`.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.data import DataParams
 from clusterlens.config.index import IndexParams
 from clusterlens.config.whole import check_params, declared_params, pipeline_files
@@ -38,12 +39,24 @@ OUT_SAMPLES = "plots/index/samples.png"
 OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES)
 
 
-def run(params: dict) -> dict:
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    data: DataParams
+    index: IndexParams
+    seed: int
+
+
+def check_params_vs_input(cfg: Params) -> Path:
+    """The rule that needs the data: ``data.root`` is an existing folder (returned as a Path)."""
+    return check_root(Path(cfg.data.root))
+
+
+def run(cfg: Params) -> dict:
     """Index ``data.root`` and write every output; returns the metrics."""
-    root = Path(parse_section(params, "data", DataParams).root)
-    p = parse_section(params, "index", IndexParams)
-    seed = require_seed(params)
-    check_root(root)
+    p = cfg.index
+    seed = cfg.seed
+    root = check_params_vs_input(cfg)
     remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
     log_block(log, "index", inputs={"data.root": root},
               params={"index.min_side": p.min_side, "index.drop_duplicates": p.drop_duplicates,
@@ -83,7 +96,7 @@ def main(argv=None) -> None:
     # The whole file first (this stage always runs, and runs first): every bad value anywhere,
     # each naming its key, before any image is read (`python -m clusterlens.check` alone).
     check_params(params, declared_params(pipeline_files(), args.params))
-    run(params)
+    run(parse_stage(params, Params))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from clusterlens.analysis.macro import class_names
 from clusterlens.audit import label_issues as li
-from clusterlens.config.base import load_params, parse_section, require_seed
-from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.base import load_params, parse_stage
+from clusterlens.config.fusion import FusionParams
 from clusterlens.config.label_issues import LabelIssuesParams
-from clusterlens.config.upper_bound import UpperBoundParams
+from clusterlens.config.upper_bound import LogRegConfig, UpperBoundParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError, check_rows
 from clusterlens.core.io import load_npy, read_json, read_table, save_npy, write_json, write_table
@@ -39,26 +40,33 @@ OUT_METRICS = "metrics/label_issues.json"
 OUT_PER_CLASS = "metrics/label_issues_per_class.csv"
 
 
-def best_config(configs: list, upper_bound_path: str):
-    """The upper bound's best configuration (named in its metrics) as ``configs`` define it."""
-    name = read_json(upper_bound_path).get("best", {}).get("config")
-    for cfg in configs:
-        if cfg.name == name:
-            return cfg
-    raise DataError(f"{upper_bound_path}: best config {name!r} is not in upper_bound.configs; "
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    label_issues: LabelIssuesParams
+    upper_bound: UpperBoundParams
+    seed: int
+    fusion: FusionParams = FusionParams()
+
+
+def check_params_vs_input(cfg: Params, best: str | None, upper_bound_path: str) -> LogRegConfig:
+    """The rule that needs the data: the upper bound's best configuration (``best``, named in
+    its metrics) is one of ``upper_bound.configs``; returns it as they define it."""
+    for conf in cfg.upper_bound.configs:
+        if conf.name == best:
+            return conf
+    raise DataError(f"{upper_bound_path}: best config {best!r} is not in upper_bound.configs; "
                     "re-run `dvc repro upper_bound`")
 
 
-def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
+def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         index_path: str = IN_INDEX, upper_bound_path: str = IN_UPPER_BOUND,
         fused_path: str = IN_FUSED) -> dict:
     """Score every image out of fold, find the label issues, write every output; returns the
     metrics."""
-    p = parse_section(params, "label_issues", LabelIssuesParams)
-    bound = parse_section(params, "upper_bound", UpperBoundParams)
-    max_iter, configs = bound.max_iter, bound.configs
-    seed = require_seed(params)
-    feature_set = parse_fusion(params).set
+    p = cfg.label_issues
+    max_iter = cfg.upper_bound.max_iter
+    seed = cfg.seed
     index = read_table(index_path)
     names = class_names(index, index_path)
     y = index["label"].to_numpy(np.int64)
@@ -67,22 +75,23 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         log.warning("class %r (%d image(s)) not scored: %s", e["class"], e["images"], e["reason"])
     if len(names) - len(excluded) < 2:
         return write_skipped(index, names, excluded, p)
-    cfg = best_config(configs, upper_bound_path)
-    if cfg.features == "pca":
+    best = read_json(upper_bound_path).get("best", {}).get("config")
+    lr = check_params_vs_input(cfg, best, upper_bound_path)
+    if lr.features == "pca":
         X, source = load_npy(pca_path), pca_path
     else:
-        X, source = load_feature_set(feature_set, features_path, fused_path)
+        X, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
     check_rows(str(source), len(X), str(index_path), len(y))
     log_block(log, "label_issues", inputs={
-        "features": f"{source} {X.shape} ({cfg.features})",
+        "features": f"{source} {X.shape} ({lr.features})",
         "index": f"{index_path} ({len(y)} images, {len(names)} classes)",
-        "classifier": f"{upper_bound_path}: best config {cfg.name} (C={cfg.C:g}, "
-                      f"class_weight={cfg.class_weight or 'none'})"},
+        "classifier": f"{upper_bound_path}: best config {lr.name} (C={lr.C:g}, "
+                      f"class_weight={lr.class_weight or 'none'})"},
         params={"label_issues.folds": p.folds, "label_issues.filter_by": p.filter_by,
                 "label_issues.rank_by": p.rank_by, "upper_bound.max_iter": max_iter,
                 "seed": seed})
     t0 = time.perf_counter()
-    scored = li.score_labels(X, y, names, cfg, p.folds, max_iter, seed, p.filter_by, p.rank_by)
+    scored = li.score_labels(X, y, names, lr, p.folds, max_iter, seed, p.filter_by, p.rank_by)
     oof = scored.oof
     log.info("%d-fold out-of-fold fits: %s lbfgs iterations%s; with cleanlab %.1f s",
              scored.folds, "/".join(map(str, oof.iterations)),
@@ -95,7 +104,7 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     save_npy(OUT_PROBABILITIES, scored.probabilities.astype(np.float32))
     write_table(OUT_ISSUES, table)
     write_table(OUT_PER_CLASS, per_class.round(6))
-    metrics = write_json(OUT_METRICS, li.summary(y, scored, cfg, p.folds, p.filter_by,
+    metrics = write_json(OUT_METRICS, li.summary(y, scored, lr, p.folds, p.filter_by,
                                                  p.rank_by))
     worst = table[table["is_label_issue"]].sort_values("label_issue_rank").head(3)
     log_block(log, "label_issues done", outputs={
@@ -127,7 +136,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Label issues from out-of-fold probabilities.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

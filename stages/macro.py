@@ -10,9 +10,10 @@ heatmap in leaf order.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from clusterlens.analysis import macro
-from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.macro import MacroParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
@@ -35,16 +36,31 @@ OUT_DENDROGRAM = "plots/macro/dendrogram.png"
 OUT_HEATMAP = "plots/macro/centroid_distances.png"
 
 
-def run(params: dict, pca_path: str = IN_PCA, index_path: str = IN_INDEX) -> dict:
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    macro: MacroParams
+
+
+def check_params_vs_input(cfg: Params, n_classes: int) -> tuple[list[int], list[int], list[int]]:
+    """The rules that need the data: ``macro.groups`` resolved for the class count (``auto``),
+    split into the counts kept and those skipped (not fewer than the classes).
+
+    Returns ``(groups, kept, skipped)``."""
+    groups = macro.resolve_groups(cfg.macro.groups, n_classes)
+    kept, skipped = macro.split_granularities(groups, n_classes)
+    return groups, kept, skipped
+
+
+def run(cfg: Params, pca_path: str = IN_PCA, index_path: str = IN_INDEX) -> dict:
     """Build the tree and its cuts, write every output; returns the metrics."""
-    p = parse_section(params, "macro", MacroParams)
+    p = cfg.macro
     X = load_npy(pca_path)
     index = read_table(index_path)
     check_rows(str(pca_path), len(X), str(index_path), len(index))
     names = macro.class_names(index, index_path)
     n_classes = len(names)
-    groups = macro.resolve_groups(p.groups, n_classes)
-    kept, skipped = macro.split_granularities(groups, n_classes)
+    groups, kept, skipped = check_params_vs_input(cfg, n_classes)
     log_block(log, "macro", inputs={"pca": f"{pca_path} {X.shape}",
                                     "index": f"{index_path} ({n_classes} classes)"},
               params={f"macro.{k}": v for k, v in p.model_dump().items()})
@@ -85,7 +101,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Macro-categories from the class-centroid tree.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

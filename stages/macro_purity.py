@@ -7,13 +7,14 @@ own so that changing the K grid does not rebuild the tree.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
 from clusterlens.analysis import macro
 from clusterlens.clustering.grid import point_name, point_path
 from clusterlens.clustering.selection import grid_points, prune_stale
-from clusterlens.config.base import load_params, parse_section
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.kmeans import KMeansParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError, ParamError
@@ -33,9 +34,16 @@ OUT_LINES = "plots/macro/purity_lines.png"
 OUT_HEATMAP = "plots/macro/purity_heatmap.png"
 
 
-def kmeans_grid(params: dict) -> list:
-    """``kmeans.k`` without repeats, in params order; an empty grid is an error."""
-    ks = parse_section(params, "kmeans", KMeansParams).k
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    kmeans: KMeansParams
+
+
+def kmeans_grid(cfg: Params) -> list:
+    """``kmeans.k`` without repeats, in params order; an empty grid is an error (here only: the
+    section allows it for the `clustering` stage, whose other grids may be given)."""
+    ks = cfg.kmeans.k
     if not ks:
         raise ParamError("kmeans.k", "is empty: macro_purity scores the K-Means grid, give a K")
     return list(dict.fromkeys(ks))
@@ -59,10 +67,10 @@ def load_kmeans_labels(values: list, clusters_dir, n: int, index_path: str) -> d
     return labels
 
 
-def run(params: dict, clusters_dir=IN_CLUSTERS, groups_path: str = IN_CLASS_GROUPS,
+def run(cfg: Params, clusters_dir=IN_CLUSTERS, groups_path: str = IN_CLASS_GROUPS,
         index_path: str = IN_INDEX) -> dict:
     """Score the K-Means grid against the macro cuts, write every output; returns the metrics."""
-    ks = kmeans_grid(params)
+    ks = kmeans_grid(cfg)
     # The folder this stage depends on must hold exactly the current grid, as the `clustering`
     # stage keeps it: files of K values no longer in params are deleted.
     prune_stale(grid_points(kmeans_k=ks), clusters_dir, ("kmeans",))
@@ -99,7 +107,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="K-Means purity against the macro-categories.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

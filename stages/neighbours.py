@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from clusterlens.audit import neighbours as nb
-from clusterlens.config.base import check_value, load_params, parse_section
+from clusterlens.config.base import check_value, load_params, parse_stage
 from clusterlens.config.neighbours import NeighboursParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError, ParamError, check_rows
@@ -31,15 +32,26 @@ OUT_PAIRS = "data/near_duplicates.csv"
 OUT_METRICS = "metrics/neighbours.json"
 
 
-def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    neighbours: NeighboursParams
+
+
+def check_params_vs_input(cfg: Params, n_images: int) -> None:
+    """The rules that need the data: ``neighbours.k`` below the number of images."""
+    if not cfg.neighbours.k < n_images:
+        raise ParamError("neighbours.k", f"must be smaller than the {n_images} images, got {cfg.neighbours.k}")
+
+
+def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
     """Search, write every output; returns the metrics."""
-    p = parse_section(params, "neighbours", NeighboursParams)
+    p = cfg.neighbours
     index = read_table(index_path)
     # memory-mapped: only the normalised float32 copy is held in memory
     X = np.load(features_path, mmap_mode="r", allow_pickle=False)
     check_rows(str(features_path), len(X), str(index_path), len(index))
-    if not p.k < len(index):
-        raise ParamError("neighbours.k", f"must be smaller than the {len(index)} images, got {p.k}")
+    check_params_vs_input(cfg, len(index))
     threshold = p.duplicate_similarity
     if threshold == "auto":
         threshold = nb.auto_duplicate_similarity(index["width"], index["height"])
@@ -82,7 +94,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Near-duplicates and outliers by nearest neighbours.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

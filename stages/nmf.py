@@ -9,12 +9,13 @@ shifted columns).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
 from clusterlens.clustering import nmf
-from clusterlens.config.base import load_params, parse_section, require_seed
-from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.base import load_params, parse_stage
+from clusterlens.config.fusion import FusionParams
 from clusterlens.config.nmf import NMFParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import ParamError
@@ -29,18 +30,22 @@ OUT = "data/nmf.npz"
 METRICS = "metrics/nmf.json"
 
 
-def run(params: dict, features_path: str = IN_FEATURES, out: str = OUT,
-        metrics_path: str = METRICS, fused_path: str = IN_FUSED) -> dict:
-    seed = require_seed(params)
-    p = parse_section(params, "nmf", NMFParams)
-    X, source = load_feature_set(parse_fusion(params).set, features_path, fused_path)
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    seed: int
+    nmf: NMFParams
+    fusion: FusionParams = FusionParams()
+
+
+def check_params_vs_input(cfg: Params, X: np.ndarray) -> None:
+    """The rules that need the data: ``nmf.n_components`` at most min(images, feature dim), and
+    no negative feature column under ``nmf.negative: error``."""
+    p = cfg.nmf
     limit = min(X.shape)
     if p.n_components > limit:
         raise ParamError("nmf.n_components", f"= {p.n_components} is larger than min(images, "
                          f"feature dim) = min{X.shape} = {limit}")
-    log_block(log, "nmf", inputs={"features": f"{source} {X.shape}"},
-              params={"nmf.n_components": p.n_components, "nmf.max_iter": p.max_iter,
-                      "nmf.negative": p.negative, "seed": seed})
     neg = nmf.negative_columns(X)
     if p.negative == "error" and neg.any():
         low = float(np.asarray(X, dtype=np.float32).min())
@@ -48,6 +53,17 @@ def run(params: dict, features_path: str = IN_FEATURES, out: str = OUT,
                          f"columns have negative values (minimum {low:.4g}); NMF needs "
                          "non-negative input: set nmf.negative: shift, or use a backbone whose "
                          "features are non-negative (CNN features after ReLU, raw pixels)")
+
+
+def run(cfg: Params, features_path: str = IN_FEATURES, out: str = OUT,
+        metrics_path: str = METRICS, fused_path: str = IN_FUSED) -> dict:
+    seed = cfg.seed
+    p = cfg.nmf
+    X, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
+    check_params_vs_input(cfg, X)
+    log_block(log, "nmf", inputs={"features": f"{source} {X.shape}"},
+              params={"nmf.n_components": p.n_components, "nmf.max_iter": p.max_iter,
+                      "nmf.negative": p.negative, "seed": seed})
     X, shifted = nmf.make_nonnegative(X)
     if shifted:
         log.info("shifted %d of %d feature columns to start at 0 (nmf.negative: shift)",
@@ -70,7 +86,7 @@ def main(argv=None) -> None:
                                  "the nmf_kmeans grid stages).")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ coloured by class under ``plots/reduce/``.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from clusterlens.clustering import reduction
-from clusterlens.config.base import check_value, load_params, parse_section, require_seed
-from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.base import check_value, load_params, parse_stage
+from clusterlens.config.fusion import FusionParams
 from clusterlens.config.reduce import ReduceParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
@@ -41,15 +42,28 @@ OUT_CURVE_PNG = "plots/reduce/explained_variance.png"
 OUT_SCATTER = "plots/reduce/pca_2d.png"
 
 
-def run(params: dict, features_path: str = IN_FEATURES, index_path: str = IN_INDEX,
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    reduce: ReduceParams
+    seed: int
+    fusion: FusionParams = FusionParams()
+
+
+def check_params_vs_input(cfg: Params, shape: tuple[int, int]) -> None:
+    """The rule that needs the data: ``reduce.n_components`` at most min(images, feature dim)."""
+    check_value("reduce.n_components", cfg.reduce.n_components,
+                lambda v: reduction.check_n_components(v, *shape))
+
+
+def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX,
         fused_path: str = IN_FUSED) -> dict:
-    p = parse_section(params, "reduce", ReduceParams)
-    seed = require_seed(params)
-    features, source = load_feature_set(parse_fusion(params).set, features_path, fused_path)
+    p = cfg.reduce
+    seed = cfg.seed
+    features, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
     index = read_table(index_path)
     check_rows(str(source), len(features), str(index_path), len(index))
-    check_value("reduce.n_components", p.n_components,
-                lambda v: reduction.check_n_components(v, *features.shape))
+    check_params_vs_input(cfg, features.shape)
     remove_stale_tmp(OUT_PCA, OUT_PCA_2D, OUT_MODEL, OUT_METRICS, OUT_CURVE, OUT_CURVE_PNG,
                      OUT_SCATTER)  # left by a run killed mid-write
     log_block(log, "reduce", inputs={"features": f"{source} {features.shape}"},
@@ -84,7 +98,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Standardise + PCA of the selected feature set.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

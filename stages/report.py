@@ -11,12 +11,13 @@ written, so the same inputs give the same bytes.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import load_params, parse_section, require_seed
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.data import DataParams
-from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.fusion import FusionParams
 from clusterlens.config.report import ReportParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.io import atomic_path, read_json, read_table
@@ -76,6 +77,16 @@ FILES = ReportFiles(
 )
 
 
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    data: DataParams
+    agglomerative: AgglomerativeParams
+    report: ReportParams
+    seed: int
+    fusion: FusionParams = FusionParams()
+
+
 def _load(path: str):
     if Path(path).suffix in (".csv", ".parquet"):
         return read_table(path)
@@ -88,35 +99,20 @@ def load_inputs(inputs: dict[str, str] = INPUTS) -> dict:
             for name, path in inputs.items()}
 
 
-def build_explorer(table, groups: dict, root: str, cfg: ReportParams, seed: int):
-    """The explorer's HTML fragment and the sentence that introduces it."""
-    rows = explorer.thumbnail_rows(len(table), cfg.thumbnails, seed,
-                                   first=explorer.priority_rows(table))
-    thumbs = explorer.thumbnails(root, table["path"].to_numpy(dtype=object), rows,
-                                 cfg.thumbnail_px)
-    maps = explorer.maps_from_table(table)
-    sampled = (f"a sample of {len(thumbs):,} (`report.thumbnails`, seeded by `seed`: the "
-               "suspected label issues and each cluster's nearest members first)"
-               if len(rows) < len(table) else f"{len(thumbs):,}")
-    note = ("Maps of the images: " + "; ".join(f"**{m.name}**, {len(m.rows):,} images"
-                                                for m in maps) +
-            f". Thumbnails ({cfg.thumbnail_px} px): {sampled} of the {len(table):,} images.")
-    return explorer.explorer_html(table, maps, explorer.macro_cuts(groups), thumbs), note
-
-
-def run(params: dict, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
+def run(cfg: Params, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
         inputs: dict[str, str] = INPUTS, files: ReportFiles = FILES):
-    root = parse_section(params, "data", DataParams).root
-    linkages = parse_section(params, "agglomerative", AgglomerativeParams).linkage
-    feature_set = parse_fusion(params).set
-    cfg = parse_section(params, "report", ReportParams)
-    seed = require_seed(params)
+    root = cfg.data.root
+    linkages = cfg.agglomerative.linkage
+    feature_set = cfg.fusion.set
+    p = cfg.report
+    seed = cfg.seed
     log_block(log, "report", inputs={"metrics": "metrics/*.json, *.csv", "figures": "plots/",
                                      "thumbnails": root},
-              params={"data.root": root, "report.thumbnails": cfg.thumbnails,
-                      "report.thumbnail_px": cfg.thumbnail_px, "seed": seed})
+              params={"data.root": root, "report.thumbnails": p.thumbnails,
+                      "report.thumbnail_px": p.thumbnail_px, "seed": seed})
     loaded = load_inputs(inputs)
-    fragment, note = build_explorer(loaded["images"], loaded["groups"], root, cfg, seed)
+    fragment, note = explorer.explorer_section(loaded["images"], loaded["groups"], root,
+                                               p.thumbnails, p.thumbnail_px, seed)
     data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
                       explorer=fragment, explorer_note=note, **loaded)
     doc = build_report(data, files)
@@ -137,7 +133,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Write report/report.md and report/report.html.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ declared DVC metrics file, the columns of ``dvc exp show``.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from clusterlens.analysis.summary import build_headline, build_summary
-from clusterlens.config.base import load_params
+from clusterlens.config.base import load_params, parse_stage
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError
 from clusterlens.core.io import read_json, write_json
@@ -34,13 +35,19 @@ OUT_HEADLINE = "metrics/headline.json"
 OUT_PNG = "plots/summary/gap.png"
 
 
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`): nothing; its
+    inputs are the other stages' metrics."""
+
+
 def _read(path) -> dict:
     if not Path(path).is_file():
         raise DataError(f"{path} is missing: run `dvc repro`")
     return read_json(path)
 
 
-def run(params: dict | None = None, clustering_path: str = IN_CLUSTERING,
+def run(cfg: Params, clustering_path: str = IN_CLUSTERING,
         upper_path: str = IN_UPPER, purity_path: str = IN_PURITY,
         headline_paths: dict | None = None) -> dict:
     other = {**IN_HEADLINE, **(headline_paths or {})}
@@ -71,7 +78,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Unsupervised vs supervised, side by side.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from clusterlens.analysis import upper_bound as ub
 from clusterlens.analysis.macro import class_names, read_class_groups
-from clusterlens.config.base import check_value, load_params, parse_section, require_seed
-from clusterlens.config.fusion import parse_fusion
+from clusterlens.config.base import check_value, load_params, parse_stage
+from clusterlens.config.fusion import FusionParams
 from clusterlens.config.upper_bound import UpperBoundParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
@@ -44,13 +45,26 @@ OUT_MACRO_CSV = "plots/upper_bound/macro_accuracy.csv"
 OUT_MACRO_PNG = "plots/upper_bound/macro_accuracy.png"
 
 
-def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
+@dataclass(frozen=True)
+class Params:
+    """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    upper_bound: UpperBoundParams
+    seed: int
+    fusion: FusionParams = FusionParams()
+
+
+def check_params_vs_input(cfg: Params, y_kept: np.ndarray) -> None:
+    """The rule that needs the data: both sides of the split get as many images as classes."""
+    check_value("upper_bound.test_size", cfg.upper_bound.test_size,
+                lambda t: ub.check_test_size(y_kept, t))
+
+
+def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         index_path: str = IN_INDEX, groups_path: str = IN_CLASS_GROUPS,
         fused_path: str = IN_FUSED) -> dict:
     """Fit and score every configuration, write every output; returns the metrics."""
-    p = parse_section(params, "upper_bound", UpperBoundParams)
-    seed = require_seed(params)
-    feature_set = parse_fusion(params).set
+    p = cfg.upper_bound
+    seed = cfg.seed
     index = read_table(index_path)
     names = class_names(index, index_path)
     y = index["label"].to_numpy(np.int64)
@@ -63,9 +77,8 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
              "test_size": p.test_size, "seed": seed}
     if kept_classes < 2:
         return write_skipped(index, names, y, split, excluded)
-    check_value("upper_bound.test_size", p.test_size,
-                lambda t: ub.check_test_size(y[rows], t))
-    raw, features_path = load_feature_set(feature_set, features_path, fused_path)
+    check_params_vs_input(cfg, y[rows])
+    raw, features_path = load_feature_set(cfg.fusion.set, features_path, fused_path)
     pca = load_npy(pca_path)
     for path, arr in ((features_path, raw), (pca_path, pca)):
         check_rows(str(path), len(arr), str(index_path), len(y))
@@ -79,23 +92,12 @@ def run(params: dict, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     t0 = time.perf_counter()
     train_idx, test_idx = ub.stratified_split(y, p.test_size, seed, rows)
     views = ub.feature_views(raw, pca, train_idx)
-    results, preds = {}, {}
-    for cfg in p.configs:
-        t1 = time.perf_counter()
-        res, p_train, p_test = ub.evaluate_config(cfg, views, y, train_idx, test_idx,
-                                                  p.max_iter, seed)
-        results[cfg.name], preds[cfg.name] = res, (p_train, p_test)
-        log.info("%s: train %.4f test %.4f (%d iterations%s, %.1f s)", cfg.name,
-                 res["train_accuracy"], res["test_accuracy"], res["iterations"],
-                 "" if res["converged"] else ", NOT converged", time.perf_counter() - t1)
+    results, preds = ub.fit_configs(p.configs, views, y, train_idx, test_idx, p.max_iter, seed)
     best = ub.best_config(results)
     best_cfg = next(c for c in p.configs if c.name == best)
     p_train, p_test = preds[best]
     per_class = ub.per_class_accuracy(y[test_idx], p_test, names, y[train_idx], excluded)
     macro = ub.macro_scores(best_cfg, views, y, cuts, train_idx, test_idx, p.max_iter, seed)
-    for r in macro.itertuples():
-        log.info("%s (%d groups): test %.4f, random %.4f", r.target, r.groups, r.test_accuracy,
-                 r.random_baseline)
     macro_plot = ub.with_fine_row(macro, results[best], y, train_idx, test_idx, kept_classes)
     seconds = time.perf_counter() - t0
     configs_table = pd.DataFrame([{"config": n, **r} for n, r in results.items()])
@@ -141,7 +143,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Logistic regression upper bound.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(load_params(args.params))
+    run(parse_stage(load_params(args.params), Params))
 
 
 if __name__ == "__main__":

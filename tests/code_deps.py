@@ -167,37 +167,6 @@ if __name__ == "__main__":
 
 
 # --------------------------------------------------------------------------- params keys
-def _section_model(call: ast.Call, module: Path):
-    """The section name and model class of a ``parse_section(params, "sec", Model)`` or
-    ``parse_fusion(params)`` call, else None."""
-    import importlib
-
-    func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
-    if func == "parse_fusion":
-        return "fusion", importlib.import_module("clusterlens.config.fusion").FusionParams
-    if func != "parse_section" or len(call.args) < 3:
-        return None
-    sec, model = call.args[1], call.args[2]
-    if not (isinstance(sec, ast.Constant) and isinstance(model, ast.Name)):
-        return None
-    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and any(
-                a.name == model.id for a in node.names):
-            return sec.value, getattr(importlib.import_module(node.module), model.id)
-    return None
-
-
-def _raw_section(node: ast.AST) -> str | None:
-    """``params["sec"]`` or ``params.get("sec")`` -> "sec"."""
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and node.value.id == "params" and isinstance(node.slice, ast.Constant)):
-        return node.slice.value
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get" and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "params" and node.args
-            and isinstance(node.args[0], ast.Constant)):
-        return node.args[0].value
-    return None
 
 
 def _imported_model(name: str, module: Path):
@@ -225,7 +194,8 @@ def stage_specs(tree: ast.Module, module: Path) -> dict[str, dict]:
         fields = {}
         for item in node.body:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                name, ann = item.target.id, ast.unparse(item.annotation)
+                name = item.target.id
+                ann = ast.unparse(item.annotation).removesuffix(" | None")  # optional section
                 fields[name] = "seed" if name == "seed" else _imported_model(ann, module)
         if fields and all(fields.values()):
             specs[node.name] = fields
@@ -287,62 +257,11 @@ def params_read(module: Path) -> set[str]:
                     use(node.attr, model, field)
             elif isinstance(base, ast.Name) and base.id in bound:
                 use(*bound[base.id], node.attr)
-        for node in ast.walk(fn):  # a bound section used whole
+        for node in ast.walk(fn):  # a bound section used whole (a test of it, `p and p.x`, is not)
             if (isinstance(node, ast.Name) and node.id in bound and isinstance(node.ctx, ast.Load)
-                    and not isinstance(parents.get(id(node)), ast.Attribute)):
+                    and not isinstance(parents.get(id(node)), (ast.Attribute, ast.BoolOp,
+                                                               ast.Compare))):
                 use(*bound[node.id], None)
-    return keys | _params_read_raw(tree, module)
-
-
-def _params_read_raw(tree: ast.Module, module: Path) -> set[str]:
-    """Keys read the old way, by ``parse_section`` / ``parse_fusion`` / ``require_seed`` and
-    raw ``params["sec"]["key"]`` lookups inside a stage's functions."""
-    keys: set[str] = set()
-
-    def use(sec: str, model, attr: str | None) -> None:
-        if attr in model.model_fields:
-            keys.add(f"{sec}.{attr}")
-        else:
-            keys.update(f"{sec}.{f}" for f in model.model_fields)
-
-    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-        bound: dict[str, tuple] = {}
-        raw: dict[str, str] = {}
-        assigned = set()
-        for node in ast.walk(fn):
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name)):
-                target = node.targets[0].id
-                if isinstance(node.value, ast.Call) and _section_model(node.value, module):
-                    bound[target] = _section_model(node.value, module)
-                    assigned.add(id(node.value))
-                elif _raw_section(node.value):
-                    raw[target] = _raw_section(node.value)
-        attr_bases = set()
-        for node in ast.walk(fn):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require_seed":
-                keys.add("seed")
-            if isinstance(node, ast.Attribute):
-                base = node.value
-                if isinstance(base, ast.Name) and base.id in bound:
-                    use(*bound[base.id], node.attr)
-                    attr_bases.add(id(base))
-                elif isinstance(base, ast.Call) and _section_model(base, module):
-                    use(*_section_model(base, module), node.attr)
-                    attr_bases.add(id(base))
-            if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
-                    and isinstance(node.slice.value, str)):
-                sec = (raw.get(node.value.id) if isinstance(node.value, ast.Name)
-                       else _raw_section(node.value))
-                if sec:
-                    keys.add(f"{sec}.{node.slice.value}")
-        for node in ast.walk(fn):
-            if (isinstance(node, ast.Name) and node.id in bound and isinstance(node.ctx, ast.Load)
-                    and id(node) not in attr_bases):
-                use(*bound[node.id], None)
-            if (isinstance(node, ast.Call) and id(node) not in attr_bases
-                    and id(node) not in assigned and _section_model(node, module)):
-                use(*_section_model(node, module), None)
     return keys
 
 

@@ -76,6 +76,15 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     return work
 
 
+def run_point(method: str, value, params: dict, **paths):
+    """One clustering grid point in-process, as its stage runs it: the params and the value
+    parsed at the stage's door (``stages.grid_point.parse_point``), then its ``run``."""
+    from stages import grid_point
+
+    cfg, value = grid_point.parse_point(params, method, value)
+    return grid_point.run(method, value, cfg, **paths)
+
+
 def cuda_visible() -> bool:
     import torch
 

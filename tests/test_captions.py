@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.captions import CaptionsParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import load_npy, read_json, save_npy, write_table
@@ -198,7 +198,7 @@ def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
                                                     "label": [0, 1] * 3}))
     params = {"seed": 0, "data": {"root": "."}, "extract": _extract_section(),
               "captions": {"template": "seed003", "batch_size": 4}}
-    m = stage.run(params)
+    m = stage.run(parse_stage(params, stage.Params))
     table = pd.read_parquet("data/captions.parquet")
     emb = load_npy("data/text_features.npy")
     assert list(table.columns[:2]) == ["path", "caption"] and len(table) == 6
@@ -209,7 +209,7 @@ def test_captions_stage_writes_table_embeddings_and_metrics(in_tmp_cwd):
     top = cap.head_logits(feats, W, b).argmax(1)
     assert table["label1"].tolist() == [cap.imagenet_class_names()[i] for i in top]
     with pytest.raises(ParamError) as err:
-        stage.run({**params, "captions": {"template": "{nope}"}})
+        stage.run(parse_stage({**params, "captions": {"template": "{nope}"}}, stage.Params))
     assert err.value.key == "captions.template"
 
 
@@ -222,14 +222,14 @@ def test_captions_disabled_means_visual_only(in_tmp_cwd):
     params = {"seed": 0, "data": {"root": "."}, "extract": _extract_section(),
               "captions": {"enabled": False, "template": "seed003", "batch_size": 4},
               "fusion": {"set": "visual", "weight": 0.5, "dim": 8, "methods": ["kmeans"]},
-              "kmeans": {"n_init": 1, "max_iter": 10}}
-    assert stage.run(params) == {"enabled": False, "images": 6}
+              "kmeans": {"k": [2], "n_init": 1, "max_iter": 10}}
+    assert stage.run(parse_stage(params, stage.Params)) == {"enabled": False, "images": 6}
     assert np.load("data/text_features.npy").shape == (6, 0)
     assert len(pd.read_parquet("data/captions.parquet")) == 0
-    assert fusion.run(params) == {"enabled": False}
+    assert fusion.run(parse_stage(params, fusion.Params)) == {"enabled": False}
     assert np.load("data/fused.npy").shape == (6, 0)
     with pytest.raises(ParamError, match="fusion.set.*captions.enabled"):
-        fusion.run({**params, "fusion": {**params["fusion"], "set": "concat"}})
+        fusion.run(parse_stage({**params, "fusion": {**params["fusion"], "set": "concat"}}, fusion.Params))
 
 
 def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(image_tree,
@@ -245,7 +245,7 @@ def test_captions_fall_back_to_lite0_when_the_backbone_has_no_imagenet_head(imag
                           "resize": "squash", "batch_size": 8, "device": "cpu", "workers": 0,
                           "precision": "fp32", "jit": False, "store": "none"},
               "captions": {"template": "top1", "batch_size": 8}}
-    m = stage.run(params)
+    m = stage.run(parse_stage(params, stage.Params))
     assert "efficientnet_lite0" in m["captioner"] and "fallback" in m["captioner"]
     table = pd.read_parquet("data/captions.parquet")
     assert len(table) == len(paths) and table["caption"].str.startswith("a photo of ").all()
@@ -274,7 +274,8 @@ def test_captions_reuse_the_extracted_features_whenever_the_preprocessing_matche
                   "extract": _extract_section(**{"image_size": "auto", "resize": "auto",
                                                  **extract}),
                   "captions": {"preprocessing": preprocessing}}
-        return stage.captioner_features(params, feats, index)
+        cfg = parse_stage(params, stage.Params)
+        return stage.captioner_features(cfg, feats, index, *stage.check_params_vs_input(cfg, index))
 
     for mode in ("extract", "native"):  # photos with the defaults: 224 px centre crop, reused
         got, W, _, info, counts = run(photos, mode)
@@ -294,9 +295,9 @@ def test_captions_reuse_the_extracted_features_whenever_the_preprocessing_matche
     got, _, _, info, _ = run(photos, "native", image_size=160)  # another size: extracted
     assert calls == [("efficientnet_lite0", 224, "center_crop")]
     with pytest.raises(DataError, match="need the index"):
-        stage.captioner_features({"seed": 0, "data": {"root": "."},
-                                  "extract": _extract_section(image_size=64, resize="squash"),
-                                  "captions": {"preprocessing": "native"}}, feats, None)
+        stage.check_params_vs_input(parse_stage({
+            "seed": 0, "data": {"root": "."}, "extract": _extract_section(image_size=64, resize="squash"),
+            "captions": {"preprocessing": "native"}}, stage.Params), None)
     with pytest.raises(ParamError) as err:
         run(photos, "crop")
     assert err.value.key == "captions.preprocessing"
@@ -327,9 +328,9 @@ def test_a_photo_folder_with_only_data_root_set_is_extracted_once(tmp_path, in_t
     monkeypatch.setattr(extraction, "extract_features", lambda bb, root, paths, size, resize,
                         *a, **kw: seen.append((bb.name, size, resize, len(paths)))
                         or real(bb, root, paths, size, resize, *a, **kw))
-    index_stage.run(params)
-    extracted = extract_stage.run(params)
-    m = stage.run(params)
+    index_stage.run(parse_stage(params, index_stage.Params))
+    extracted = extract_stage.run(parse_stage(params, extract_stage.Params))
+    m = stage.run(parse_stage(params, stage.Params))
     assert (extracted["image_size"], extracted["resize"]) == (224, "center_crop")
     assert seen == [(LITE0, 224, "center_crop", len(sizes))]  # once, in extract only
     assert m["reused_extract_features"] and (m["image_size"], m["resize"]) == (224, "center_crop")

@@ -9,7 +9,7 @@ from clusterlens.clustering.reduction import fit_pca
 from clusterlens.data.index import build_index
 from clusterlens.features.backbones import LITE0, build_backbone
 from clusterlens.features.extraction import extract_features
-from tests.conftest import CIFAR, MOBILENET_WEIGHTS
+from tests.conftest import CIFAR, MOBILENET_WEIGHTS, run_point
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CIFAR.is_dir(), reason="../shared CIFAR-10 absent")]
@@ -89,10 +89,9 @@ def test_kmeans_at_k10_recovers_cifar_classes_far_above_shuffled(cifar_pca, in_t
     import numpy as np
     from sklearn.metrics import normalized_mutual_info_score
 
-    from stages import grid_point
 
     X, index = cifar_pca
-    out = grid_point.run("kmeans", 10, _stage_inputs(X, index))["k10"]
+    out = run_point("kmeans", 10, _stage_inputs(X, index))["k10"]
     labels = np.load("data/clusters/kmeans/k10.npy")
     y = index["label"].to_numpy()
     rng = np.random.default_rng(0)
@@ -108,12 +107,11 @@ def test_grid_metrics_agree_with_independent_sklearn(cifar_pca, in_tmp_cwd):
     from sklearn import metrics as skm
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
-    from stages import grid_point
 
     X, index = cifar_pca
     y = index["label"].to_numpy()
     params = _stage_inputs(X, index)
-    out = grid_point.run("kmeans", 10, params)["k10"]
+    out = run_point("kmeans", 10, params)["k10"]
     labels = np.load("data/clusters/kmeans/k10.npy")
     ref = KMeans(10, n_init=10, random_state=0).fit(X)
     # objective within 1% of scikit-learn's best of n_init, and recomputed from the labels
@@ -129,7 +127,7 @@ def test_grid_metrics_agree_with_independent_sklearn(cifar_pca, in_tmp_cwd):
     assert out["silhouette"] == pytest.approx(skm.silhouette_score(X, labels), abs=1e-5)
     assert out["davies_bouldin"] == pytest.approx(skm.davies_bouldin_score(X, labels), rel=1e-5)
     # agglomerative ward: one tree cut at K gives scikit-learn's partition
-    agg = grid_point.run("agglomerative", "ward", params)
+    agg = run_point("agglomerative", "ward", params)
     for k in (10, 20):
         mine = np.load(f"data/clusters/agglomerative/ward/k{k}.npy")
         theirs = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(X)

@@ -10,9 +10,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from clusterlens.clustering import methods as cl
 from clusterlens.clustering import selection
+from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import save_npy, write_table
-from stages import clustering, grid_point, nmf
+from stages import clustering, nmf
+from tests.conftest import run_point
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def blobs(in_tmp_cwd):
 
 def test_kmeans_point_matches_sklearn(blobs):
     X, y, params = blobs
-    out = grid_point.run("kmeans", 3, params)["k3"]
+    out = run_point("kmeans", 3, params)["k3"]
     labels = np.load("data/clusters/kmeans/k3.npy")
     ref = KMeans(3, n_init=4, max_iter=100, random_state=0).fit(X)
     np.testing.assert_array_equal(labels, ref.labels_)
@@ -49,7 +51,7 @@ def test_kmeans_point_matches_sklearn(blobs):
 
 def test_agglomerative_builds_one_tree_and_cuts_every_k(blobs):
     X, y, params = blobs
-    out = grid_point.run("agglomerative", "ward", params)
+    out = run_point("agglomerative", "ward", params)
     assert set(out) == {"ward_k2", "ward_k3"}
     Z = np.load("data/clusters/agglomerative/ward/tree.npy")
     assert Z.shape == (119, 4)
@@ -80,33 +82,33 @@ def test_cut_tree_at_gives_scipy_cut_tree_labels(linkage):
 
 def test_density_methods_report_noise(blobs):
     _, _, params = blobs
-    out = grid_point.run("dbscan", 50.0, params)["eps_p50"]
+    out = run_point("dbscan", 50.0, params)["eps_p50"]
     assert 0 <= out["noise_fraction"] <= 1 and out["eps"] > 0
-    out = grid_point.run("hdbscan", 10, params)["mcs10"]
+    out = run_point("hdbscan", 10, params)["mcs10"]
     assert out["n_clusters"] == 3
 
 
 def test_k_larger_than_images_names_the_key(blobs):
     _, _, params = blobs
     with pytest.raises(ParamError, match="kmeans.k.*larger than the number of images"):
-        grid_point.run("kmeans", 500, params)
+        run_point("kmeans", 500, params)
 
 
 def test_aggregate_reads_the_grid_from_params_and_selects(blobs):
     _, _, params = blobs
     for k in (2, 3):
-        grid_point.run("kmeans", k, params)
+        run_point("kmeans", k, params)
     for link in ("ward", "single"):
-        grid_point.run("agglomerative", link, params)
-    grid_point.run("gmm", 3, params)
-    grid_point.run("dbscan", 50.0, params)
-    grid_point.run("hdbscan", 10, params)
-    nmf.run(params, features_path="data/pca.npy")
-    grid_point.run("nmf", 3, params)
-    grid_point.run("kmeans", 2, {**params, "kmeans": {**params["kmeans"]}})
+        run_point("agglomerative", link, params)
+    run_point("gmm", 3, params)
+    run_point("dbscan", 50.0, params)
+    run_point("hdbscan", 10, params)
+    nmf.run(parse_stage(params, nmf.Params), features_path="data/pca.npy")
+    run_point("nmf", 3, params)
+    run_point("kmeans", 2, {**params, "kmeans": {**params["kmeans"]}})
     save_npy("data/clusters/kmeans/k7.npy", np.zeros(120, np.int64))  # stale, not in params
     (open("data/clusters/kmeans/k7.json", "w")).write('{"nmi": 5}')
-    out = clustering.run(params)
+    out = clustering.run(parse_stage(params, clustering.Params))
     assert set(out["kmeans"]) == {"k2", "k3"}  # the stale k7 is ignored
     assert out["selected"]["value"] == pytest.approx(1.0)
     assert out["selected"]["metric"] == "nmi"
@@ -115,7 +117,7 @@ def test_aggregate_reads_the_grid_from_params_and_selects(blobs):
     assert out["nmf"]["k3"]["nmf_components"] == 4
     params["kmeans"]["k"] = [2, 3, 4]
     with pytest.raises(DataError, match="k4"):
-        clustering.run(params)
+        clustering.run(parse_stage(params, clustering.Params))
 
 
 def test_selection_skips_noisy_density_points():
@@ -135,8 +137,8 @@ def test_selection_skips_noisy_density_points():
 def test_prune_stale_keeps_exactly_the_grid(blobs):
     _, _, params = blobs
     for k in (2, 3):
-        grid_point.run("kmeans", k, params)
-    grid_point.run("agglomerative", "ward", params)
+        run_point("kmeans", k, params)
+    run_point("agglomerative", "ward", params)
     save_npy("data/clusters/kmeans/k7.npy", np.zeros(3, np.int64))  # a removed grid point
     open("data/clusters/kmeans/.k3.npy.abc.tmp", "w").write("half")  # an interrupted write
     open("data/clusters/kmeans/.gitignore", "w").write("/k2.npy\n")
@@ -223,16 +225,15 @@ def test_select_metrics_are_the_scored_metrics():
 
 def test_every_method_has_a_grid_function_and_options(blobs):
     _, _, params = blobs
-    assert set(grid_point.OPTIONS) == set(cl.GRID_METHODS)
     with pytest.raises(ParamError, match="unknown clustering method 'spectral'"):
-        grid_point.run("spectral", 3, params)
+        run_point("spectral", 3, params)
     with pytest.raises(ParamError, match="agglomerative.linkage"):
-        grid_point.run("agglomerative", "centroid", params)
+        run_point("agglomerative", "centroid", params)
     with pytest.raises(ParamError, match="`agglomerative.k` must be a non-empty list"):
-        grid_point.run("agglomerative", "ward", {**params, "agglomerative": {
+        run_point("agglomerative", "ward", {**params, "agglomerative": {
             **params["agglomerative"], "k": []}})
     with pytest.raises(ParamError, match="dbscan.min_samples.*larger than the number of images"):
-        grid_point.run("dbscan", 50.0, {**params, "dbscan": {**params["dbscan"], "min_samples": 500}})
+        run_point("dbscan", 50.0, {**params, "dbscan": {**params["dbscan"], "min_samples": 500}})
 
 
 def test_grid_functions_in_process(blobs):

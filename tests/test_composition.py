@@ -20,9 +20,9 @@ from clusterlens.core.io import load_npy, save_npy, write_json, write_table
 from clusterlens.report.figures import composition as composition_plots
 from clusterlens.report.figures.clustering import plot_dendrogram
 from clusterlens.report.figures.style import matplotlib_setup
-from stages import clustering, grid_point, tsne
+from stages import clustering, tsne
 from stages import composition as stage
-from tests.conftest import make_tree
+from tests.conftest import make_tree, run_point
 
 
 def test_composition_table_counts_shares_and_entropy():
@@ -143,13 +143,13 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
     save_npy("data/pca_2d.npy", rng.normal(size=(len(rows), 2)).astype(np.float32))
     np.savez("data/tsne.npz", embedding=rng.normal(size=(6, 2)), rows=np.arange(0, 12, 2))
     with pytest.raises(DataError, match="representatives.json is missing: run `dvc repro images`"):
-        stage.run({**PARAMS, "data": {"root": str(root)}})
+        stage.run(parse_stage({**PARAMS, "data": {"root": str(root)}}, stage.Params))
     _write_representatives("kmeans/k3", labels, rng.normal(size=(len(rows), 3)), rows, cls)
     with pytest.raises(DataError, match="not of the selected model 'agglomerative/ward_k3'"):
-        stage.run({**PARAMS, "data": {"root": str(root)}})
+        stage.run(parse_stage({**PARAMS, "data": {"root": str(root)}}, stage.Params))
     _write_representatives("agglomerative/ward_k3", labels, rng.normal(size=(len(rows), 3)),
                            rows, cls)
-    table = stage.run({**PARAMS, "data": {"root": str(root)}})
+    table = stage.run(parse_stage({**PARAMS, "data": {"root": str(root)}}, stage.Params))
     assert table["cluster"].tolist() == [0, 1, 2, -1]
     assert table["size"].tolist() == [5, 4, 4, 2]
     assert pd.read_csv(stage.OUT_TABLE)["cluster"].tolist() == [0, 1, 2, -1]
@@ -159,9 +159,9 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
 
 def test_composition_stage_checks_its_params_first(in_tmp_cwd):
     with pytest.raises(ParamError, match="composition.montage_images` must be >= 1"):
-        stage.run({**PARAMS, "composition": {"montage_clusters": 2, "montage_images": 0}})
+        stage.run(parse_stage({**PARAMS, "composition": {"montage_clusters": 2, "montage_images": 0}}, stage.Params))
     with pytest.raises(ParamError, match="`data` is missing"):
-        stage.run({k: v for k, v in PARAMS.items() if k != "data"})
+        stage.run(parse_stage({k: v for k, v in PARAMS.items() if k != "data"}, stage.Params))
 
 
 @pytest.fixture
@@ -188,9 +188,9 @@ def selected_run(tmp_path, in_tmp_cwd):
               "tsne": {"sample": 20, "perplexity": 5, "max_iter": 250},
               "composition": {"montage_clusters": 2, "montage_images": 4}}
     for k in (2, 3):
-        grid_point.run("kmeans", k, params)
-    grid_point.run("agglomerative", "ward", params)
-    clustering.run(params)
+        run_point("kmeans", k, params)
+    run_point("agglomerative", "ward", params)
+    clustering.run(parse_stage(params, clustering.Params))
     tsne.run(parse_stage(params, tsne.Params))
     return params, y
 
@@ -202,7 +202,7 @@ def test_composition_stage_writes_table_and_figures(selected_run):
     index = pd.read_parquet("data/index.parquet")
     _write_representatives(name, labels, load_npy("data/pca.npy"), index["path"].tolist(),
                            index["class"].tolist())
-    table = stage.run(params)
+    table = stage.run(parse_stage(params, stage.Params))
     assert sel["value"] == pytest.approx(1.0)  # three well separated blobs
     assert sorted(table["size"].tolist(), reverse=True) == [12, 10, 8]
     assert (table["top1_pct"] == 100).all() and (table["entropy_bits"] == 0).all()
@@ -217,4 +217,4 @@ def test_composition_without_a_selection_is_a_clear_error(selected_run):
     params, _ = selected_run
     json.dump({"best": {}}, open("metrics/clustering.json", "w"))
     with pytest.raises(DataError, match="no selected model"):
-        stage.run(params)
+        stage.run(parse_stage(params, stage.Params))

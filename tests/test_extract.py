@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.extract import ExtractParams
 from clusterlens.core.errors import ParamError
 from clusterlens.core.io import write_table
@@ -246,7 +246,7 @@ def test_params_are_validated_before_heavy_work(tmp_path):
 def test_run_writes_features_in_index_order(image_tree, in_tmp_cwd):
     index, _, _ = build_index(image_tree)
     write_table("data/index.parquet", index)
-    metrics = stage.run(_params(image_tree))
+    metrics = stage.run(parse_stage(_params(image_tree), stage.Params))
     feats = np.load("data/features.npy")
     assert feats.shape == (len(index), 1280) and feats.dtype == np.float32
     assert json.loads(open("metrics/extract.json").read()) == metrics
@@ -563,14 +563,15 @@ def test_extract_stage_killed_at_the_signalled_point_keeps_its_flushes(tmp_path,
     assert 103 - ex.FLUSH_BATCHES < k <= 103, k
 
     with caplog.at_level(logging.INFO, logger="clusterlens.extract"):
-        stage.run(params)
+        stage.run(parse_stage(params, stage.Params))
     assert f"110 images (110 distinct): {k} from the feature store, {110 - k} to extract" \
         in caplog.text
     timing = json.loads(open("logs/extract_timing.json").read())
     assert (timing["from_store"], timing["extracted"]) == (k, 110 - k)
     assert _shard_rows(store) == 110
     resumed = open("data/features.npy", "rb").read()
-    stage.run({**params, "extract": {**params["extract"], "store": "none"}})  # uninterrupted
+    uninterrupted = {**params, "extract": {**params["extract"], "store": "none"}}
+    stage.run(parse_stage(uninterrupted, stage.Params))
     assert open("data/features.npy", "rb").read() == resumed
 
 
@@ -633,11 +634,11 @@ def test_auto_resolves_in_the_stage_and_keys_the_store_by_the_resolved_values(tm
     index, _, _ = build_index(root, min_side=8)
     write_table("data/index.parquet", index)
     store = str(tmp_path / "store")
-    explicit = stage.run(_params(root, image_size=64, resize="squash", store=store,
-                                 jit=False, device="cpu"))
+    explicit = stage.run(parse_stage(_params(root, image_size=64, resize="squash", store=store,
+                                             jit=False, device="cpu"), stage.Params))
     feats = np.load("data/features.npy")
-    auto = stage.run(_params(root, image_size="auto", resize="auto", store=store, jit=False,
-                             device="cpu"))
+    auto = stage.run(parse_stage(_params(root, image_size="auto", resize="auto", store=store,
+                                         jit=False, device="cpu"), stage.Params))
     assert (auto["image_size"], auto["resize"]) == (64, "squash")
     assert auto["preprocessing"].startswith("64 px squash (image_size auto: 8 x median side 8")
     assert explicit["preprocessing"] == "64 px squash"

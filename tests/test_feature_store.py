@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from clusterlens.config.base import parse_stage
 from clusterlens.core.io import write_table
 from clusterlens.data.index import build_index
 from clusterlens.features import extraction as ex
@@ -64,7 +65,7 @@ def _params(root, store, **over):
 def _run(root, store, **over):
     index, _, _ = build_index(root)
     write_table("data/index.parquet", index)
-    stage.run(_params(root, store, **over))
+    stage.run(parse_stage(_params(root, store, **over), stage.Params))
     timing = json.loads(open("logs/extract_timing.json").read())
     return open("data/features.npy", "rb").read(), timing
 

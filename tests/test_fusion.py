@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.fusion import METHOD_NAMES, FusionParams, parse_fusion
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import load_npy, read_json, save_npy, write_table
@@ -130,7 +130,7 @@ def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
     params = {"seed": 0, "fusion": {"set": "weighted", "weight": 0.5, "dim": 8,
                                     "methods": ["kmeans", "ward"]},
               "kmeans": {"k": [3], "n_init": 2, "max_iter": 100}}
-    m = fusion_stage.run(params)
+    m = fusion_stage.run(parse_stage(params, fusion_stage.Params))
     assert load_npy("data/fused.npy").shape == (len(y), 8)
     table = pd.read_csv("metrics/fusion.csv")
     assert len(table) == 8 and set(table["method"]) == {"kmeans", "ward"}
@@ -139,9 +139,11 @@ def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
     assert read_json("metrics/fusion.json") == m
     assert set(m) == {*fu.FEATURE_SETS, "best", "k", "weighted_dim"} and m["weighted_dim"] == 8
     with pytest.raises(ParamError) as err:
-        fusion_stage.run({**params, "fusion": {**params["fusion"], "methods": ["dbscan"]}})
+        fusion_stage.run(parse_stage({**params, "fusion": {**params["fusion"], "methods": ["dbscan"]}},
+                                     fusion_stage.Params))
     assert err.value.key == "fusion.methods"
     with pytest.raises(ParamError, match="kmeans.k"):  # the grid's K-Means settings are parsed
-        fusion_stage.run({**params, "kmeans": {"n_init": 2, "max_iter": 100}})
+        fusion_stage.run(parse_stage({**params, "kmeans": {"n_init": 2, "max_iter": 100}}, fusion_stage.Params))
     with pytest.raises(ParamError, match="gmm"):  # gmm in the table needs the gmm section
-        fusion_stage.run({**params, "fusion": {**params["fusion"], "methods": ["gmm"]}})
+        fusion_stage.run(parse_stage({**params, "fusion": {**params["fusion"], "methods": ["gmm"]}},
+                                     fusion_stage.Params))

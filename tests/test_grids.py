@@ -12,7 +12,7 @@ from clusterlens.analysis import macro
 from clusterlens.clustering import grid, selection
 from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.kmeans import KMeansParams
 from clusterlens.config.macro import MacroParams
@@ -20,7 +20,7 @@ from clusterlens.config.nmf import NMFParams
 from clusterlens.core.errors import ParamError
 from stages import clustering, grid_point, macro_purity, nmf
 from stages import macro as macro_stage
-from tests.conftest import PROJECT, e2e_copy, make_tree, sh
+from tests.conftest import PROJECT, e2e_copy, make_tree, run_point, sh
 from tests.test_cluster import blobs  # noqa: F401 - the fixture
 from tests.test_macro import hierarchy  # noqa: F401 - the fixture
 
@@ -105,11 +105,11 @@ def test_macro_groups_accepts_auto_and_lists_and_names_the_key():
 
 def test_macro_stage_records_the_auto_groups(hierarchy):  # noqa: F811 - 12 classes
     params = {"macro": {**DEFAULTS["macro"], "groups": "auto"}}
-    out = macro_stage.run(params)
+    out = macro_stage.run(parse_stage(params, macro_stage.Params))
     assert out["groups_auto"] is True and out["groups_resolved"] == [2, 3, 5, 6]
     assert list(out["groups"]) == ["g2", "g3", "g5", "g6"] and out["skipped_groups"] == []
     assert json.load(open(macro_stage.OUT_METRICS)) == out
-    out = macro_stage.run({"macro": {**DEFAULTS["macro"], "groups": [4, 12]}})
+    out = macro_stage.run(parse_stage({"macro": {**DEFAULTS["macro"], "groups": [4, 12]}}, macro_stage.Params))
     assert out["groups_auto"] is False and out["groups_resolved"] == [4, 12]
     assert out["skipped_groups"] == [12]
 
@@ -117,16 +117,16 @@ def test_macro_stage_records_the_auto_groups(hierarchy):  # noqa: F811 - 12 clas
 # --------------------------------------------------------------------------- the stages
 def test_a_symbolic_point_is_named_by_its_k_and_its_files_by_its_value(blobs):  # noqa: F811
     _, _, params = blobs  # 3 classes
-    out = grid_point.run("kmeans", "classes", params)
+    out = run_point("kmeans", "classes", params)
     assert list(out) == ["k3"] and out["k3"]["k"] == 3 and out["k3"]["grid_value"] == "classes"
     assert json.load(open("data/clusters/kmeans/kclasses.json")) == out["k3"]
     assert np.load("data/clusters/kmeans/kclasses.npy").shape == (120,)
     assert not Path("data/clusters/kmeans/k3.npy").exists()
-    assert grid_point.run("gmm", "classes_x0.5", params)["k2"]["grid_value"] == "classes_x0.5"
+    assert run_point("gmm", "classes_x0.5", params)["k2"]["grid_value"] == "classes_x0.5"
     # one value is checked by the section's model, as a one-value grid
     with pytest.raises(ParamError, match=r"`kmeans.k` must be a list of integers >= 2, "
                                          r"`classes` .*, got \['classes_x'\]"):
-        grid_point.run("kmeans", "classes_x", params)
+        run_point("kmeans", "classes_x", params)
 
 
 def test_the_aggregate_keeps_one_point_per_k_and_finds_its_files(blobs):  # noqa: F811
@@ -136,17 +136,17 @@ def test_the_aggregate_keeps_one_point_per_k_and_finds_its_files(blobs):  # noqa
     params["gmm"]["k"] = ["classes"]
     params["nmf"]["k"] = ["classes_x1.5"]
     for v in params["kmeans"]["k"]:
-        grid_point.run("kmeans", v, params)
-    out = grid_point.run("agglomerative", "ward", params)
+        run_point("kmeans", v, params)
+    out = run_point("agglomerative", "ward", params)
     assert set(out) == {"ward_k3", "ward_k2"}  # one tree, two cuts, three files
     assert {p.name for p in Path("data/clusters/agglomerative/ward").glob("k*.npy")} == {
         "kclasses.npy", "k3.npy", "k2.npy"}
-    grid_point.run("gmm", "classes", params)
-    grid_point.run("dbscan", 50.0, params)
-    grid_point.run("hdbscan", 10, params)
-    nmf.run(params, features_path="data/pca.npy")
-    grid_point.run("nmf", "classes_x1.5", params)
-    res = clustering.run(params)
+    run_point("gmm", "classes", params)
+    run_point("dbscan", 50.0, params)
+    run_point("hdbscan", 10, params)
+    nmf.run(parse_stage(params, nmf.Params), features_path="data/pca.npy")
+    run_point("nmf", "classes_x1.5", params)
+    res = clustering.run(parse_stage(params, clustering.Params))
     assert list(res["kmeans"]) == ["k2", "k3"]
     assert res["kmeans"]["k2"]["grid_value"] == "classes_x0.5"
     assert res["kmeans"]["k2"]["same_k_values"] == [2]
@@ -174,9 +174,9 @@ def test_macro_purity_reads_the_k_of_symbolic_points(hierarchy):  # noqa: F811 -
               "kmeans": {"k": ["classes_x0.5", "classes", 12], "n_init": 2, "max_iter": 50},
               "macro": {**DEFAULTS["macro"], "groups": "auto"}}
     for v in params["kmeans"]["k"]:
-        grid_point.run("kmeans", v, params)
-    macro_stage.run(params)
-    out = macro_purity.run(params)
+        run_point("kmeans", v, params)
+    macro_stage.run(parse_stage(params, macro_stage.Params))
+    out = macro_purity.run(parse_stage(params, macro_purity.Params))
     assert [k for k in out if k.startswith("k")] == ["k6", "k12"]  # 12 and `classes` are one
     assert list(out["targets"]) == ["g2", "g3", "g5", "g6", "fine"]
     assert pd.read_csv(macro_purity.OUT_TABLE)["k"].tolist() == [6, 12]

@@ -13,7 +13,7 @@ from clusterlens.audit.representatives import (
     representatives,
 )
 from clusterlens.clustering.selection import selected_labels
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.images import ImagesParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import read_json, save_npy, write_json, write_table
@@ -207,7 +207,7 @@ def _inputs(tmp_path):
 
 def test_images_stage_writes_the_table_representatives_and_figures(tmp_path, in_tmp_cwd):
     params, rows, pca, labels = _inputs(tmp_path)
-    head = stage.run(params)
+    head = stage.run(parse_stage(params, stage.Params))
     t = pd.read_parquet(stage.OUT_TABLE)
     assert t["path"].tolist() == rows  # same paths, same order, no missing rows
     csv = pd.read_csv(stage.OUT_CSV, keep_default_na=False, na_values=[""])
@@ -235,6 +235,6 @@ def test_images_stage_refuses_stale_scores(tmp_path, in_tmp_cwd):
     li = pd.read_parquet("data/label_issues.parquet")
     write_table("data/label_issues.parquet", li.iloc[:-1])
     with pytest.raises(DataError, match="stale"):
-        stage.run(params)
+        stage.run(parse_stage(params, stage.Params))
     with pytest.raises(ParamError, match="images.show"):
-        stage.run({**params, "images": {**IMAGES, "show": 0}})
+        stage.run(parse_stage({**params, "images": {**IMAGES, "show": 0}}, stage.Params))

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.index import IndexParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.data.index import build_index, index_metrics, scan_tree
-from stages.index import run
+from stages.index import Params, run
 from tests.conftest import make_image, make_tree
 
 RNG = np.random.default_rng(1)
@@ -176,13 +176,13 @@ def test_params_are_validated_with_their_key(tmp_path):
                       IndexParams)
     # the stage checks its params before it looks at the folder
     with pytest.raises(ParamError, match="index.workers"):
-        run(_params(tmp_path / "absent", index__workers=0))
+        run(parse_stage(_params(tmp_path / "absent", index__workers=0), Params))
     with pytest.raises(ParamError, match="data.root"):
-        run(_params(tmp_path, data__root=""))
+        run(parse_stage(_params(tmp_path, data__root=""), Params))
 
 
 def test_run_writes_every_output(messy_tree, in_tmp_cwd):
-    metrics = run(_params(messy_tree))
+    metrics = run(parse_stage(_params(messy_tree), Params))
     for out in ["data/index.parquet", "data/rejected.csv", "metrics/index.json",
                 "plots/index/class_counts.csv", "plots/index/class_distribution.png",
                 "plots/index/image_sizes.png", "plots/index/samples.png"]:

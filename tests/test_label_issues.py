@@ -12,6 +12,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from clusterlens.audit import label_issues as li
+from clusterlens.config.base import parse_stage
 from clusterlens.config.upper_bound import LogRegConfig
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import read_json, write_json
@@ -196,7 +197,7 @@ def stage_inputs(work, given, X, best="lr_C1"):
 def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     X, _, given, moved = noisy_blobs()
     index, params = stage_inputs(in_tmp_cwd, given, X)
-    metrics = stage.run(params)
+    metrics = stage.run(parse_stage(params, stage.Params))
     assert set(metrics) == {"images", "classes", "scored_images", "issues", "issue_fraction",
                             "noise_rate", "oof_accuracy", "folds", "folds_requested",
                             "filter_by", "rank_by", "config", "converged", "excluded_classes"}
@@ -225,25 +226,25 @@ def test_stage_lowers_folds_refuses_bad_params_and_a_stale_best_config(in_tmp_cw
     X, _, given, _ = noisy_blobs(n_per=6, k=3, noise=0.0)
     _, params = stage_inputs(in_tmp_cwd, given, X)
     params["label_issues"]["folds"] = 7  # above every class's 6 images: lowered to 6
-    metrics = stage.run(params)
+    metrics = stage.run(parse_stage(params, stage.Params))
     assert (metrics["folds"], metrics["folds_requested"]) == (6, 7)
     for key, value, match in [("folds", 1, "label_issues.folds"),
                               ("filter_by", "nope", "label_issues.filter_by"),
                               ("rankby", "x", "did you mean `label_issues.rank_by`")]:
         bad = {**params, "label_issues": {"folds": 3, key: value}}
         with pytest.raises(ParamError, match=match):
-            stage.run(bad)
+            stage.run(parse_stage(bad, stage.Params))
     params["label_issues"]["folds"] = 3
     write_json("metrics/upper_bound.json", {"best": {"config": "gone"}})
     with pytest.raises(DataError, match="'gone' is not in upper_bound.configs"):
-        stage.run(params)
+        stage.run(parse_stage(params, stage.Params))
 
 
 def test_stage_leaves_a_single_image_class_out_and_says_so(in_tmp_cwd):
     X, _, given, _ = noisy_blobs(n_per=6, k=3, noise=0.0)
     given[0] = 3  # class3 has one image
     index, params = stage_inputs(in_tmp_cwd, given, X)
-    metrics = stage.run(params)
+    metrics = stage.run(parse_stage(params, stage.Params))
     assert metrics["excluded_classes"] == [
         {"class": "class3", "images": 1,
          "reason": "fewer than 2 images: an out-of-fold score needs 2"}]
@@ -261,7 +262,7 @@ def test_stage_with_fewer_than_two_scorable_classes_writes_outputs_saying_so(in_
     given[given == 1] = 0
     given[0] = 1
     index, params = stage_inputs(in_tmp_cwd, given, X, best=None)
-    metrics = stage.run(params)
+    metrics = stage.run(parse_stage(params, stage.Params))
     assert metrics["skipped"] == "1 class(es) of 2+ images; finding label issues needs 2"
     assert metrics["issues"] is None and metrics["scored_images"] == 0
     assert [e["class"] for e in metrics["excluded_classes"]] == ["class1"]

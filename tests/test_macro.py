@@ -12,7 +12,7 @@ from scipy.spatial.distance import pdist
 
 from clusterlens.analysis import macro
 from clusterlens.clustering.metrics import purity
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.macro import MacroParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import save_npy, write_table
@@ -66,7 +66,7 @@ def _partition(labels, names):
 
 def test_cut_at_the_number_of_families_recovers_them(hierarchy):
     _, _, names, fams = hierarchy
-    macro_stage.run(_params())
+    macro_stage.run(parse_stage(_params(), macro_stage.Params))
     table = pd.read_csv("data/macro/class_groups.csv")
     assert table["class"].tolist() == names
     assert _partition(table["g4"], names) == _partition(fams, names)
@@ -77,7 +77,7 @@ def test_cut_at_the_number_of_families_recovers_them(hierarchy):
 
 def test_groups_equal_an_independent_scipy_ward_linkage(hierarchy):
     X, y, names, _ = hierarchy
-    out = macro_stage.run(_params())
+    out = macro_stage.run(parse_stage(_params(), macro_stage.Params))
     centroids = np.stack([X[y == c].astype(np.float64).mean(axis=0) for c in range(len(names))])
     Z = linkage(centroids, "ward")
     table = pd.read_csv("data/macro/class_groups.csv")
@@ -93,7 +93,7 @@ def test_groups_equal_an_independent_scipy_ward_linkage(hierarchy):
 
 def test_height_ratio_cuts_give_the_documented_group_counts(hierarchy):
     X, y, names, _ = hierarchy
-    out = macro_stage.run(_params(height_ratios=[0.001, 0.3, 0.6, 0.9, 1.0]))
+    out = macro_stage.run(parse_stage(_params(height_ratios=[0.001, 0.3, 0.6, 0.9, 1.0]), macro_stage.Params))
     centroids = np.stack([X[y == c].astype(np.float64).mean(axis=0) for c in range(len(names))])
     Z = linkage(centroids, "ward")
     top = Z[:, 2].max()
@@ -113,7 +113,7 @@ def test_height_ratio_cuts_give_the_documented_group_counts(hierarchy):
 
 
 def test_groups_not_below_the_class_count_are_skipped(hierarchy, caplog):
-    out = macro_stage.run(_params(groups=[4, 12, 20]))
+    out = macro_stage.run(parse_stage(_params(groups=[4, 12, 20]), macro_stage.Params))
     assert out["skipped_groups"] == [12, 20]
     assert list(out["groups"]) == ["g4"]
     table = pd.read_csv("data/macro/class_groups.csv")
@@ -122,7 +122,7 @@ def test_groups_not_below_the_class_count_are_skipped(hierarchy, caplog):
 
 
 def test_macro_writes_every_declared_output(hierarchy):
-    macro_stage.run(_params())
+    macro_stage.run(parse_stage(_params(), macro_stage.Params))
     m = macro_stage
     for path in (m.OUT_GROUPS, m.OUT_CLASS_GROUPS, m.OUT_LINKAGE, m.OUT_CENTROIDS, m.OUT_METRICS,
                  m.OUT_HEIGHT_CUTS, m.OUT_DENDROGRAM, m.OUT_HEATMAP):
@@ -132,7 +132,7 @@ def test_macro_writes_every_declared_output(hierarchy):
 
 def test_other_linkages_are_honoured(hierarchy):
     X, y, names, _ = hierarchy
-    macro_stage.run(_params(linkage="average"))
+    macro_stage.run(parse_stage(_params(linkage="average"), macro_stage.Params))
     centroids = np.stack([X[y == c].astype(np.float64).mean(axis=0) for c in range(len(names))])
     Z = linkage(centroids, "average")
     np.testing.assert_array_equal(pd.read_csv("data/macro/class_groups.csv")["g4"],
@@ -164,7 +164,7 @@ def test_missing_keys_and_section_name_the_key():
     with pytest.raises(ParamError, match=r"macro\.groupz.*did you mean `macro\.groups`"):
         parse_section({"macro": {**PARAMS["macro"], "groupz": [2]}}, "macro", MacroParams)
     with pytest.raises(ParamError, match="`macro` is missing"):
-        macro_stage.run({"seed": 0})
+        macro_stage.run(parse_stage({"seed": 0}, macro_stage.Params))
 
 
 def test_params_lists_come_out_sorted_without_duplicates():
@@ -256,9 +256,9 @@ def _kmeans_files(y, fams, names):
 
 def test_purity_against_macro_and_fine_labels(hierarchy):
     X, y, names, fams = hierarchy
-    macro_stage.run(_params())
+    macro_stage.run(parse_stage(_params(), macro_stage.Params))
     fam_id = _kmeans_files(y, fams, names)
-    out = purity_stage.run(_params())
+    out = purity_stage.run(parse_stage(_params(), purity_stage.Params))
     assert set(k for k in out if k.startswith("k")) == {"k2", "k4", "k12"}  # stale k7 ignored
     assert out["targets"] == {"g2": 2, "g4": 4, "g5": 5, "fine": 12}
     assert out["k4"]["g4"] == pytest.approx(1.0)
@@ -279,21 +279,21 @@ def test_purity_against_macro_and_fine_labels(hierarchy):
 
 def test_purity_names_a_missing_grid_point(hierarchy):
     X, y, names, fams = hierarchy
-    macro_stage.run(_params())
+    macro_stage.run(parse_stage(_params(), macro_stage.Params))
     _kmeans_files(y, fams, names)
     with pytest.raises(DataError, match="k9"):
-        purity_stage.run({**PARAMS, "kmeans": {**PARAMS["kmeans"], "k": [4, 9]}})
+        purity_stage.run(parse_stage({**PARAMS, "kmeans": {**PARAMS["kmeans"], "k": [4, 9]}}, purity_stage.Params))
     with pytest.raises(ParamError, match=r"kmeans\.k"):
-        purity_stage.run({**PARAMS, "kmeans": {**PARAMS["kmeans"], "k": []}})
+        purity_stage.run(parse_stage({**PARAMS, "kmeans": {**PARAMS["kmeans"], "k": []}}, purity_stage.Params))
     with pytest.raises(ParamError, match=r"kmeans\.k"):
-        purity_stage.run({**PARAMS, "kmeans": {**PARAMS["kmeans"], "k": [4, 1]}})
+        purity_stage.run(parse_stage({**PARAMS, "kmeans": {**PARAMS["kmeans"], "k": [4, 1]}}, purity_stage.Params))
 
 
 def test_purity_needs_the_macro_map_of_the_same_classes(hierarchy):
     with pytest.raises(DataError, match="dvc repro macro"):
-        purity_stage.run(_params())
+        purity_stage.run(parse_stage(_params(), purity_stage.Params))
     X, y, names, fams = hierarchy
-    macro_stage.run(_params())
+    macro_stage.run(parse_stage(_params(), macro_stage.Params))
     write_inputs(X, y, [n.upper() for n in names])  # the index changed since the macro map
     with pytest.raises(DataError, match="class_groups.csv"):
-        purity_stage.run(_params())
+        purity_stage.run(parse_stage(_params(), purity_stage.Params))

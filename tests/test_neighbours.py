@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from clusterlens.audit import neighbours as nb
+from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import read_json, read_table, save_npy, write_table
 from tests.conftest import CIFAR
@@ -207,7 +208,7 @@ def test_stage_writes_the_documented_schemas(in_tmp_cwd):
 
     X, y, true_pairs, true_conflicts, _ = generated(seed=5)
     params = _stage_inputs(X, np.array([f"c{v}" for v in y]))
-    metrics = stage.run(params)
+    metrics = stage.run(parse_stage(params, stage.Params))
     table = read_table("data/neighbours.parquet")
     assert list(table.columns) == nb.TABLE_COLUMNS and len(table) == len(y)
     assert table["duplicate_group"].dtype == np.int64
@@ -243,10 +244,10 @@ def test_stage_resolves_auto_from_the_index_and_records_it(in_tmp_cwd):
     auto = {"neighbours": {**params["neighbours"], "duplicate_similarity": "auto"}}
     for side, expected in [(8, 0.97), (224, 0.9)]:
         write_table("data/index.parquet", index.assign(width=side, height=side))
-        metrics = stage.run(auto)
+        metrics = stage.run(parse_stage(auto, stage.Params))
         assert metrics["duplicate_similarity"] == expected
-        fixed = stage.run({"neighbours": {**params["neighbours"],
-                                          "duplicate_similarity": expected}})
+        fixed = stage.run(parse_stage({"neighbours": {**params["neighbours"],
+                                          "duplicate_similarity": expected}}, stage.Params))
         assert fixed == metrics                     # auto = the value it resolves to
 
 
@@ -256,19 +257,19 @@ def test_stage_errors_name_the_key(in_tmp_cwd, monkeypatch):
     rng = np.random.default_rng(6)
     params = _stage_inputs(rng.normal(size=(12, 8)).astype(np.float32), np.array(["a", "b"] * 6))
     with pytest.raises(ParamError, match="neighbours.k"):
-        stage.run({"neighbours": {**params["neighbours"], "k": 12}})
+        stage.run(parse_stage({"neighbours": {**params["neighbours"], "k": 12}}, stage.Params))
     with pytest.raises(ParamError, match="neighbours.duplicate_similarity"):
-        stage.run({"neighbours": {**params["neighbours"], "duplicate_similarity": 1.2}})
+        stage.run(parse_stage({"neighbours": {**params["neighbours"], "duplicate_similarity": 1.2}}, stage.Params))
     with pytest.raises(ParamError, match="did you mean `neighbours.block_mb`"):
-        stage.run({"neighbours": {**params["neighbours"], "block_m": 2}})
+        stage.run(parse_stage({"neighbours": {**params["neighbours"], "block_m": 2}}, stage.Params))
     with pytest.raises(ParamError, match="neighbours.engine"):
-        stage.run({"neighbours": {**params["neighbours"], "engine": "annoy"}})
+        stage.run(parse_stage({"neighbours": {**params["neighbours"], "engine": "annoy"}}, stage.Params))
     monkeypatch.setattr(nb, "MAX_PAIRS", 3)
     with pytest.raises(ParamError, match="neighbours.duplicate_similarity.*pairs"):
-        stage.run({"neighbours": {**params["neighbours"], "duplicate_similarity": 0.01}})
+        stage.run(parse_stage({"neighbours": {**params["neighbours"], "duplicate_similarity": 0.01}}, stage.Params))
     save_npy("data/features.npy", np.zeros((11, 8), dtype=np.float32))
     with pytest.raises(DataError, match="11"):
-        stage.run(params)
+        stage.run(parse_stage(params, stage.Params))
 
 
 # --------------------------------------------------------------------------- real data

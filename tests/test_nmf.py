@@ -8,15 +8,15 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
 from clusterlens.clustering import nmf
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.nmf import NMFParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import save_npy, write_table
 from clusterlens.features.sets import load_feature_set
-from stages import cluster as cluster_stage
 from stages import nmf as nmf_stage
 from stages import reduce as reduce_stage
 from stages import upper_bound as upper_bound_stage
+from tests.conftest import run_point
 
 
 # --------------------------------------------------------------------------- NMF
@@ -40,7 +40,7 @@ def test_negative_error_mode_stops_the_stage(in_tmp_cwd):
     params = {"seed": 0, "nmf": {"k": [2], "n_components": 1, "max_iter": 50,
                                  "negative": "error"}}
     with pytest.raises(ParamError, match="nmf.negative.*1 of 3 feature columns"):
-        nmf_stage.run(params)
+        nmf_stage.run(parse_stage(params, nmf_stage.Params))
 
 
 @pytest.fixture
@@ -62,27 +62,27 @@ def parts(in_tmp_cwd):
 
 def test_nmf_stage_equals_sklearn_and_kmeans_on_w_recovers_the_parts(parts):
     X, y, params = parts
-    out = nmf_stage.run(params)
+    out = nmf_stage.run(parse_stage(params, nmf_stage.Params))
     W = np.load("data/nmf.npz")["W"]
     ref = NMF(3, init="nndsvda", max_iter=400, random_state=0)
     np.testing.assert_allclose(W, ref.fit_transform(X), rtol=1e-4, atol=1e-6)
     assert out["reconstruction_error"] == pytest.approx(ref.reconstruction_err_, rel=1e-5)
     assert json.load(open("metrics/nmf.json"))["shifted_columns"] == 0
-    point = cluster_stage.run("nmf", 3, params)["k3"]
+    point = run_point("nmf", 3, params)["k3"]
     labels = np.load("data/clusters/nmf/k3.npy")
     np.testing.assert_array_equal(
         labels, KMeans(3, n_init=5, max_iter=100, random_state=0).fit(W).labels_)
     assert point["ari"] == pytest.approx(1.0) and point["nmf_components"] == 3
-    nmf_stage.run(params)  # seeded: the same W again
+    nmf_stage.run(parse_stage(params, nmf_stage.Params))  # seeded: the same W again
     np.testing.assert_array_equal(np.load("data/nmf.npz")["W"], W)
 
 
 def test_nmf_params_are_checked(parts):
     _, _, params = parts
     with pytest.raises(ParamError, match="nmf.n_components.*larger than min"):
-        nmf_stage.run({**params, "nmf": {**params["nmf"], "n_components": 500}})
+        nmf_stage.run(parse_stage({**params, "nmf": {**params["nmf"], "n_components": 500}}, nmf_stage.Params))
     with pytest.raises(ParamError, match="nmf.negative"):
-        nmf_stage.run({**params, "nmf": {**params["nmf"], "negative": "clip"}})
+        nmf_stage.run(parse_stage({**params, "nmf": {**params["nmf"], "negative": "clip"}}, nmf_stage.Params))
 
 
 @pytest.mark.parametrize("override, key", [
@@ -120,21 +120,22 @@ def test_reduce_nmf_and_upper_bound_read_the_selected_feature_set(in_tmp_cwd):
               "reduce": {"standardize": True, "n_components": 3},
               "upper_bound": {"test_size": 0.25, "max_iter": 100,
                               "configs": [{"name": "lr", "features": "raw"}]}}
-    reduce_stage.run(params)
+    reduce_stage.run(parse_stage(params, reduce_stage.Params))
     assert json.load(open("metrics/reduce.json"))["input_dim"] == 7
-    reduce_stage.run({k: v for k, v in params.items() if k != "fusion"})  # no section: visual
+    no_fusion = {k: v for k, v in params.items() if k != "fusion"}  # no section: visual
+    reduce_stage.run(parse_stage(no_fusion, reduce_stage.Params))
     assert json.load(open("metrics/reduce.json"))["input_dim"] == 12
-    out = nmf_stage.run({**params, "nmf": {"k": [2], "n_components": 2, "max_iter": 50,
-                                           "negative": "shift"}})
+    out = nmf_stage.run(parse_stage({**params, "nmf": {"k": [2], "n_components": 2, "max_iter": 50,
+                                                       "negative": "shift"}}, nmf_stage.Params))
     assert out["shifted_columns"] == 7  # the fused columns all have negative values
     save_npy("data/fused.npy", fused[:39])  # upper_bound reads the fused set, not the visual one
     with pytest.raises(DataError, match="data/fused.npy.*39 rows"):
-        upper_bound_stage.run(params)
+        upper_bound_stage.run(parse_stage(params, upper_bound_stage.Params))
     save_npy("data/fused.npy", np.zeros((40, 0), np.float32))  # written for fusion.set: visual
     for stage in (reduce_stage, nmf_stage, upper_bound_stage):
         with pytest.raises(DataError, match="holds no 'weighted' features.*dvc repro fusion"):
-            stage.run({**params, "nmf": {"k": [2], "n_components": 2, "max_iter": 50,
-                                         "negative": "shift"}})
+            stage.run(parse_stage({**params, "nmf": {"k": [2], "n_components": 2, "max_iter": 50,
+                                                     "negative": "shift"}}, stage.Params))
     with pytest.raises(DataError, match="missing.*dvc repro fusion"):
         load_feature_set("text", "data/features.npy", "data/none.npy")
 

@@ -17,12 +17,12 @@ from clusterlens.clustering.reduction import (
     reduce_metrics,
     variance_curve,
 )
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.reduce import ReduceParams
 from clusterlens.core.errors import ParamError
 from clusterlens.core.io import save_npy, write_table
 from clusterlens.core.numerics import pin_applies
-from stages.reduce import run
+from stages.reduce import Params, run
 from tests.code_deps import PROJECT
 
 
@@ -164,7 +164,7 @@ def test_run_writes_outputs(in_tmp_cwd):
                               "class": [f"c{i % 3}" for i in range(120)],
                               "label": [i % 3 for i in range(120)]}))
     params = {"seed": 0, "reduce": {"standardize": True, "n_components": 8}}
-    metrics = run(params)
+    metrics = run(parse_stage(params, Params))
     assert np.load("data/pca.npy").shape == (120, 8)
     assert np.load("data/pca_2d.npy").shape == (120, 2)
     np.testing.assert_array_equal(np.load("data/pca_2d.npy"), np.load("data/pca.npy")[:, :2])
@@ -177,7 +177,7 @@ def test_run_writes_outputs(in_tmp_cwd):
     for png in ["plots/reduce/pca_2d.png", "plots/reduce/explained_variance.png"]:
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ParamError, match="reduce.n_components.*min\\(120, 30\\)"):
-        run({**params, "reduce": {"standardize": True, "n_components": 31}})
+        run(parse_stage({**params, "reduce": {"standardize": True, "n_components": 31}}, Params))
     save_npy("data/features.npy", X[:100])
     with pytest.raises(ValueError, match="100 rows"):
-        run(params)
+        run(parse_stage(params, Params))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import ParamError
 from clusterlens.core.io import write_json, write_table
 from clusterlens.report import colours, document, explorer
@@ -180,7 +181,7 @@ def inputs(in_tmp_cwd):
 
 
 def test_report_stage_writes_markdown_and_html(inputs):
-    doc = stage.run(PARAMS)
+    doc = stage.run(parse_stage(PARAMS, stage.Params))
     md = Path("report/report.md").read_text(encoding="utf-8")
     page = Path("report/report.html").read_text(encoding="utf-8")
     assert md.startswith("# clusterlens report: fruit\n")
@@ -214,11 +215,11 @@ def test_report_stage_writes_markdown_and_html(inputs):
 
 def test_report_stage_is_deterministic_and_leaves_run_to_run_timings_out(inputs):
     write_json("logs/extract_timing.json", {"seconds": 2.0, "images_per_s": 50.0, "images": 100})
-    stage.run(PARAMS)
+    stage.run(parse_stage(PARAMS, stage.Params))
     first = Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()
     assert b"images/s" not in first[0] and b"images/s" not in first[1]
     write_json("logs/extract_timing.json", {"seconds": 9.0, "images_per_s": 11.0, "images": 100})
-    stage.run(PARAMS)
+    stage.run(parse_stage(PARAMS, stage.Params))
     assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first
     assert first[1].count(b"data:image/webp;base64,") == 2  # report.thumbnails: 2 of 3
 
@@ -227,7 +228,7 @@ def test_rejected_file_names_with_newlines_and_pipes_keep_the_table_whole(inputs
     write_table("data/rejected.csv", pd.DataFrame({"path": ["a/x\ny.png", "b/p|q.png"],
                                                    "reason": ["corrupt", "corrupt"],
                                                    "detail": ["bad", "bad"]}))
-    stage.run(PARAMS)
+    stage.run(parse_stage(PARAMS, stage.Params))
     md = Path("report/report.md").read_text(encoding="utf-8")
     assert "| a/x\\ny.png | corrupt | bad |" in md and "| b/p\\|q.png | corrupt | bad |" in md
 
@@ -245,7 +246,7 @@ def test_small_classes_left_out_and_a_skipped_bound_are_reported_by_name(inputs)
     write_json("metrics/label_issues.json", {
         "skipped": "fewer than 2 classes with enough images", "issues": 0, "noise_rate": None,
         "oof_accuracy": None, "folds": None, "config": None, "excluded_classes": lonely})
-    stage.run(PARAMS)
+    stage.run(parse_stage(PARAMS, stage.Params))
     md = Path("report/report.md").read_text(encoding="utf-8")
     assert "No supervised bound: fewer than 2 classes with enough images." in md
     assert "No label-issue search: fewer than 2 classes with enough images." in md
@@ -262,23 +263,23 @@ def test_report_stage_feature_set_comes_from_fusion_set(inputs):
         "method": ["kmeans", "kmeans"], "features": ["text", "visual"], "kappa": [0.5, 0.4]}))
     write_json("metrics/captions.json", {"captioner": "c", "template": "t",
                                          "unique_captions": 1, "confident_fraction": 0.5})
-    stage.run({**PARAMS, "fusion": {"set": "text"}})
+    stage.run(parse_stage({**PARAMS, "fusion": {"set": "text"}}, stage.Params))
     md = Path("report/report.md").read_text(encoding="utf-8")
     assert "runs on the **text** features (`fusion.set`)" in md
     assert "| kmeans | 0.4 | 0.5 |" in md  # visual column first
-    stage.run(PARAMS)  # no fusion section: visual
+    stage.run(parse_stage(PARAMS, stage.Params))  # no fusion section: visual
     assert "runs on the **visual** features" in Path("report/report.md").read_text()
 
 
 def test_report_stage_params_errors_name_the_key(inputs):
     with pytest.raises(ParamError, match="agglomerative.linkage"):
-        stage.run({**PARAMS, "agglomerative": {"linkage": ["wrd"], "k": [3]}})
+        stage.run(parse_stage({**PARAMS, "agglomerative": {"linkage": ["wrd"], "k": [3]}}, stage.Params))
     with pytest.raises(ParamError, match="`data` is missing"):
-        stage.run({"agglomerative": PARAMS["agglomerative"]})
+        stage.run(parse_stage({"agglomerative": PARAMS["agglomerative"]}, stage.Params))
     with pytest.raises(ParamError, match="report.thumbnail_px"):
-        stage.run({**PARAMS, "report": {"thumbnails": 2, "thumbnail_px": 8}})
+        stage.run(parse_stage({**PARAMS, "report": {"thumbnails": 2, "thumbnail_px": 8}}, stage.Params))
     with pytest.raises(ParamError, match="report.thumbnails"):
-        stage.run({**PARAMS, "report": {"thumbnails": -1, "thumbnail_px": 32}})
+        stage.run(parse_stage({**PARAMS, "report": {"thumbnails": -1, "thumbnail_px": 32}}, stage.Params))
 
 
 # --------------------------------------------------------------------------- the explorer

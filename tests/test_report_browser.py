@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clusterlens.config.base import parse_stage
 from clusterlens.core.io import write_json, write_table
 from stages import report as stage
 from tests.conftest import make_image
@@ -63,7 +64,7 @@ def report_page(in_tmp_cwd) -> Path:
     for i, (path, cls) in enumerate(zip(table["path"], table["class"])):
         Path("data/fruit", path).parent.mkdir(parents=True, exist_ok=True)
         make_image(CLASSES.index(cls), np.random.default_rng(i)).save(Path("data/fruit", path))
-    stage.run({**PARAMS, "report": {"thumbnails": N_IMAGES, "thumbnail_px": 32}})
+    stage.run(parse_stage({**PARAMS, "report": {"thumbnails": N_IMAGES, "thumbnail_px": 32}}, stage.Params))
     return Path("report/report.html").resolve()
 
 

@@ -34,6 +34,7 @@ from PIL import Image
 
 from clusterlens.clustering import methods as cluster
 from clusterlens.clustering import reduction as rd
+from clusterlens.config.base import parse_stage
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError
 from clusterlens.core.io import remove_stale_tmp, save_npy, write_table
@@ -41,12 +42,11 @@ from clusterlens.data import images
 from clusterlens.data import index as ix
 from clusterlens.features import extraction as ex
 from clusterlens.features.backbones import LITE0, build_backbone
-from stages import cluster as cluster_stage
 from stages import clustering as clustering_stage
 from stages import extract as extract_stage
 from stages import index as index_stage
 from stages import reduce as reduce_stage
-from tests.conftest import PROJECT, e2e_copy, make_image, make_tree, ran_all, sh
+from tests.conftest import PROJECT, e2e_copy, make_image, make_tree, ran_all, run_point, sh
 from tests.test_interrupt import TIMING, lock_outs
 
 RNG = np.random.default_rng(6)
@@ -315,7 +315,7 @@ def test_index_stage_outputs_hold_paths_relative_to_the_root(corpus, in_tmp_cwd)
     params = {"seed": 0, "data": {"root": str(corpus["root"])},
               "index": {"min_side": 8, "drop_duplicates": False, "workers": 2,
                         "sample_per_class": 3, "sample_classes": 5}}
-    index_stage.run(params)
+    index_stage.run(parse_stage(params, index_stage.Params))
     index = pd.read_parquet("data/index.parquet")
     rejected = pd.read_csv("data/rejected.csv", keep_default_na=False)
     assert set(index["path"]) == set(corpus["accepted"])
@@ -430,7 +430,7 @@ def test_leftovers_of_a_killed_write_are_removed_by_the_next_run(tmp_path, in_tm
     assert sorted(p.name for p in data.iterdir()) == sorted(k.name for k in keep)
     root = make_tree(tmp_path / "r", {"a": 2, "b": 2})  # a stage run does it for its outputs
     (data / ".index.parquet.zz9.parquet.tmp").write_bytes(b"half")
-    index_stage.run(_index_params(root))
+    index_stage.run(parse_stage(_index_params(root), index_stage.Params))
     assert not (data / ".index.parquet.zz9.parquet.tmp").exists()
     assert (data / "index.parquet").is_file()
 
@@ -469,10 +469,11 @@ def _no_decoding(monkeypatch):
 
 def test_root_missing_or_not_a_folder(tmp_path, in_tmp_cwd, capsys):
     missing = tmp_path / "nope"
-    err = one_line_error(lambda: index_stage.run(_index_params(missing)), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(missing), index_stage.Params)), capsys)
     assert "data.root" in err and str(missing) in err and "does not exist" in err
     (tmp_path / "file.jpg").write_text("x")
-    err = one_line_error(lambda: index_stage.run(_index_params(tmp_path / "file.jpg")), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(tmp_path / "file.jpg"),
+                                                             index_stage.Params)), capsys)
     assert "data.root" in err and "file.jpg" in err and "not a folder" in err
     with pytest.raises(DataError, match=r"data.root.*does not exist.*set `data.root`"):
         ix.check_root(missing)
@@ -486,7 +487,7 @@ def test_root_missing_or_not_a_folder(tmp_path, in_tmp_cwd, capsys):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "scandir", deny)
-        err = one_line_error(lambda: index_stage.run(_index_params(locked)), capsys)
+        err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(locked), index_stage.Params)), capsys)
     assert "data.root: cannot list" in err and str(locked) in err and "read access" in err
     assert nothing_written(in_tmp_cwd)
 
@@ -494,12 +495,12 @@ def test_root_missing_or_not_a_folder(tmp_path, in_tmp_cwd, capsys):
 def test_fewer_than_two_classes_before_decoding(tmp_path, in_tmp_cwd, capsys, monkeypatch):
     one = make_tree(tmp_path / "one", {"only": 3})
     _no_decoding(monkeypatch)
-    err = one_line_error(lambda: index_stage.run(_index_params(one)), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(one), index_stage.Params)), capsys)
     assert "data.root" in err and "1 class folder ('only')" in err and "at least 2" in err
     flat = tmp_path / "flat"
     flat.mkdir()
     make_image(0, RNG).save(flat / "x.png")
-    err = one_line_error(lambda: index_stage.run(_index_params(flat)), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(flat), index_stage.Params)), capsys)
     assert "0 class folders" in err and "root/<class>/<image>" in err
     assert nothing_written(in_tmp_cwd)
 
@@ -508,7 +509,7 @@ def test_usable_images_in_only_one_class(tmp_path, in_tmp_cwd, capsys):
     root = make_tree(tmp_path / "r", {"a": 3})
     (root / "b").mkdir()
     (root / "b" / "x.jpg").write_text("no")
-    err = one_line_error(lambda: index_stage.run(_index_params(root)), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(root), index_stage.Params)), capsys)
     assert "usable images in only 1 class ('a')" in err
     assert "without a usable image: b; 1 entry rejected: not_an_image 1" in err
     assert nothing_written(in_tmp_cwd)
@@ -520,14 +521,14 @@ def test_no_valid_images(tmp_path, in_tmp_cwd, capsys, monkeypatch):
         (root / cls).mkdir(parents=True)
         (root / cls / "x.jpg").write_text("no")
         (root / cls / "y.png").write_bytes(b"")
-    err = one_line_error(lambda: index_stage.run(_index_params(root)), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(root), index_stage.Params)), capsys)
     assert "data.root: no usable image under" in err and str(root) in err
     assert "(4 entries rejected: empty_file 2, not_an_image 2)" in err
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
     (empty / "b").mkdir()
     _no_decoding(monkeypatch)
-    err = one_line_error(lambda: index_stage.run(_index_params(empty)), capsys)
+    err = one_line_error(lambda: index_stage.run(parse_stage(_index_params(empty), index_stage.Params)), capsys)
     assert "no image file under" in err and str(empty) in err
     assert nothing_written(in_tmp_cwd)
 
@@ -567,7 +568,7 @@ def test_k_larger_than_the_number_of_images(small_pca, capsys, monkeypatch, meth
     for fn in ("run_kmeans", "run_gmm", "run_dbscan", "run_hdbscan", "linkage_tree"):
         monkeypatch.setattr(cluster, fn, lambda *a, **k: pytest.fail("fitted before the check"))
     before = _outputs(cwd)
-    err = one_line_error(lambda: cluster_stage.run(method, value, params), capsys)
+    err = one_line_error(lambda: run_point(method, value, params), capsys)
     assert f"`{key}`" in err and "larger than the number of images (12)" in err
     assert "params.yaml" in err and _outputs(cwd) == before
 
@@ -575,7 +576,7 @@ def test_k_larger_than_the_number_of_images(small_pca, capsys, monkeypatch, meth
 def test_unknown_linkage(small_pca, capsys):
     cwd, params = small_pca
     before = _outputs(cwd)
-    err = one_line_error(lambda: cluster_stage.run("agglomerative", "centroid", params), capsys)
+    err = one_line_error(lambda: run_point("agglomerative", "centroid", params), capsys)
     assert "`agglomerative.linkage`" in err and "ward, complete, average, single" in err
     assert "'centroid'" in err and _outputs(cwd) == before
 
@@ -597,7 +598,7 @@ def test_no_metric_param_so_ward_is_always_euclidean():
 def test_empty_grid(small_pca, capsys):
     _, params = small_pca
     params["agglomerative"]["k"] = []
-    err = one_line_error(lambda: cluster_stage.run("agglomerative", "ward", params), capsys)
+    err = one_line_error(lambda: run_point("agglomerative", "ward", params), capsys)
     assert "`agglomerative.k`" in err and "non-empty list" in err
     for key in ("kmeans", "gmm"):
         params[key]["k"] = []
@@ -605,7 +606,7 @@ def test_empty_grid(small_pca, capsys):
     params["dbscan"]["eps_percentile"] = []
     params["hdbscan"]["min_cluster_size"] = []
     params["nmf"]["k"] = []
-    err = one_line_error(lambda: clustering_stage.run(params), capsys)
+    err = one_line_error(lambda: clustering_stage.run(parse_stage(params, clustering_stage.Params)), capsys)
     assert "`kmeans.k`" in err and "every clustering grid is empty" in err
     assert not Path("metrics/clustering.json").exists()
 
@@ -616,7 +617,7 @@ def test_pca_components_larger_than_min_n_d(in_tmp_cwd, capsys):
                                                     "class": ["a"] * 6 + ["b"] * 6}))
     before = _outputs(in_tmp_cwd)
     params = {"seed": 0, "reduce": {"standardize": True, "n_components": 8}}
-    err = one_line_error(lambda: reduce_stage.run(params), capsys)
+    err = one_line_error(lambda: reduce_stage.run(parse_stage(params, reduce_stage.Params)), capsys)
     assert "`reduce.n_components` = 8" in err and "min(12, 7) = 7" in err
     assert _outputs(in_tmp_cwd) == before
 
@@ -642,7 +643,8 @@ def indexed(image_tree, in_tmp_cwd, monkeypatch):
 def test_unknown_backbone(indexed, capsys):
     root, cwd = indexed
     err = one_line_error(
-        lambda: extract_stage.run(_extract_params(root, backbone="resnet_18")), capsys)
+        lambda: extract_stage.run(parse_stage(_extract_params(root, backbone="resnet_18"),
+                                              extract_stage.Params)), capsys)
     assert "`extract.backbone`" in err and "'resnet_18'" in err and "resnet18" in err
     assert _outputs(cwd) == {"data/index.parquet"}
 
@@ -650,7 +652,8 @@ def test_unknown_backbone(indexed, capsys):
 def test_cuda_requested_but_absent(indexed, capsys, monkeypatch):
     root, cwd = indexed
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    err = one_line_error(lambda: extract_stage.run(_extract_params(root, device="cuda")), capsys)
+    err = one_line_error(lambda: extract_stage.run(parse_stage(_extract_params(root, device="cuda"),
+                                                               extract_stage.Params)), capsys)
     assert "`extract.device`" in err and "CUDA is not available" in err and "`cpu`" in err
     assert _outputs(cwd) == {"data/index.parquet"}
 
@@ -660,7 +663,8 @@ def test_weights_file_that_does_not_fit(indexed, capsys, tmp_path):
     wrong_keys = tmp_path / "other_model.pt"
     torch.save({"encoder.weight": torch.zeros(2, 2)}, wrong_keys)
     err = one_line_error(
-        lambda: extract_stage.run(_extract_params(root, weights=str(wrong_keys))), capsys)
+        lambda: extract_stage.run(parse_stage(_extract_params(root, weights=str(wrong_keys)),
+                                              extract_stage.Params)), capsys)
     assert "`extract.weights`" in err and str(wrong_keys) in err
     assert "does not fit backbone 'efficientnet_lite0'" in err and "missing keys" in err
     from torchvision.models import mobilenet_v3_small
@@ -669,15 +673,16 @@ def test_weights_file_that_does_not_fit(indexed, capsys, tmp_path):
     sd["features.0.0.weight"] = torch.zeros(16, 3, 5, 5)  # right names, wrong shape
     wrong_shape = tmp_path / "wrong_shape.pt"
     torch.save(sd, wrong_shape)
-    err = one_line_error(lambda: extract_stage.run(_extract_params(
-        root, backbone="mobilenet_v3_small", weights=str(wrong_shape))), capsys)
+    err = one_line_error(lambda: extract_stage.run(parse_stage(_extract_params(
+        root, backbone="mobilenet_v3_small", weights=str(wrong_shape)), extract_stage.Params)), capsys)
     assert "`extract.weights`" in err and "size mismatch" in err and "features.0.0.weight" in err
     assert _outputs(cwd) == {"data/index.parquet"}
 
 
 def test_extract_data_root_missing(indexed, capsys, tmp_path):
     _, cwd = indexed
-    err = one_line_error(lambda: extract_stage.run(_extract_params(tmp_path / "moved")), capsys)
+    err = one_line_error(lambda: extract_stage.run(parse_stage(_extract_params(tmp_path / "moved"),
+                                                               extract_stage.Params)), capsys)
     assert "data.root" in err and "moved" in err
     assert _outputs(cwd) == {"data/index.parquet"}
 

@@ -168,35 +168,46 @@ def test_declared_params_are_exactly_the_params_read(module):
         f"drop {sorted(declared - read)}")
 
 
-def test_params_read_sees_sections_fields_and_raw_lookups(tmp_path):
+def test_params_read_sees_the_fields_a_stage_takes_from_its_params(tmp_path):
     src = tmp_path / "s.py"
     src.write_text(
-        "from clusterlens.config.base import parse_section, require_seed\n"
-        "from clusterlens.config.tsne import TSNEParams\n"
+        "from dataclasses import dataclass\n"
         "from clusterlens.config.reduce import ReduceParams\n"
-        "def run(params):\n"
-        "    p = parse_section(params, 'tsne', TSNEParams)\n"
-        "    seed = require_seed(params)\n"
-        "    whole = parse_section(params, 'reduce', ReduceParams)\n"
-        "    other = params.get('extract')\n"
-        "    return p.sample, f(whole), other['backbone']\n")
-    assert params_read(src) == {"tsne.sample", "seed", "reduce.standardize",
-                                "reduce.n_components", "extract.backbone"}
-
-
-def test_params_read_leaves_out_the_whole_file_check(tmp_path):
-    src = tmp_path / "s.py"
-    src.write_text(
-        "from clusterlens.config.base import parse_section\n"
         "from clusterlens.config.tsne import TSNEParams\n"
-        "from clusterlens.config.whole import check_params, declared_params\n"
-        "def main(params):\n"
-        "    check_params(params, declared_params('dvc.yaml'))\n"
-        "    return parse_section(params, 'tsne', TSNEParams).sample\n")
-    assert params_read(src) == {"tsne.sample"}
+        "from clusterlens.config.gmm import GMMParams\n"
+        "@dataclass(frozen=True)\n"
+        "class Params:\n"
+        "    seed: int\n"
+        "    tsne: TSNEParams\n"
+        "    reduce: ReduceParams\n"
+        "    gmm: GMMParams | None = None\n"
+        "def run(cfg: Params):\n"
+        "    p = cfg.tsne\n"
+        "    g = cfg.gmm\n"
+        "    return p.sample, cfg.seed, f(cfg.reduce), g and g.max_iter\n"
+        "def unrelated(cfg):\n"
+        "    return cfg.tsne.perplexity\n")
+    assert params_read(src) == {"tsne.sample", "seed", "reduce.standardize",
+                                "reduce.n_components", "gmm.max_iter"}
+
+
+def test_params_read_leaves_out_the_whole_file_check():
     index = STAGES / "index.py"
     assert "check_params(" in index.read_text()  # `index` validates the whole file first
     assert not any(k.startswith(("kmeans.", "tsne.")) for k in params_read(index))
+
+
+@pytest.mark.parametrize("module", stage_modules(), ids=rel)
+def test_a_stage_reads_params_only_through_its_params_dataclass(module):
+    """Params are parsed once, at the door (``parse_stage``): a section parsed anywhere else,
+    or a raw ``params[...]`` lookup, would be a read that params_read does not see."""
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    calls = {getattr(n.func, "id", getattr(n.func, "attr", None)) for n in ast.walk(tree)
+             if isinstance(n, ast.Call)}
+    assert not calls & {"parse_section", "parse_fusion", "require_seed", "section_errors"}
+    raw = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+           and isinstance(n.value, ast.Name) and n.value.id == "params"]
+    assert raw == []
 
 
 def _tracked_text_files() -> list[Path]:

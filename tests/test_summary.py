@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from clusterlens.analysis import summary
+from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import DataError
 from clusterlens.core.io import save_npy, write_json
 from clusterlens.report.figures.style import matplotlib_setup
@@ -87,19 +88,19 @@ def test_gap_plot_draws_missing_scores_as_gaps(tmp_path):
 
 def test_missing_input_names_the_file(in_tmp_cwd):
     with pytest.raises(DataError, match="metrics/clustering.json"):
-        stage.run({})
+        stage.run(parse_stage({}, stage.Params))
 
 
 def test_the_whole_chain_on_generated_data(data):  # noqa: F811
     raw, pca, y, names = data
     fam = pd.read_csv("data/macro/class_groups.csv")["g4"].to_numpy()[y]  # K-Means = families
     save_npy("data/clusters/kmeans/k4.npy", fam.astype(np.int64))
-    macro_purity.run(PARAMS)
-    ub.run(PARAMS)
+    macro_purity.run(parse_stage(PARAMS, macro_purity.Params))
+    ub.run(parse_stage(PARAMS, ub.Params))
     write_json("metrics/clustering.json", CLUSTERING)
     for name, metrics in OTHERS.items():
         write_json(stage.IN_HEADLINE[name], metrics)
-    out = stage.run(PARAMS)
+    out = stage.run(parse_stage(PARAMS, stage.Params))
     assert out["g4"]["kmeans_best_purity"] == pytest.approx(1.0)
     up = json.load(open(ub.OUT_METRICS))
     assert out["fine"]["supervised_test_accuracy"] == up["best"]["test_accuracy"]
@@ -117,4 +118,4 @@ def test_a_missing_headline_input_names_the_file(in_tmp_cwd):
     write_json("metrics/macro_purity.json", PURITY)
     write_json("metrics/index.json", OTHERS["index"])
     with pytest.raises(DataError, match="metrics/reduce.json"):
-        stage.run({})
+        stage.run(parse_stage({}, stage.Params))

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from clusterlens.analysis import upper_bound as ub
-from clusterlens.config.base import parse_section
+from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.upper_bound import LogRegConfig, UpperBoundParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import save_npy
@@ -41,7 +41,7 @@ def data(in_tmp_cwd):
     X = X / 10  # PCA-score-like scale (lbfgs converges in a few dozen iterations)
     write_inputs(X, y, names)
     save_npy("data/features.npy", raw.astype(np.float32))
-    macro_stage.run(PARAMS)
+    macro_stage.run(parse_stage(PARAMS, macro_stage.Params))
     return raw.astype(np.float32), X, y, names
 
 
@@ -62,7 +62,7 @@ def _independent(X, y, cfg, test_size, seed, max_iter, scale):
 
 def test_accuracies_equal_an_independent_sklearn_run(data):
     raw, pca, y, names = data
-    out = ub_stage.run(PARAMS)
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     accs = []
     for cfg in CONFIGS:
         X = raw.astype(np.float64) if cfg["features"] == "raw" else pca.astype(np.float64)
@@ -82,7 +82,7 @@ def test_accuracies_equal_an_independent_sklearn_run(data):
 
 def test_macro_labels_use_the_same_split_and_the_best_config(data):
     raw, pca, y, names = data
-    out = ub_stage.run(PARAMS)
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     best = next(c for c in CONFIGS if c["name"] == out["best"]["config"])
     X = raw.astype(np.float64) if best["features"] == "raw" else pca.astype(np.float64)
     table = pd.read_csv("data/macro/class_groups.csv")
@@ -110,7 +110,7 @@ def test_macro_labels_use_the_same_split_and_the_best_config(data):
 
 def test_per_class_table_and_summary(data):
     names = data[3]
-    out = ub_stage.run(PARAMS)
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     table = pd.read_csv(ub_stage.OUT_PER_CLASS)
     assert sorted(table["class"]) == names
     assert table["test_count"].sum() == 60 and table["train_count"].sum() == 180
@@ -142,7 +142,7 @@ def test_per_class_accuracy_function():
 
 
 def test_run_writes_every_declared_output(data):
-    ub_stage.run(PARAMS)
+    ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     for path in (ub_stage.OUT_METRICS, ub_stage.OUT_CONFIGS, ub_stage.OUT_PER_CLASS, ub_stage.OUT_PREDICTIONS,
                  ub_stage.OUT_CONFIGS_PNG, ub_stage.OUT_PER_CLASS_PNG, ub_stage.OUT_MACRO_CSV, ub_stage.OUT_MACRO_PNG):
         assert Path(path).is_file(), path
@@ -150,14 +150,16 @@ def test_run_writes_every_declared_output(data):
 
 
 def test_without_macro_granularities_it_still_writes_the_fine_row(data):
-    macro_stage.run({**PARAMS, "macro": {**PARAMS["macro"], "groups": [50]}})  # every cut skipped
-    out = ub_stage.run(PARAMS)
+    # every cut skipped
+    macro_stage.run(parse_stage({**PARAMS, "macro": {**PARAMS["macro"], "groups": [50]}}, macro_stage.Params))
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     assert out["macro"] == {}
     assert pd.read_csv(ub_stage.OUT_MACRO_CSV)["target"].tolist() == ["fine"]
 
 
 def test_non_convergence_is_recorded(data):
-    out = ub_stage.run({**PARAMS, "upper_bound": {**PARAMS["upper_bound"], "max_iter": 2}})
+    out = ub_stage.run(parse_stage({**PARAMS, "upper_bound": {**PARAMS["upper_bound"], "max_iter": 2}},
+                                   ub_stage.Params))
     assert out["configs"]["lr_C1"]["converged"] is False
     assert out["configs"]["lr_C1"]["iterations"] == 2
     assert out["all_converged"] is False
@@ -210,7 +212,7 @@ def test_split_needs_two_images_per_class_and_enough_test_images(data):
         ub.check_test_size(np.repeat(np.arange(10), 5), 0.1)  # 5 test images for 10 classes
     assert ub.check_test_size(np.repeat(np.arange(10), 5), 0.2) == 0.2
     with pytest.raises(ParamError, match=r"upper_bound\.test_size` = 0\.01 gives 3 test"):
-        ub_stage.run(_with(test_size=0.01))  # 3 test images for 12 classes
+        ub_stage.run(parse_stage(_with(test_size=0.01), ub_stage.Params))  # 3 test images for 12 classes
 
 
 def test_library_split_views_and_fits_in_process():
@@ -274,14 +276,14 @@ def _small_class_inputs(raw, X, y, names):
     raw, X, y = raw[keep], X[keep], y[keep]
     write_inputs(X, y, names)
     save_npy("data/features.npy", raw)
-    macro_stage.run(PARAMS)
+    macro_stage.run(parse_stage(PARAMS, macro_stage.Params))
     return raw, X, y
 
 
 def test_stage_leaves_a_single_image_class_out_and_keeps_a_two_image_class(data):
     names = data[3]
     raw, X, y = _small_class_inputs(*data)
-    out = ub_stage.run(PARAMS)
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     assert out["excluded_classes"] == [
         {"class": names[0], "images": 1,
          "reason": "fewer than 2 images: a stratified split needs 2"}]
@@ -308,8 +310,8 @@ def test_stage_with_fewer_than_two_classes_left_writes_outputs_saying_so(data):
     names2 = names[:2]
     write_inputs(X[two], y[two], names2)
     save_npy("data/features.npy", raw[two])
-    macro_stage.run({**PARAMS, "macro": {**PARAMS["macro"], "groups": [2]}})
-    out = ub_stage.run(PARAMS)
+    macro_stage.run(parse_stage({**PARAMS, "macro": {**PARAMS["macro"], "groups": [2]}}, macro_stage.Params))
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
     assert out["skipped"] == "1 class(es) of 2+ images; a classifier needs 2"
     assert out["best"]["test_accuracy"] is None and out["configs"] == {}
     assert [e["class"] for e in out["excluded_classes"]] == [names[1]]

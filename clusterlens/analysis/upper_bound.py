@@ -18,6 +18,8 @@ the metrics list the left-out ones by name, image count and reason (``excluded_c
 """
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 
 import numpy as np
@@ -32,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from clusterlens.config.upper_bound import LogRegConfig
 from clusterlens.core.errors import DataError
 
+log = logging.getLogger("clusterlens.upper_bound")  # the stage's: the fits log as its own lines
 TOP_N = 10
 MIN_IMAGES = 2  # per class: a stratified split puts one on each side
 MACRO_COLUMNS = ["target", "groups", "test_accuracy", "train_accuracy", "macro_f1",
@@ -175,6 +178,28 @@ def evaluate_config(cfg: LogRegConfig, views: dict, y: np.ndarray, train_idx: np
     return res, p_train, p_test
 
 
+def fit_configs(configs: list[LogRegConfig], views: dict, y: np.ndarray, train_idx: np.ndarray,
+                test_idx: np.ndarray, max_iter: int, seed: int) -> tuple[dict, dict]:
+    """:func:`evaluate_config` for every configuration, in order, each logged as it finishes.
+
+    Returns
+    -------
+    results : dict
+        Configuration name -> its result.
+    predictions : dict
+        Configuration name -> its (p_train, p_test).
+    """
+    results, preds = {}, {}
+    for cfg in configs:
+        t0 = time.perf_counter()
+        res, p_train, p_test = evaluate_config(cfg, views, y, train_idx, test_idx, max_iter, seed)
+        results[cfg.name], preds[cfg.name] = res, (p_train, p_test)
+        log.info("%s: train %.4f test %.4f (%d iterations%s, %.1f s)", cfg.name,
+                 res["train_accuracy"], res["test_accuracy"], res["iterations"],
+                 "" if res["converged"] else ", NOT converged", time.perf_counter() - t0)
+    return results, preds
+
+
 def best_config(results: dict[str, dict]) -> str:
     """The configuration with the highest test accuracy; ties go to the first."""
     return max(results, key=lambda n: (results[n]["test_accuracy"],
@@ -209,6 +234,8 @@ def macro_scores(cfg: LogRegConfig, views: dict, fine: np.ndarray, cuts: dict[st
                      "random_baseline": 1.0 / groups,
                      "majority_baseline": float(np.mean(y[test_idx] == majority)),
                      "iterations": int(np.max(model.n_iter_)), "converged": converged})
+        log.info("%s (%d groups): test %.4f, random %.4f", name, groups, res["test_accuracy"],
+                 1.0 / groups)
     return pd.DataFrame(rows, columns=MACRO_COLUMNS)
 
 

@@ -95,6 +95,41 @@ def describe_point(metrics: dict) -> str:
             f"silhouette {'n/a' if sil is None else format(sil, '.3f')}, NMI {metrics['nmi']:.3f}")
 
 
+def point_options(method: str, value, n: int, n_classes: int, *, n_init: int, max_iter: int,
+                  engine: str, covariance_type: str, gmm_max_iter: int, dbscan_min_samples: int,
+                  hdbscan_min_samples: int | None, agglomerative_k: list, route: str,
+                  max_exact_n, n_centroids: int) -> tuple[object, dict]:
+    """One grid point's value and the keyword options of its :data:`GRID_METHODS` function,
+    checked against the ``n`` images and ``n_classes`` classes (the rules that need the data).
+
+    ``value`` is the grid value as params give it (a K, ``classes_x<f>``, a percentile, a
+    minimum cluster size or a linkage); K values are resolved against ``n_classes`` and every K
+    or neighbourhood size must be at most ``n`` (ParamError naming its key otherwise). The
+    remaining arguments are the methods' section values; each method takes its own.
+    ``nmf`` returns the K-Means options (the caller adds its ``W``); ``agglomerative`` also
+    returns ``cuts``, its K grid as params give it (for :func:`point_files`).
+    """
+    kmeans = {"n_init": n_init, "max_iter": max_iter, "engine": engine}
+    if method in ("kmeans", "nmf"):
+        return check_k(f"{method}.k", value, n, n_classes), kmeans
+    if method == "gmm":
+        return check_k("gmm.k", value, n, n_classes), {"covariance_type": covariance_type,
+                                                       "max_iter": gmm_max_iter}
+    if method == "dbscan":
+        return float(value), {"min_samples": check_at_most_n("dbscan.min_samples",
+                                                             dbscan_min_samples, n)}
+    if method == "hdbscan":
+        ms = hdbscan_min_samples
+        return check_at_most_n("hdbscan.min_cluster_size", value, n), {
+            "min_samples": ms if ms is None else check_at_most_n("hdbscan.min_samples", ms, n)}
+    if method == "agglomerative":
+        ks = list(dict.fromkeys(check_k("agglomerative.k", v, n, n_classes)
+                                for v in agglomerative_k))
+        return value, {"ks": ks, "route": route, "max_exact_n": max_exact_n,
+                       "n_centroids": n_centroids, "engine": engine, "cuts": agglomerative_k}
+    raise ParamError("method", f"unknown clustering method {method!r}")
+
+
 def point_files(method: str, value, n_classes: int, cuts: list = ()
                 ) -> dict[str, list[tuple[str, int | str]]]:
     """The files of one grid stage's points: point name -> its (file stem, grid value) pairs.

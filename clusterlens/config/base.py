@@ -187,9 +187,10 @@ def parse_stage(params: dict, spec: type[T]) -> T:
     Each field of ``spec`` is ``seed: int`` (the top-level seed, :func:`require_seed`) or a
     section model named after its section (``tsne: TSNEParams``). A section field with a
     default is optional: an absent section takes the default (e.g. ``large_n: LargeNParams =
-    LargeNParams()``). A stage's ``main`` calls this at its door and hands the result to its
-    ``run``, whose signature then shows what the stage reads; ``tests/code_deps.py`` checks
-    the keys it reads against the stage's ``params`` in dvc.yaml.
+    LargeNParams()``, or ``gmm: GMMParams | None = None``). A stage's ``main`` calls this at
+    its door and hands the result to its ``run``, whose signature then shows what the stage
+    reads; ``tests/code_deps.py`` checks the keys it reads against the stage's ``params`` in
+    dvc.yaml.
 
     Raises
     ------
@@ -202,7 +203,9 @@ def parse_stage(params: dict, spec: type[T]) -> T:
         if f.name == "seed":
             values[f.name] = require_seed(params)
         elif f.name in params or f.default is dataclasses.MISSING:
-            values[f.name] = parse_section(params, f.name, hints[f.name])
+            model = next(a for a in (typing.get_args(hints[f.name]) or [hints[f.name]])
+                         if a is not type(None))  # `X | None` -> X
+            values[f.name] = parse_section(params, f.name, model)
     return spec(**values)
 
 

@@ -489,6 +489,37 @@ def captioner_input(captioner: Captioner, preprocessing: str, extracted: InputRe
     return native, reused
 
 
+def resolve_captioner(backbone_name: str, weights: str, image_size, resize: str, preprocessing: str,
+                      widths=None, heights=None) -> tuple[Captioner, InputRecipe, bool]:
+    """The captioner of a feature backbone (:func:`choose_captioner`), the input its classifier
+    reads for these images (:func:`captioner_input`), and whether that is the extracted features.
+
+    Parameters
+    ----------
+    backbone_name, weights : str
+        ``extract.backbone``, ``extract.weights``.
+    image_size : int or "auto"
+        ``extract.image_size``.
+    resize : str
+        ``extract.resize``.
+    preprocessing : {"extract", "native"}
+        ``captions.preprocessing``.
+    widths, heights : array-like, optional
+        The indexed images' sizes, for ``auto``.
+
+    Returns
+    -------
+    captioner : Captioner
+    recipe : InputRecipe
+    reused : bool
+    """
+    cap = choose_captioner(backbone_name, weights)
+    extracted = None if cap.fallback else resolve_input(backbone_name, cap.native_size,
+                                                        image_size, resize, widths, heights)
+    recipe, reused = captioner_input(cap, preprocessing, extracted, widths, heights)
+    return cap, recipe, reused
+
+
 def caption_metrics(table, classes=None) -> dict:
     """What the captions say, identical between runs.
 

@@ -378,3 +378,37 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
         f"<script>window.CL_THUMBS={_script_json(thumb_list)};\n"
         f"window.CL_DATA={_script_json(data)};</script>",
         f"<script>{JS}</script>"])
+
+
+def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike, cap: int,
+                     px: int, seed: int) -> tuple[str, str]:
+    """The report's explorer: its HTML fragment (:func:`explorer_html`) and the sentence that
+    introduces it.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``data/images.parquet`` (see :func:`explorer_html`).
+    groups : dict
+        ``data/macro/groups.json`` (:func:`macro_cuts`).
+    root : str or PathLike
+        The images' folder (``data.root``), for the thumbnails.
+    cap, px, seed : int
+        ``report.thumbnails``, ``report.thumbnail_px`` and ``seed`` (:func:`thumbnail_rows`,
+        :func:`thumbnails`).
+
+    Returns
+    -------
+    tuple of str
+        The fragment and the note.
+    """
+    rows = thumbnail_rows(len(table), cap, seed, first=priority_rows(table))
+    thumbs = thumbnails(root, table["path"].to_numpy(dtype=object), rows, px)
+    maps = maps_from_table(table)
+    sampled = (f"a sample of {len(thumbs):,} (`report.thumbnails`, seeded by `seed`: the "
+               "suspected label issues and each cluster's nearest members first)"
+               if len(rows) < len(table) else f"{len(thumbs):,}")
+    note = ("Maps of the images: " + "; ".join(f"**{m.name}**, {len(m.rows):,} images"
+                                                for m in maps) +
+            f". Thumbnails ({px} px): {sampled} of the {len(table):,} images.")
+    return explorer_html(table, maps, macro_cuts(groups), thumbs), note
