@@ -49,8 +49,8 @@ class Params:
     ``gmm`` may be absent (None) unless ``fusion.methods`` names them."""
     seed: int
     fusion: FusionParams = FusionParams()
-    kmeans: KMeansParams = None
-    gmm: GMMParams = None
+    kmeans: KMeansParams | None = None
+    gmm: GMMParams | None = None
 
     def __post_init__(self):
         for name in ("kmeans", "gmm"):

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens.clustering import grid
-from clusterlens.clustering import methods as cl
+from clusterlens.clustering import grid, methods
 from clusterlens.config.agglomerative import AgglomerativeParams
 from clusterlens.config.base import grid_value, load_params, parse_stage
 from clusterlens.config.dbscan import DBSCANParams
@@ -59,7 +58,7 @@ def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_p
     d = cfg.dbscan
     h = cfg.hdbscan
     a = cfg.agglomerative
-    value, options = cl.point_options(
+    value, options = methods.point_options(
         method, value, n, c, n_init=km.n_init, max_iter=km.max_iter, engine=km.engine,
         covariance_type=g and g.covariance_type, gmm_max_iter=g and g.max_iter,
         dbscan_min_samples=d and d.min_samples, hdbscan_min_samples=h and h.min_samples,
@@ -74,7 +73,7 @@ def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_p
 def parse_point(params: dict, method: str, text) -> tuple[Params, object]:
     """The door: every section a grid stage reads, and the point's value as the command line
     gives it, typed and checked by its section's model (named by its params key)."""
-    if method not in cl.GRID_METHODS:
+    if method not in methods.GRID_METHODS:
         raise ParamError("method", f"unknown clustering method {method!r}")
     return parse_stage(params, Params), grid_value(params, *GRID_KEYS[method], text)
 
@@ -91,8 +90,8 @@ def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
     c = grid.n_classes(y)
     asked = value
     value, options = check_params_vs_input(cfg, method, asked, len(X), c, nmf_path)
-    files = cl.point_files(method, asked, c, options.pop("cuts", ()))  # cuts: agglomerative.k
-    result = cl.GRID_METHODS[method](X, value, seed, **options)
+    files = methods.point_files(method, asked, c, options.pop("cuts", ()))  # cuts: agglomerative.k
+    result = methods.GRID_METHODS[method](X, value, seed, **options)
     if result.tree is not None:
         folder = Path(out_dir) / method / value
         if result.cells is not None:
@@ -103,20 +102,20 @@ def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
     log_block(log, f"cluster {method} {asked}", inputs={"features": f"{pca_path} {X.shape}",
               "classes": c}, params={"seed": seed, "metrics.silhouette_sample": sample})
     summary, written = {}, {}
-    for name, metrics in cl.score_points(X, y, result, sample, seed).items():
+    for name, metrics in methods.score_points(X, y, result, sample, seed).items():
         for stem, gv in files.get(name, [(name, None)]):
-            npy, js = (cl.point_path(method, stem, out_dir, sfx) for sfx in (".npy", ".json"))
+            npy, js = (methods.point_path(method, stem, out_dir, sfx) for sfx in (".npy", ".json"))
             remove_stale_tmp(npy, js)  # left by a run killed mid-write
             save_npy(npy, result.points[name][0])
             point = write_json(js, metrics if gv is None else {"grid_value": gv, **metrics})
-            written[npy.as_posix()] = cl.describe_point(summary.setdefault(name, point))
+            written[npy.as_posix()] = methods.describe_point(summary.setdefault(name, point))
     log_block(log, f"cluster {method} {asked} done", outputs=written)
     return summary
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Run one clustering grid point.")
-    ap.add_argument("method", choices=list(cl.GRID_METHODS))
+    ap.add_argument("method", choices=list(methods.GRID_METHODS))
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--k")  # an integer, `classes` or `classes_x<f>` (clusterlens.clustering.grid)
     g.add_argument("--eps-percentile")  # every value: typed and checked by its section's model
