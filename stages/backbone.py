@@ -101,8 +101,9 @@ def run(cfg: Params, index_path: str = INDEX, out_dir: Path = OUT_DIR,
               inputs={"root": root, "images": len(paths), "classes": len(class_names)},
               params={**{f"cnn.{k}": v for k, v in p.model_dump().items()}, "seed": seed},
               outputs={"model": out_dir, "live": live_dir, "device": device})
-    result = scratch_cnn_training.train_cnn(root, paths, labels, class_names, p, seed, out_dir, live_dir, device,
-                           history_path=history, summary_path=summary)
+    result = scratch_cnn_training.train_cnn(root, paths, labels, class_names, p, seed, out_dir,
+                                            live_dir, device, history_path=history,
+                                            summary_path=summary)
     log_block(log, "backbone done", outputs={
         str(out_dir): f"CNN trained from scratch, best epoch {result['best_epoch']} of "
                       f"{result['epochs_run']} (val accuracy {result['best_val_acc']:.3f}), "

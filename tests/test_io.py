@@ -3,14 +3,18 @@ params sections whose errors name the dotted key and the value)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 from pydantic import Field, ValidationError
 
-from clusterlens.config.base import Section, check_value, load_params, parse_section, require_seed
+from clusterlens.config.base import Section, check_value, load_params, parse_section, parse_stage, require_seed
+from clusterlens.config.cnn import CNNParams
 from clusterlens.config.data import DataParams
+from clusterlens.config.gmm import GMMParams
+from clusterlens.config.tsne import TSNEParams
 from clusterlens.core.errors import ParamError
 from clusterlens.core.io import (
     atomic_path,
@@ -201,3 +205,25 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_130(capsys):
     assert run_cli(bad_param, []) == 2
     assert capsys.readouterr().err == ("error: params.yaml: `kmeans.k` must be a list of "
                                        "integers >= 2, got 5\n")
+
+
+def test_parse_stage_parses_each_section_once_and_names_the_bad_key():
+    @dataclass(frozen=True)
+    class Params:
+        seed: int
+        tsne: TSNEParams
+        cnn: CNNParams  # every key has a default: absent reads as the defaults
+        gmm: GMMParams | None = None  # optional by its default
+
+    tsne = {"sample": 100, "perplexity": 30.0, "max_iter": 500}
+    cfg = parse_stage({"seed": 3, "tsne": tsne}, Params)
+    assert cfg.seed == 3 and cfg.tsne.sample == 100 and cfg.gmm is None
+    assert cfg.cnn == CNNParams()
+    with pytest.raises(ParamError, match="`tsne` is missing"):
+        parse_stage({"seed": 3}, Params)
+    with pytest.raises(ParamError, match=r"`tsne.perplexity`"):
+        parse_stage({"seed": 3, "tsne": {**tsne, "perplexity": "x"}}, Params)
+    with pytest.raises(ParamError, match="`seed`"):
+        parse_stage({"tsne": tsne}, Params)
+    with pytest.raises(ParamError, match="`gmm.k`"):
+        parse_stage({"seed": 0, "tsne": tsne, "gmm": {"k": [1]}}, Params)

@@ -186,8 +186,9 @@ def parse_stage(params: dict, spec: type[T]) -> T:
 
     Each field of ``spec`` is ``seed: int`` (the top-level seed, :func:`require_seed`) or a
     section model named after its section (``tsne: TSNEParams``). A section field with a
-    default is optional: an absent section takes the default (e.g. ``large_n: LargeNParams =
-    LargeNParams()``, or ``gmm: GMMParams | None = None``). A stage's ``main`` calls this at
+    default is optional: an absent section takes the default (e.g. ``gmm: GMMParams | None =
+    None``); so is a section whose every key has a default (``cnn``, ``large_n``), as for the
+    whole-file check (:mod:`clusterlens.config.whole`). A stage's ``main`` calls this at
     its door and hands the result to its ``run``, whose signature then shows what the stage
     reads; ``tests/code_deps.py`` checks the keys it reads against the stage's ``params`` in
     dvc.yaml.
@@ -205,7 +206,10 @@ def parse_stage(params: dict, spec: type[T]) -> T:
         elif f.name in params or f.default is dataclasses.MISSING:
             model = next(a for a in (typing.get_args(hints[f.name]) or [hints[f.name]])
                          if a is not type(None))  # `X | None` -> X
-            values[f.name] = parse_section(params, f.name, model)
+            if f.name not in params and not section_errors({f.name: {}}, f.name, model):
+                values[f.name] = model()  # absent, and every key has a default: as the check
+            else:
+                values[f.name] = parse_section(params, f.name, model)
     return spec(**values)
 
 
