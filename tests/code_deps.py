@@ -169,13 +169,13 @@ if __name__ == "__main__":
 # --------------------------------------------------------------------------- params keys
 
 
-def _imported_model(name: str, module: Path):
-    """The section model a name in ``module`` is imported as (``from m import TSNEParams``)."""
+def _imported_model(name: str, tree: ast.Module):
+    """The section model a name is imported as in a module (``from m import TSNEParams``)."""
     import importlib
 
     from clusterlens.config.base import Section
 
-    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and any(
                 a.name == name for a in node.names):
             obj = getattr(importlib.import_module(node.module), name, None)
@@ -183,7 +183,7 @@ def _imported_model(name: str, module: Path):
     return None
 
 
-def stage_specs(tree: ast.Module, module: Path) -> dict[str, dict]:
+def stage_specs(tree: ast.Module) -> dict[str, dict]:
     """The module's params dataclasses (:func:`clusterlens.config.base.parse_stage`): class
     name -> {field: section model, or "seed"}."""
     specs = {}
@@ -196,7 +196,7 @@ def stage_specs(tree: ast.Module, module: Path) -> dict[str, dict]:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                 name = item.target.id
                 ann = ast.unparse(item.annotation).removesuffix(" | None")  # optional section
-                fields[name] = "seed" if name == "seed" else _imported_model(ann, module)
+                fields[name] = "seed" if name == "seed" else _imported_model(ann, tree)
         if fields and all(fields.values()):
             specs[node.name] = fields
     return specs
@@ -214,7 +214,7 @@ def params_read(module: Path) -> set[str]:
     `index` runs first) validates every key but reads none for the stage's work, so it adds
     nothing: a stage declares only what it uses, and DVC re-runs it only when that changes."""
     tree = ast.parse(module.read_text(encoding="utf-8"))
-    specs = stage_specs(tree, module)
+    specs = stage_specs(tree)
     keys: set[str] = set()
 
     def use(sec: str, model, attr: str | None) -> None:

@@ -79,8 +79,8 @@ def test_arrays_and_tables_round_trip(tmp_path):
 
 
 def test_class_names_read_back_as_the_folders_spell_them(tmp_path):
-    """Digit class names with an empty cell (a cluster of fewer classes) used to read back as
-    floats (``2.0``); every class-name column of a csv comes back as strings."""
+    """Every class-name column of a csv reads back as the strings the folders spell, digit
+    names and an empty cell (a cluster of fewer classes) included, never as floats (``2.0``)."""
     from clusterlens.analysis.composition import composition_table
 
     table = composition_table(np.array([0, 0, 0, 1, 1]),

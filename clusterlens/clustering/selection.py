@@ -22,7 +22,7 @@ from clusterlens.clustering.metrics import HIGHER_IS_BETTER
 from clusterlens.core.errors import DataError
 from clusterlens.core.io import load_npy, read_json
 
-log = logging.getLogger("clusterlens.clustering.methods")
+log = logging.getLogger("clusterlens.clustering.selection")
 
 
 def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gmm_k=(),

@@ -181,6 +181,15 @@ def check_value(key: str, value: Any, check, *args) -> Any:
         raise ParamError(key, str(exc)) from None
 
 
+def is_optional(model: type[Section]) -> bool:
+    """Whether a section may be absent: every key of ``model`` has a default."""
+    try:
+        model.model_validate({})
+    except ValidationError:
+        return False
+    return True
+
+
 def parse_stage(params: dict, spec: type[T]) -> T:
     """Parse, once, every param one stage reads into its frozen dataclass ``spec``.
 
@@ -206,7 +215,7 @@ def parse_stage(params: dict, spec: type[T]) -> T:
         elif f.name in params or f.default is dataclasses.MISSING:
             model = next(a for a in (typing.get_args(hints[f.name]) or [hints[f.name]])
                          if a is not type(None))  # `X | None` -> X
-            if f.name not in params and not section_errors({f.name: {}}, f.name, model):
+            if f.name not in params and is_optional(model):
                 values[f.name] = model()  # absent, and every key has a default: as the check
             else:
                 values[f.name] = parse_section(params, f.name, model)

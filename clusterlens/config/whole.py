@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from clusterlens.config.agglomerative import AgglomerativeParams
-from clusterlens.config.base import Section, require_seed, section_errors
+from clusterlens.config.base import Section, is_optional, require_seed, section_errors
 from clusterlens.config.captions import CaptionsParams
 from clusterlens.config.cnn import CNNParams
 from clusterlens.config.composition import CompositionParams
@@ -57,14 +56,6 @@ SECTIONS: dict[str, type[Section]] = {
     "neighbours": NeighboursParams, "report": ReportParams,
 }
 TOP_LEVEL = ("seed",)  # plain values outside any section
-
-
-def _optional(model: type[Section]) -> bool:
-    try:
-        model.model_validate({})
-    except ValidationError:
-        return False
-    return True
 
 
 def _lookup(params: dict, dotted: str):
@@ -110,7 +101,7 @@ def params_problems(params: dict, declared: dict[str, list[str]] | None = None
         problems.append(exc)
     order = {name: i for i, name in enumerate(params)}
     for name in sorted(SECTIONS, key=lambda n: order.get(n, len(order))):
-        if name not in params and _optional(SECTIONS[name]):
+        if name not in params and is_optional(SECTIONS[name]):
             continue
         problems += section_errors(params, name, SECTIONS[name])
     reported = {p.key for p in problems}

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -168,7 +170,7 @@ def load_features(path: str | os.PathLike, mmap_threshold_bytes: int | None) -> 
                          f"{mmap_threshold_bytes!r}")
     if mmap_threshold_bytes is not None and path.stat().st_size > mmap_threshold_bytes:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        logging.getLogger(__name__).info("%s: %.0f MB > %.0f MB, memory-mapped (read-only)", path,
+        log.info("%s: %.0f MB > %.0f MB, memory-mapped (read-only)", path,
                  path.stat().st_size / 2**20, mmap_threshold_bytes / 2**20)
         return arr
     return np.load(path, allow_pickle=False)
