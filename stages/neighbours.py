@@ -1,27 +1,34 @@
-"""DVC stage `neighbours`: near-duplicate images, their groups, and an outlier score per image.
+"""DVC stage `neighbours`: verified near-duplicates, their groups, and an outlier score per image.
 
 An exact k-nearest-neighbour search on the L2-normalised backbone features (data/features.npy),
-block by block (``neighbours.block_mb``). Pairs at cosine similarity >= ``neighbours.
-duplicate_similarity`` (``auto``: 0.9, or 0.97 for images of a few pixels) are near-duplicates;
-their connected components are the duplicate groups (within and across classes; a pair whose
-classes differ is a label conflict). The outlier score is the cosine distance to the
-``neighbours.k``-th nearest other image.
+block by block (``neighbours.block_mb``), gives each image's outlier score (the cosine distance
+to its ``neighbours.k``-th nearest other image) and its ``neighbours.candidates`` nearest
+neighbours. Those, the perceptual-hash pairs within ``neighbours.hash_distance`` bits and the
+files with equal bytes are candidate copies; every candidate is verified on the pixels and gets
+a kind (exact, resized, crop, mirror, same_scene: :mod:`clusterlens.audit.duplicates`). Copy
+groups are the connected components of the copy pairs (within and across classes; a pair whose
+classes differ is a label conflict).
 """
 from __future__ import annotations
 
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from clusterlens.audit import duplicates as dup
 from clusterlens.audit import neighbours as nb
-from clusterlens.config.base import check_value, load_params, parse_stage
+from clusterlens.config.base import load_params, parse_stage
+from clusterlens.config.data import DataParams
 from clusterlens.config.neighbours import NeighboursParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError, ParamError, check_rows
 from clusterlens.core.io import read_table, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data.index import check_root
 
 log = get_logger("neighbours")
 
@@ -35,30 +42,33 @@ OUT_METRICS = "metrics/neighbours.json"
 @dataclass(frozen=True)
 class Params:
     """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
+    data: DataParams
     neighbours: NeighboursParams
 
 
-def check_params_vs_input(cfg: Params, n_images: int) -> None:
-    """The rules that need the data: ``neighbours.k`` below the number of images."""
-    if not cfg.neighbours.k < n_images:
-        raise ParamError("neighbours.k", f"must be smaller than the {n_images} images, got {cfg.neighbours.k}")
+def check_params_vs_input(cfg: Params, n_images: int) -> Path:
+    """The rules that need the data: ``neighbours.k`` and ``neighbours.candidates`` below the
+    number of images, ``data.root`` an existing folder (returned)."""
+    for key in ("k", "candidates"):
+        value = getattr(cfg.neighbours, key)
+        if not value < n_images:
+            raise ParamError(f"neighbours.{key}", f"must be smaller than the {n_images} images, got {value}")
+    return check_root(Path(cfg.data.root))
 
 
 def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
-    """Search, write every output; returns the metrics."""
+    """Search, verify, write every output; returns the metrics."""
     p = cfg.neighbours
     index = read_table(index_path)
     # memory-mapped: only the normalised float32 copy is held in memory
     X = np.load(features_path, mmap_mode="r", allow_pickle=False)
     check_rows(str(features_path), len(X), str(index_path), len(index))
-    check_params_vs_input(cfg, len(index))
-    threshold = p.duplicate_similarity
-    if threshold == "auto":
-        threshold = nb.auto_duplicate_similarity(index["width"], index["height"])
+    root = check_params_vs_input(cfg, len(index))
     log_block(log, "neighbours", inputs={
-        "features": f"{features_path} {X.shape}", "index": f"{index_path} ({len(index)} rows)"},
-        params={"neighbours.k": p.k, "neighbours.duplicate_similarity": (
-                    f"{threshold:g}" + (" (auto)" if p.duplicate_similarity == "auto" else "")),
+        "features": f"{features_path} {X.shape}", "index": f"{index_path} ({len(index)} rows)",
+        "data.root": root},
+        params={"neighbours.k": p.k, "neighbours.candidates": p.candidates,
+                "neighbours.hash_distance": p.hash_distance, "neighbours.workers": p.workers,
                 "neighbours.block_mb": p.block_mb, "neighbours.engine": p.engine})
     t0 = time.perf_counter()
     try:
@@ -66,32 +76,44 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
     except ValueError as exc:
         raise DataError(f"{features_path}: {exc}") from None
     del X
-    nn = nb.nearest_neighbours(Z, p.k, engine=p.engine, block_mb=p.block_mb)
-    pairs = check_value("neighbours.duplicate_similarity", threshold,
-                        lambda t: nb.duplicate_pairs(Z, nn, t, block_mb=p.block_mb))
-    groups = nb.duplicate_groups(len(Z), pairs)
-    scores = nb.outlier_scores(nn)
-    seconds = time.perf_counter() - t0
-
+    nn = nb.nearest_neighbours(Z, max(p.k, p.candidates), engine=p.engine, block_mb=p.block_mb)
+    del Z
+    scores = nb.outlier_scores(nn, p.k)
+    t1 = time.perf_counter()
     paths, classes = index["path"].to_numpy(), index["class"].to_numpy()
-    table = nb.neighbours_table(paths, classes, groups, scores)
-    pairs_df = nb.pairs_table(pairs, paths, classes, groups)
+    images, hashes = dup.working_images(root, paths, workers=p.workers)
+    candidates = dup.candidate_pairs(hashes, nn.indices[:, :p.candidates], index["sha256"],
+                                     hash_k=dup.HASH_K, hash_distance=p.hash_distance)
+    log.info("%d candidate pairs (%.1f per image): %d by hash, %d by features, %d same bytes",
+             len(candidates), len(candidates) / len(index), candidates.by_hash.sum(),
+             candidates.by_features.sum(), candidates.by_bytes.sum())
+    found = dup.verify(images, candidates, workers=p.workers)
+    del images
+    groups = dup.copy_groups(len(index), found)
+    t2 = time.perf_counter()
+
+    table = pd.concat([nb.neighbours_table(paths, classes, groups, scores),
+                       dup.image_columns(len(index), found)], axis=1)
+    pairs_df = dup.pairs_table(found, paths, classes, groups)
     write_table(OUT_TABLE, table)
     write_table(OUT_PAIRS, pairs_df)
-    metrics = write_json(OUT_METRICS, nb.summary(pairs_df, groups, p.k, threshold))
+    metrics = write_json(OUT_METRICS, {
+        "images": int(len(index)), **dup.summary(pairs_df, groups),
+        "candidate_pairs": int(len(candidates)), "k": int(p.k)})
     top = table.nsmallest(3, "outlier_rank")
     log_block(log, "neighbours done", outputs={
-        OUT_PAIRS: f"{metrics['duplicate_pairs']} pairs in {metrics['duplicate_groups']} groups "
-                   f"({metrics['images_in_groups']} images), {metrics['label_conflicts']} "
-                   "with different classes",
+        OUT_PAIRS: f"{metrics['duplicate_pairs']} copy pairs in {metrics['duplicate_groups']} "
+                   f"groups ({metrics['images_in_groups']} images), "
+                   f"{metrics['label_conflicts']} with different classes; "
+                   + ", ".join(f"{k} {metrics['pairs_' + k]}" for k in dup.KINDS),
         OUT_TABLE: "most atypical: " + ", ".join(
             f"{r.path} ({r.outlier_score:.3f})" for r in top.itertuples()),
-        "search": f"{seconds:.1f} s"})
+        "time": f"search {t1 - t0:.1f} s, near-duplicates {t2 - t1:.1f} s"})
     return metrics
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Near-duplicates and outliers by nearest neighbours.")
+    ap = argparse.ArgumentParser(description="Near-duplicates and outliers.")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     run(parse_stage(load_params(args.params), Params))

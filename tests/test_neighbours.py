@@ -1,7 +1,4 @@
-"""Nearest neighbours: exact chunked search, near-duplicate pairs and groups, outlier scores."""
-import io
-import shutil
-import tracemalloc
+"""Nearest neighbours: exact chunked search, groups, outlier scores, and the stage."""
 
 import numpy as np
 import pandas as pd
@@ -11,7 +8,6 @@ from clusterlens.audit import neighbours as nb
 from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import read_json, read_table, save_npy, write_table
-from tests.conftest import CIFAR
 
 ENGINES = ["faiss", "sklearn"]
 
@@ -118,45 +114,12 @@ def test_every_search_call_holds_at_most_one_block_of_queries(monkeypatch):
     assert rows == 6 and max(calls) == rows and sum(calls) == 1000
 
 
-def test_duplicate_search_memory_is_bounded_by_the_block():
-    # 4,000 rows in groups of 20 identical rows: every row's list (k = 5) is saturated, so every
-    # row is compared with all rows; the full matrix would take 64 MB, one 1 MiB block 16 rows.
-    rng = np.random.default_rng(3)
-    Z = nb.normalise(np.repeat(rng.normal(size=(200, 16)), 20, axis=0))
-    nn = nb.nearest_neighbours(Z, 5)
-    tracemalloc.start()
-    pairs = nb.duplicate_pairs(Z, nn, 0.99, block_mb=1)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert len(pairs) == 200 * (20 * 19 // 2)
-    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB"
-    groups = nb.duplicate_groups(len(Z), pairs)
-    np.testing.assert_array_equal(groups, np.repeat(np.arange(200), 20))
-
-
 # --------------------------------------------------------------------------- pairs and groups
 def test_groups_are_connected_components_numbered_by_first_row():
-    pairs = nb.DuplicatePairs(row_a=np.array([5, 1, 2]), row_b=np.array([6, 2, 3]),
-                              similarity=np.ones(3, dtype=np.float32))
-    groups = nb.duplicate_groups(8, pairs)
+    groups = nb.connected_groups(8, np.array([5, 1, 2]), np.array([6, 2, 3]))
     np.testing.assert_array_equal(groups, [-1, 0, 0, 0, -1, 1, 1, -1])
-    empty = nb.DuplicatePairs(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.float32)))
-    np.testing.assert_array_equal(nb.duplicate_groups(3, empty), [-1, -1, -1])
-
-
-def test_pairs_equal_the_brute_force_pairs_and_too_many_is_refused():
-    X, *_ = generated(seed=4)
-    Z = nb.normalise(X)
-    nn = nb.nearest_neighbours(Z, 3)
-    pairs = nb.duplicate_pairs(Z, nn, 0.9)
-    S = Z @ Z.T
-    ref = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(S, 1) >= 0.9))}
-    assert set(zip(pairs.row_a.tolist(), pairs.row_b.tolist())) == ref
-    assert (pairs.row_a < pairs.row_b).all() and (np.diff(pairs.similarity) <= 0).all()
-    with pytest.raises(ValueError, match="near-duplicate pairs"):
-        nb.duplicate_pairs(Z, nn, 0.1, max_pairs=100)
-    with pytest.raises(ValueError, match="threshold"):
-        nb.duplicate_pairs(Z, nn, 1.5)
+    empty = np.zeros(0, dtype=np.int64)
+    np.testing.assert_array_equal(nb.connected_groups(3, empty, empty), [-1, -1, -1])
 
 
 def test_ranks_overall_and_within_class():
@@ -167,152 +130,96 @@ def test_ranks_overall_and_within_class():
 
 
 # --------------------------------------------------------------------------- detection
-def test_injected_copies_conflicts_and_outliers_are_found():
-    X, y, true_pairs, true_conflicts, true_out = generated()
-    n = len(y)
-    Z = nb.normalise(X)
-    nn = nb.nearest_neighbours(Z, 10)
-    pairs = nb.duplicate_pairs(Z, nn, 0.9)
-    found = set(zip(pairs.row_a.tolist(), pairs.row_b.tolist()))
-    precision = len(found & true_pairs) / max(len(found), 1)
-    recall = len(found & true_pairs) / len(true_pairs)
-    # chance: 40 true pairs among ~800,000
-    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
-    names = np.array([f"c{v}" for v in y])
-    groups = nb.duplicate_groups(n, pairs)
-    table = nb.pairs_table(pairs, [f"img{i}.png" for i in range(n)], names, groups)
-    conflicts = {(r.row_a, r.row_b) for r in table.itertuples() if r.label_conflict}
-    assert len(conflicts & true_conflicts) >= 0.9 * len(true_conflicts)
-    assert len(conflicts - true_conflicts) <= 0.1 * len(conflicts)
+def test_injected_outliers_rank_first():
+    X, y, _, _, true_out = generated()
+    nn = nb.nearest_neighbours(nb.normalise(X), 10)
     scores = nb.outlier_scores(nn)
     top = set(np.argsort(-scores)[:len(true_out)].tolist())
     # the top-20 of 1,560 by chance holds ~0.3 of them
     assert len(top & true_out) >= 0.9 * len(true_out)
+    names = np.array([f"c{v}" for v in y])
     in_class = nb.ranks(scores, names)
     assert all(in_class[r] <= 5 for r in true_out)   # ~4 outliers per class, each atypical
+    wider = nb.nearest_neighbours(nb.normalise(X), 15)  # searched deeper for candidates
+    np.testing.assert_allclose(nb.outlier_scores(wider, 10), scores)
 
 
 # --------------------------------------------------------------------------- stage
-def _stage_inputs(X, names):
-    index = pd.DataFrame({"path": [f"{c}/{i}.png" for i, c in enumerate(names)],
-                          "class": names,
-                          "label": pd.Categorical(names).codes.astype(np.int64)})
+def _stage_inputs(tmp, n=36, copies=6):
+    """A folder of photo-like JPEGs (3 classes) with planted copies, its index and features
+    (a noisy copy of each image's label centre: neighbours within the class)."""
+    from PIL import Image
+
+    from tests.planting import COPY_KINDS, photo, planted
+
+    rng = np.random.default_rng(5)
+    root = tmp / "photos"
+    paths, truth = [], set()
+    for i in range(n):
+        (root / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        paths.append(f"c{i % 3}/{i:03d}.jpg")
+        photo(700 + i).save(root / paths[-1], quality=92)
+    for j in range(copies):
+        src = 5 * j
+        paths.append(f"c{(src + 1) % 3}/copy{j}.jpg")      # filed under another class
+        planted(Image.open(root / paths[src]).convert("RGB"), COPY_KINDS[j % 4], rng).save(
+            root / paths[-1], quality=92)
+        truth.add((src, len(paths) - 1))
+    names = np.array([p.split("/")[0] for p in paths])
+    index = pd.DataFrame({"path": paths, "class": names,
+                          "label": pd.Categorical(names).codes.astype(np.int64),
+                          "sha256": [f"{i:064x}" for i in range(len(paths))]})
     write_table("data/index.parquet", index)
-    save_npy("data/features.npy", X)
-    return {"neighbours": {"k": 10, "duplicate_similarity": 0.9, "block_mb": 1,
-                           "engine": "auto"}}
+    centres = rng.normal(size=(3, 16))
+    save_npy("data/features.npy", (centres[index["label"]] + rng.normal(size=(len(paths), 16))
+                                   ).astype(np.float32))
+    params = {"data": {"root": str(root)},
+              "neighbours": {"k": 5, "candidates": 5, "hash_distance": 10, "workers": 2,
+                             "block_mb": 1, "engine": "auto"}}
+    return params, truth
 
 
 def test_stage_writes_the_documented_schemas(in_tmp_cwd):
+    from clusterlens.audit import duplicates as dup
     from stages import neighbours as stage
 
-    X, y, true_pairs, true_conflicts, _ = generated(seed=5)
-    params = _stage_inputs(X, np.array([f"c{v}" for v in y]))
+    params, truth = _stage_inputs(in_tmp_cwd)
     metrics = stage.run(parse_stage(params, stage.Params))
     table = read_table("data/neighbours.parquet")
-    assert list(table.columns) == nb.TABLE_COLUMNS and len(table) == len(y)
+    assert list(table.columns) == nb.TABLE_COLUMNS + dup.IMAGE_COLUMNS
     assert table["duplicate_group"].dtype == np.int64
     assert table["outlier_rank"].is_unique and table["outlier_rank"].min() == 1
-    assert np.issubdtype(table["outlier_score"].dtype, np.floating)
-    pairs = pd.read_csv("data/near_duplicates.csv")
-    assert list(pairs.columns) == nb.PAIR_COLUMNS
-    assert pairs["label_conflict"].dtype == bool
-    assert (table.loc[pairs["row_a"], "duplicate_group"].to_numpy() == pairs["group"]).all()
+    pairs = pd.read_csv("data/near_duplicates.csv", keep_default_na=False)
+    assert list(pairs.columns) == dup.PAIR_COLUMNS
+    copies = pairs[pairs["kind"] != "same_scene"]
+    # the copies are found by their hashes (the stand-in features are no help): all, no others
+    assert set(zip(copies["row_a"], copies["row_b"])) == truth
+    assert copies["label_conflict"].all()
+    assert (table.loc[copies["row_a"], "duplicate_group"].to_numpy() == copies["group"]).all()
     assert read_json("metrics/neighbours.json") == metrics
-    assert set(metrics) >= {"duplicate_pairs", "duplicate_groups", "images_in_groups",
-                            "label_conflicts", "k", "duplicate_similarity"}
-    assert metrics["duplicate_pairs"] == len(pairs) >= 0.9 * len(true_pairs)
-    assert metrics["label_conflicts"] == int(pairs["label_conflict"].sum())
-    assert metrics["images_in_groups"] == int((table["duplicate_group"] >= 0).sum())
+    assert metrics["duplicate_pairs"] == len(truth) == metrics["label_conflicts"]
+    assert metrics["images_in_groups"] == int((table["duplicate_group"] >= 0).sum()) == 2 * len(truth)
+    assert table["is_near_duplicate"].sum() == 2 * len(truth)
+    assert set(table.loc[table["is_near_duplicate"], "near_duplicate_kind"]) <= set(dup.COPY_KINDS)
 
 
-@pytest.mark.parametrize("side, expected", [(8, 0.97), (15, 0.97), (16, 0.9), (32, 0.9),
-                                            (500, 0.9)])
-def test_auto_duplicate_similarity_follows_the_image_size(side, expected):
-    """`auto`: 0.97 for images of a few pixels (the demo's 8x8 digits), else 0.9 (photos)."""
-    widths = np.array([side, side, side + 40])          # the median shorter side is `side`
-    heights = np.array([side + 3, side, side])
-    assert nb.auto_duplicate_similarity(widths, heights) == expected
-
-
-def test_stage_resolves_auto_from_the_index_and_records_it(in_tmp_cwd):
+def test_stage_errors_name_the_key(in_tmp_cwd):
     from stages import neighbours as stage
 
-    X, y, true_pairs, _, _ = generated(seed=5)
-    params = _stage_inputs(X, np.array([f"c{v}" for v in y]))
-    index = read_table("data/index.parquet")
-    auto = {"neighbours": {**params["neighbours"], "duplicate_similarity": "auto"}}
-    for side, expected in [(8, 0.97), (224, 0.9)]:
-        write_table("data/index.parquet", index.assign(width=side, height=side))
-        metrics = stage.run(parse_stage(auto, stage.Params))
-        assert metrics["duplicate_similarity"] == expected
-        fixed = stage.run(parse_stage({"neighbours": {**params["neighbours"],
-                                          "duplicate_similarity": expected}}, stage.Params))
-        assert fixed == metrics                     # auto = the value it resolves to
-
-
-def test_stage_errors_name_the_key(in_tmp_cwd, monkeypatch):
-    from stages import neighbours as stage
-
-    rng = np.random.default_rng(6)
-    params = _stage_inputs(rng.normal(size=(12, 8)).astype(np.float32), np.array(["a", "b"] * 6))
+    params, _ = _stage_inputs(in_tmp_cwd, n=9, copies=0)
+    nbp = params["neighbours"]
     with pytest.raises(ParamError, match="neighbours.k"):
-        stage.run(parse_stage({"neighbours": {**params["neighbours"], "k": 12}}, stage.Params))
-    with pytest.raises(ParamError, match="neighbours.duplicate_similarity"):
-        stage.run(parse_stage({"neighbours": {**params["neighbours"], "duplicate_similarity": 1.2}}, stage.Params))
+        stage.run(parse_stage({**params, "neighbours": {**nbp, "k": 9}}, stage.Params))
+    with pytest.raises(ParamError, match="neighbours.candidates"):
+        stage.run(parse_stage({**params, "neighbours": {**nbp, "candidates": 9}}, stage.Params))
+    with pytest.raises(ParamError, match="neighbours.hash_distance"):
+        parse_stage({**params, "neighbours": {**nbp, "hash_distance": 40}}, stage.Params)
     with pytest.raises(ParamError, match="did you mean `neighbours.block_mb`"):
-        stage.run(parse_stage({"neighbours": {**params["neighbours"], "block_m": 2}}, stage.Params))
+        parse_stage({**params, "neighbours": {**nbp, "block_m": 2}}, stage.Params)
     with pytest.raises(ParamError, match="neighbours.engine"):
-        stage.run(parse_stage({"neighbours": {**params["neighbours"], "engine": "annoy"}}, stage.Params))
-    monkeypatch.setattr(nb, "MAX_PAIRS", 3)
-    with pytest.raises(ParamError, match="neighbours.duplicate_similarity.*pairs"):
-        stage.run(parse_stage({"neighbours": {**params["neighbours"], "duplicate_similarity": 0.01}}, stage.Params))
-    save_npy("data/features.npy", np.zeros((11, 8), dtype=np.float32))
-    with pytest.raises(DataError, match="11"):
+        parse_stage({**params, "neighbours": {**nbp, "engine": "annoy"}}, stage.Params)
+    with pytest.raises(DataError, match="data.root"):
+        stage.run(parse_stage({**params, "data": {"root": "nowhere"}}, stage.Params))
+    save_npy("data/features.npy", np.zeros((8, 8), dtype=np.float32))
+    with pytest.raises(DataError, match="8"):
         stage.run(parse_stage(params, stage.Params))
-
-
-# --------------------------------------------------------------------------- real data
-VARIANTS = [(48, 90), (64, 60), (32, 75), (40, 85)]   # (side in pixels, JPEG quality)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="../shared CIFAR-10 absent")
-def test_resized_jpeg_copies_of_cifar_images_are_found(tmp_path):
-    from PIL import Image
-
-    from clusterlens.features.backbones import LITE0, build_backbone
-    from clusterlens.features.extraction import extract_features
-
-    paths = []
-    for cls_dir in sorted(p for p in CIFAR.iterdir() if p.is_dir()):
-        (tmp_path / cls_dir.name).mkdir()
-        for f in sorted(cls_dir.glob("*.jpg"))[:50]:
-            shutil.copy(f, tmp_path / cls_dir.name / f.name)
-            paths.append(f"{cls_dir.name}/{f.name}")
-    n = len(paths)
-    rng = np.random.default_rng(0)
-    sources = rng.choice(n, 40, replace=False)
-    for j, i in enumerate(sources):
-        side, quality = VARIANTS[j % len(VARIANTS)]
-        img = Image.open(tmp_path / paths[i]).convert("RGB").resize((side, side),
-                                                                    Image.BILINEAR)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
-        copy = f"{paths[i][:-4]}_copy.jpg"
-        (tmp_path / copy).write_bytes(buf.getvalue())
-        paths.append(copy)
-    X, _ = extract_features(build_backbone(LITE0, "DEFAULT", 64), tmp_path, paths, 64,
-                            "squash", batch_size=60, device="cpu", progress=False)
-    Z = nb.normalise(X)
-    nn = nb.nearest_neighbours(Z, 10)
-    pairs = nb.duplicate_pairs(Z, nn, 0.9)
-    found = set(zip(pairs.row_a.tolist(), pairs.row_b.tolist()))
-    true = {(int(i), n + j) for j, i in enumerate(sources)}
-    precision = len(found & true) / max(len(found), 1)
-    recall = len(found & true) / len(true)
-    # chance: 40 copies among ~145,000 pairs
-    assert precision >= 0.9 and recall >= 0.9, (precision, recall, len(found))
-    # the copy's nearest neighbour is its original for nearly every copy
-    nearest = nn.indices[n:, 0]
-    assert (nearest == sources).mean() >= 0.9

@@ -15,37 +15,37 @@ class NeighboursParams(Section):
     """``neighbours.*``.
 
     ``k``: the outlier score is the cosine distance to the k-th nearest other image (>= 1,
-    fewer than the images); ``duplicate_similarity``: pairs at or above this cosine similarity
-    are near-duplicates (a number in (0, 1], or ``auto``: see
-    :func:`clusterlens.audit.neighbours.auto_duplicate_similarity`); ``block_mb``: working memory of
-    one block of the search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed),
-    ``faiss`` or ``sklearn``.
+    fewer than the images); ``candidates``: nearest feature neighbours of every image checked
+    for copies (>= 0; 0 leaves only the hash and same-bytes candidates); ``hash_distance``:
+    perceptual-hash pairs within this many bits of 64 are checked (0-32); ``workers``: threads
+    that read images and compare pairs (>= 1); ``block_mb``: working memory of one block of the
+    search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``.
     """
 
     k: int
-    duplicate_similarity: float | str = "auto"  # measured: see docs/parameters.md
+    candidates: int = 10
+    hash_distance: int = 10
+    workers: int = 2
     block_mb: int = 256
     engine: str = "auto"
 
-    @field_validator("k", mode="before")
+    @field_validator("k", "workers", "block_mb", mode="before")
     @classmethod
-    def _k(cls, value: Any) -> int:
+    def _positive(cls, value: Any) -> int:
         return integer(value, 1)
 
-    @field_validator("duplicate_similarity", mode="before")
+    @field_validator("candidates", mode="before")
     @classmethod
-    def _similarity(cls, value: Any) -> float | str:
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError("must be auto or a cosine similarity in (0, 1] such as 0.9, "
-                             f"got {value!r}")
-        return float(value)
+    def _candidates(cls, value: Any) -> int:
+        return integer(value, 0)
 
-    @field_validator("block_mb", mode="before")
+    @field_validator("hash_distance", mode="before")
     @classmethod
-    def _block(cls, value: Any) -> int:
-        return integer(value, 1)
+    def _hash_distance(cls, value: Any) -> int:
+        value = integer(value, 0)
+        if value > 32:
+            raise ValueError(f"must be at most 32 bits (of 64), got {value}")
+        return value
 
     @field_validator("engine", mode="before")
     @classmethod
