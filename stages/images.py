@@ -8,8 +8,12 @@ scores and 2-D views, the label-issue scores (`label_issues`) and the neighbour 
   index order (see :data:`clusterlens.audit.image_table.COLUMNS`);
 - ``data/representatives.json``: per cluster, the members nearest its centre in PCA space and
   its doubtful members (another class than the majority, or far from the centre);
-- ``metrics/images.json``: the table's counts (agreement with the clusters, label issues);
-- ``plots/images/{label_issues,near_duplicates,outliers,representatives}.png``.
+- ``data/audit.csv``: one row per issue type (:mod:`clusterlens.audit.issues`): images flagged,
+  their share, the most severe example;
+- ``metrics/images.json``: the table's counts (agreement with the clusters, label issues, images
+  flagged per issue type);
+- ``plots/images/{label_issues,near_duplicates,same_scene,outliers,representatives}.png`` and a
+  figure per image-quality flag (``plots/images/<flag>.png``).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from clusterlens.audit.image_table import headline, images_table, tsne_columns
+from clusterlens.audit.issues import audit_table, issue_counts
 from clusterlens.audit.representatives import centre_distances, representatives
 from clusterlens.clustering.selection import selected_labels
 from clusterlens.config.base import load_params, parse_stage
@@ -29,6 +34,7 @@ from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
 from clusterlens.core.io import load_npy, read_json, read_table, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data.quality import KINDS as QUALITY_KINDS
 from clusterlens.report.figures import audit
 from clusterlens.report.figures.style import matplotlib_setup
 
@@ -50,6 +56,9 @@ OUT_LABEL_ISSUES = "plots/images/label_issues.png"
 OUT_DUPLICATES = "plots/images/near_duplicates.png"
 OUT_OUTLIERS = "plots/images/outliers.png"
 OUT_REPS_PNG = "plots/images/representatives.png"
+OUT_AUDIT = "data/audit.csv"
+OUT_SAME_SCENE = "plots/images/same_scene.png"
+OUT_QUALITY = {kind: f"plots/images/{kind}.png" for kind in QUALITY_KINDS}
 
 
 @dataclass(frozen=True)
@@ -91,14 +100,24 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     write_json(OUT_REPRESENTATIVES, {
         "model": model, "space": "pca", "distance": "euclidean to the cluster mean",
         "representatives": p.representatives, "doubtful": p.doubtful, "clusters": reps})
-    metrics = write_json(OUT_METRICS, headline(table, model))
+    summary = audit_table(table)
+    write_table(OUT_AUDIT, summary)
+    metrics = write_json(OUT_METRICS, {**headline(table, model), "issues": issue_counts(summary)})
 
     matplotlib_setup()
     n = len(index)
     audit.plot_label_issues(table, root, OUT_LABEL_ISSUES, p.show,
                             f"Suspected label issues ({metrics['label_issues']} of {n} images)")
-    audit.plot_near_duplicates(pairs, root, OUT_DUPLICATES, p.pairs,
-                               f"Near-duplicate pairs ({len(pairs)} in all)")
+    copies, scenes = pairs[pairs["kind"] != "same_scene"], pairs[pairs["kind"] == "same_scene"]
+    audit.plot_near_duplicates(copies, root, OUT_DUPLICATES, p.pairs,
+                               f"Near-duplicate pairs ({len(copies)} in all)")
+    audit.plot_near_duplicates(scenes, root, OUT_SAME_SCENE, p.pairs,
+                               f"Two shots of the same scene ({len(scenes)} pairs)",
+                               empty="No pair of shots of the same scene.")
+    for kind, out in OUT_QUALITY.items():
+        audit.plot_flagged(table, root, out, kind, p.show,
+                           f"{kind.replace('_', ' ').capitalize()} images "
+                           f"({int(table['is_' + kind].sum())} of {n})")
     audit.plot_outliers(table, root, OUT_OUTLIERS, p.show,
                         f"The {min(p.show, n)} most atypical images of {n}")
     audit.plot_representatives(reps, root, OUT_REPS_PNG, p.clusters,
@@ -108,7 +127,9 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
         OUT_REPRESENTATIVES: f"{len(reps)} clusters",
         OUT_METRICS: f"agree {metrics['agree_fraction']}, {metrics['label_issues']} label "
                      f"issues, {metrics['in_duplicate_groups']} images in duplicate groups",
-        "plots": ", ".join([OUT_LABEL_ISSUES, OUT_DUPLICATES, OUT_OUTLIERS, OUT_REPS_PNG])})
+        OUT_AUDIT: ", ".join(f"{k} {v}" for k, v in metrics["issues"].items()),
+        "plots": ", ".join([OUT_LABEL_ISSUES, OUT_DUPLICATES, OUT_SAME_SCENE, OUT_OUTLIERS,
+                            OUT_REPS_PNG, *OUT_QUALITY.values()])})
     return metrics
 
 

@@ -1,8 +1,10 @@
 """DVC stage ``index``: scan ``data.root`` (one sub-folder per class) into the index table.
 
-Writes ``data/index.parquet`` (one row per usable image), ``data/rejected.csv`` (every file or
-folder left out, with its reason), ``metrics/index.json`` and the figures under ``plots/index``.
-The rules are those of :mod:`clusterlens.data.index`.
+Writes ``data/index.parquet`` (one row per usable image, with its image-quality scores and
+flags), ``data/rejected.csv`` (every file or folder left out, with its reason),
+``data/quality_by_class.csv`` (per class: the rate of each quality flag and its possible
+shortcuts), ``metrics/index.json`` and the figures under ``plots/index``. The rules are those of
+:mod:`clusterlens.data.index` and :mod:`clusterlens.data.quality`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from clusterlens.core.cli import run_cli
 from clusterlens.core.io import remove_stale_tmp, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.data.index import build_index, check_root, index_metrics
+from clusterlens.data.quality import FLAG_COLUMNS, class_rates, flag_counts, shortcuts
 from clusterlens.report.figures.index import (
     plot_class_distribution,
     plot_image_sizes,
@@ -31,12 +34,14 @@ log = get_logger("index")
 
 OUT_INDEX = "data/index.parquet"
 OUT_REJECTED = "data/rejected.csv"
+OUT_QUALITY = "data/quality_by_class.csv"
 OUT_METRICS = "metrics/index.json"
 OUT_COUNTS = "plots/index/class_counts.csv"
 OUT_DIST = "plots/index/class_distribution.png"
 OUT_SIZES = "plots/index/image_sizes.png"
 OUT_SAMPLES = "plots/index/samples.png"
-OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES)
+OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_QUALITY, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES,
+           OUT_SAMPLES)
 
 
 @dataclass(frozen=True)
@@ -62,18 +67,26 @@ def run(cfg: Params) -> dict:
               params={"index.min_side": p.min_side, "index.drop_duplicates": p.drop_duplicates,
                       "index.workers": p.workers, "seed": seed})
     index, rejected, info = build_index(root, p.min_side, p.drop_duplicates, p.workers)
-    metrics = index_metrics(index, rejected, info)
+    flags, classes = index[FLAG_COLUMNS], index["class"]
+    found = shortcuts(flags, classes)
+    metrics = {**index_metrics(index, rejected, info), "quality_flags": flag_counts(flags),
+               "quality_shortcuts": len(found)}
     if info["empty_classes"]:
         log.warning("class folders without a usable image (no label given): %s",
                     ", ".join(info["empty_classes"]))
     if len(rejected):
         log.warning("%d files rejected: %s (see %s)", len(rejected),
                     metrics["rejected_by_reason"], OUT_REJECTED)
+    for r in found.to_dict("records"):
+        log.warning("possible shortcut: %d of %d images of class %r are %s (%.0f%%; %.1f%% in the "
+                    "other classes)", r["flagged"], r["images"], r["class"], r["kind"], 100 * r["rate"],
+                    100 * r["rest_rate"])
 
     matplotlib_setup()
     counts = index["class"].value_counts().sort_index()
     write_table(OUT_INDEX, index)
     write_table(OUT_REJECTED, rejected)
+    write_table(OUT_QUALITY, class_rates(flags, classes))
     write_table(OUT_COUNTS, pd.DataFrame({"class": counts.index, "count": counts.values}))
     plot_class_distribution(counts, OUT_DIST)
     plot_image_sizes(index, OUT_SIZES)
@@ -82,6 +95,8 @@ def run(cfg: Params) -> dict:
     log_block(log, "index done", outputs={
         OUT_INDEX: f"{metrics['images']} images, {metrics['classes']} classes",
         OUT_REJECTED: f"{metrics['rejected']} rejected",
+        OUT_QUALITY: ", ".join(f"{k} {n}" for k, n in metrics["quality_flags"].items())
+                     + f"; {len(found)} possible shortcuts",
         OUT_METRICS: f"imbalance {metrics['imbalance_ratio']:.2f}, "
                      f"{metrics['duplicates']} duplicates",
         "plots": ", ".join([OUT_COUNTS, OUT_DIST, OUT_SIZES, OUT_SAMPLES])})

@@ -49,6 +49,7 @@ INPUTS = {
     "upper": "metrics/upper_bound.json", "upper_configs": "metrics/upper_bound_configs.csv",
     "images": "data/images.parquet", "label_issues": "metrics/label_issues.json",
     "neighbours": "metrics/neighbours.json", "near_duplicates": "data/near_duplicates.csv",
+    "audit": "data/audit.csv",
 }
 OPTIONAL = ("cnn",)
 
@@ -69,9 +70,10 @@ FILES = ReportFiles(
     upper_configs="plots/upper_bound/configs.png",
     upper_per_class="plots/upper_bound/per_class_accuracy.png",
     upper_macro="plots/upper_bound/macro_accuracy.png", gap="plots/summary/gap.png",
-    images=INPUTS["images"], near_duplicates=INPUTS["near_duplicates"],
+    images=INPUTS["images"], near_duplicates=INPUTS["near_duplicates"], audit=INPUTS["audit"],
     audit_label_issues="plots/images/label_issues.png",
     audit_near_duplicates="plots/images/near_duplicates.png",
+    audit_same_scene="plots/images/same_scene.png", audit_quality="plots/images/{kind}.png",
     audit_outliers="plots/images/outliers.png",
     audit_representatives="plots/images/representatives.png",
 )

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from clusterlens.audit import image_table as it
+from clusterlens.audit.issues import ISSUE_TYPES
 from clusterlens.audit.representatives import (
     centre_distances,
     cluster_majority,
@@ -79,6 +80,16 @@ def test_tsne_columns_are_nan_outside_the_sample():
         it.tsne_columns(3, np.array([0, 5]), np.zeros((2, 2)))
 
 
+def _quality(n: int, rng) -> dict:
+    """Stand-in image-quality columns of the index: the first image flagged blurry."""
+    from clusterlens.data.quality import KINDS
+
+    out = {f"{k}_score": rng.uniform(0, 0.5, n) for k in KINDS}
+    out.update({f"is_{k}": np.zeros(n, bool) for k in KINDS})
+    out["blurry_score"][0], out["is_blurry"][0] = 0.9, True
+    return out
+
+
 def _scores(paths, classes, rng):
     """Stand-ins for data/label_issues.parquet and data/neighbours.parquet."""
     n = len(paths)
@@ -99,7 +110,10 @@ def _scores(paths, classes, rng):
     neighbours = pd.DataFrame({
         "path": paths, "class": classes, "duplicate_group": group, "outlier_score": score,
         "outlier_rank": (np.argsort(np.argsort(-score)) + 1),
-        "outlier_rank_in_class": np.ones(n, dtype=np.int64)})
+        "outlier_rank_in_class": np.ones(n, dtype=np.int64),
+        "is_near_duplicate": group >= 0, "near_duplicate_kind": np.where(group >= 0, "crop", ""),
+        "near_duplicate_score": np.where(group >= 0, 0.97, 0.0), "is_same_scene": np.zeros(n, bool),
+        "same_scene_score": np.zeros(n)})
     return label_issues, neighbours
 
 
@@ -107,7 +121,8 @@ def test_images_table_joins_back_to_the_index_exactly():
     rng = np.random.default_rng(1)
     n = 12
     index = pd.DataFrame({"path": [f"c{i % 3}/{i:03d}.png" for i in range(n)],
-                          "class": [f"c{i % 3}" for i in range(n)], "label": np.arange(n) % 3})
+                          "class": [f"c{i % 3}" for i in range(n)], "label": np.arange(n) % 3,
+                          **_quality(n, rng)})
     labels = np.arange(n) % 3
     labels[[0, 4]] = [-1, 0]  # noise; a c1 image in cluster 0
     li, nb = _scores(index["path"].tolist(), index["class"].tolist(), rng)
@@ -183,8 +198,9 @@ def _inputs(tmp_path):
     rows = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.png"))
     cls = [r.split("/")[0] for r in rows]
     y = np.array([sorted(set(cls)).index(c) for c in cls])
-    write_table("data/index.parquet", pd.DataFrame({"path": rows, "class": cls, "label": y}))
     rng = np.random.default_rng(0)
+    write_table("data/index.parquet", pd.DataFrame({"path": rows, "class": cls, "label": y,
+                                                    **_quality(len(rows), rng)}))
     pca = (np.eye(3)[y] * 6 + rng.normal(0, 0.7, (len(y), 3))).astype(np.float32)
     labels = y.copy()
     labels[0] = 1  # an apple in the berry cluster
@@ -200,8 +216,9 @@ def _inputs(tmp_path):
     write_table("data/near_duplicates.csv", pd.DataFrame({
         "row_a": [0, 3], "row_b": [1, 9], "path_a": [rows[0], rows[3]],
         "path_b": [rows[1], rows[9]], "class_a": [cls[0], cls[3]], "class_b": [cls[1], cls[9]],
-        "similarity": [0.99, 0.97], "label_conflict": [cls[0] != cls[1], cls[3] != cls[9]],
-        "group": [0, 1]}))
+        "kind": ["resized", "same_scene"], "score": [0.99, 0.8], "similarity": [0.99, 0.97],
+        "coverage": [1.0, 1.0], "label_conflict": [cls[0] != cls[1], cls[3] != cls[9]],
+        "group": [0, -1]}))
     return {"seed": 0, "data": {"root": str(root)}, "images": IMAGES}, rows, pca, labels
 
 
@@ -225,9 +242,17 @@ def test_images_stage_writes_the_table_representatives_and_figures(tmp_path, in_
     berry = next(c for c in reps["clusters"] if c["cluster"] == 1)
     assert berry["doubtful"][0] == {**berry["doubtful"][0], "row": 0, "agrees": False}
     assert head == read_json(stage.OUT_METRICS) and head["images"] == len(rows)
-    for png in [stage.OUT_LABEL_ISSUES, stage.OUT_DUPLICATES, stage.OUT_OUTLIERS,
-                stage.OUT_REPS_PNG]:
+    for png in [stage.OUT_LABEL_ISSUES, stage.OUT_DUPLICATES, stage.OUT_SAME_SCENE,
+                stage.OUT_OUTLIERS, stage.OUT_REPS_PNG, *stage.OUT_QUALITY.values()]:
         assert Image.open(png).size[0] > 300, png
+    # the audit: one row per issue type, counts as flagged, the most severe example named
+    audit = pd.read_csv(stage.OUT_AUDIT, keep_default_na=False, na_values=[""])
+    assert audit["issue"].tolist() == list(ISSUE_TYPES)
+    by = audit.set_index("issue")
+    assert by.loc["blurry", "images"] == 1 and by.loc["blurry", "example"] == rows[0]
+    assert by.loc["near_duplicate", "images"] == 2 and by.loc["dark", "images"] == 0
+    assert head["issues"] == {r.issue: int(r.images) for r in audit.itertuples()}
+    assert t["is_blurry"].sum() == 1 and t["label_issue_score"].between(0, 1).all()
 
 
 def test_images_stage_refuses_stale_scores(tmp_path, in_tmp_cwd):

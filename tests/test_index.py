@@ -183,8 +183,8 @@ def test_params_are_validated_with_their_key(tmp_path):
 
 def test_run_writes_every_output(messy_tree, in_tmp_cwd):
     metrics = run(parse_stage(_params(messy_tree), Params))
-    for out in ["data/index.parquet", "data/rejected.csv", "metrics/index.json",
-                "plots/index/class_counts.csv", "plots/index/class_distribution.png",
+    for out in ["data/index.parquet", "data/rejected.csv", "data/quality_by_class.csv",
+                "metrics/index.json", "plots/index/class_counts.csv", "plots/index/class_distribution.png",
                 "plots/index/image_sizes.png", "plots/index/samples.png"]:
         assert (in_tmp_cwd / out).stat().st_size > 0, out
     assert json.loads((in_tmp_cwd / "metrics/index.json").read_text()) == metrics
@@ -195,5 +195,8 @@ def test_run_writes_every_output(messy_tree, in_tmp_cwd):
     assert len(rejected) == 6
     index = pd.read_parquet(in_tmp_cwd / "data/index.parquet")
     assert len(index) == 13
+    quality = pd.read_csv(in_tmp_cwd / "data/quality_by_class.csv", keep_default_na=False)
+    assert quality["class"].tolist() == ["ant", "bee"] and quality["images"].tolist() == [9, 4]
+    assert set(metrics["quality_flags"]) >= {"blurry", "dark", "grayscale", "odd_size"}
     png = Image.open(in_tmp_cwd / "plots/index/samples.png")
     assert png.size[0] > 200 and png.size[1] > 100

@@ -1,11 +1,13 @@
 """The report: its renderers (markdown and self-contained HTML), its sections, and the stage."""
 import base64
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from clusterlens.audit.issues import ISSUE_TYPES
 from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import ParamError
 from clusterlens.core.io import write_json, write_table
@@ -126,7 +128,8 @@ JSONS = {
                                   "folds": 3, "config": {"name": "lr_C1", "features": "raw"}},
     "metrics/neighbours.json": {"duplicate_pairs": 1, "duplicate_groups": 1,
                                 "images_in_groups": 2, "label_conflicts": 1, "k": 5,
-                                "duplicate_similarity": 0.95},
+                                "candidate_pairs": 3, "pairs_exact": 0, "pairs_resized": 1,
+                                "pairs_crop": 0, "pairs_mirror": 0, "pairs_same_scene": 0},
     "metrics/upper_bound.json": {
         "split": {"train": 14, "test": 4, "seed": 0},
         "best": {"config": "lr_C1", "test_accuracy": 0.93, "train_accuracy": 1.0,
@@ -158,8 +161,13 @@ TABLES = {
         "outlier_score": [0.1, 0.2, 0.7], "outlier_rank": [3, 2, 1]}),
     "data/near_duplicates.csv": pd.DataFrame({
         "row_a": [0], "row_b": [1], "path_a": ["apple/0.png"], "path_b": ["berry/1.png"],
-        "class_a": ["apple"], "class_b": ["berry"], "similarity": [0.981],
-        "label_conflict": [True], "group": [0]}),
+        "class_a": ["apple"], "class_b": ["berry"], "kind": ["resized"], "score": [0.98],
+        "similarity": [0.981], "coverage": [1.0], "label_conflict": [True], "group": [0]}),
+    "data/audit.csv": pd.DataFrame({
+        "issue": list(ISSUE_TYPES), "images": [2, 0, 1] + [0] * (len(ISSUE_TYPES) - 3),
+        "share": [2 / 3, 0.0, 1 / 3] + [0.0] * (len(ISSUE_TYPES) - 3),
+        "example": ["apple/0.png", "", "cherry/2.png"] + [""] * (len(ISSUE_TYPES) - 3),
+        "example_score": [0.98, np.nan, 0.99] + [np.nan] * (len(ISSUE_TYPES) - 3)}),
 }
 PARAMS = {"seed": 0, "data": {"root": "data/fruit"},
           "agglomerative": {"linkage": ["ward", "single"], "k": [3]},
@@ -198,7 +206,9 @@ def test_report_stage_writes_markdown_and_html(inputs):
     assert "flags **1 of 3 images** (33.3%); estimated label noise 5.0%" in md
     assert "labels differ: **1** (all in `data/near_duplicates.csv`)" in md
     assert "| 1 | cherry/2.png | cherry -> berry | 0.97 | 0.01 | berry |" in md
-    assert "| apple/0.png | apple | berry/1.png | berry | 0.981 |" in md
+    assert "| apple/0.png | apple | berry/1.png | berry | resized | 0.98 |" in md
+    assert "| near duplicate | 2 | 66.7% | apple/0.png | 0.98 |" in md   # the audit table
+    assert "### Image quality: blurry" in md and "### Shots of the same scene" in md
     assert "| 1 | cherry/2.png | cherry | 0.7 | 1 |" in md
     assert "plots/images/label_issues.png` is missing" in md
     assert "Throughput" not in md and "feature store" not in md  # no timing log
@@ -217,7 +227,7 @@ def test_report_stage_is_deterministic_and_leaves_run_to_run_timings_out(inputs)
     write_json("logs/extract_timing.json", {"seconds": 2.0, "images_per_s": 50.0, "images": 100})
     stage.run(parse_stage(PARAMS, stage.Params))
     first = Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()
-    assert b"images/s" not in first[0] and b"images/s" not in first[1]
+    assert not any(re.search(rb"\d images/s", f) for f in first)
     write_json("logs/extract_timing.json", {"seconds": 9.0, "images_per_s": 11.0, "images": 100})
     stage.run(parse_stage(PARAMS, stage.Params))
     assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first

@@ -19,6 +19,8 @@ file declared as DVC ``metrics:``, so that ``dvc exp show`` and ``dvc metrics di
 """
 from __future__ import annotations
 
+from clusterlens.data.quality import KINDS as QUALITY_KINDS
+
 UNSUPERVISED_KEYS = ("nmi", "purity", "hungarian_accuracy", "ari")
 
 
@@ -84,7 +86,8 @@ HEADLINE_KEYS = (
     "model", "clusters", "nmi", "ari", "purity", "accuracy", "noise",
     "kmeans_k", "kmeans_nmi", "upper_bound", "gap",
     "images", "classes", "rejected", "variance_kept",
-    "label_issues", "near_duplicates")
+    "label_issues", "near_duplicates", "duplicate_pairs", "same_scene_pairs",
+    *QUALITY_KINDS)
 
 
 def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
@@ -94,7 +97,7 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
     Parameters
     ----------
     index : dict
-        The index metrics: ``images``, ``classes``, ``rejected``.
+        The index metrics: ``images``, ``classes``, ``rejected``, ``quality_flags``.
     reduce : dict
         The PCA metrics: ``variance_retained``.
     clustering : dict
@@ -105,7 +108,8 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
     label_issues : dict
         The label-issue metrics: ``issues``.
     neighbours : dict
-        The near-duplicate metrics: ``images_in_groups``.
+        The near-duplicate metrics: ``images_in_groups``, ``duplicate_pairs``,
+        ``pairs_same_scene``.
 
     Returns
     -------
@@ -115,8 +119,10 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
         ``accuracy`` (Hungarian) and ``noise`` (fraction left unclustered) are its scores;
         ``kmeans_k`` / ``kmeans_nmi`` the K-Means grid point of highest NMI; ``upper_bound`` the
         supervised test accuracy and ``gap`` = ``upper_bound - accuracy``; ``variance_kept`` the
-        PCA's retained variance; ``near_duplicates`` the images in near-duplicate groups. A value
-        whose source is missing (e.g. no K-Means grid) is None.
+        PCA's retained variance; ``near_duplicates`` the images in near-duplicate groups,
+        ``duplicate_pairs`` / ``same_scene_pairs`` the verified copy pairs and same-scene pairs;
+        one count per image-quality flag (``blurry``, ..., ``odd_aspect_ratio``) from the
+        index. A value whose source is missing (e.g. no K-Means grid) is None.
     """
     sel = clustering.get("selected") or {}
     method, point = sel.get("method"), sel.get("point")
@@ -135,5 +141,8 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
         "images": index.get("images"), "classes": index.get("classes"),
         "rejected": index.get("rejected"), "variance_kept": reduce.get("variance_retained"),
         "label_issues": label_issues.get("issues"),
-        "near_duplicates": neighbours.get("images_in_groups")}
+        "near_duplicates": neighbours.get("images_in_groups"),
+        "duplicate_pairs": neighbours.get("duplicate_pairs"),
+        "same_scene_pairs": neighbours.get("pairs_same_scene"),
+        **{k: (index.get("quality_flags") or {}).get(k) for k in QUALITY_KINDS}}
     return {key: out[key] for key in HEADLINE_KEYS}

@@ -2,8 +2,9 @@
 
 :func:`images_table` joins the image index with the selected clustering (cluster, its
 majority class, whether the image's class agrees with it, the distance to the cluster's
-centre), the 2-D views (PCA, t-SNE where sampled), the label-issue scores and the neighbour
-scores. Every input is checked to be aligned with the index (same paths, same order), so
+centre), the 2-D views (PCA, t-SNE where sampled), the label-issue scores, the neighbour
+scores, and a flag and a score for every issue type of the audit
+(:mod:`clusterlens.audit.issues`). Every input is checked to be aligned with the index (same paths, same order), so
 a stale input is an error rather than a silent misjoin.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from clusterlens.audit.duplicates import IMAGE_COLUMNS as DUPLICATE_COLUMNS
+from clusterlens.audit.issues import ISSUE_TYPES, flag_column, score_column
 from clusterlens.audit.representatives import cluster_majority
 from clusterlens.clustering.metrics import NOISE
 from clusterlens.core.errors import DataError
@@ -18,8 +21,11 @@ from clusterlens.core.errors import DataError
 LABEL_ISSUE_COLUMNS = ["label_quality", "suggested_class", "suggested_probability",
                        "is_label_issue", "label_issue_rank"]
 NEIGHBOUR_COLUMNS = ["duplicate_group", "outlier_score", "outlier_rank"]
-COLUMNS = ["path", "class", "cluster", "cluster_majority_class", "agrees", "centre_distance",
-           "pca_x", "pca_y", "tsne_x", "tsne_y", *LABEL_ISSUE_COLUMNS, *NEIGHBOUR_COLUMNS]
+ISSUE_COLUMNS = [c for issue in ISSUE_TYPES for c in (flag_column(issue), score_column(issue))]
+COLUMNS = list(dict.fromkeys([
+    "path", "class", "cluster", "cluster_majority_class", "agrees", "centre_distance", "pca_x",
+    "pca_y", "tsne_x", "tsne_y", *LABEL_ISSUE_COLUMNS, *NEIGHBOUR_COLUMNS, "near_duplicate_kind",
+    *ISSUE_COLUMNS]))  # is_label_issue is both a label-issue and an issue column
 
 
 def check_aligned(index: pd.DataFrame, other: pd.DataFrame, name: str,
@@ -117,7 +123,12 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
             raise DataError(f"{name} have shape {np.shape(arr)}, expected {shape} for the "
                             f"index's {n} images: re-run `dvc repro`")
     check_aligned(index, label_issues, "the label issues", LABEL_ISSUE_COLUMNS)
-    check_aligned(index, neighbours, "the neighbour scores", NEIGHBOUR_COLUMNS)
+    check_aligned(index, neighbours, "the neighbour scores", NEIGHBOUR_COLUMNS + DUPLICATE_COLUMNS)
+    quality = [c for c in ISSUE_COLUMNS if c.removeprefix("is_").removesuffix("_score")
+               not in ("near_duplicate", "same_scene", "label_issue")]
+    missing = [c for c in quality if c not in index.columns]
+    if missing:
+        raise DataError(f"the index has no column {', '.join(missing)}: re-run `dvc repro`")
     classes = index["class"].astype(str).to_numpy(dtype=object)
     majority = {c: m for c, (m, _) in cluster_majority(labels, classes).items()}
     major = np.array([majority.get(int(c), "") for c in labels], dtype=object)
@@ -132,8 +143,14 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
         out[col] = label_issues[col].to_numpy()
     for col in NEIGHBOUR_COLUMNS:
         out[col] = neighbours[col].to_numpy()
+    for col in DUPLICATE_COLUMNS:
+        out[col] = neighbours[col].to_numpy()
+    out["label_issue_score"] = 1.0 - out["label_quality"].astype(np.float64)
+    for col in quality:
+        out[col] = index[col].to_numpy()
     out["agrees"] = out["agrees"].astype(bool)
-    out["is_label_issue"] = out["is_label_issue"].astype(bool)
+    for issue in ISSUE_TYPES:
+        out[flag_column(issue)] = out[flag_column(issue)].astype(bool)
     return out[COLUMNS]
 
 

@@ -14,7 +14,11 @@ Rules (documented in the README):
   first (in sorted order) is rejected as ``duplicate``;
 - every file is decoded exactly as feature extraction will load it (EXIF orientation, first
   frame, RGB conversion), so an indexed image can always be read by the later stages;
-- names that are not valid UTF-8 cannot be written to the output tables: ``bad_filename``.
+- names that are not valid UTF-8 cannot be written to the output tables: ``bad_filename``;
+- every indexed image gets image-quality scores and flags (``<kind>_score``, ``is_<kind>``:
+  blurry, dark, light, low_information, grayscale from its decoded pixels, odd_size and
+  odd_aspect_ratio against the indexed images' medians; :mod:`clusterlens.data.quality`).
+  Flagged images stay in the index.
 """
 from __future__ import annotations
 
@@ -33,9 +37,12 @@ from tqdm import tqdm
 
 from clusterlens.core.errors import DataError
 from clusterlens.data.images import first_frame_rgb
+from clusterlens.data.quality import PIXEL_KINDS, QUALITY_COLUMNS, flag_table, image_scores
 
-INDEX_COLUMNS = ["path", "class", "label", "width", "height", "mode", "format", "n_frames",
-                 "bytes", "sha256", "duplicate_of"]
+FILE_COLUMNS = ["path", "class", "label", "width", "height", "mode", "format", "n_frames",
+                "bytes", "sha256", "duplicate_of"]
+PIXEL_SCORE_COLUMNS = [f"{k}_score" for k in PIXEL_KINDS]
+INDEX_COLUMNS = FILE_COLUMNS + QUALITY_COLUMNS
 REJECTED_COLUMNS = ["path", "class", "reason", "detail"]
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -203,7 +210,8 @@ def inspect_image(path: Path, min_side: int) -> dict:
     Returns
     -------
     dict
-        width, height (as extraction sees them), mode, format, n_frames, bytes, sha256.
+        width, height (as extraction sees them), mode, format, n_frames, bytes, sha256, and the
+        pixel quality scores of :func:`clusterlens.data.quality.image_scores`.
 
     Raises
     ------
@@ -241,13 +249,14 @@ def inspect_image(path: Path, min_side: int) -> dict:
     except Exception as exc:  # noqa: BLE001
         raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
     try:
-        width, height = first_frame_rgb(img).size  # what extraction will see
+        rgb = first_frame_rgb(img)  # what extraction will see
     except Exception as exc:  # noqa: BLE001 - decodes, but cannot become an RGB picture
         raise Rejected("unsupported_mode", f"mode {mode}: {type(exc).__name__}: {exc}") from None
+    width, height = rgb.size
     if min(width, height) < min_side:
         raise Rejected("too_small", f"{width}x{height} is below index.min_side={min_side}")
     return {"width": width, "height": height, "mode": mode, "format": fmt,
-            "n_frames": n_frames, "bytes": len(data), "sha256": digest}
+            "n_frames": n_frames, "bytes": len(data), "sha256": digest, **image_scores(rgb)}
 
 
 def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = False,
@@ -269,7 +278,8 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     -------
     index : pandas.DataFrame
         One row per usable image, sorted by path, columns ``INDEX_COLUMNS``; ``label`` numbers
-        the classes that have at least one usable image, in sorted order.
+        the classes that have at least one usable image, in sorted order; the quality columns
+        (:func:`clusterlens.data.quality.flag_table`) are relative to these rows' sizes.
     rejected : pandas.DataFrame
         One row per file or folder left out, with its reason (columns ``REJECTED_COLUMNS``).
     info : dict
@@ -307,8 +317,8 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
             else:
                 rows.append({"path": rel, "class": cls, **res})
 
-    index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c not in ("label",
-                                                                           "duplicate_of")])
+    index = pd.DataFrame(rows, columns=[c for c in FILE_COLUMNS if c not in ("label", "duplicate_of")]
+                         + PIXEL_SCORE_COLUMNS)
     first_path = index.groupby("sha256", sort=False)["path"].transform("first")
     index["duplicate_of"] = np.where(first_path != index["path"], first_path, "")
     if drop_duplicates:
@@ -321,7 +331,9 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     used = sorted(index["class"].unique())
     label_of = {c: i for i, c in enumerate(used)}
     index.insert(2, "label", index["class"].map(label_of).astype("int64"))
-    index = index[INDEX_COLUMNS].reset_index(drop=True)
+    index = index.reset_index(drop=True)
+    quality = flag_table(index[PIXEL_SCORE_COLUMNS], widths=index["width"], heights=index["height"])
+    index = pd.concat([index[FILE_COLUMNS], quality], axis=1)[INDEX_COLUMNS]
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(
         "path", kind="stable").reset_index(drop=True)
     info = {"classes_found": classes, "empty_classes": [c for c in classes if c not in label_of]}

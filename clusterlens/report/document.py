@@ -65,8 +65,11 @@ class ReportFiles:
     gap: str
     images: str
     near_duplicates: str
+    audit: str
     audit_label_issues: str
     audit_near_duplicates: str
+    audit_same_scene: str
+    audit_quality: str  # one figure per image-quality flag: a format string with {kind}
     audit_outliers: str
     audit_representatives: str
 
@@ -102,6 +105,7 @@ class ReportData:
     label_issues: dict
     neighbours: dict
     near_duplicates: pd.DataFrame
+    audit: pd.DataFrame
     explorer: str | None = None
     explorer_note: str = ""
 
@@ -535,14 +539,47 @@ def label_issue_table(images: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFra
 
 
 def duplicate_table(pairs: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
-    """The ``top`` near-duplicate pairs, label conflicts first, then by similarity."""
-    rows = pairs.sort_values(["label_conflict", "similarity"], ascending=[False, False],
+    """The ``top`` pairs, label conflicts first, then by score."""
+    rows = pairs.sort_values(["label_conflict", "score"], ascending=[False, False],
                              kind="stable").head(top)
     return pd.DataFrame({"image a": rows["path_a"].to_numpy(),
                          "class a": rows["class_a"].to_numpy(),
                          "image b": rows["path_b"].to_numpy(),
                          "class b": rows["class_b"].to_numpy(),
-                         "similarity": rows["similarity"].to_numpy()})
+                         "kind": rows["kind"].to_numpy(), "score": rows["score"].to_numpy()})
+
+
+QUALITY_TEXT = {
+    "blurry": "little fine detail for the image's size (out of focus, motion blur, upscaled)",
+    "dark": "most pixels near black (under-exposed)",
+    "light": "most pixels near white (over-exposed, washed out)",
+    "low_information": "nearly uniform: a blank or almost empty picture",
+    "grayscale": "no colour in an RGB file",
+    "odd_size": "far smaller or larger than the folder's typical image",
+    "odd_aspect_ratio": "far wider or taller than the folder's typical image",
+}
+
+
+def audit_overview(audit: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The audit table for the report: issue type, images, share, most severe example."""
+    return pd.DataFrame({"issue": audit["issue"].str.replace("_", " ").to_numpy(),
+                         "images": audit["images"].to_numpy(),
+                         "share": [_pct(v) for v in audit["share"]],
+                         "most severe": audit["example"].to_numpy(),
+                         "its score": audit["example_score"].to_numpy()})
+
+
+def section_quality(doc: Doc, images: pd.DataFrame, audit: pd.DataFrame, files: ReportFiles):
+    """One sub-section per image-quality flag: what it means, how many, the flagged images."""
+    for r in audit.itertuples():
+        if r.issue not in QUALITY_TEXT:
+            continue
+        doc.h(3, f"Image quality: {r.issue.replace('_', ' ')}")
+        doc.p(f"{QUALITY_TEXT[r.issue].capitalize()}: **{r.images:,}** images "
+              f"({_pct(r.share)}). Flagged images stay in the pipeline; the score is in "
+              f"`{files.images}` (`{r.issue}_score`, higher = more severe).")
+        doc.fig(files.audit_quality.format(kind=r.issue),
+                f"{r.issue.replace('_', ' ').capitalize()} images, most severe first")
 
 
 def outlier_table(images: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
@@ -555,13 +592,16 @@ def outlier_table(images: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
 
 
 def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbours: dict,
-                   pairs: pd.DataFrame, files: ReportFiles):
-    """Section 8: images to check: suspected label issues (given -> suggested), near-duplicate
-    pairs, the most atypical images, and each cluster's representatives."""
+                   pairs: pd.DataFrame, audit: pd.DataFrame, files: ReportFiles):
+    """Section 8: images to check: the audit's table of issue types, suspected label issues
+    (given -> suggested), near-duplicate pairs by kind, shots of the same scene, image-quality
+    flags, the most atypical images, and each cluster's representatives."""
     doc.h(2, "8. Images to check")
     doc.p(f"Every image on one row, in index order (cluster, its majority class, distance to "
           f"the cluster's centre, 2-D coordinates, label quality, duplicate group, outlier "
-          f"score): `{files.images}`.")
+          f"score, and a flag and a score for every issue type): `{files.images}`. The issue "
+          f"types at a glance (`{files.audit}`):")
+    doc.table(audit_overview(audit, len(images)))
     doc.h(3, "Suspected label issues")
     n_issues = int(images["is_label_issue"].sum())
     doc.p(f"cleanlab on out-of-fold predicted probabilities ({label_issues.get('folds')} folds "
@@ -580,16 +620,26 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
         doc.table(label_issue_table(images))
     doc.fig(files.audit_label_issues, "Suspected label issues: given class -> suggested class")
     doc.h(3, "Near-duplicates")
-    doc.p(f"Pairs of images with cosine similarity >= "
-          f"{neighbours.get('duplicate_similarity')} (backbone features): "
-          f"**{neighbours.get('duplicate_pairs', len(pairs)):,}**, in "
-          f"{neighbours.get('duplicate_groups', 0):,} groups holding "
+    copies = pairs[pairs["kind"] != "same_scene"]
+    scenes = pairs[pairs["kind"] == "same_scene"]
+    kinds = ", ".join(f"{k.replace('_', ' ')} {neighbours.get('pairs_' + k, 0):,}"
+                      for k in ("exact", "resized", "crop", "mirror"))
+    doc.p(f"Candidate pairs (perceptual hashes, the nearest feature neighbours, equal bytes: "
+          f"{neighbours.get('candidate_pairs', 0):,}) are each aligned and compared on the "
+          f"pixels. Copies: **{neighbours.get('duplicate_pairs', len(copies)):,}** pairs ({kinds}), "
+          f"in {neighbours.get('duplicate_groups', 0):,} groups holding "
           f"{neighbours.get('images_in_groups', 0):,} images; pairs whose two labels differ: "
           f"**{neighbours.get('label_conflicts', 0):,}** (all in `{files.near_duplicates}`).")
-    if len(pairs):
-        doc.table(duplicate_table(pairs))
-    doc.fig(files.audit_near_duplicates, "Near-duplicate pairs side by side (red: the labels "
-                                         "differ)")
+    if len(copies):
+        doc.table(duplicate_table(copies))
+    doc.fig(files.audit_near_duplicates, "Near-duplicate pairs side by side, with their kind "
+                                         "(red: the labels differ)")
+    doc.h(3, "Shots of the same scene")
+    doc.p(f"Pairs that are not copies but show one scene (a burst, a person photographed twice "
+          f"against the same wall, a recoloured copy): **{len(scenes):,}**. Keep or drop them as "
+          "the use of the data needs.")
+    doc.fig(files.audit_same_scene, "Two shots of the same scene, side by side")
+    section_quality(doc, images, audit, files)
     doc.h(3, "Outliers")
     doc.p(f"The images with the highest outlier score (the most atypical: far from their "
           f"{neighbours.get('k')} nearest neighbours in the backbone features):")
@@ -652,5 +702,6 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     section_macro(doc, data.macro, data.groups, data.purity, files)
     section_upper(doc, data.upper, data.upper_configs, data.summary, files)
     section_images(doc, data.images, data.label_issues, data.neighbours, data.near_duplicates,
+                   data.audit,
                    files)
     return doc

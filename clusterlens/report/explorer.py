@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clusterlens.audit.issues import ISSUE_TYPES, flag_column, score_column
 from clusterlens.clustering.metrics import NOISE
 from clusterlens.report.colours import MARKERS, NOISE_COLOUR, class_colours, cluster_styles, palette
 
@@ -177,10 +178,20 @@ def colourings(table: pd.DataFrame, macro: dict[str, dict[str, str]]) -> list[tu
             label = ", ".join(members[:4]) + (f" +{len(members) - 4}" if len(members) > 4 else "")
             groups.append((f"{g}: {label}", cols[g], "circle", member == g))
         out.append((f"macro {cut}", groups))
-    issue = table["is_label_issue"].to_numpy(dtype=bool)
-    out.append(("label issue", [("no suspected issue", "#c7c7c7", "circle", ~issue),
-                                ("suspected label issue", ISSUE_COLOUR, "circle", issue)]))
+    for issue in present_issues(table):
+        flag = table[flag_column(issue)].to_numpy(dtype=bool)
+        name = "suspected label issue" if issue == "label_issue" else issue.replace("_", " ")
+        off = "no suspected issue" if issue == "label_issue" else f"not {name}"
+        out.append((issue.replace("_", " "), [(off, "#c7c7c7", "circle", ~flag),
+                                              (name, ISSUE_COLOUR, "circle", flag)]))
     return out
+
+
+def present_issues(table: pd.DataFrame) -> list[str]:
+    """The audit's issue types (:data:`clusterlens.audit.issues.ISSUE_TYPES`) whose flag column
+    the table has, label issues first."""
+    return [i for i in ("label_issue", *(t for t in ISSUE_TYPES if t != "label_issue"))
+            if flag_column(i) in table]
 
 
 def map_figure(view: MapView, table: pd.DataFrame, macro: dict) -> dict:
@@ -303,6 +314,15 @@ def _gallery_options(table: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[s
             if "label_issue_rank" in table else table.index[issue]
         options.append(("issues", f"suspected label issues: {int(issue.sum()):,} images"))
         rows["issues"] = [int(r) for r in ranked]
+    for kind in present_issues(table):
+        flag = table[flag_column(kind)].to_numpy(dtype=bool)
+        if kind == "label_issue" or not flag.any():
+            continue
+        score = table[score_column(kind)].to_numpy(dtype=np.float64)[flag]
+        ranked = table.index[flag][np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")]
+        options.append((f"issue-{kind}", f"{kind.replace('_', ' ')}: {int(flag.sum()):,} images, "
+                                         "most severe first"))
+        rows[f"issue-{kind}"] = [int(r) for r in ranked]
     return options, rows
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clusterlens.audit.duplicates import KINDS
 from clusterlens.report.figures.style import save_figure
 from clusterlens.report.figures.thumbnails import thumbnail_cell
 
@@ -123,13 +124,14 @@ def plot_outliers(table: pd.DataFrame, root: str | os.PathLike, path: str | os.P
 
 def plot_near_duplicates(pairs: pd.DataFrame, root: str | os.PathLike,
                          path: str | os.PathLike, show: int, title: str,
-                         per_row: int = 2) -> None:
-    """Near-duplicate pairs side by side, label conflicts first, then by similarity.
+                         per_row: int = 2, empty: str = "No near-duplicate pairs.") -> None:
+    """Near-duplicate pairs side by side with their kind and score: by kind (exact, resized,
+    crop, mirror, same_scene), label conflicts first within a kind, then by score.
 
     Parameters
     ----------
     pairs : DataFrame
-        One row per pair: ``path_a``, ``path_b``, ``class_a``, ``class_b``, ``similarity``,
+        One row per pair: ``path_a``, ``path_b``, ``class_a``, ``class_b``, ``kind``, ``score``,
         ``label_conflict``.
     root, path, title
         As in :func:`plot_label_issues`.
@@ -137,22 +139,54 @@ def plot_near_duplicates(pairs: pd.DataFrame, root: str | os.PathLike,
         How many pairs.
     per_row : int, default 2
         Pairs per row.
+    empty : str
+        The message when there is no pair.
     """
     if pairs.empty:
-        return _empty(title, "No near-duplicate pairs above the similarity threshold.", path)
-    rows = pairs.sort_values(["label_conflict", "similarity"], ascending=[False, False],
-                             kind="stable").head(show)
+        return _empty(title, empty, path)
+    order = {k: i for i, k in enumerate(KINDS)}
+    rows = pairs.assign(_kind=pairs["kind"].map(order)).sort_values(
+        ["_kind", "label_conflict", "score"], ascending=[True, False, False],
+        kind="stable").head(show)
     per_row = min(per_row, len(rows))
     cells: list = []
     for i, r in enumerate(rows.itertuples(index=False)):
         if i % per_row:
             cells.append(None)
         colour = FLAG if r.label_conflict else None
-        cells.append((r.path_a, f"{readable(r.class_a)}\nsimilarity {r.similarity:.3f}", colour))
+        kind = str(r.kind).replace("_", " ")
+        cells.append((r.path_a, f"{readable(r.class_a)}\n{kind}, score {r.score:.2f}", colour))
         cells.append((r.path_b, f"{readable(r.class_b)}\n", colour))
     _grid(cells, 3 * per_row - 1, root, title, path,
-          "each pair side by side, caption: class; red: the two images' classes differ",
-          gaps=tuple(range(2, 3 * per_row - 1, 3)))
+          "each pair side by side, caption: class, kind of copy and cell agreement; red: the two "
+          "images' classes differ", gaps=tuple(range(2, 3 * per_row - 1, 3)))
+
+
+def plot_flagged(table: pd.DataFrame, root: str | os.PathLike, path: str | os.PathLike,
+                 issue: str, show: int, title: str, ncols: int = 8) -> None:
+    """The ``show`` flagged images of one issue type with the highest scores, most severe first.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The per-image table: ``path``, ``class``, ``is_<issue>``, ``<issue>_score``.
+    root, path, title
+        As in :func:`plot_label_issues`.
+    issue : str
+        The issue type (:data:`clusterlens.audit.issues.ISSUE_TYPES`).
+    show : int
+        How many images.
+    ncols : int, default 8
+        Images per row.
+    """
+    flagged = table[table[f"is_{issue}"]]
+    if flagged.empty:
+        return _empty(title, f"No image is flagged {issue.replace('_', ' ')}.", path)
+    rows = flagged.sort_values(f"{issue}_score", ascending=False, kind="stable").head(show)
+    cells = [(path, f"{readable(cls, 14)}\nscore {score:.2f}", None)
+             for path, cls, score in rows[["path", "class", f"{issue}_score"]].to_numpy()]
+    _grid(cells, min(ncols, len(cells)), root, title, path,
+          f"most severe first; caption: class and {issue.replace('_', ' ')} score")
 
 
 def plot_representatives(clusters: list[dict], root: str | os.PathLike,
