@@ -19,6 +19,7 @@ from tests.conftest import make_image
 from tests.test_report import JSONS, PARAMS, TABLES
 
 N_IMAGES, N_TSNE = 60, 50
+BLURRY = [3, 9, 21]
 CLASSES = ["apple", "berry", "cherry"]
 
 
@@ -50,7 +51,11 @@ def _images_table() -> pd.DataFrame:
         "label_quality": 0.5, "suggested_class": "cherry", "suggested_probability": 0.5,
         "is_label_issue": issue, "label_issue_rank": np.where(issue, issue.cumsum(), 0),
         "duplicate_group": -1, "outlier_score": rng.random(N_IMAGES),
-        "outlier_rank": np.arange(1, N_IMAGES + 1)})
+        "outlier_rank": np.arange(1, N_IMAGES + 1),
+        # the audit's flags: three blurry images, the most severe last
+        "is_blurry": np.isin(np.arange(N_IMAGES), BLURRY), "blurry_score":
+            np.where(np.isin(np.arange(N_IMAGES), BLURRY), np.arange(N_IMAGES) / N_IMAGES, 0.1),
+        "is_dark": False, "dark_score": 0.0})
 
 
 @pytest.fixture
@@ -141,6 +146,16 @@ def test_explorer_works_in_a_headless_browser(report_page, tmp_path):
             page.screenshot(path=str(shots / "gallery.png"))
             page.select_option("#cl-gallery-select", "issues")
             assert page.locator("#cl-gallery img").count() == 2
+            # an image-quality flag: its gallery filter, most severe first, and its colouring
+            page.select_option("#cl-gallery-select", "issue-blurry")
+            shown = [page.locator("#cl-gallery img").nth(i).get_attribute("title")
+                     for i in range(page.locator("#cl-gallery img").count())]
+            assert shown == [table["path"][i] for i in BLURRY[::-1]], shown
+            assert not page.locator("#cl-gallery-select option[value='issue-dark']").count()
+            page.locator("#cl-map-0").scroll_into_view_if_needed()
+            page.locator("#cl-map-0 .updatemenu-button", has_text="blurry").click()
+            page.wait_for_timeout(200)
+            assert _shown(page, "cl-map-0")["names"] == ["not blurry", "blurry"]
             page.locator("#cl-map-0").scroll_into_view_if_needed()
             page.locator("#cl-map-0 .updatemenu-button", has_text="class").click()
             page.wait_for_timeout(200)
