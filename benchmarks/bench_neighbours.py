@@ -1,21 +1,19 @@
-"""The `neighbours` stage's computation at 10^4 and 10^5 images (clusterlens/audit/neighbours.py).
+"""The `neighbours` stage's search at 10^4 and 10^5 images (clusterlens/audit/neighbours.py).
 
     python -m benchmarks.bench_neighbours                  # N = 10^4 and 10^5, D = 1280
     python -m benchmarks.bench_neighbours --sizes 2000 --dim 256     # a quick check
 
 Data: ``benchmarks._util.cnn_like_features`` (ReLU'd Gaussian mixture shaped like pooled CNN
-features, 10 classes), with ``--copies`` (1%) of the rows replaced by noisy copies of other rows
-(``--copy-noise`` times the row's norm), so the near-duplicate path has work to do. Saved as a
-.npy that the measured process memory-maps, as the stage does.
+features, 10 classes), saved as a .npy that the measured process memory-maps, as the stage does.
 
 Every measurement runs in a fresh Python process (``benchmarks._util.run_child``): the features
-memory-mapped, then ``normalise``, ``nearest_neighbours`` (k = ``--k``), ``duplicate_pairs``
-(``--threshold``), ``duplicate_groups`` and ``outlier_scores``, each timed. Reported: seconds
-per step, the process's peak RSS (VmHWM: the interpreter and libraries included, and the pages
-of the memory-mapped file it read, which the OS can drop), the size of the features, and the
-recall of the injected copies. faiss and BLAS use every core (the stage does not limit them).
-``sklearn`` rows run only up to ``--sklearn-max`` images. Writes
-benchmarks/results/neighbours.json.
+memory-mapped, then ``normalise``, ``nearest_neighbours`` (k = ``--k``) and ``outlier_scores``,
+each timed. Reported: seconds per step, the process's peak RSS (VmHWM: the interpreter and
+libraries included, and the pages of the memory-mapped file it read, which the OS can drop) and
+the size of the features. faiss and BLAS use every core (the stage does not limit them).
+``sklearn`` rows run only up to ``--sklearn-max`` images. The near-duplicate step that follows
+the search in the stage (reading the images, hashes, verification) needs real images: see
+``benchmarks/bench_duplicates.py``. Writes benchmarks/results/neighbours.json.
 """
 from __future__ import annotations
 
@@ -47,35 +45,18 @@ def main(args):
     nn = nb.nearest_neighbours(Z, args["k"], engine=args["engine"], block_mb=args["block_mb"])
     t["knn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pairs = nb.duplicate_pairs(Z, nn, args["threshold"], block_mb=args["block_mb"])
-    t["pairs"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    groups = nb.duplicate_groups(len(Z), pairs)
     nb.outlier_scores(nn)
-    t["groups_scores"] = time.perf_counter() - t0
-    truth = np.load(args["truth"])
-    found = set(zip(pairs.row_a.tolist(), pairs.row_b.tolist()))
-    hits = sum((int(a), int(b)) in found for a, b in truth)
-    return {"seconds": t, "pairs": len(pairs), "groups": int(groups.max() + 1),
-            "copy_recall": hits / max(len(truth), 1),
-            "block_rows": nb.block_rows(len(Z), args["block_mb"])}
+    t["scores"] = time.perf_counter() - t0
+    return {"seconds": t, "block_rows": nb.block_rows(len(Z), args["block_mb"])}
 """
 
 
-def make_data(n: int, dim: int, copies: float, noise: float, folder: Path, seed: int = 0):
-    """Features with injected copies (saved as .npy) and the (original, copy) row pairs."""
+def make_data(n: int, dim: int, folder: Path, seed: int = 0):
+    """Generated features, saved as .npy: (path, bytes)."""
     X, _ = u.cnn_like_features(n, dim, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    m = int(round(copies * n))
-    rows = rng.choice(n, 2 * m, replace=False)
-    src, dst = rows[:m], rows[m:]
-    norms = np.linalg.norm(X[src], axis=1, keepdims=True)
-    X[dst] = X[src] + noise * norms * rng.standard_normal((m, dim), dtype=np.float32) / np.sqrt(dim)
     path = folder / f"features_{n}x{dim}.npy"
     np.save(path, X)
-    truth = folder / f"truth_{n}.npy"
-    np.save(truth, np.sort(np.stack([src, dst], axis=1), axis=1))
-    return path, truth, X.nbytes
+    return path, X.nbytes
 
 
 def main(argv=None) -> dict:
@@ -83,12 +64,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--block-mb", type=float, default=256)
     ap.add_argument("--engines", nargs="+", default=["faiss", "sklearn"])
     ap.add_argument("--sklearn-max", type=int, default=10_000)
-    ap.add_argument("--copies", type=float, default=0.01)
-    ap.add_argument("--copy-noise", type=float, default=0.1)
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -97,13 +75,12 @@ def main(argv=None) -> dict:
     rows, table = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            path, truth, nbytes = make_data(n, args.dim, args.copies, args.copy_noise, Path(tmp))
+            path, nbytes = make_data(n, args.dim, Path(tmp))
             for engine in args.engines:
                 if engine == "sklearn" and n > args.sklearn_max:
                     continue
                 res = u.run_child(CHILD, {
-                    "features": str(path), "truth": str(truth), "k": args.k,
-                    "engine": engine, "threshold": args.threshold,
+                    "features": str(path), "k": args.k, "engine": engine,
                     "block_mb": args.block_mb}, timeout=args.timeout)
                 res.update({"n": n, "dim": args.dim, "engine": engine,
                             "features_mb": round(nbytes / 2**20, 1)})
@@ -113,10 +90,8 @@ def main(argv=None) -> dict:
                     continue
                 s = res["seconds"]
                 table.append([n, args.dim, engine, res["block_rows"], f"{s['normalise']:.1f}",
-                              f"{s['knn']:.1f}", f"{s['pairs']:.2f}", f"{s['groups_scores']:.2f}",
-                              f"{sum(s.values()):.1f}", f"{res['features_mb']:.0f}",
-                              f"{res['peak_rss_mb']:.0f}", res["pairs"],
-                              f"{res['copy_recall']:.3f}"])
+                              f"{s['knn']:.1f}", f"{s['scores']:.3f}", f"{sum(s.values()):.1f}",
+                              f"{res['features_mb']:.0f}", f"{res['peak_rss_mb']:.0f}"])
                 print(fmt_table(table[-1:], HEADER).splitlines()[-1], flush=True)
     print()
     print(fmt_table(table, HEADER))
@@ -127,8 +102,8 @@ def main(argv=None) -> dict:
     return out
 
 
-HEADER = ["N", "D", "engine", "block rows", "normalise s", "k-NN s", "pairs s", "groups s",
-          "total s", "features MB", "peak RSS MB", "pairs", "copy recall"]
+HEADER = ["N", "D", "engine", "block rows", "normalise s", "k-NN s", "scores s", "total s",
+          "features MB", "peak RSS MB"]
 
 if __name__ == "__main__":
     main()

@@ -54,3 +54,48 @@ def test_bench_demo_reads_import_times_and_can_hide_the_c_yaml_loader(tmp_path):
                           capture_output=True, text=True)
     assert "CParser" in native.stdout     # requirements.txt installs ruamel.yaml.clib
     assert pure.stdout.strip() == "None"  # the baseline's DVC parses in pure Python
+
+
+def test_bench_neighbours_runs_the_current_search(tmp_path):
+    """The search benchmark calls neighbours.py as it is (normalise, nearest_neighbours,
+    outlier_scores)."""
+    from benchmarks import bench_neighbours
+
+    out = tmp_path / "neighbours.json"
+    res = bench_neighbours.main(["--sizes", "300", "--dim", "16", "--engines", "sklearn",
+                                 "--out", str(out)])
+    (row,) = res["rows"]
+    assert row["ok"], row.get("error")
+    assert set(row["seconds"]) == {"normalise", "knn", "scores"}
+    assert json.loads(out.read_text())["rows"][0]["n"] == 300
+
+
+def test_bench_duplicates_plants_copies_and_scores_the_near_duplicate_step(tmp_path):
+    """End to end on 30 generated photos in 3 classes, 2 copies planted per kind, random
+    features (--no-extract): the JSON has every figure and the recalls are shares."""
+    from benchmarks import bench_duplicates
+    from tests.planting import photo
+
+    root = tmp_path / "photos"
+    for c in range(3):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            photo(100 * c + i).save(root / f"class{c}" / f"{i:02d}.jpg", "JPEG", quality=90)
+    out, pairs = tmp_path / "duplicates.json", tmp_path / "unplanted.csv"
+    res = bench_duplicates.main(["--root", str(root), "--per-kind", "2", "--no-extract",
+                                 "--workdir", str(tmp_path / "w"), "--out", str(out),
+                                 "--pairs-out", str(pairs)])
+    saved = json.loads(out.read_text())["runs"]["photos"]
+    assert saved["images"] == res["images"] == 38 and saved["planted"] == 8
+    assert set(saved["recall"]) == {*bench_duplicates.PLANTED_KINDS, "all"}
+    for r in saved["recall"].values():
+        assert 0 <= r["recall"] <= 1 and 0 <= r["right_kind"] <= r["recall"]
+    assert saved["recall"]["all"]["planted"] == 8
+    step = saved["step"]
+    assert set(step["seconds"]) == {"knn", "read", "candidates", "verify", "groups"}
+    assert step["candidates"]["per_image"] > 0 and step["ms_per_pair"] > 0
+    assert step["peak_rss_mb"] > 0 and saved["extraction"] is None
+    assert saved["ratio_step_to_extraction"] is None
+    assert saved["unplanted_per_1000_images"] >= 0 and pairs.is_file()
+    truth = (tmp_path / "w" / "truth.csv").read_text().splitlines()
+    assert len(truth) == 9  # header + 8 copies, half of each kind in another class

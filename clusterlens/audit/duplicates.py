@@ -27,7 +27,7 @@
 **Groups** are the connected components of the copy pairs (``same_scene`` pairs do not join
 groups).
 
-Thresholds measured with ``benchmarks/duplicates.py`` (planted copies: resized to 30-50%,
+Thresholds measured with ``benchmarks/bench_duplicates.py`` (planted copies: resized to 30-50%,
 re-encoded at JPEG quality 60, cropped 2-10% a side, mirrored) on the 3,670 tf_flowers photos
 and on Caltech-101 (9,145 photos, look-alikes such as airliners in side view and faces in front
 of the same backdrop): see docs/audit.md.
@@ -51,7 +51,7 @@ from clusterlens.audit.verification import Match, match_images, working_pair
 KINDS = ("exact", "resized", "crop", "mirror", "same_scene")
 COPY_KINDS = KINDS[:4]
 COPY_SIMILARITY = 0.9
-COPY_AGREEMENT = 0.9
+COPY_AGREEMENT = 0.95
 COPY_COLOUR = 20.0  # chroma distance (CIE a*b*, 97th percentile) above which a pair was recoloured
 SCENE_AGREEMENT = 0.75
 MIN_INFORMATIVE = 12
