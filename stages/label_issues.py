@@ -1,10 +1,10 @@
 """DVC stage `label_issues`: images whose given class looks wrong, found by cleanlab.
 
-Out-of-fold probabilities (stratified ``label_issues.folds``-fold, seed ``seed``) from the
-supervised bound's best logistic regression (the ``best`` config of metrics/upper_bound.json,
-fitted as in ``upper_bound.configs`` with ``upper_bound.max_iter``; ``raw`` features are the set
-named by ``fusion.set``, ``pca`` features data/pca.npy), then cleanlab's label issues, label
-quality scores and estimated noise rate. Classes under 2 images are not scored
+Out-of-fold probabilities (stratified ``label_issues.folds``-fold, seed ``seed``) of an lbfgs
+logistic regression on the feature set named by ``fusion.set``, standardised per fold, with the
+L2 penalty per training image ``label_issues.alpha`` and ``upper_bound.max_iter`` iterations at
+most; then cleanlab's label issues (``label_issues.filter_by``), label quality scores
+(``label_issues.rank_by``) and estimated noise rate. Classes under 2 images are not scored
 (``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ from clusterlens.audit import label_issues as li
 from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.fusion import FusionParams
 from clusterlens.config.label_issues import LabelIssuesParams
-from clusterlens.config.upper_bound import LogRegConfig, UpperBoundParams
+from clusterlens.config.upper_bound import UpperBoundParams
 from clusterlens.core.cli import run_cli
-from clusterlens.core.errors import DataError, check_rows
-from clusterlens.core.io import load_npy, read_json, read_table, save_npy, write_json, write_table
+from clusterlens.core.errors import check_rows
+from clusterlens.core.io import read_table, save_npy, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.features.sets import load_feature_set
 
@@ -31,9 +31,7 @@ log = get_logger("label_issues")
 
 IN_FEATURES = "data/features.npy"
 IN_FUSED = "data/fused.npy"
-IN_PCA = "data/pca.npy"
 IN_INDEX = "data/index.parquet"
-IN_UPPER_BOUND = "metrics/upper_bound.json"
 OUT_ISSUES = "data/label_issues.parquet"
 OUT_PROBABILITIES = "data/oof_probabilities.npy"
 OUT_METRICS = "metrics/label_issues.json"
@@ -49,18 +47,7 @@ class Params:
     fusion: FusionParams = FusionParams()
 
 
-def check_params_vs_input(cfg: Params, best: str | None, upper_bound_path: str) -> LogRegConfig:
-    """The rule that needs the data: the upper bound's best configuration (``best``, named in
-    its metrics) is one of ``upper_bound.configs``; returns it as they define it."""
-    for conf in cfg.upper_bound.configs:
-        if conf.name == best:
-            return conf
-    raise DataError(f"{upper_bound_path}: best config {best!r} is not in upper_bound.configs; "
-                    "re-run `dvc repro upper_bound`")
-
-
-def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
-        index_path: str = IN_INDEX, upper_bound_path: str = IN_UPPER_BOUND,
+def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX,
         fused_path: str = IN_FUSED) -> dict:
     """Score every image out of fold, find the label issues, write every output; returns the
     metrics."""
@@ -75,26 +62,20 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         log.warning("class %r (%d image(s)) not scored: %s", e["class"], e["images"], e["reason"])
     if len(names) - len(excluded) < 2:
         return write_skipped(index, names, excluded, p)
-    best = read_json(upper_bound_path).get("best", {}).get("config")
-    lr = check_params_vs_input(cfg, best, upper_bound_path)
-    if lr.features == "pca":
-        X, source = load_npy(pca_path), pca_path
-    else:
-        X, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
+    X, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
     check_rows(str(source), len(X), str(index_path), len(y))
     log_block(log, "label_issues", inputs={
-        "features": f"{source} {X.shape} ({lr.features})",
-        "index": f"{index_path} ({len(y)} images, {len(names)} classes)",
-        "classifier": f"{upper_bound_path}: best config {lr.name} (C={lr.C:g}, "
-                      f"class_weight={lr.class_weight or 'none'})"},
-        params={"label_issues.folds": p.folds, "label_issues.filter_by": p.filter_by,
-                "label_issues.rank_by": p.rank_by, "upper_bound.max_iter": max_iter,
-                "seed": seed})
+        "features": f"{source} {X.shape} (fusion.set {cfg.fusion.set})",
+        "index": f"{index_path} ({len(y)} images, {len(names)} classes)"},
+        params={"label_issues.folds": p.folds, "label_issues.alpha": p.alpha,
+                "label_issues.filter_by": p.filter_by, "label_issues.rank_by": p.rank_by,
+                "upper_bound.max_iter": max_iter, "seed": seed})
     t0 = time.perf_counter()
-    scored = li.score_labels(X, y, names, lr, p.folds, max_iter, seed, p.filter_by, p.rank_by)
+    scored = li.score_labels(X, y, names, alpha=p.alpha, folds=p.folds, max_iter=max_iter,
+                             seed=seed, filter_by=p.filter_by, rank_by=p.rank_by)
     oof = scored.oof
-    log.info("%d-fold out-of-fold fits: %s lbfgs iterations%s; with cleanlab %.1f s",
-             scored.folds, "/".join(map(str, oof.iterations)),
+    log.info("%d-fold out-of-fold fits (C %s): %s lbfgs iterations%s; with cleanlab %.1f s",
+             scored.folds, "/".join(f"{c:.3g}" for c in oof.C), "/".join(map(str, oof.iterations)),
              "" if oof.converged else ", NOT converged", time.perf_counter() - t0)
     if scored.folds < p.folds:
         log.warning("label_issues.folds %d lowered to %d, the largest class's image count",
@@ -104,8 +85,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     save_npy(OUT_PROBABILITIES, scored.probabilities.astype(np.float32))
     write_table(OUT_ISSUES, table)
     write_table(OUT_PER_CLASS, per_class.round(6))
-    metrics = write_json(OUT_METRICS, li.summary(y, scored, lr, p.folds, p.filter_by,
-                                                 p.rank_by))
+    metrics = write_json(OUT_METRICS, li.summary(y, scored, alpha=p.alpha, folds_requested=p.folds,
+                                                 filter_by=p.filter_by, rank_by=p.rank_by))
     worst = table[table["is_label_issue"]].sort_values("label_issue_rank").head(3)
     log_block(log, "label_issues done", outputs={
         OUT_METRICS: f"{metrics['issues']} issues ({metrics['issue_fraction']:.1%}), estimated "
@@ -124,8 +105,9 @@ def write_skipped(index, names, excluded, p: LabelIssuesParams) -> dict:
     reason = (f"{len(names) - len(excluded)} class(es) of {li.MIN_IMAGES}+ images; finding "
               "label issues needs 2")
     log.warning("label_issues not computed: %s", reason)
-    probs, table, per_class, metrics = li.skipped(index, names, excluded, reason, p.folds,
-                                                  p.filter_by, p.rank_by)
+    probs, table, per_class, metrics = li.skipped(index, names, excluded, reason, alpha=p.alpha,
+                                                  folds_requested=p.folds, filter_by=p.filter_by,
+                                                  rank_by=p.rank_by)
     save_npy(OUT_PROBABILITIES, probs.astype(np.float32))
     write_table(OUT_ISSUES, table)
     write_table(OUT_PER_CLASS, per_class.round(6))

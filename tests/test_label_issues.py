@@ -1,26 +1,28 @@
-"""Label issues: out-of-fold probabilities, cleanlab's findings, the stage's outputs and errors."""
+"""Label issues: out-of-fold probabilities, cleanlab's findings, planted errors found at least
+as well as by a direct cleanlab call, the stage's outputs and errors."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from cleanlab.count import estimate_joint
+from cleanlab.count import estimate_joint, num_label_issues
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler, normalize
+from threadpoolctl import threadpool_limits
 
 from clusterlens.audit import label_issues as li
 from clusterlens.config.base import parse_stage
-from clusterlens.config.upper_bound import LogRegConfig
+from clusterlens.config.label_issues import LabelIssuesParams
 from clusterlens.core.errors import DataError, ParamError
-from clusterlens.core.io import read_json, write_json
+from clusterlens.core.io import read_json
 from stages import label_issues as stage
 from tests.conftest import CIFAR
 
-RAW = LogRegConfig(name="lr_C1", C=1.0, features="raw")
-PCA = LogRegConfig(name="pca_C01", C=0.1, features="pca")
+ALPHA = LabelIssuesParams().alpha  # the default penalty per training image
 
 
 def noisy_blobs(n_per: int = 80, k: int = 5, dim: int = 20, sep: float = 1.5,
@@ -44,11 +46,34 @@ def precision_recall(found: np.ndarray, moved: np.ndarray) -> tuple[float, float
     return tp / max(1, int(found.sum())), tp / len(moved)
 
 
+def f1(found: np.ndarray, moved: np.ndarray) -> float:
+    precision, recall = precision_recall(found, moved)
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def direct_cleanlab(X: np.ndarray, given: np.ndarray, view: str, seed: int) -> np.ndarray:
+    """The direct call a user makes: 5-fold out-of-fold probabilities of
+    ``LogisticRegression(C=0.1)`` on the L2-normalised (``l2``) or standardised (``std``)
+    features, then ``find_label_issues`` with its defaults; the flags."""
+    X = np.asarray(X, dtype=np.float64)
+    model = LogisticRegression(C=0.1, max_iter=5000)
+    if view == "l2":
+        X = normalize(X)
+    else:
+        model = make_pipeline(StandardScaler(), model)
+    with threadpool_limits(1):
+        probs = cross_val_predict(model, X, given, method="predict_proba",
+                                  cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    found = np.zeros(len(given), dtype=bool)
+    found[find_label_issues(given, probs)] = True
+    return found
+
+
 # --------------------------------------------------------------------------- detection
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_injected_label_errors_are_found_with_high_precision_and_recall(seed):
     X, y, given, moved = noisy_blobs(seed=seed)
-    oof = li.out_of_fold_probabilities(X, given, RAW, folds=5, max_iter=1000, seed=0)
+    oof = li.out_of_fold_probabilities(X, given, alpha=ALPHA, folds=5, max_iter=1000, seed=0)
     issues = li.find_issues(given, oof.probabilities)
     precision, recall = precision_recall(issues.is_issue, moved)
     # chance: flagging at random gives precision 0.05 (the moved fraction)
@@ -58,12 +83,49 @@ def test_injected_label_errors_are_found_with_high_precision_and_recall(seed):
     assert np.median(issues.quality[moved]) < np.quantile(issues.quality, 0.1)
 
 
+@pytest.mark.parametrize("sep", [0.5, 1.0])
+def test_planted_errors_are_found_at_least_as_well_as_by_a_direct_cleanlab_call(sep):
+    """Ten 64-D Gaussian classes of 100 points, 5% of the labels moved to another class (three
+    seeds): overlapping classes (``sep`` 0.5, about 88% out-of-fold accuracy) and separated ones
+    (1.0, about 95%). The mean F1 of the planted errors is at least the direct call's, on the
+    L2-normalised and on the standardised features."""
+    scores = {"ours": [], "l2": [], "std": []}
+    for seed in range(3):
+        X, _, given, moved = noisy_blobs(n_per=100, k=10, dim=64, sep=sep, seed=seed)
+        scored = li.score_labels(X, given, [f"c{c}" for c in range(10)], alpha=ALPHA, folds=5,
+                                 max_iter=1000, seed=seed)
+        scores["ours"].append(f1(scored.issues.is_issue, moved))
+        for view in ("l2", "std"):
+            scores[view].append(f1(direct_cleanlab(X, given, view, seed), moved))
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    assert mean["ours"] >= max(mean["l2"], mean["std"]), mean
+
+
+def test_lowest_quality_flags_the_lowest_labels_as_many_as_the_noise_rate_implies():
+    X, _, given, moved = noisy_blobs(noise=0.08)
+    oof = li.out_of_fold_probabilities(X, given, alpha=ALPHA, folds=4, max_iter=1000, seed=3)
+    for rank_by in ("self_confidence", "normalized_margin"):
+        issues = li.find_issues(given, oof.probabilities, filter_by="lowest_quality",
+                                rank_by=rank_by)
+        n = num_label_issues(given, oof.probabilities,
+                             estimation_method="off_diagonal_calibrated")
+        assert issues.is_issue.sum() == n == li.issue_count(issues.joint, len(given)) > 0
+        assert n == round(issues.noise_rate * len(given))
+        quality = get_label_quality_scores(given, oof.probabilities, method=rank_by)
+        np.testing.assert_allclose(issues.quality, quality)
+        assert issues.quality[issues.is_issue].max() <= issues.quality[~issues.is_issue].min()
+        ranked = np.flatnonzero(issues.is_issue)[np.argsort(issues.rank[issues.is_issue])]
+        np.testing.assert_array_equal(ranked, np.argsort(quality, kind="stable")[:n])
+    assert li.FILTER_BY == LabelIssuesParams().filter_by == "lowest_quality"
+
+
 def test_the_issue_list_is_cleanlabs_own_on_the_same_probabilities():
     X, _, given, _ = noisy_blobs(noise=0.08)
-    oof = li.out_of_fold_probabilities(X, given, PCA, folds=4, max_iter=1000, seed=3)
+    oof = li.out_of_fold_probabilities(X, given, alpha=ALPHA, folds=4, max_iter=1000, seed=3)
     for filter_by, rank_by in [("prune_by_noise_rate", "self_confidence"),
-                               ("both", "normalized_margin")]:
-        issues = li.find_issues(given, oof.probabilities, filter_by, rank_by)
+                               ("both", "normalized_margin"),
+                               ("low_self_confidence", "self_confidence")]:
+        issues = li.find_issues(given, oof.probabilities, filter_by=filter_by, rank_by=rank_by)
         direct = find_label_issues(given, oof.probabilities, filter_by=filter_by,
                                    return_indices_ranked_by=rank_by)
         assert len(direct) > 0
@@ -79,16 +141,18 @@ def test_the_issue_list_is_cleanlabs_own_on_the_same_probabilities():
 
 def test_every_image_is_scored_by_a_model_that_never_saw_it():
     X, _, given, _ = noisy_blobs(n_per=30, k=3)
-    oof = li.out_of_fold_probabilities(X, given, RAW, folds=3, max_iter=1000, seed=7)
+    oof = li.out_of_fold_probabilities(X, given, alpha=0.05, folds=3, max_iter=1000, seed=7)
     assert oof.probabilities.shape == (90, 3)
     np.testing.assert_allclose(oof.probabilities.sum(axis=1), 1.0)
     assert sorted(set(oof.fold.tolist())) == [0, 1, 2] and len(oof.iterations) == 3
-    # fold 1 by hand: the scaler fit on the other folds only, the same lbfgs regression
+    assert oof.C == [pytest.approx(1 / (0.05 * 60))] * 3  # 60 training images per fold
+    # fold 1 by hand: the scaler fit on the other folds only, the same lbfgs regression with
+    # C = 1 / (alpha * training images)
     splits = list(StratifiedKFold(3, shuffle=True, random_state=7).split(X, given))
     tr, te = splits[1]
     np.testing.assert_array_equal(np.flatnonzero(oof.fold == 1), np.sort(te))
     scaler = StandardScaler().fit(X[tr].astype(np.float64))
-    model = LogisticRegression(C=1.0, max_iter=1000, random_state=7).fit(
+    model = LogisticRegression(C=1 / (0.05 * len(tr)), max_iter=1000, random_state=7).fit(
         scaler.transform(X[tr].astype(np.float64)), given[tr])
     expected = model.predict_proba(scaler.transform(X[te].astype(np.float64)))
     np.testing.assert_allclose(oof.probabilities[te], expected, rtol=1e-6, atol=1e-9)
@@ -99,7 +163,7 @@ def test_tables_follow_the_index_order():
     names = ["ant", "bee", "cat"]
     index = pd.DataFrame({"path": [f"{names[c]}/{i}.png" for i, c in enumerate(given)],
                           "class": [names[c] for c in given], "label": given})
-    oof = li.out_of_fold_probabilities(X, given, PCA, 5, 1000, 0)
+    oof = li.out_of_fold_probabilities(X, given, alpha=ALPHA, folds=5, max_iter=1000, seed=0)
     issues = li.find_issues(given, oof.probabilities)
     table = li.issues_table(index, names, oof.probabilities, issues)
     assert list(table.columns) == li.ISSUE_COLUMNS
@@ -120,14 +184,18 @@ def test_folds_are_lowered_only_to_the_largest_class_and_a_single_image_is_refus
     with pytest.raises(ValueError, match="a class has 1 image"):
         li.check_folds(np.array([0, 0, 0, 1]), 2)
     with pytest.raises(ValueError, match="a class has 1 image"):
-        li.out_of_fold_probabilities(np.zeros((4, 2)), np.array([0, 0, 0, 1]), PCA, 2, 100, 0)
+        li.out_of_fold_probabilities(np.zeros((4, 2)), np.array([0, 0, 0, 1]), alpha=ALPHA,
+                                     folds=2, max_iter=100, seed=0)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        li.inverse_regularisation(0.0, 10)
+    assert li.inverse_regularisation(0.5, 40) == pytest.approx(0.05)
 
 
 def test_with_no_small_class_score_labels_is_the_two_steps_on_every_image():
     X, _, given, _ = noisy_blobs(n_per=20, k=3, noise=0.1)
     names = ["ant", "bee", "cat"]
-    scored = li.score_labels(X, given, names, RAW, 4, 1000, 0)
-    oof = li.out_of_fold_probabilities(X, given, RAW, 4, 1000, 0)
+    scored = li.score_labels(X, given, names, alpha=ALPHA, folds=4, max_iter=1000, seed=0)
+    oof = li.out_of_fold_probabilities(X, given, alpha=ALPHA, folds=4, max_iter=1000, seed=0)
     issues = li.find_issues(given, oof.probabilities)
     np.testing.assert_array_equal(scored.probabilities, oof.probabilities)
     np.testing.assert_array_equal(scored.issues.quality, issues.quality)
@@ -144,7 +212,7 @@ def test_a_single_image_class_gets_no_verdict_and_a_two_image_class_is_scored():
     X = np.vstack([X, rng.normal(size=(3, X.shape[1])).astype(np.float32)])
     labels = np.concatenate([given, [3, 4, 4]])  # 3 = lonely, 4 = pair
     names = ["ant", "bee", "cat", "lonely", "pair"]
-    scored = li.score_labels(X, labels, names, RAW, 5, 1000, 0)
+    scored = li.score_labels(X, labels, names, alpha=ALPHA, folds=5, max_iter=1000, seed=0)
     assert scored.excluded == [{"class": "lonely", "label": 3, "images": 1,
                                 "reason": "fewer than 2 images: an out-of-fold score needs 2"}]
     assert scored.folds == 5
@@ -156,7 +224,7 @@ def test_a_single_image_class_gets_no_verdict_and_a_two_image_class_is_scored():
         assert scored.probabilities[i, 4] > 0 and not np.isnan(scored.issues.quality[i])
     keep = np.arange(len(labels)) != lonely
     y = np.where(labels[keep] == 4, 3, labels[keep])  # relabelled 0..3
-    oof = li.out_of_fold_probabilities(X[keep], y, RAW, 5, 1000, 0)
+    oof = li.out_of_fold_probabilities(X[keep], y, alpha=ALPHA, folds=5, max_iter=1000, seed=0)
     issues = li.find_issues(y, oof.probabilities)
     np.testing.assert_array_equal(scored.probabilities[keep][:, [0, 1, 2, 4]], oof.probabilities)
     np.testing.assert_array_equal(scored.issues.rank[keep], issues.rank)
@@ -170,10 +238,11 @@ def test_a_single_image_class_gets_no_verdict_and_a_two_image_class_is_scored():
     per_class = li.per_class_table(labels, names, scored.issues)
     assert np.isnan(per_class.loc[3, "noise_rate"]) and per_class.loc[3, "images"] == 1
     with pytest.raises(DataError, match="1 class"):
-        li.score_labels(X[-3:], np.array([0, 1, 1]), ["a", "b"], RAW, 5, 100, 0)
+        li.score_labels(X[-3:], np.array([0, 1, 1]), ["a", "b"], alpha=ALPHA, folds=5,
+                        max_iter=100, seed=0)
 
 
-def stage_inputs(work, given, X, best="lr_C1"):
+def stage_inputs(work, given, X):
     from clusterlens.core.io import save_npy, write_table
 
     names = [f"class{c}" for c in range(int(given.max()) + 1)]
@@ -182,15 +251,13 @@ def stage_inputs(work, given, X, best="lr_C1"):
     write_table("data/index.parquet", index)
     save_npy("data/features.npy", X)
     save_npy("data/fused.npy", np.zeros((len(X), 0), np.float32))
-    save_npy("data/pca.npy", X[:, :5])
-    write_json("metrics/upper_bound.json", {"best": {"config": best}})
     return index, {"seed": 0, "fusion": {"set": "visual", "weight": 0.5, "dim": 384,
                                          "methods": ["kmeans"]},
                    "upper_bound": {"test_size": 0.2, "max_iter": 1000, "configs": [
                        {"name": "lr_C1", "C": 1.0, "class_weight": None, "features": "raw"},
                        {"name": "pca_C01", "C": 0.1, "class_weight": None,
                         "features": "pca"}]},
-                   "label_issues": {"folds": 5, "filter_by": "prune_by_noise_rate",
+                   "label_issues": {"folds": 5, "alpha": ALPHA, "filter_by": "lowest_quality",
                                     "rank_by": "self_confidence"}}
 
 
@@ -202,7 +269,8 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
                             "noise_rate", "oof_accuracy", "folds", "folds_requested",
                             "filter_by", "rank_by", "config", "converged", "excluded_classes"}
     assert metrics["excluded_classes"] == [] and metrics["scored_images"] == len(given)
-    assert metrics["config"] == {"name": "lr_C1", "features": "raw", "C": 1.0,
+    assert metrics["config"] == {"name": f"logreg_alpha{ALPHA:g}", "features": "raw",
+                                 "alpha": ALPHA, "C": pytest.approx([1 / (ALPHA * 320)] * 5, rel=1e-4),
                                  "class_weight": "none"}
     assert metrics == read_json(stage.OUT_METRICS) and metrics["folds"] == 5
     table = pd.read_parquet(stage.OUT_ISSUES)
@@ -222,22 +290,21 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     assert precision >= 0.7 and recall >= 0.7, (precision, recall)
 
 
-def test_stage_lowers_folds_refuses_bad_params_and_a_stale_best_config(in_tmp_cwd):
+def test_stage_lowers_folds_and_refuses_bad_params(in_tmp_cwd):
     X, _, given, _ = noisy_blobs(n_per=6, k=3, noise=0.0)
     _, params = stage_inputs(in_tmp_cwd, given, X)
     params["label_issues"]["folds"] = 7  # above every class's 6 images: lowered to 6
     metrics = stage.run(parse_stage(params, stage.Params))
     assert (metrics["folds"], metrics["folds_requested"]) == (6, 7)
     for key, value, match in [("folds", 1, "label_issues.folds"),
+                              ("alpha", 0, "label_issues.alpha"),
+                              ("alpha", True, "label_issues.alpha"),
+                              ("alpha", float("inf"), "label_issues.alpha"),
                               ("filter_by", "nope", "label_issues.filter_by"),
                               ("rankby", "x", "did you mean `label_issues.rank_by`")]:
         bad = {**params, "label_issues": {"folds": 3, key: value}}
         with pytest.raises(ParamError, match=match):
             stage.run(parse_stage(bad, stage.Params))
-    params["label_issues"]["folds"] = 3
-    write_json("metrics/upper_bound.json", {"best": {"config": "gone"}})
-    with pytest.raises(DataError, match="'gone' is not in upper_bound.configs"):
-        stage.run(parse_stage(params, stage.Params))
 
 
 def test_stage_leaves_a_single_image_class_out_and_says_so(in_tmp_cwd):
@@ -261,7 +328,7 @@ def test_stage_with_fewer_than_two_scorable_classes_writes_outputs_saying_so(in_
     given[0] = 1  # class0 keeps 5 images, class1 7; then class1 -> a single image
     given[given == 1] = 0
     given[0] = 1
-    index, params = stage_inputs(in_tmp_cwd, given, X, best=None)
+    index, params = stage_inputs(in_tmp_cwd, given, X)
     metrics = stage.run(parse_stage(params, stage.Params))
     assert metrics["skipped"] == "1 class(es) of 2+ images; finding label issues needs 2"
     assert metrics["issues"] is None and metrics["scored_images"] == 0
@@ -275,10 +342,11 @@ def test_stage_with_fewer_than_two_scorable_classes_writes_outputs_saying_so(in_
 # --------------------------------------------------------------------------- real data
 @pytest.mark.slow
 @pytest.mark.skipif(not CIFAR.is_dir(), reason="../shared CIFAR-10 absent")
-def test_moved_cifar_labels_are_found_far_above_chance():
-    """500 CIFAR-10 images (50 per class), Lite0 ImageNet features at 64 px, a seeded 5% of
-    the labels moved to another class; the raw-feature logistic regression with C=0.1 (``lr_C01``
-    of the default configs)."""
+def test_moved_cifar_labels_are_found_at_least_as_well_as_by_a_direct_cleanlab_call():
+    """500 CIFAR-10 images (50 per class), Lite0 ImageNet features at 224 px (centre crop, as
+    ``extract``'s auto preprocessing gives for them); three seeds each move 5% of the labels to
+    another class. The mean F1 is at least the direct call's (L2-normalised and standardised
+    features), and the list is far above chance (precision 0.05)."""
     from clusterlens.features.backbones import LITE0, build_backbone
     from clusterlens.features.extraction import extract_features
 
@@ -289,24 +357,32 @@ def test_moved_cifar_labels_are_found_far_above_chance():
         paths += [f"{name}/{f.name}" for f in files]
         y += [c] * len(files)
     y = np.array(y)
-    feats, _ = extract_features(build_backbone(LITE0, "DEFAULT", 64), CIFAR, paths, 64,
-                                "squash", batch_size=50, device="cpu", progress=False)
-    rng = np.random.default_rng(0)
-    moved = rng.choice(len(y), len(y) // 20, replace=False)
-    given = y.copy()
-    given[moved] = (y[moved] + rng.integers(1, len(classes), len(moved))) % len(classes)
-    cfg = LogRegConfig(name="lr_C01", C=0.1, features="raw")
-    oof = li.out_of_fold_probabilities(feats, given, cfg, folds=5, max_iter=1000, seed=0)
-    issues = li.find_issues(given, oof.probabilities)
-    precision, recall = precision_recall(issues.is_issue, moved)
-    top = (issues.rank >= 1) & (issues.rank <= len(moved))  # the 25 most suspicious
-    top_precision = precision_recall(top, moved)[0]
-    print(f"CIFAR-10 500 images, 25 moved: {int(issues.is_issue.sum())} issues, precision "
-          f"{precision:.2f}, recall {recall:.2f}, precision of the top 25 {top_precision:.2f}, "
-          f"noise rate {issues.noise_rate:.3f}, out-of-fold accuracy "
-          f"{np.mean(oof.probabilities.argmax(1) == given):.3f}")
-    # Chance precision is 0.05. At about 50% out-of-fold accuracy cleanlab also flags many
-    # genuinely ambiguous images, so the whole list is long; its head is mostly moved labels.
-    assert recall >= 0.7 and precision >= 0.08, (precision, recall)
-    assert top_precision >= 0.3, top_precision
-    assert np.median(issues.quality[moved]) < np.quantile(issues.quality, 0.25)
+    feats, _ = extract_features(build_backbone(LITE0, "DEFAULT", 224), CIFAR, paths, 224,
+                                "center_crop", batch_size=50, device="cpu", progress=False)
+    scores = {"ours": [], "l2": [], "std": []}
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        moved = rng.choice(len(y), len(y) // 20, replace=False)
+        given = y.copy()
+        given[moved] = (y[moved] + rng.integers(1, len(classes), len(moved))) % len(classes)
+        scored = li.score_labels(feats, given, classes, alpha=ALPHA, folds=5, max_iter=1000,
+                                 seed=0)
+        issues = scored.issues
+        precision, recall = precision_recall(issues.is_issue, moved)
+        top_precision = precision_recall((issues.rank >= 1) & (issues.rank <= len(moved)),
+                                         moved)[0]  # the 25 most suspicious
+        print(f"CIFAR-10 500 images, seed {seed}, 25 moved: {int(issues.is_issue.sum())} "
+              f"issues, precision {precision:.2f}, recall {recall:.2f}, precision of the top 25 "
+              f"{top_precision:.2f}, noise rate {issues.noise_rate:.3f}, out-of-fold accuracy "
+              f"{np.mean(scored.probabilities.argmax(1) == given):.3f}")
+        # At about 60% out-of-fold accuracy cleanlab also flags many genuinely ambiguous
+        # images, so the whole list is long; its head is mostly moved labels.
+        assert recall >= 0.7 and precision >= 0.1, (precision, recall)
+        assert top_precision >= 0.3, top_precision
+        assert np.median(issues.quality[moved]) < np.quantile(issues.quality, 0.1)
+        scores["ours"].append(f1(issues.is_issue, moved))
+        for view in ("l2", "std"):
+            scores[view].append(f1(direct_cleanlab(feats, given, view, seed), moved))
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    print("mean F1", mean)
+    assert mean["ours"] >= max(mean["l2"], mean["std"]), mean

@@ -1,13 +1,26 @@
 """Images whose given class looks wrong: out-of-fold probabilities, then cleanlab.
 
 Every image is scored by a logistic regression that never saw it: a stratified K-fold split,
-one fit per fold with the supervised bound's configuration (:func:`clusterlens.analysis.upper_bound.
-fit_logreg`; ``raw`` features standardised on each fold's training part, as
-:func:`clusterlens.analysis.upper_bound.feature_views` does, ``pca`` features as given). cleanlab then
-finds the label issues (``cleanlab.filter.find_label_issues``), scores every label
-(``cleanlab.rank.get_label_quality_scores``: low = suspicious) and estimates the joint
-distribution of given and true labels (``cleanlab.count.estimate_joint``), whose off-diagonal
-mass is the estimated label-noise rate.
+one fit per fold (:func:`clusterlens.analysis.upper_bound.fit_logreg`, lbfgs, no class weights)
+on the features standardised with the statistics of the fold's training part
+(:func:`clusterlens.analysis.upper_bound.feature_views`). The fit minimises the mean log loss
+of the training images plus ``alpha / 2 * |w|^2``: scikit-learn's ``C`` is
+``1 / (alpha * n_train)`` (:func:`inverse_regularisation`), so the penalty per image stays the
+same as the folder grows. This penalty is the label-issue search's own and far stronger than
+the supervised bound's configurations, which are chosen for test accuracy: a weakly penalised
+regression fits the wrong labels of its training folds and scores ambiguous images with high
+confidence, and those then pass for label issues.
+
+cleanlab then scores every label (``cleanlab.rank.get_label_quality_scores``: low =
+suspicious) and estimates the joint distribution of given and true labels
+(``cleanlab.count.estimate_joint``, from the calibrated confident joint), whose off-diagonal
+mass is the estimated label-noise rate. The label issues (:func:`find_issues`) are by default
+the images of lowest label quality, as many as that noise rate implies (``lowest_quality``:
+:func:`issue_count`, which is ``cleanlab.count.num_label_issues`` with
+``estimation_method="off_diagonal_calibrated"``), so the issue count and the reported noise
+rate agree. Any ``cleanlab.filter.find_label_issues`` rule can be asked for instead (its
+default is ``prune_by_noise_rate``; ``low_self_confidence`` is the same lowest-quality cut with
+the uncalibrated count, which comes out lower the stronger the penalty).
 
 Small classes (:func:`score_labels`): an image can only be scored out of fold if another image
 of its class is in the training part, so classes with fewer than :data:`MIN_IMAGES` images are
@@ -32,10 +45,12 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from clusterlens.analysis import upper_bound as ub
-from clusterlens.config.upper_bound import LogRegConfig
 from clusterlens.core.errors import DataError
 
 MIN_IMAGES = 2  # per class: an out-of-fold score needs another image of the class to train on
+LOWEST_QUALITY = "lowest_quality"  # the filter of find_issues that is not cleanlab's
+FILTER_BY = LOWEST_QUALITY  # the defaults of clusterlens.config.label_issues
+RANK_BY = "self_confidence"
 ISSUE_COLUMNS = ["path", "class", "label_quality", "suggested_class", "suggested_probability",
                  "is_label_issue", "label_issue_rank"]
 PER_CLASS_COLUMNS = ["class", "images", "issues", "noise_rate"]
@@ -44,11 +59,13 @@ PER_CLASS_COLUMNS = ["class", "images", "issues", "noise_rate"]
 @dataclass(frozen=True)
 class OutOfFold:
     """Out-of-fold predictions: ``probabilities`` (N x C float64, row i from the fold model
-    that did not see image i), ``fold`` (N: that fold's number), ``iterations`` (lbfgs
-    iterations per fold) and ``converged`` (every fold stopped before ``max_iter``)."""
+    that did not see image i), ``fold`` (N: that fold's number), ``C`` (scikit-learn's inverse
+    regularisation per fold, :func:`inverse_regularisation`), ``iterations`` (lbfgs iterations
+    per fold) and ``converged`` (every fold stopped before ``max_iter``)."""
 
     probabilities: np.ndarray
     fold: np.ndarray
+    C: list[float]
     iterations: list[int]
     converged: bool
 
@@ -99,27 +116,31 @@ def excluded_classes(labels: np.ndarray, names: list[str]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- probabilities
-def fold_view(features: np.ndarray, kind: str, train_idx: np.ndarray) -> np.ndarray:
-    """The float64 matrix one fold's classifier sees: ``raw`` standardised with the statistics
-    of ``train_idx`` (:func:`clusterlens.analysis.upper_bound.feature_views`), ``pca`` as given."""
-    if kind == "pca":
-        return np.asarray(features, dtype=np.float64)
-    return ub.feature_views(features, features[:, :0], train_idx)["raw"]
+def inverse_regularisation(alpha: float, n_train: int) -> float:
+    """scikit-learn's ``C`` for a penalty ``alpha`` per training image: ``1 / (alpha * n_train)``.
+
+    ``LogisticRegression`` minimises ``C * sum(log loss) + |w|^2 / 2``, that is ``C * n_train``
+    times the mean log loss plus ``alpha / 2 * |w|^2``.
+    """
+    if not alpha > 0 or n_train < 1:
+        raise ValueError(f"alpha must be > 0 and n_train >= 1, got {alpha!r} and {n_train!r}")
+    return 1.0 / (alpha * n_train)
 
 
-def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, cfg: LogRegConfig,
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, alpha: float,
                               folds: int, max_iter: int, seed: int) -> OutOfFold:
     """Predicted class probabilities of every image from a model that never saw it.
 
     Parameters
     ----------
     features : ndarray, shape (N, D)
-        The feature view ``cfg.features`` names (the selected set for ``raw``, PCA scores for
-        ``pca``).
+        The features (the selected feature set); each fold standardises them with the
+        statistics of its training part.
     labels : ndarray of int, shape (N,)
         Given classes ``0..C-1``; each class needs at least :data:`MIN_IMAGES` images.
-    cfg : LogRegConfig
-        The logistic regression (C, class_weight, features).
+    alpha : float
+        The L2 penalty per training image (> 0): each fold's lbfgs logistic regression has
+        ``C = 1 / (alpha * n_train)`` (:func:`inverse_regularisation`), no class weights.
     folds : int
         Stratified K-fold splits (``shuffle=True, random_state=seed``), lowered to the largest
         class's image count when above it (:func:`check_folds`).
@@ -137,27 +158,28 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, cfg: Log
     n_classes = int(labels.max()) + 1
     probs = np.zeros((len(labels), n_classes), dtype=np.float64)
     fold_of = np.full(len(labels), -1, dtype=np.int64)
-    iterations, converged = [], True
+    cs, iterations, converged = [], [], True
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class ... less than n_splits": see above
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         splits = list(splitter.split(np.zeros(len(labels)), labels))
     for f, (tr, te) in enumerate(splits):
-        X = fold_view(features, cfg.features, tr)
-        model, ok = ub.fit_logreg(X[tr], labels[tr], cfg.C, cfg.class_weight, max_iter, seed)
+        X = ub.feature_views(features, features[:, :0], tr)["raw"]
+        c = inverse_regularisation(alpha, len(tr))
+        model, ok = ub.fit_logreg(X[tr], labels[tr], c, None, max_iter, seed)
         with threadpool_limits(1):
             probs[np.ix_(te, model.classes_)] = model.predict_proba(X[te])
         fold_of[te] = f
+        cs.append(c)
         iterations.append(int(np.max(model.n_iter_)))
         converged = converged and ok
-    return OutOfFold(probs, fold_of, iterations, converged)
+    return OutOfFold(probs, fold_of, cs, iterations, converged)
 
 
 # --------------------------------------------------------------------------- cleanlab
-def find_issues(labels: np.ndarray, probabilities: np.ndarray,
-                filter_by: str = "prune_by_noise_rate",
-                rank_by: str = "self_confidence") -> LabelIssues:
-    """cleanlab's label issues, label-quality scores and joint of given and true labels.
+def find_issues(labels: np.ndarray, probabilities: np.ndarray, *, filter_by: str = FILTER_BY,
+                rank_by: str = RANK_BY) -> LabelIssues:
+    """Label issues, label-quality scores and joint of given and true labels, from cleanlab.
 
     Parameters
     ----------
@@ -165,7 +187,11 @@ def find_issues(labels: np.ndarray, probabilities: np.ndarray,
     probabilities : ndarray, shape (N, C)
         Out-of-sample predicted probabilities (:func:`out_of_fold_probabilities`).
     filter_by : str
-        ``cleanlab.filter.find_label_issues(filter_by=...)``.
+        :data:`LOWEST_QUALITY` (``lowest_quality``): the images of lowest label quality
+        (``rank_by``), as many as :func:`issue_count` of the estimated joint (the noise rate
+        times N, which is ``cleanlab.count.num_label_issues`` with
+        ``estimation_method="off_diagonal_calibrated"``); ties go to the lower index. Any other
+        value: ``cleanlab.filter.find_label_issues(filter_by=...)``.
     rank_by : str
         The score of ``get_label_quality_scores(method=...)``, also the issues' ranking.
 
@@ -178,15 +204,26 @@ def find_issues(labels: np.ndarray, probabilities: np.ndarray,
     if probabilities.shape != (len(labels), int(labels.max()) + 1):
         raise ValueError(f"probabilities of shape {probabilities.shape} do not match "
                          f"{len(labels)} labels of {int(labels.max()) + 1} classes")
-    ranked = find_label_issues(labels, probabilities, filter_by=filter_by,
-                               return_indices_ranked_by=rank_by, n_jobs=1)
-    quality = get_label_quality_scores(labels, probabilities, method=rank_by)
+    quality = np.asarray(get_label_quality_scores(labels, probabilities, method=rank_by),
+                         dtype=np.float64)
+    joint = estimate_joint(labels, probabilities)
+    if filter_by == LOWEST_QUALITY:
+        ranked = np.argsort(quality, kind="stable")[:issue_count(joint, len(labels))]
+    else:
+        ranked = find_label_issues(labels, probabilities, filter_by=filter_by,
+                                   return_indices_ranked_by=rank_by, n_jobs=1)
     is_issue = np.zeros(len(labels), dtype=bool)
     is_issue[ranked] = True
     rank = np.zeros(len(labels), dtype=np.int64)
     rank[ranked] = np.arange(1, len(ranked) + 1)
-    joint = estimate_joint(labels, probabilities)
-    return LabelIssues(np.asarray(quality, dtype=np.float64), is_issue, rank, joint)
+    return LabelIssues(quality, is_issue, rank, joint)
+
+
+def issue_count(joint: np.ndarray, n: int) -> int:
+    """The label issues a joint of given and true labels implies among ``n`` images: its
+    off-diagonal mass (the noise rate) times ``n``, rounded to the nearest integer (half to
+    even, as ``numpy.rint``)."""
+    return int(np.rint((1.0 - np.trace(joint)) * n))
 
 
 # --------------------------------------------------------------------------- every image
@@ -209,11 +246,12 @@ class Scored:
     folds: int
 
 
-def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], cfg: LogRegConfig,
-                 folds: int, max_iter: int, seed: int, filter_by: str = "prune_by_noise_rate",
-                 rank_by: str = "self_confidence") -> Scored:
+def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], *, alpha: float,
+                 folds: int, max_iter: int, seed: int, filter_by: str = FILTER_BY,
+                 rank_by: str = RANK_BY) -> Scored:
     """:func:`out_of_fold_probabilities` and :func:`find_issues` on the images of the classes
-    with at least :data:`MIN_IMAGES` images (relabelled ``0..C'-1``), put back in place.
+    with at least :data:`MIN_IMAGES` images (relabelled ``0..C'-1``), put back in place; the
+    keyword options are theirs.
 
     With no class left out, the probabilities and findings are exactly those of the two
     functions on all images. Raises :class:`DataError` when fewer than 2 classes are left.
@@ -229,8 +267,9 @@ def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], cfg
     relabel = np.full(c, -1, dtype=np.int64)
     relabel[kept] = np.arange(len(kept))
     y = relabel[labels[rows]]
-    oof = out_of_fold_probabilities(np.asarray(features)[rows], y, cfg, folds, max_iter, seed)
-    found = find_issues(y, oof.probabilities, filter_by, rank_by)
+    oof = out_of_fold_probabilities(np.asarray(features)[rows], y, alpha=alpha, folds=folds,
+                                    max_iter=max_iter, seed=seed)
+    found = find_issues(y, oof.probabilities, filter_by=filter_by, rank_by=rank_by)
     probs = np.full((n, c), np.nan)
     probs[rows] = 0.0
     probs[np.ix_(rows, kept)] = oof.probabilities
@@ -278,11 +317,18 @@ def per_class_table(labels: np.ndarray, names: list[str], issues: LabelIssues) -
         "noise_rate": issues.class_noise_rates}, columns=PER_CLASS_COLUMNS)
 
 
-def summary(labels: np.ndarray, scored: Scored, cfg: LogRegConfig, folds_requested: int,
+def classifier(alpha: float, C: list[float] | None = None) -> dict:
+    """The classifier as the metrics record it (``config``): name, features, ``alpha``, the
+    ``C`` of each fold (None when nothing was fitted) and class weight."""
+    return {"name": f"logreg_alpha{alpha:g}", "features": "raw", "alpha": float(alpha),
+            "C": None if C is None else [float(c) for c in C], "class_weight": "none"}
+
+
+def summary(labels: np.ndarray, scored: Scored, *, alpha: float, folds_requested: int,
             filter_by: str, rank_by: str) -> dict:
     """The headline metrics: images, classes, images scored, issues (count, and fraction of the
     scored images), estimated noise rate, out-of-fold accuracy (scored images), the folds
-    (used and requested), the classifier's configuration and the classes left out
+    (used and requested), the classifier (:func:`classifier`) and the classes left out
     (``excluded_classes``: class, images, reason)."""
     labels = np.asarray(labels, dtype=np.int64)
     rows, issues = scored.rows, scored.issues
@@ -295,19 +341,18 @@ def summary(labels: np.ndarray, scored: Scored, cfg: LogRegConfig, folds_request
         "oof_accuracy": float(np.mean(scored.probabilities[rows].argmax(axis=1) == labels[rows])),
         "folds": int(scored.folds), "folds_requested": int(folds_requested),
         "filter_by": filter_by, "rank_by": rank_by,
-        "config": {"name": cfg.name, "features": cfg.features, "C": cfg.C,
-                   "class_weight": cfg.class_weight or "none"},
+        "config": classifier(alpha, scored.oof.C),
         "converged": bool(scored.oof.converged),
         "excluded_classes": ub.public(scored.excluded),
     }
 
 
-def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason: str,
-            folds_requested: int, filter_by: str,
+def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason: str, *,
+            alpha: float, folds_requested: int, filter_by: str,
             rank_by: str) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, dict]:
     """The outputs when no image can be scored (fewer than 2 classes of :data:`MIN_IMAGES`
     images): NaN probabilities, the issue and per-class tables without verdicts, and the
-    metrics of :func:`summary` with None scores and ``skipped`` (the reason)."""
+    metrics of :func:`summary` with None scores, no fold ``C`` and ``skipped`` (the reason)."""
     labels = index["label"].to_numpy(np.int64)
     n, c = len(labels), len(names)
     probs = np.full((n, c), np.nan)
@@ -316,7 +361,8 @@ def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason:
     metrics = {"skipped": reason, "images": int(n), "classes": int(c), "scored_images": 0,
                "issues": None, "issue_fraction": None, "noise_rate": None,
                "oof_accuracy": None, "folds": None, "folds_requested": int(folds_requested),
-               "filter_by": filter_by, "rank_by": rank_by, "config": None, "converged": None,
+               "filter_by": filter_by, "rank_by": rank_by, "config": classifier(alpha),
+               "converged": None,
                "excluded_classes": ub.public(excluded)}
     return (probs, issues_table(index, names, probs, issues),
             per_class_table(labels, names, issues), metrics)

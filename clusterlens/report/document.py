@@ -605,7 +605,7 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
     doc.h(3, "Suspected label issues")
     n_issues = int(images["is_label_issue"].sum())
     doc.p(f"cleanlab on out-of-fold predicted probabilities ({label_issues.get('folds')} folds "
-          f"of the upper bound's best configuration, "
+          f"of a strongly penalised logistic regression, "
           f"`{_config_name(label_issues.get('config'))}`; out-of-fold accuracy "
           f"{_fmt(label_issues.get('oof_accuracy'))}) flags **{n_issues:,} of "
           f"{len(images):,} images** ({_pct(n_issues / max(len(images), 1))}); estimated "
