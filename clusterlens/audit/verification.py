@@ -7,19 +7,19 @@ A candidate pair (from perceptual hashes or feature neighbours) is verified on g
    mirrored left-right, at content fractions :data:`FRACTIONS` of the outer image's width
    (a crop of up to 15% a side, any aspect ratio), by normalised cross-correlation
    (OpenCV ``matchTemplate``) at :data:`COARSE_SIDE` px; the best placement is refined at the
-   larger image's working size (fractions +-0.03 by 0.01, then +-0.005). Scale and shift are searched, rotation and
-   perspective are not.
+   larger image's working size (fractions +-0.03 by 0.01, then +-0.005). Scale and shift are
+   searched, rotation and perspective are not.
 2. **Comparison.** On the aligned overlap (both lightly blurred, which absorbs re-encoding and
-   resampling), the *detail* (the picture minus its blur at :data:`DETAIL_SIGMA` px, times
-   the enlargement of the coarser picture) is cut
-   into a :data:`GRID` x :data:`GRID` grid of cells. A cell is *informative* when both sides
-   vary in it (standard deviation >= :data:`FLAT_STD` grey levels); it *agrees* when the two
-   sides' detail correlates at >= :data:`CELL_AGREE`. ``agreement`` is the share of
+   resampling), the *detail* (the picture minus its blur at :data:`DETAIL_SIGMA` px, times the
+   enlargement of the coarser picture) is cut into a :data:`GRID` x :data:`GRID` grid of cells.
+   A cell is *informative* when both sides vary in it (standard deviation >=
+   :data:`FLAT_STD` grey levels); it *agrees* when the two sides' detail correlates at >=
+   :data:`CELL_AGREE`. ``agreement`` is the share of
    informative cells that agree; ``similarity`` is the whole overlap's correlation.
 3. **Colour.** The grayscale comparison cannot see a recoloured picture (the same product shot
-   of a motorbike in red and in grey), so ``colour`` is a high percentile of the chroma
-   distance (CIE a*b*, 97th percentile) between the two colour thumbnails where they overlap; it is NaN when
-   either picture is gray.
+   of a motorbike in red and in grey), so ``colour`` is the :data:`COLOUR_PERCENTILE`-th
+   percentile of the chroma distance (CIE a*b*) between the two colour thumbnails where they
+   overlap, after a light blur; it is NaN when either picture is gray.
 
 A copy (resized, re-encoded, cropped or mirrored) agrees almost everywhere; two shots of one
 scene (a burst, a person photographed twice against the same wall) agree where nothing moved;
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+from clusterlens.data.images import to_rgb
 
 WORK_SIDE = 128          # longest side of a working image, px
 COARSE_SIDE = 32         # longest side of the outer image in the coarse search, px
@@ -71,8 +73,8 @@ class Match:
     inner : int
         0 when the second image lies inside the first, 1 when the first lies inside the second.
     colour : float
-        Mean chroma distance where they overlap (:func:`colour_difference`); NaN when one is
-        gray or no colours were given.
+        Chroma distance where they overlap (:func:`colour_difference`); NaN when one is gray or
+        no colours were given.
     """
 
     similarity: float
@@ -105,9 +107,7 @@ def working_pair(img: Image.Image, *, side: int = WORK_SIDE) -> tuple[np.ndarray
 
 def _small(img: Image.Image, side: int) -> Image.Image:
     img.draft("RGB", (side, side))
-    img = ImageOps.exif_transpose(img) or img
-    if img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
+    img = to_rgb(ImageOps.exif_transpose(img) or img)  # the pipeline's colour conversion
     w, h = img.size
     scale = side / max(w, h)
     if scale < 1:
@@ -240,8 +240,9 @@ def _detail(a: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def colour_difference(al: Alignment, colours: tuple[np.ndarray, np.ndarray]) -> float:
-    """Mean chroma distance (CIE a*b*, 8-bit units) between the two pictures where they
-    overlap, at the thumbnail size; NaN when either picture is gray (no colour to compare)."""
+    """The :data:`COLOUR_PERCENTILE`-th percentile of the chroma distance (CIE a*b*, 8-bit
+    units) between the two pictures where they overlap (its rim left out), at the thumbnail size
+    after a 1 px blur; NaN when either picture is gray (no colour to compare)."""
     outer, inner = (colours[0], colours[1]) if al.inner_id == 0 else (colours[1], colours[0])
     if any(np.abs(t.astype(np.float32) - 128).max() <= GRAY_CHROMA for t in (outer, inner)):
         return float("nan")
