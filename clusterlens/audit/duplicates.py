@@ -1,4 +1,4 @@
-"""Near-duplicate images: candidates from two signals, each verified on the pixels.
+"""Near-duplicate images: candidates from several signals, each verified on the pixels.
 
 1. **Candidates.** Pairs whose perceptual hashes (or one's hash and the other's mirror hash)
    are within ``hash_distance`` bits (:mod:`clusterlens.audit.hashes`: resized, re-encoded and
@@ -19,10 +19,9 @@
 
    A pair that is not a copy but agrees in at least ``SCENE_AGREEMENT`` of its cells (with
    the same informative-cell and coverage floors), or a copy in every respect but its colours,
-   is ``same_scene``: two shots of one scene,
-   such as a burst or a person photographed twice against the same wall. Users who dedupe a
-   training set may drop them; users looking for copies may ignore them.
-   Anything else is not reported.
+   is ``same_scene``: two shots of one scene, such as a burst or a person photographed twice
+   against the same wall. Users who dedupe a training set may drop them; users looking for
+   copies may ignore them. Anything else is not reported.
 
 **Groups** are the connected components of the copy pairs (``same_scene`` pairs do not join
 groups).
