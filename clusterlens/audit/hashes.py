@@ -26,7 +26,7 @@ def phashes(gray: np.ndarray) -> tuple[int, int]:
 
 
 def _to_int(h: imagehash.ImageHash) -> int:
-    return int("".join("1" if b else "0" for b in h.hash.ravel()), 2)
+    return int(str(h), 16)  # imagehash's hex form: the bits in row order, most significant first
 
 
 def _packed(values: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from clusterlens.audit.issues import ISSUE_TYPES, flag_column, score_column
 from clusterlens.audit.representatives import cluster_majority
 from clusterlens.clustering.metrics import NOISE
 from clusterlens.core.errors import DataError
+from clusterlens.data.quality import QUALITY_COLUMNS
 
 LABEL_ISSUE_COLUMNS = ["label_quality", "suggested_class", "suggested_probability",
                        "is_label_issue", "label_issue_rank"]
@@ -124,9 +125,7 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
                             f"index's {n} images: re-run `dvc repro`")
     check_aligned(index, label_issues, "the label issues", LABEL_ISSUE_COLUMNS)
     check_aligned(index, neighbours, "the neighbour scores", NEIGHBOUR_COLUMNS + DUPLICATE_COLUMNS)
-    quality = [c for c in ISSUE_COLUMNS if c.removeprefix("is_").removesuffix("_score")
-               not in ("near_duplicate", "same_scene", "label_issue")]
-    missing = [c for c in quality if c not in index.columns]
+    missing = [c for c in QUALITY_COLUMNS if c not in index.columns]
     if missing:
         raise DataError(f"the index has no column {', '.join(missing)}: re-run `dvc repro`")
     classes = index["class"].astype(str).to_numpy(dtype=object)
@@ -146,7 +145,7 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
     for col in DUPLICATE_COLUMNS:
         out[col] = neighbours[col].to_numpy()
     out["label_issue_score"] = 1.0 - out["label_quality"].astype(np.float64)
-    for col in quality:
+    for col in QUALITY_COLUMNS:
         out[col] = index[col].to_numpy()
     out["agrees"] = out["agrees"].astype(bool)
     for issue in ISSUE_TYPES:
