@@ -142,7 +142,8 @@ def make_repo(repo: Path, stages_dir: Path | None = None) -> Path:
     if repo.exists():
         shutil.rmtree(repo)
     (repo / "grid").mkdir(parents=True)
-    for name in ["dvc.yaml", "grid/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
+    for name in ["dvc.yaml", "grid/dvc.yaml", "params.yaml", "corrections.csv", ".dvcignore",
+                 ".gitignore"]:
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, repo / name)
     (repo / "stages").symlink_to(Path(stages_dir or PROJECT / "stages").resolve(),

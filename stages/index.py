@@ -1,7 +1,11 @@
 """DVC stage ``index``: scan ``data.root`` (one sub-folder per class) into the index table.
 
-Writes ``data/index.parquet`` (one row per usable image, with its image-quality scores and
-flags), ``data/rejected.csv`` (every file or folder left out, with its reason),
+Reads ``data.root`` (as classes or as splits, ``data.splits``) and applies the user's corrections
+(``data.corrections``: every row checked before any image is decoded). Writes
+``data/index.parquet`` (one row per usable image: its split, class after corrections, given
+class, image-quality scores and flags), ``data/rejected.csv`` (every file or folder left out,
+with its reason; excluded images as ``excluded``), ``data/corrections_applied.csv`` (each
+correction row and whether it was applied),
 ``data/quality_by_class.csv`` (per class: the rate of each quality flag and its possible
 shortcuts), ``metrics/index.json`` and the figures under ``plots/index``. The rules are those of
 :mod:`clusterlens.data.index` and :mod:`clusterlens.data.quality`.
@@ -21,6 +25,7 @@ from clusterlens.config.whole import check_params, declared_params, pipeline_fil
 from clusterlens.core.cli import run_cli
 from clusterlens.core.io import remove_stale_tmp, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data import corrections as corr
 from clusterlens.data.index import build_index, check_root, index_metrics
 from clusterlens.data.quality import FLAG_COLUMNS, class_rates, flag_counts, shortcuts
 from clusterlens.report.figures.index import (
@@ -34,13 +39,14 @@ log = get_logger("index")
 
 OUT_INDEX = "data/index.parquet"
 OUT_REJECTED = "data/rejected.csv"
+OUT_CORRECTIONS = "data/corrections_applied.csv"
 OUT_QUALITY = "data/quality_by_class.csv"
 OUT_METRICS = "metrics/index.json"
 OUT_COUNTS = "plots/index/class_counts.csv"
 OUT_DIST = "plots/index/class_distribution.png"
 OUT_SIZES = "plots/index/image_sizes.png"
 OUT_SAMPLES = "plots/index/samples.png"
-OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_QUALITY, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES,
+OUTPUTS = (OUT_INDEX, OUT_REJECTED, OUT_CORRECTIONS, OUT_QUALITY, OUT_METRICS, OUT_COUNTS, OUT_DIST, OUT_SIZES,
            OUT_SAMPLES)
 
 
@@ -57,20 +63,43 @@ def check_params_vs_input(cfg: Params) -> Path:
     return check_root(Path(cfg.data.root))
 
 
+def log_corrections(applied, counts: dict) -> None:
+    """One line for the corrections applied, a warning per row not applied."""
+    if len(applied):
+        log.info("corrections: %d relabelled, %d excluded, %d kept", counts["relabel"],
+                 counts["exclude"], counts["keep"])
+    for r in applied[applied["status"] != corr.APPLIED].itertuples():
+        log.warning("correction of %s (%s) %s", r.path, r.action, r.status)
+
+
 def run(cfg: Params) -> dict:
     """Index ``data.root`` and write every output; returns the metrics."""
     p = cfg.index
     seed = cfg.seed
     root = check_params_vs_input(cfg)
+    corrections = corr.read_corrections(cfg.data.corrections)
     remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
-    log_block(log, "index", inputs={"data.root": root},
-              params={"index.min_side": p.min_side, "index.drop_duplicates": p.drop_duplicates,
-                      "index.workers": p.workers, "seed": seed})
-    index, rejected, info = build_index(root, p.min_side, p.drop_duplicates, p.workers)
+    log_block(log, "index", inputs={"data.root": root, "data.corrections":
+                                    f"{cfg.data.corrections} ({len(corrections)} rows)"},
+              params={"data.splits": cfg.data.splits, "index.min_side": p.min_side,
+                      "index.drop_duplicates": p.drop_duplicates, "index.workers": p.workers,
+                      "seed": seed})
+    index, rejected, info = build_index(root, p.min_side, p.drop_duplicates, p.workers,
+                                        splits=cfg.data.splits, corrections=corrections)
+    applied = info["corrections"]
     flags, classes = index[FLAG_COLUMNS], index["class"]
     found = shortcuts(flags, classes)
     metrics = {**index_metrics(index, rejected, info), "quality_flags": flag_counts(flags),
-               "quality_shortcuts": len(found)}
+               "quality_shortcuts": len(found), "corrections": corr.counts(applied)}
+    if info["splits"]:
+        log.info("splits %s: %s", " -> ".join(info["splits"]), ", ".join(
+            f"{s} {n}" for s, n in index["split"].value_counts().reindex(info["splits"])
+            .fillna(0).astype(int).items()))
+    elif info["split_lookalikes"]:
+        log.warning("top-level folders %s look like splits, but not every top-level folder is "
+                    "one: read as classes (set `data.splits` to list the splits)",
+                    ", ".join(info["split_lookalikes"]))
+    log_corrections(applied, metrics["corrections"])
     if info["empty_classes"]:
         log.warning("class folders without a usable image (no label given): %s",
                     ", ".join(info["empty_classes"]))
@@ -86,6 +115,7 @@ def run(cfg: Params) -> dict:
     counts = index["class"].value_counts().sort_index()
     write_table(OUT_INDEX, index)
     write_table(OUT_REJECTED, rejected)
+    write_table(OUT_CORRECTIONS, applied)
     write_table(OUT_QUALITY, class_rates(flags, classes))
     write_table(OUT_COUNTS, pd.DataFrame({"class": counts.index, "count": counts.values}))
     plot_class_distribution(counts, OUT_DIST)
@@ -95,6 +125,7 @@ def run(cfg: Params) -> dict:
     log_block(log, "index done", outputs={
         OUT_INDEX: f"{metrics['images']} images, {metrics['classes']} classes",
         OUT_REJECTED: f"{metrics['rejected']} rejected",
+        OUT_CORRECTIONS: ", ".join(f"{k} {n}" for k, n in metrics["corrections"].items()),
         OUT_QUALITY: ", ".join(f"{k} {n}" for k, n in metrics["quality_flags"].items())
                      + f"; {len(found)} possible shortcuts",
         OUT_METRICS: f"imbalance {metrics['imbalance_ratio']:.2f}, "

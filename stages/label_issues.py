@@ -4,7 +4,8 @@ Out-of-fold probabilities (stratified ``label_issues.folds``-fold, seed ``seed``
 logistic regression on the feature set named by ``fusion.set``, standardised per fold, with the
 L2 penalty per training image ``label_issues.alpha`` and ``upper_bound.max_iter`` iterations at
 most; then cleanlab's label issues (``label_issues.filter_by``), label quality scores
-(``label_issues.rank_by``) and estimated noise rate. Classes under 2 images are not scored
+(``label_issues.rank_by``) and estimated noise rate. Images the user marked ``keep`` in the
+corrections (the index's ``correction``) are not issues. Classes under 2 images are not scored
 (``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
 from clusterlens.core.io import read_table, save_npy, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data import corrections as corr
 from clusterlens.features.sets import load_feature_set
 
 log = get_logger("label_issues")
@@ -73,6 +75,9 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
     t0 = time.perf_counter()
     scored = li.score_labels(X, y, names, alpha=p.alpha, folds=p.folds, max_iter=max_iter,
                              seed=seed, filter_by=p.filter_by, rank_by=p.rank_by)
+    scored = li.silence_kept(scored, corr.kept(index))
+    if scored.silenced:
+        log.info("%d suspected label issues silenced: kept in data.corrections", scored.silenced)
     oof = scored.oof
     log.info("%d-fold out-of-fold fits (C %s): %s lbfgs iterations%s; with cleanlab %.1f s",
              scored.folds, "/".join(f"{c:.3g}" for c in oof.C), "/".join(map(str, oof.iterations)),

@@ -7,7 +7,10 @@ neighbours. Those, the perceptual-hash pairs within ``neighbours.hash_distance``
 files with equal bytes are candidate copies; every candidate is verified on the pixels and gets
 a kind (exact, resized, crop, mirror, same_scene: :mod:`clusterlens.audit.duplicates`). Copy
 groups are the connected components of the copy pairs (within and across classes; a pair whose
-classes differ is a label conflict).
+classes differ is a label conflict). Images the user marked ``keep`` in the corrections are not
+flagged, and a pair of two kept images is not reported. With splits (``data.splits``), every
+verified pair across two splits is a leak (data/leaks.csv), with the leak rate per pair of splits
+(:mod:`clusterlens.audit.leaks`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from clusterlens.audit import duplicates as dup
+from clusterlens.audit import leaks as lk
 from clusterlens.audit import neighbours as nb
 from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.data import DataParams
@@ -28,7 +32,9 @@ from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError, ParamError, check_rows
 from clusterlens.core.io import read_table, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data import corrections as corr
 from clusterlens.data.index import check_root
+from clusterlens.data.splits import image_splits, split_order
 
 log = get_logger("neighbours")
 
@@ -36,6 +42,7 @@ IN_FEATURES = "data/features.npy"
 IN_INDEX = "data/index.parquet"
 OUT_TABLE = "data/neighbours.parquet"
 OUT_PAIRS = "data/near_duplicates.csv"
+OUT_LEAKS = "data/leaks.csv"
 OUT_METRICS = "metrics/neighbours.json"
 
 
@@ -89,17 +96,27 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
              candidates.by_features.sum(), candidates.by_bytes.sum())
     found = dup.verify(images, candidates, workers=p.workers)
     del images
+    kept = corr.kept(index)
+    found = found.without_kept(kept)  # pairs of two kept images: the user said both stay
     groups = dup.copy_groups(len(index), found)
     t2 = time.perf_counter()
 
-    table = pd.concat([nb.neighbours_table(paths, classes, groups, scores),
-                       dup.image_columns(len(index), found)], axis=1)
     pairs_df = dup.pairs_table(found, paths, classes, groups)
+    splits = image_splits(index)
+    order = split_order(splits, cfg.data.splits)
+    per_image = pd.concat([dup.image_columns(len(index), found),
+                           lk.leak_image_columns(len(index), pairs_df, splits)], axis=1)
+    flags = ["is_near_duplicate", "is_same_scene", "is_leak"]
+    per_image[flags] = corr.silence(per_image[flags], kept)
+    table = pd.concat([nb.neighbours_table(paths, classes, groups, scores), per_image], axis=1)
+    leaks_df = lk.leak_pairs(pairs_df, splits, order=order)
     write_table(OUT_TABLE, table)
     write_table(OUT_PAIRS, pairs_df)
+    write_table(OUT_LEAKS, leaks_df)
     metrics = write_json(OUT_METRICS, {
         "images": int(len(index)), **dup.summary(pairs_df, groups),
-        "candidate_pairs": int(len(candidates)), "k": int(p.k)})
+        "candidate_pairs": int(len(candidates)), "k": int(p.k), "splits": list(order),
+        "leak_pairs": int(len(leaks_df)), "leaks": lk.leak_rates(pairs_df, splits, order=order)})
     top = table.nsmallest(3, "outlier_rank")
     log_block(log, "neighbours done", outputs={
         OUT_PAIRS: f"{metrics['duplicate_pairs']} copy pairs in {metrics['duplicate_groups']} "
@@ -108,6 +125,7 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
                    + ", ".join(f"{k} {metrics['pairs_' + k]}" for k in dup.KINDS),
         OUT_TABLE: "most atypical: " + ", ".join(
             f"{r.path} ({r.outlier_score:.3f})" for r in top.itertuples()),
+        OUT_LEAKS: lk.rates_text(metrics["leaks"]) if order else "no splits",
         "time": f"search {t1 - t0:.1f} s, near-duplicates {t2 - t1:.1f} s"})
     return metrics
 

@@ -49,7 +49,8 @@ INPUTS = {
     "upper": "metrics/upper_bound.json", "upper_configs": "metrics/upper_bound_configs.csv",
     "images": "data/images.parquet", "label_issues": "metrics/label_issues.json",
     "neighbours": "metrics/neighbours.json", "near_duplicates": "data/near_duplicates.csv",
-    "audit": "data/audit.csv",
+    "audit": "data/audit.csv", "corrections": "data/corrections_applied.csv",
+    "leaks": "data/leaks.csv",
 }
 OPTIONAL = ("cnn",)
 
@@ -76,6 +77,7 @@ FILES = ReportFiles(
     audit_same_scene="plots/images/same_scene.png", audit_quality="plots/images/{kind}.png",
     audit_outliers="plots/images/outliers.png",
     audit_representatives="plots/images/representatives.png",
+    corrections=INPUTS["corrections"], leaks=INPUTS["leaks"],
 )
 
 
@@ -103,6 +105,8 @@ def load_inputs(inputs: dict[str, str] = INPUTS) -> dict:
 
 def run(cfg: Params, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
         inputs: dict[str, str] = INPUTS, files: ReportFiles = FILES):
+    """Write the report; the explorer's corrections panel starts from the corrections the
+    index applied (``data/corrections_applied.csv``)."""
     root = cfg.data.root
     linkages = cfg.agglomerative.linkage
     feature_set = cfg.fusion.set
@@ -114,7 +118,8 @@ def run(cfg: Params, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
                       "report.thumbnail_px": p.thumbnail_px, "seed": seed})
     loaded = load_inputs(inputs)
     fragment, note = explorer.explorer_section(loaded["images"], loaded["groups"], root,
-                                               p.thumbnails, p.thumbnail_px, seed)
+                                               p.thumbnails, p.thumbnail_px, seed,
+                                               corrections=loaded["corrections"])
     data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
                       explorer=fragment, explorer_note=note, **loaded)
     doc = build_report(data, files)

@@ -1,10 +1,12 @@
-"""DVC stage `upper_bound`: the supervised upper bound, logistic regressions on a stratified split.
+"""DVC stage `upper_bound`: the supervised upper bound, logistic regressions on a train/test split.
 
-One fit per entry of ``upper_bound.configs`` on the split ``upper_bound.test_size`` / ``seed``;
-the best configuration (highest test accuracy, first on a tie), its per-class test accuracy and
-the same classifier on the macro labels of every ``g<N>`` cut of the `macro` stage (``raw``
-features: the set named by ``fusion.set``; ``pca``: data/pca.npy). Classes under 2 images are
-left out (``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
+One fit per entry of ``upper_bound.configs`` on the folder's own splits (train on the first of
+the split order, test on the last: ``data.splits``), else on a stratified split
+``upper_bound.test_size`` / ``seed``; the best configuration (highest test accuracy, first on
+a tie), its per-class test accuracy and the same classifier on the macro labels of every
+``g<N>`` cut of the `macro` stage (``raw`` features: the set named by ``fusion.set``; ``pca``:
+data/pca.npy). Classes under 2 images are left out (``excluded_classes``); with under 2
+classes left, the outputs say so (``skipped``).
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ import pandas as pd
 from clusterlens.analysis import upper_bound as ub
 from clusterlens.analysis.macro import class_names, read_class_groups
 from clusterlens.config.base import check_value, load_params, parse_stage
+from clusterlens.config.data import DataParams
 from clusterlens.config.fusion import FusionParams
 from clusterlens.config.upper_bound import UpperBoundParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
 from clusterlens.core.io import load_npy, read_table, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.data.splits import AUTO, image_splits, split_order, train_and_test
 from clusterlens.features.sets import load_feature_set
 from clusterlens.report.figures import upper_bound as plots
 from clusterlens.report.figures.style import matplotlib_setup
@@ -50,6 +54,7 @@ class Params:
     """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
     upper_bound: UpperBoundParams
     seed: int
+    data: DataParams | None = None  # data.splits; absent: auto
     fusion: FusionParams = FusionParams()
 
 
@@ -73,11 +78,14 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     for e in excluded:
         log.warning("class %r (%d image(s)) left out: %s", e["class"], e["images"], e["reason"])
     kept_classes = len(names) - len(excluded)
-    split = {"images": len(rows), "classes": kept_classes, "train": 0, "test": 0,
-             "test_size": p.test_size, "seed": seed}
+    splits = cfg.data.splits if cfg.data else AUTO
+    folders = train_and_test(split_order(image_splits(index), splits))
+    split = ub.split_info(len(rows), kept_classes, folders=folders, test_size=p.test_size,
+                          seed=seed)
     if kept_classes < 2:
         return write_skipped(index, names, y, split, excluded)
-    check_params_vs_input(cfg, y[rows])
+    if not folders:
+        check_params_vs_input(cfg, y[rows])
     raw, features_path = load_feature_set(cfg.fusion.set, features_path, fused_path)
     pca = load_npy(pca_path)
     for path, arr in ((features_path, raw), (pca_path, pca)):
@@ -87,10 +95,15 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         "features": f"{features_path} {raw.shape}", "pca": f"{pca_path} {pca.shape}",
         "index": f"{index_path} ({len(names)} classes)",
         "macro cuts": f"{groups_path}: {', '.join(cuts) or 'none'}"},
-        params={"upper_bound.test_size": p.test_size, "upper_bound.max_iter": p.max_iter,
+        params={"data.splits": splits, "upper_bound.test_size": p.test_size,
+                "upper_bound.max_iter": p.max_iter,
                 "upper_bound.configs": ", ".join(c.name for c in p.configs), "seed": seed})
     t0 = time.perf_counter()
-    train_idx, test_idx = ub.stratified_split(y, p.test_size, seed, rows)
+    train_idx, test_idx, unseen = ub.train_test(y, rows, splits=image_splits(index),
+                                                folders=folders, test_size=p.test_size, seed=seed)
+    if unseen:
+        log.warning("classes without a training image: %s (their test images count as wrong)",
+                    ", ".join(names[u] for u in unseen))
     views = ub.feature_views(raw, pca, train_idx)
     results, preds = ub.fit_configs(p.configs, views, y, train_idx, test_idx, p.max_iter, seed)
     best = ub.best_config(results)
@@ -115,7 +128,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, macro,
                                                  excluded))
     log_block(log, "upper_bound done", outputs={
-        OUT_METRICS: f"best {best}: test {results[best]['test_accuracy']:.4f} "
+        OUT_METRICS: f"{ub.split_text(split)}; best {best}: test "
+                     f"{results[best]['test_accuracy']:.4f} "
                      f"(train {results[best]['train_accuracy']:.4f}); fits took {seconds:.1f} s",
         OUT_CONFIGS: f"{len(configs_table)} configurations",
         OUT_PER_CLASS: f"{len(per_class)} classes, mean {metrics['per_class']['mean']:.3f}",

@@ -69,9 +69,11 @@ def image_tree(tmp_path) -> Path:
 
 @pytest.fixture
 def in_tmp_cwd(tmp_path, monkeypatch):
-    """Run a stage's run() in an empty working directory (outputs land under tmp_path/work)."""
+    """Run a stage's run() in a working directory with an empty corrections file, as a fresh
+    clone has (outputs land under tmp_path/work)."""
     work = tmp_path / "work"
     work.mkdir()
+    (work / "corrections.csv").write_text("path,action,class,note\n")
     monkeypatch.chdir(work)
     return work
 
@@ -149,7 +151,8 @@ def params_set(repo: Path, **updates):
 
 
 # What a repository with the project's pipeline holds besides the code.
-PIPELINE_FILES = ["dvc.yaml", "grid/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+PIPELINE_FILES = ["dvc.yaml", "grid/dvc.yaml", "params.yaml", "corrections.csv", ".dvcignore",
+                  ".gitignore"]
 
 
 def grid(stage: str) -> str:

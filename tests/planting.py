@@ -51,3 +51,13 @@ def planted(img: Image.Image, kind: str, rng: np.random.Generator, *,
         return jpeg(img.crop((round(w * left), round(h * top), round(w * (1 - right)),
                               round(h * (1 - bottom)))))
     return jpeg(ImageOps.mirror(img))
+
+
+def thumbnail_neighbours(grays, k: int) -> np.ndarray:
+    """A stand-in for the feature neighbours: each image's ``k`` nearest others by the raw
+    pixels of a 16 x 12 thumbnail of its grayscale working image. Returns int64, shape (N, k)."""
+    thumbs = np.stack([np.asarray(Image.fromarray(g).resize((16, 12)), np.float32).ravel()
+                       for g in grays])
+    d = ((thumbs[:, None] - thumbs[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :k].astype(np.int64)

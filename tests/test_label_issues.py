@@ -265,7 +265,7 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     X, _, given, moved = noisy_blobs()
     index, params = stage_inputs(in_tmp_cwd, given, X)
     metrics = stage.run(parse_stage(params, stage.Params))
-    assert set(metrics) == {"images", "classes", "scored_images", "issues", "issue_fraction",
+    assert set(metrics) == {"images", "classes", "scored_images", "issues", "issue_fraction", "kept",
                             "noise_rate", "oof_accuracy", "folds", "folds_requested",
                             "filter_by", "rank_by", "config", "converged", "excluded_classes"}
     assert metrics["excluded_classes"] == [] and metrics["scored_images"] == len(given)

@@ -104,7 +104,7 @@ def test_repro_runs_every_stage_and_writes_outputs(e2e_base, repo):
     assert "variance_kept" in shown and "upper_bound" in shown and "kmeans_nmi" in shown
     assert "variance_at_10" not in shown and "images_per_s" not in shown
     head = json.loads((r / "metrics/headline.json").read_text())
-    assert len(head) <= 26 and head["images"] == E2E_IMAGES and head["rejected"] == 1
+    assert len(head) <= 28 and head["images"] == E2E_IMAGES and head["rejected"] == 1
     assert all(isinstance(head[k], int) for k in ("duplicate_pairs", "same_scene_pairs", "blurry"))
     assert head["model"].split("/")[0] == clus["selected"]["method"]
     res = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo, env=dvc_env(),

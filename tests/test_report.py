@@ -356,3 +356,100 @@ def test_explorer_fragment_holds_each_point_once_per_colouring_and_is_reproducib
     assert '<option value="issues">suspected label issues: 1 images</option>' in page
     # the issue, then the largest cluster's two nearest members, then the next cluster's
     assert explorer.priority_rows(table, per_cluster=2) == [2, 10, 8, 9, 6]
+
+
+# --------------------------------------------------------------------------- corrections
+def _page_data(page: str) -> dict:
+    """The explorer's data (``window.CL_DATA``) embedded in a page."""
+    import json
+
+    return json.loads(re.search(r"window\.CL_DATA=(.*?);</script>", page, re.S).group(1))
+
+
+def test_correction_rows_are_strings_sorted_by_path_one_row_per_path():
+    fixes = pd.DataFrame({"path": ["b/2.png", "a/1.png", "b/2.png"],
+                          "action": ["exclude", "relabel", "keep"],
+                          "class": [None, "berry", np.nan], "note": ["x", "", "fine"]})
+    assert explorer.correction_rows(fixes) == [["a/1.png", "relabel", "berry", ""],
+                                               ["b/2.png", "keep", "", "fine"]]
+    assert explorer.correction_rows(None) == [] == explorer.correction_rows(fixes.iloc[:0])
+
+
+def test_explorer_embeds_the_corrections_in_force_and_the_columns_they_need():
+    table = _explorer_table()
+    maps = explorer.maps_from_table(table)
+    fixes = pd.DataFrame({"path": ["cherry/2.png", "apple/0.png", "gone/9.png"],
+                          "action": ["relabel", "keep", "exclude"],
+                          "class": ["berry", "", ""], "note": ['a, "b"\nc', "", "<x>"]})
+    # a table without the columns the index stage adds for corrections
+    page = explorer.explorer_html(table, maps, {}, {}, plotly_js="", corrections=fixes)
+    assert page == explorer.explorer_html(table, maps, {}, {}, plotly_js="", corrections=fixes)
+    data = _page_data(page)
+    assert data["fixes"] == [["apple/0.png", "keep", "", ""], ["cherry/2.png", "relabel", "berry",
+                                                               'a, "b"\nc'],
+                             ["gone/9.png", "exclude", "", "<x>"]]
+    assert data["given"] == data["cls"] and data["dup"] == [-1] * 12 and data["pixels"] is None
+    # the table of the corrections in force, the controls and the instructions
+    assert '<b id="cl-fix-count">3 corrections, 0 changed here</b>' in page
+    assert ('<tr><td>cherry/2.png</td><td>relabel</td><td>berry</td><td>a, "b"\nc</td></tr>'
+            '<tr><td>gone/9.png</td><td>exclude</td><td></td><td>&lt;x&gt;</td></tr>') in page
+    assert '<a id="cl-fix-download" download="corrections.csv" href="#">' in page
+    for id_ in ("cl-sel-count", "cl-sel-clear", "cl-fix-accept", "cl-fix-relabel", "cl-fix-class",
+                "cl-fix-exclude", "cl-fix-keep", "cl-fix-undo", "cl-fix-note", "cl-fix-table"):
+        assert page.count(f'id="{id_}"') == 1, id_
+    assert ('<select id="cl-fix-class" aria-label="new class"><option value="apple">apple</option>'
+            '<option value="berry">berry</option><option value="cherry">cherry</option></select>'
+            ) in page
+    assert "<code>data.corrections</code>" in page and "<code>dvc repro</code>" in page
+    # no corrections: an empty list; the new columns, when present, are embedded
+    table["class"] = table["class"].where(table.index != 2, "berry")  # 2: relabelled
+    table = table.assign(given_class=["apple", "berry", "cherry"] * 4,
+                         correction=[""] * 2 + ["relabel"] + [""] * 9,
+                         duplicate_group=[0, 0] + [-1] * 10, width=[40, 80] + [40] * 10,
+                         height=32)
+    data = _page_data(explorer.explorer_html(table, maps, {}, {}, plotly_js=""))
+    assert data["fixes"] == [] and data["dup"][:3] == [0, 0, -1]
+    assert data["pixels"][:2] == [1280, 2560]
+    assert data["classes"] == ["apple", "berry", "cherry"]
+    assert data["cls"][2] == 1 and data["given"][2] == 2 and data["given"][:2] == data["cls"][:2]
+
+
+def test_html_tables_put_a_checkbox_by_each_image_path_and_markdown_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    doc = document.Doc()
+    doc.table(pd.DataFrame({"path": ['a/"x"<1>.png', None], "n": [1, 2]}), pick=("path",))
+    page = document.render_html(doc, "t")
+    assert ('<td><label><input type="checkbox" class="cl-pick" data-path="a/&quot;x&quot;&lt;1&gt;'
+            '.png">a/&quot;x&quot;&lt;1&gt;.png</label></td><td>1</td>') in page
+    assert page.count("<input") == 1  # not on a missing path
+    assert ".cl-pick{display:none}" in page  # shown only by the explorer's style
+    assert document.render_markdown(doc, "report").startswith('| path | n |\n| --- | --- |\n'
+                                                              '| a/"x"<1>.png | 1 |')
+
+
+def test_report_stage_passes_the_corrections_in_force_and_ticks_audit_images(inputs):
+    stage.run(parse_stage(PARAMS, stage.Params))  # no corrections file: none in force
+    assert _page_data(Path("report/report.html").read_text(encoding="utf-8"))["fixes"] == []
+    Path("empty.csv").touch()
+    assert stage.load_corrections("empty.csv").empty
+    Path("corrections.csv").write_text('path,action,class,note\napple/0.png,keep,,"ok, ""1"""\n'
+                                       "gone/9.png,exclude,,\nberry/1.png,relabel,NA,\n",
+                                       encoding="utf-8")
+    stage.run(parse_stage(PARAMS, stage.Params))
+    first = Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()
+    page, md = first[1].decode("utf-8"), first[0].decode("utf-8")
+    assert _page_data(page)["fixes"] == [["apple/0.png", "keep", "", 'ok, "1"'],
+                                         ["berry/1.png", "relabel", "NA", ""],
+                                         ["gone/9.png", "exclude", "", ""]]
+    # the audit tables' images can be ticked in the page, not in the markdown
+    box = '<label><input type="checkbox" class="cl-pick" data-path="{}">'
+    assert page.count(box.format("cherry/2.png")) == 2  # label issues, outliers
+    assert page.count(box.format("berry/1.png")) == 2  # near-duplicates (image b), outliers
+    assert "cl-pick" not in md and "<input" not in md
+    assert "| 1 | cherry/2.png | cherry -> berry | 0.97 | 0.01 | berry |" in md
+    stage.run(parse_stage(PARAMS, stage.Params))
+    assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first
+    # another file in force, given to the stage
+    Path("fixes.csv").write_text("path,action,class,note\n", encoding="utf-8")
+    stage.run(parse_stage(PARAMS, stage.Params), corrections="fixes.csv")
+    assert _page_data(Path("report/report.html").read_text(encoding="utf-8"))["fixes"] == []

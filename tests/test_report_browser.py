@@ -1,9 +1,16 @@
 """The report's explorer in a real headless browser (Debian's chromium through playwright).
 
 The report stage runs in-process on the small inputs of ``tests/test_report.py`` plus a
-60-image table with generated images; the page is then opened from ``file://`` at a 1,280 px
-viewport. Skips when playwright or chromium is not installed (``.ci/run`` installs both).
+60-image table with generated images (a few of them already corrected by the corrections file
+in force, :data:`IN_FORCE`); the page is then opened from ``file://`` at a 1,280 px viewport.
+Skips when playwright or chromium is not installed (``.ci/run`` installs both).
+
+:func:`download_corrections` (the page's corrections as CSV text) and
+:func:`check_corrections_csv` (the corrections file contract) are meant for reuse, e.g. to feed
+a downloaded file back to ``dvc repro``.
 """
+import csv
+import io
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +28,14 @@ from tests.test_report import JSONS, PARAMS, TABLES
 N_IMAGES, N_TSNE = 60, 50
 BLURRY = [3, 9, 21]
 CLASSES = ["apple", "berry", "cherry"]
+# The corrections file in force when the report was built: an image excluded (so no longer in
+# the table), one kept (its note needs CSV quoting), two relabelled (rows 8 and 13 of the table)
+IN_FORCE = pd.DataFrame({
+    "path": ["apple/099.png", "berry/010.png", "cherry/008.png", "berry/013.png"],
+    "action": ["exclude", "keep", "relabel", "relabel"], "class": ["", "", "berry", "apple"],
+    "note": ["blurred scan", 'fine, "really"\nchecked twice', "earlier review", ""]})
+ISSUES = {4: "cherry", 11: "apple"}  # suspected label issues -> suggested class
+DUPLICATES = [20, 23]  # one near-duplicate group; 23 has more pixels
 
 
 def _chromium() -> str | None:
@@ -36,21 +51,29 @@ def _images_table() -> pd.DataFrame:
     labels = code.copy()
     labels[::7] = 3  # a fourth cluster, mostly apples and berries
     labels[5] = -1
-    issue = np.zeros(N_IMAGES, bool)
-    issue[[4, 11]] = True
+    issue = np.isin(np.arange(N_IMAGES), list(ISSUES))
     xy = np.c_[labels * 4.0, code * 2.0] + rng.normal(0, 0.6, (N_IMAGES, 2))
     tsne = np.where((np.arange(N_IMAGES) < N_TSNE)[:, None], xy[:, ::-1], np.nan)
     majority = {0: "apple", 1: "berry", 2: "cherry", 3: "apple", -1: ""}
+    given = [CLASSES[c] for c in code]  # the folder's class
+    paths = [f"{g}/{i:03d}.png" for i, g in enumerate(given)]
+    fixes = IN_FORCE.set_index("path")
+    cls = [fixes.loc[p, "class"] if p in fixes.index and fixes.loc[p, "action"] == "relabel"
+           else g for p, g in zip(paths, given)]
+    dup = np.where(np.isin(np.arange(N_IMAGES), DUPLICATES), 0, -1)
     return pd.DataFrame({
-        "path": [f"{CLASSES[c]}/{i:03d}.png" for i, c in enumerate(code)],
-        "class": [CLASSES[c] for c in code], "cluster": labels,
+        "path": paths, "class": cls, "given_class": given,
+        "correction": [fixes.loc[p, "action"] if p in fixes.index else "" for p in paths],
+        "width": np.where(np.arange(N_IMAGES) == DUPLICATES[1], 80, 40),
+        "height": np.where(np.arange(N_IMAGES) == DUPLICATES[1], 64, 32), "cluster": labels,
         "cluster_majority_class": [majority[c] for c in labels],
         "agrees": [majority[c] == CLASSES[k] for c, k in zip(labels, code)],
         "centre_distance": np.where(labels >= 0, rng.random(N_IMAGES), np.nan),
         "pca_x": xy[:, 0], "pca_y": xy[:, 1], "tsne_x": tsne[:, 0], "tsne_y": tsne[:, 1],
-        "label_quality": 0.5, "suggested_class": "cherry", "suggested_probability": 0.5,
+        "label_quality": 0.5, "suggested_class": [ISSUES.get(i, c) for i, c in enumerate(cls)],
+        "suggested_probability": 0.5,
         "is_label_issue": issue, "label_issue_rank": np.where(issue, issue.cumsum(), 0),
-        "duplicate_group": -1, "outlier_score": rng.random(N_IMAGES),
+        "duplicate_group": dup, "outlier_score": rng.random(N_IMAGES),
         "outlier_rank": np.arange(1, N_IMAGES + 1),
         # the audit's flags: three blurry images, the most severe last
         "is_blurry": np.isin(np.arange(N_IMAGES), BLURRY), "blurry_score":
@@ -66,7 +89,14 @@ def report_page(in_tmp_cwd) -> Path:
         write_table(path, df)
     table = _images_table()
     write_table("data/images.parquet", table)
-    for i, (path, cls) in enumerate(zip(table["path"], table["class"])):
+    a, b = DUPLICATES
+    write_table("data/near_duplicates.csv", pd.DataFrame({
+        "row_a": [a], "row_b": [b], "path_a": [table["path"][a]], "path_b": [table["path"][b]],
+        "class_a": [table["class"][a]], "class_b": [table["class"][b]], "kind": ["resized"],
+        "score": [0.98], "similarity": [0.98], "coverage": [1.0], "label_conflict": [False],
+        "group": [0]}))
+    IN_FORCE.to_csv("corrections.csv", index=False, lineterminator="\n")
+    for i, (path, cls) in enumerate(zip(table["path"], table["given_class"])):
         Path("data/fruit", path).parent.mkdir(parents=True, exist_ok=True)
         make_image(CLASSES.index(cls), np.random.default_rng(i)).save(Path("data/fruit", path))
     stage.run(parse_stage({**PARAMS, "report": {"thumbnails": N_IMAGES, "thumbnail_px": 32}}, stage.Params))
@@ -177,3 +207,163 @@ def test_explorer_works_in_a_headless_browser(report_page, tmp_path):
             browser.close()
     assert errors == []
     assert len(list(shots.glob("*.png"))) == 6
+
+
+# --------------------------------------------------------------------------- corrections
+def download_corrections(page) -> str:
+    """Click the page's "download corrections.csv" link; the downloaded file's text."""
+    with page.expect_download() as info:
+        page.click("#cl-fix-download")
+    download = info.value
+    assert download.suggested_filename == "corrections.csv"
+    return Path(download.path()).read_text(encoding="utf-8")
+
+
+def check_corrections_csv(text: str, paths) -> list[list[str]]:
+    """Check ``text`` against the corrections file contract and return its rows (header left
+    out): header ``path,action,class,note``; an action of relabel, exclude or keep; each path
+    once, and one of ``paths``; a class for relabel only; rows sorted by path; minimal CSV
+    quoting and ``\\n`` line ends (the text is what Python's csv module writes back)."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows and rows[0] == ["path", "action", "class", "note"], rows[:1]
+    body, paths = rows[1:], set(paths)
+    for path, action, cls, _note in body:
+        assert action in ("relabel", "exclude", "keep"), (path, action)
+        assert path in paths, path
+        assert bool(cls) == (action == "relabel"), (path, action, cls)
+    names = [r[0] for r in body]
+    assert len(set(names)) == len(names), "a path appears twice"
+    assert names == sorted(names)
+    out = io.StringIO(newline="")
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    assert text == out.getvalue()
+    return body
+
+
+@pytest.fixture
+def browser_page(report_page):
+    """The report opened in headless chromium at 1,280 x 900: (page, errors logged)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium (apt-get install chromium)")
+    errors = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(report_page.as_uri())
+            page.wait_for_selector("#cl-map-0 .scatterlayer .point")
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def _map_xy(page, div: str, x: float, y: float) -> tuple[float, float]:
+    """Where data point (x, y) of a map is on the screen (the map scrolled into view)."""
+    return tuple(page.evaluate("""([div, x, y]) => {const d = document.getElementById(div),
+        f = d._fullLayout, r = d.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + f.xaxis.l2p(x), r.top + f.yaxis.l2p(y)];}""", [div, x, y]))
+
+
+def _selected(page) -> list[str]:
+    return page.locator("#cl-sel-strip input.cl-pick").evaluate_all(
+        "bs => bs.map(b => b.dataset.path)")
+
+
+def test_corrections_made_in_the_page_download_as_a_valid_file(browser_page, tmp_path):
+    page, errors = browser_page
+    table = _images_table()
+    in_table = page.locator("div.tw input.cl-pick")  # the audit tables of section 8
+    # the corrections in force are listed
+    assert page.inner_text("#cl-fix-count") == "4 corrections, 0 changed here"
+    assert check_corrections_csv(download_corrections(page), IN_FORCE["path"]) == \
+        sorted(IN_FORCE.to_numpy().tolist())
+
+    # a box drawn on the t-SNE map with plotly's box-select tool selects the points inside
+    page.evaluate("document.getElementById('cl-map-0').scrollIntoView({block: 'start'})")
+    page.hover("#cl-map-0 .nsewdrag")
+    page.click("#cl-map-0 .modebar-btn[data-val='select']")
+    (x0, x1), (y0, y1) = (1.0, 1.5), (3.2, 3.9)
+    inside = table[table.tsne_x.between(x0, x1) & table.tsne_y.between(y0, y1)]["path"]
+    assert inside.tolist() == ["berry/004.png", "berry/013.png"]  # an issue and a relabelled one
+    start, end = _map_xy(page, "cl-map-0", x0, y1), _map_xy(page, "cl-map-0", x1, y0)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('cl-sel-count').textContent === 'selected: 2'")
+    assert _selected(page) == inside.tolist()
+    # a gallery thumbnail and an image of the audit tables (the label issues) add to it, and
+    # every checkbox of an image shows whether it is selected
+    page.select_option("#cl-gallery-select", "c2")
+    page.check("#cl-gallery input.cl-pick[data-path='cherry/020.png']")
+    page.check("div.tw input.cl-pick[data-path='cherry/011.png']")
+    assert page.is_checked("#cl-gallery input.cl-pick[data-path='cherry/011.png']")
+    assert page.inner_text("#cl-sel-count") == "selected: 4"
+    assert page.is_visible("#cl-sel-badge")
+    page.screenshot(path=str(tmp_path / "selection.png"))
+    # accept the suggestions: the issues take their suggested class; of the near-duplicate
+    # group (20, 23), 23 has more pixels and stays; 13 has no suggestion
+    page.click("#cl-fix-accept")
+    assert page.inner_text("#cl-fix-msg") == (
+        "accepted: 2 images relabelled to the suggested class; near-duplicate group 0: kept "
+        "cherry/023.png, excluded 1; no suggestion for 1 image")
+    assert page.inner_text("#cl-sel-count") == "selected: 0" and not _selected(page)
+    assert not in_table.evaluate_all("bs => bs.filter(b => b.checked).length")
+
+    # relabel: cherry/008.png (berry in force) to apple, with a note; berry/013.png back to
+    # its folder's class, which drops its row
+    page.check("#cl-gallery input.cl-pick[data-path='cherry/008.png']")
+    page.select_option("#cl-fix-class", "apple")
+    page.fill("#cl-fix-note", "second look")
+    page.click("#cl-fix-relabel")
+    assert page.input_value("#cl-fix-note") == ""  # a note goes on one action's rows
+    page.select_option("#cl-gallery-select", "c1")
+    page.check("#cl-gallery input.cl-pick[data-path='berry/013.png']")
+    page.select_option("#cl-fix-class", "berry")
+    page.click("#cl-fix-relabel")
+    # exclude a point clicked on the map (a click selects it, still in box-select mode); its
+    # note needs CSV quoting
+    page.evaluate("document.getElementById('cl-map-0').scrollIntoView({block: 'start'})")
+    row = int(table.index[table.path == "apple/030.png"][0])
+    page.mouse.click(*_map_xy(page, "cl-map-0", table.tsne_x[row], table.tsne_y[row]))
+    assert _selected(page) == ["apple/030.png"]
+    assert page.input_value("#cl-gallery-select") == "c0"  # and opens its cluster
+    page.fill("#cl-fix-note", 'odd, "crop"')
+    page.click("#cl-fix-exclude")
+    # keep a blurry image, ticked in its gallery
+    page.select_option("#cl-gallery-select", "issue-blurry")
+    page.check("#cl-gallery input.cl-pick[data-path='apple/003.png']")
+    page.fill("#cl-fix-note", "sharp enough")
+    page.click("#cl-fix-keep")
+    assert page.inner_text("#cl-fix-msg") == "kept: 1 image"
+    # undo the accepted relabel of cherry/011.png; clear a selection without acting on it
+    page.check("div.tw input.cl-pick[data-path='cherry/011.png']")
+    page.click("#cl-fix-undo")
+    assert page.inner_text("#cl-fix-msg") == "undone: 1 row removed"
+    page.check("div.tw input.cl-pick[data-path='apple/000.png']")
+    page.click("#cl-sel-clear")
+    assert page.inner_text("#cl-sel-count") == "selected: 0"
+    assert not page.is_checked("div.tw input.cl-pick[data-path='apple/000.png']")
+    page.locator("#corrections").scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "corrections.png"))
+
+    text = download_corrections(page)
+    rows = check_corrections_csv(text, set(table["path"]) | set(IN_FORCE["path"]))
+    assert rows == [
+        ["apple/003.png", "keep", "", "sharp enough"],
+        ["apple/030.png", "exclude", "", 'odd, "crop"'],
+        ["apple/099.png", "exclude", "", "blurred scan"],               # in force, kept
+        ["berry/004.png", "relabel", "cherry", ""],                     # accepted suggestion
+        ["berry/010.png", "keep", "", 'fine, "really"\nchecked twice'],  # in force, kept
+        ["cherry/008.png", "relabel", "apple", "second look"],          # replaced
+        ["cherry/020.png", "exclude", "", ""]]                          # duplicate of 023
+    assert 'apple/030.png,exclude,,"odd, ""crop"""\n' in text
+    assert page.inner_text("#cl-fix-count") == "7 corrections, 6 changed here"
+    assert page.locator("#cl-fix-table tbody tr td:first-child").all_inner_texts() == \
+        [r[0] for r in rows]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert errors == []

@@ -77,6 +77,7 @@ def test_accuracies_equal_an_independent_sklearn_run(data):
     best = CONFIGS[int(np.argmax(accs))]["name"]  # argmax: first on a tie, as the stage
     assert out["best"]["config"] == best
     assert out["split"] == {"images": len(y), "classes": 12, "train": 180, "test": 60,
+                            "source": "stratified", "train_split": None, "test_split": None,
                             "test_size": 0.25, "seed": 3}
 
 

@@ -86,8 +86,8 @@ HEADLINE_KEYS = (
     "model", "clusters", "nmi", "ari", "purity", "accuracy", "noise",
     "kmeans_k", "kmeans_nmi", "upper_bound", "gap",
     "images", "classes", "rejected", "variance_kept",
-    "label_issues", "near_duplicates", "duplicate_pairs", "same_scene_pairs",
-    *QUALITY_KINDS)
+    "label_issues", "near_duplicates", "duplicate_pairs", "same_scene_pairs", "leak_rate",
+    "corrections", *QUALITY_KINDS)
 
 
 def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
@@ -97,7 +97,8 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
     Parameters
     ----------
     index : dict
-        The index metrics: ``images``, ``classes``, ``rejected``, ``quality_flags``.
+        The index metrics: ``images``, ``classes``, ``rejected``, ``quality_flags``,
+        ``corrections``.
     reduce : dict
         The PCA metrics: ``variance_retained``.
     clustering : dict
@@ -109,7 +110,7 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
         The label-issue metrics: ``issues``.
     neighbours : dict
         The near-duplicate metrics: ``images_in_groups``, ``duplicate_pairs``,
-        ``pairs_same_scene``.
+        ``pairs_same_scene``, ``splits``, ``leaks``.
 
     Returns
     -------
@@ -121,6 +122,8 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
         supervised test accuracy and ``gap`` = ``upper_bound - accuracy``; ``variance_kept`` the
         PCA's retained variance; ``near_duplicates`` the images in near-duplicate groups,
         ``duplicate_pairs`` / ``same_scene_pairs`` the verified copy pairs and same-scene pairs;
+        ``leak_rate`` the share of the images outside the training split with a copy in an
+        earlier split (None without splits); ``corrections`` the corrections applied;
         one count per image-quality flag (``blurry``, ..., ``odd_aspect_ratio``) from the
         index. A value whose source is missing (e.g. no K-Means grid) is None.
     """
@@ -144,5 +147,9 @@ def build_headline(index: dict, reduce: dict, clustering: dict, upper: dict,
         "near_duplicates": neighbours.get("images_in_groups"),
         "duplicate_pairs": neighbours.get("duplicate_pairs"),
         "same_scene_pairs": neighbours.get("pairs_same_scene"),
+        "leak_rate": ((neighbours.get("leaks") or {}).get("overall") or {}).get("rate")
+        if neighbours.get("splits") else None,
+        "corrections": sum((index.get("corrections") or {}).get(a, 0)
+                           for a in ("relabel", "exclude", "keep")),
         **{k: (index.get("quality_flags") or {}).get(k) for k in QUALITY_KINDS}}
     return {key: out[key] for key in HEADLINE_KEYS}

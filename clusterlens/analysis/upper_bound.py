@@ -7,9 +7,11 @@ train/test accuracy, their gap, macro-F1 and weighted-F1; per-class test accurac
 classifier trained on macro labels (class -> group maps), next to the random baseline 1/groups
 and the majority-group baseline.
 
-Every fit uses the same split, ``train_test_split(arange(N), test_size=..., random_state=seed,
-stratify=label)``; a split stratified on the fine classes is also stratified on every macro
-grouping of them, so the macro scores are measured on the very same test images.
+Every fit uses the same split: the folder's own splits when it has them (train on the first split
+of the split order, test on the last: :func:`folder_split`), else
+``train_test_split(arange(N), test_size=..., random_state=seed, stratify=label)``; a split
+stratified on the fine classes is also stratified on every macro grouping of them, so the macro
+scores are measured on the very same test images.
 
 Classes too small for the split (fewer than :data:`MIN_IMAGES` images: a stratified split puts
 at least one image of every class on each side) are left out of it
@@ -112,6 +114,79 @@ def stratified_split(labels: np.ndarray, test_size: float, seed: int,
     tr, te = train_test_split(np.arange(len(rows)), test_size=test_size, random_state=seed,
                               stratify=np.asarray(labels)[rows])
     return rows[tr], rows[te]
+
+
+def folder_split(splits: np.ndarray, train: str, test: str,
+                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, test) image indices of the folder's own splits, in row order.
+
+    Parameters
+    ----------
+    splits : ndarray of str
+        Each image's split (the index's ``split``).
+    train, test : str
+        The training and the evaluation split (:func:`clusterlens.data.splits.train_and_test`).
+    rows : ndarray of int, optional
+        Restrict to these images (e.g. :func:`split_rows`).
+
+    Raises
+    ------
+    ValueError
+        When either side is empty.
+    """
+    splits = np.asarray(splits, dtype=object)
+    rows = np.arange(len(splits)) if rows is None else np.asarray(rows, dtype=np.int64)
+    tr, te = rows[splits[rows] == train], rows[splits[rows] == test]
+    for name, side in ((train, tr), (test, te)):
+        if not len(side):
+            raise ValueError(f"split {name!r} has no image of a class the bound can use")
+    return tr, te
+
+
+def split_info(images: int, classes: int, *, folders: tuple[str, str] | None,
+               test_size: float, seed: int) -> dict:
+    """The metrics' ``split``: images and classes in it, ``train``/``test`` counts (0 until
+    fitted), ``source`` (``folder`` or ``stratified``), ``train_split``/``test_split`` (the
+    folder's splits used, None for a stratified split), ``test_size`` (None with the folder's
+    splits) and ``seed``."""
+    return {"images": int(images), "classes": int(classes), "train": 0, "test": 0,
+            "source": "folder" if folders else "stratified",
+            "train_split": folders[0] if folders else None,
+            "test_split": folders[1] if folders else None,
+            "test_size": None if folders else test_size, "seed": seed}
+
+
+def split_text(split: dict) -> str:
+    """E.g. ``folder splits: 800 train (train) / 200 test (test)`` or ``stratified split: ...``."""
+    if split["source"] == "folder":
+        return (f"folder splits: {split['train']} train ({split['train_split']}) / "
+                f"{split['test']} test ({split['test_split']})")
+    return (f"stratified split: {split['train']} train / {split['test']} test (test_size "
+            f"{split['test_size']}, seed {split['seed']})")
+
+
+def train_test(labels: np.ndarray, rows: np.ndarray, *, splits: np.ndarray,
+               folders: tuple[str, str] | None, test_size: float,
+               seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The split the bound uses: the folder's own (:func:`folder_split`) when ``folders``
+    names its training and evaluation split, else :func:`stratified_split`; with the labels
+    of the test images whose class has no training image (they can only be predicted wrong).
+
+    Raises
+    ------
+    DataError
+        When a split of ``folders`` has no usable image.
+    """
+    if folders is None:
+        tr, te = stratified_split(labels, test_size, seed, rows)
+    else:
+        try:
+            tr, te = folder_split(splits, *folders, rows)
+        except ValueError as exc:
+            raise DataError(f"data.root: {exc}; the bound trains on the first split and tests "
+                            f"on the last ({' -> '.join(folders)})") from None
+    labels = np.asarray(labels)
+    return tr, te, sorted(set(labels[te].tolist()) - set(labels[tr].tolist()))
 
 
 def feature_views(raw: np.ndarray, pca: np.ndarray, train_idx: np.ndarray) -> dict:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +113,12 @@ class NearDuplicates:
     def copies(self) -> np.ndarray:
         """Boolean mask of the copy pairs (every kind but ``same_scene``)."""
         return np.isin(self.kind, COPY_KINDS)
+
+    def without_kept(self, kept: np.ndarray) -> NearDuplicates:
+        """The pairs left when those whose two images the user marked ``keep`` are dropped."""
+        kept = np.asarray(kept, dtype=bool)
+        stay = ~(kept[self.row_a] & kept[self.row_b])
+        return NearDuplicates(*(getattr(self, f.name)[stay] for f in fields(self)))
 
 
 def _threaded(fn: Callable, items: Sequence, *, workers: int, desc: str, unit: str) -> list:

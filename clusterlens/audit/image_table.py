@@ -14,6 +14,7 @@ import pandas as pd
 
 from clusterlens.audit.duplicates import IMAGE_COLUMNS as DUPLICATE_COLUMNS
 from clusterlens.audit.issues import ISSUE_TYPES, flag_column, score_column
+from clusterlens.audit.leaks import LEAK_IMAGE_COLUMNS
 from clusterlens.audit.representatives import cluster_majority
 from clusterlens.clustering.metrics import NOISE
 from clusterlens.core.errors import DataError
@@ -24,8 +25,9 @@ LABEL_ISSUE_COLUMNS = ["label_quality", "suggested_class", "suggested_probabilit
 NEIGHBOUR_COLUMNS = ["duplicate_group", "outlier_score", "outlier_rank"]
 ISSUE_COLUMNS = [c for issue in ISSUE_TYPES for c in (flag_column(issue), score_column(issue))]
 COLUMNS = list(dict.fromkeys([
-    "path", "class", "cluster", "cluster_majority_class", "agrees", "centre_distance", "pca_x",
-    "pca_y", "tsne_x", "tsne_y", *LABEL_ISSUE_COLUMNS, *NEIGHBOUR_COLUMNS, "near_duplicate_kind",
+    "path", "split", "class", "given_class", "correction", "width", "height", "cluster",
+    "cluster_majority_class", "agrees", "centre_distance", "pca_x", "pca_y", "tsne_x", "tsne_y",
+    *LABEL_ISSUE_COLUMNS, *NEIGHBOUR_COLUMNS, "near_duplicate_kind",
     *ISSUE_COLUMNS]))  # is_label_issue is both a label-issue and an issue column
 
 
@@ -90,7 +92,8 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
     Parameters
     ----------
     index : DataFrame
-        The image index (``path``, ``class``).
+        The image index (``path``, ``class``, ``width``, ``height``, and ``split``,
+        ``given_class``, ``correction`` when it has them: none, the class, none otherwise).
     labels : ndarray of shape (n_images,)
         Cluster label of each image (noise as ``NOISE``).
     distance : ndarray of shape (n_images,)
@@ -124,7 +127,8 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
             raise DataError(f"{name} have shape {np.shape(arr)}, expected {shape} for the "
                             f"index's {n} images: re-run `dvc repro`")
     check_aligned(index, label_issues, "the label issues", LABEL_ISSUE_COLUMNS)
-    check_aligned(index, neighbours, "the neighbour scores", NEIGHBOUR_COLUMNS + DUPLICATE_COLUMNS)
+    check_aligned(index, neighbours, "the neighbour scores",
+                  NEIGHBOUR_COLUMNS + DUPLICATE_COLUMNS + LEAK_IMAGE_COLUMNS)
     missing = [c for c in QUALITY_COLUMNS if c not in index.columns]
     if missing:
         raise DataError(f"the index has no column {', '.join(missing)}: re-run `dvc repro`")
@@ -142,8 +146,13 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
         out[col] = label_issues[col].to_numpy()
     for col in NEIGHBOUR_COLUMNS:
         out[col] = neighbours[col].to_numpy()
-    for col in DUPLICATE_COLUMNS:
+    for col in DUPLICATE_COLUMNS + LEAK_IMAGE_COLUMNS:
         out[col] = neighbours[col].to_numpy()
+    for col, default in (("split", ""), ("given_class", None), ("correction", "")):
+        out[col] = index[col].to_numpy(dtype=object) if col in index else (
+            classes if default is None else np.full(n, default, dtype=object))
+    for col in ("width", "height"):
+        out[col] = index[col].to_numpy(dtype=np.int64)
     out["label_issue_score"] = 1.0 - out["label_quality"].astype(np.float64)
     for col in QUALITY_COLUMNS:
         out[col] = index[col].to_numpy()

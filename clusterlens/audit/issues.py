@@ -6,11 +6,13 @@ more severe) in the per-image table (``data/images.parquet``):
 - ``near_duplicate``: in a verified copy pair (exact, resized, crop, mirror); the score is the
   best pair's cell agreement (:mod:`clusterlens.audit.duplicates`);
 - ``same_scene``: in a ``same_scene`` pair (two shots of one scene), likewise;
+- ``leak``: in a copy pair across two splits (:mod:`clusterlens.audit.leaks`), likewise;
 - ``label_issue``: cleanlab's verdict; the score is ``1 - label_quality``;
 - the image-quality flags of ``index`` (:mod:`clusterlens.data.quality`): ``blurry``, ``dark``,
   ``light``, ``low_information``, ``grayscale``, ``odd_size``, ``odd_aspect_ratio``.
 
-Flagged images stay in the pipeline: the audit reports, it never removes.
+Flagged images stay in the pipeline: the audit reports, it never removes. The images the user
+marked ``keep`` in the corrections are not flagged (their scores stay).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from clusterlens.data.quality import KINDS as QUALITY_KINDS
 
-ISSUE_TYPES = ("near_duplicate", "same_scene", "label_issue", *QUALITY_KINDS)
+ISSUE_TYPES = ("near_duplicate", "same_scene", "leak", "label_issue", *QUALITY_KINDS)
 AUDIT_COLUMNS = ["issue", "images", "share", "example", "example_score"]
 
 

@@ -34,7 +34,7 @@ when it exceeds the largest class (scikit-learn needs one class with ``folds`` i
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -244,6 +244,31 @@ class Scored:
     rows: np.ndarray
     excluded: list
     folds: int
+    silenced: int = 0
+
+
+def silence_kept(scored: Scored, kept: np.ndarray) -> Scored:
+    """The findings with the images the user marked ``keep`` no longer issues (their scores
+    stay; the other issues are ranked again from 1); ``silenced`` counts the issues turned off.
+
+    Parameters
+    ----------
+    scored : Scored
+        What :func:`score_labels` returns.
+    kept : ndarray of bool
+        The kept images, over all N.
+    """
+    kept = np.asarray(kept, dtype=bool)
+    issues = scored.issues
+    off = issues.is_issue & kept
+    if not off.any():
+        return scored
+    is_issue = issues.is_issue & ~kept
+    rank = np.zeros_like(issues.rank)
+    order = np.flatnonzero(is_issue)[np.argsort(issues.rank[is_issue], kind="stable")]
+    rank[order] = np.arange(1, len(order) + 1)
+    return replace(scored, issues=replace(issues, is_issue=is_issue, rank=rank),
+                   silenced=scored.silenced + int(off.sum()))
 
 
 def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], *, alpha: float,
@@ -329,7 +354,8 @@ def summary(labels: np.ndarray, scored: Scored, *, alpha: float, folds_requested
     """The headline metrics: images, classes, images scored, issues (count, and fraction of the
     scored images), estimated noise rate, out-of-fold accuracy (scored images), the folds
     (used and requested), the classifier (:func:`classifier`) and the classes left out
-    (``excluded_classes``: class, images, reason)."""
+    (``excluded_classes``: class, images, reason); ``kept`` counts the issues the user's
+    ``keep`` corrections silenced (:func:`silence_kept`)."""
     labels = np.asarray(labels, dtype=np.int64)
     rows, issues = scored.rows, scored.issues
     return {
@@ -337,6 +363,7 @@ def summary(labels: np.ndarray, scored: Scored, *, alpha: float, folds_requested
         "scored_images": int(len(rows)),
         "issues": int(issues.is_issue.sum()),
         "issue_fraction": float(issues.is_issue.sum() / len(rows)),
+        "kept": int(scored.silenced),
         "noise_rate": issues.noise_rate,
         "oof_accuracy": float(np.mean(scored.probabilities[rows].argmax(axis=1) == labels[rows])),
         "folds": int(scored.folds), "folds_requested": int(folds_requested),
@@ -359,7 +386,7 @@ def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason:
     issues = LabelIssues(np.full(n, np.nan), np.zeros(n, dtype=bool),
                          np.zeros(n, dtype=np.int64), np.zeros((c, c)))
     metrics = {"skipped": reason, "images": int(n), "classes": int(c), "scored_images": 0,
-               "issues": None, "issue_fraction": None, "noise_rate": None,
+               "issues": None, "issue_fraction": None, "kept": 0, "noise_rate": None,
                "oof_accuracy": None, "folds": None, "folds_requested": int(folds_requested),
                "filter_by": filter_by, "rank_by": rank_by, "config": classifier(alpha),
                "converged": None,

@@ -4,14 +4,22 @@ Every file under a class folder is opened with Pillow and fully decoded once; wh
 is listed in the rejected table with a reason and left out, never a crash.
 
 Rules (documented in the README):
-- classes are the non-hidden, non-symlinked folders directly under the root, sorted by name;
+- classes are the non-hidden, non-symlinked folders directly under the root (or under each
+  split), sorted by name;
   files in nested folders of a class belong to that class;
 - hidden files and folders (name starting with ``.``) are skipped and listed as ``hidden``;
 - folders that are symlinks are not followed; a symlinked file is indexed only when it resolves
   to a file inside the root;
 - images smaller than ``min_side`` pixels on either side are rejected as ``too_small``;
+- a folder whose top-level folders are all split names (``root/<split>/<class>/<image>``,
+  :mod:`clusterlens.data.splits`) is read as splits: ``split`` names each image's split,
+  ``path`` stays relative to the root, and the classes are the union of the splits' classes;
 - exact duplicates (same sha256) are reported; with ``drop_duplicates`` every copy after the
-  first (in sorted order) is rejected as ``duplicate``;
+  first (in sorted order) within a split is rejected as ``duplicate`` (copies across splits
+  stay: they are leaks);
+- the user's corrections (:mod:`clusterlens.data.corrections`) are checked before any image is
+  decoded, then applied: ``class`` is the class after corrections, ``given_class`` the
+  folder's; excluded images are rejected as ``excluded``;
 - every file is decoded exactly as feature extraction will load it (EXIF orientation, first
   frame, RGB conversion), so an indexed image can always be read by the later stages;
 - names that are not valid UTF-8 cannot be written to the output tables: ``bad_filename``;
@@ -27,7 +35,9 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +46,20 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from clusterlens.core.errors import DataError
+from clusterlens.data import corrections as corr
 from clusterlens.data.images import first_frame_rgb
-from clusterlens.data.quality import PIXEL_KINDS, QUALITY_COLUMNS, flag_table, image_scores
+from clusterlens.data.quality import (
+    FLAG_COLUMNS,
+    PIXEL_KINDS,
+    QUALITY_COLUMNS,
+    flag_table,
+    image_scores,
+)
+from clusterlens.data.splits import AUTO, detect_splits, looks_like_splits
 
-FILE_COLUMNS = ["path", "class", "label", "width", "height", "mode", "format", "n_frames",
-                "bytes", "sha256", "duplicate_of"]
+INSPECTED_COLUMNS = ["width", "height", "mode", "format", "n_frames", "bytes", "sha256"]
+FILE_COLUMNS = ["path", "split", "class", "given_class", "label", "correction", "correction_note",
+                *INSPECTED_COLUMNS, "duplicate_of"]
 PIXEL_SCORE_COLUMNS = [f"{k}_score" for k in PIXEL_KINDS]
 INDEX_COLUMNS = FILE_COLUMNS + QUALITY_COLUMNS
 REJECTED_COLUMNS = ["path", "class", "reason", "detail"]
@@ -102,90 +121,147 @@ def symlink_problem(exc: BaseException) -> str:
     return f"cannot resolve the symlink ({type(exc).__name__}: {exc})"
 
 
-def scan_tree(root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]:
-    """List candidate files as (relative posix path, class), the rejected entries, all classes.
+@dataclass(frozen=True)
+class Scan:
+    """What a folder listing found: ``candidates`` (relative posix path, class folder, split;
+    sorted), ``rejected`` (entries left out, as rows of the rejected table), ``classes`` (every
+    class folder name, sorted) and ``splits`` (the split folders in split order; empty when the
+    folder is read as classes)."""
+    candidates: list[tuple[str, str, str]]
+    rejected: list[dict]
+    classes: list[str]
+    splits: tuple[str, ...] = ()
+    lookalikes: tuple[str, ...] = field(default=())  # split-like folders read as classes
 
-    Sorted, so the same folder always gives the same order.
+
+def _listing(folder: Path) -> list[os.DirEntry]:
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"data.root: cannot list {str(folder)!r} ({exc.strerror or exc}); "
+                        "give this user read access to it, or set `data.root` to another "
+                        "folder") from None
+
+
+def scan_tree(root: Path, splits: str | Sequence[str] = AUTO) -> Scan:
+    """List the candidate files of a folder, its rejected entries, classes and splits.
+
+    Parameters
+    ----------
+    root : Path
+        ``root/<class>/<image>``, or ``root/<split>/<class>/<image>``.
+    splits : str or sequence of str
+        ``auto``, ``none`` or the split folder names (:mod:`clusterlens.data.splits`).
+
+    Returns
+    -------
+    Scan
+        Sorted, so the same folder always gives the same order.
+
+    Raises
+    ------
+    DataError
+        When the root is missing, unreadable, or lacks a listed split.
     """
     root = check_root(Path(root))
     real_root = root.resolve()
-    candidates: list[tuple[str, str]] = []
+    candidates: list[tuple[str, str, str]] = []
     rejected: list[dict] = []
-    classes: list[str] = []
 
     def reject(rel: str, cls: str, reason: str, detail: str = "") -> None:
         rejected.append({"path": printable_name(rel), "class": printable_name(cls),
                          "reason": reason, "detail": detail})
 
+    def folders_of(folder: Path, prefix: str, where: str) -> list[str]:
+        """Sub-folders of one level (classes, or splits at the root); rejects the rest."""
+        found = []
+        for entry in _listing(folder):
+            rel = prefix + entry.name
+            if not is_utf8(entry.name):
+                reject(rel, "", "bad_filename", BAD_NAME_DETAIL)
+            elif entry.name.startswith("."):
+                reject(rel, "", "hidden", f"hidden entry {where}")
+            elif entry.is_symlink() and entry.is_dir():
+                reject(rel, "", "symlinked_folder", "folders that are symlinks are not followed")
+            elif entry.is_dir(follow_symlinks=False):
+                found.append(entry.name)
+            else:
+                reject(rel, "", "not_in_class_folder", "files must be inside a class folder: "
+                       + ("root/<split>/<class>/<image>" if prefix else "root/<class>/<image>"))
+        return found
+
+    top = folders_of(root, "", "at the root")
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as exc:
-        raise DataError(f"data.root: cannot list {str(root)!r} ({exc.strerror or exc}); give "
-                        "this user read access to it, or set `data.root` to another folder") \
-            from None
-    for entry in entries:
-        rel = entry.name
-        if not is_utf8(entry.name):
-            reject(rel, "", "bad_filename", BAD_NAME_DETAIL)
-        elif entry.name.startswith("."):
-            reject(rel, "", "hidden", "hidden entry at the root")
-        elif entry.is_symlink() and entry.is_dir():
-            reject(rel, "", "symlinked_folder", "folders that are symlinks are not followed")
-        elif entry.is_dir(follow_symlinks=False):
-            classes.append(entry.name)
-        else:
-            reject(rel, "", "not_in_class_folder",
-                   "files must be inside a class folder: root/<class>/<image>")
-
-    for cls in classes:
-        def unlistable(exc: OSError, cls=cls) -> None:  # os.walk would skip it silently
-            rel = Path(exc.filename).relative_to(root).as_posix()
-            reject(rel, cls, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
-
-        for dirpath, dirnames, filenames in os.walk(root / cls, onerror=unlistable,
-                                                    followlinks=False):
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            kept_dirs = []
-            for d in sorted(dirnames):
-                full = Path(dirpath) / d
-                if not is_utf8(d):
-                    reject(f"{rel_dir}/{d}", cls, "bad_filename", BAD_NAME_DETAIL)
-                elif d.startswith("."):
-                    reject(f"{rel_dir}/{d}", cls, "hidden", "hidden folder")
-                elif full.is_symlink():
-                    reject(f"{rel_dir}/{d}", cls, "symlinked_folder",
-                           "folders that are symlinks are not followed")
-                else:
-                    kept_dirs.append(d)
-            dirnames[:] = kept_dirs
-            for name in sorted(filenames):
-                rel = f"{rel_dir}/{name}"
-                full = Path(dirpath) / name
-                if not is_utf8(name):
-                    reject(rel, cls, "bad_filename", BAD_NAME_DETAIL)
-                    continue
-                if name.startswith("."):
-                    reject(rel, cls, "hidden", "hidden file")
-                    continue
-                if full.is_symlink():
-                    try:
-                        target = full.resolve(strict=True)
-                    except (OSError, RuntimeError) as exc:
-                        reject(rel, cls, "broken_symlink", symlink_problem(exc))
-                        continue
-                    if not target.is_relative_to(real_root):
-                        reject(rel, cls, "symlink_outside_root",
-                               "symlinks that leave data.root are not followed")
-                        continue
-                    if not target.is_file():
-                        reject(rel, cls, "not_a_file", "symlink to a non-file")
-                        continue
-                elif not full.is_file():
-                    reject(rel, cls, "not_a_file", "special file (fifo, socket, device)")
-                    continue
-                candidates.append((rel, cls))
+        split_names = detect_splits(top, splits)
+    except ValueError as exc:
+        raise DataError(f"data.splits {exc}; set `data.splits` to auto, none or the split "
+                        "folders") from None
+    lookalikes = tuple(looks_like_splits(top)) if not split_names and splits == AUTO else ()
+    if split_names:
+        for other in sorted(set(top) - set(split_names)):
+            reject(other, "", "not_a_split", "a top-level folder that is not one of the splits "
+                   f"({', '.join(split_names)}; `data.splits`)")
+        bases = [(root / s, f"{s}/", s) for s in split_names]
+    else:
+        bases = [(root, "", "")]
+    classes: set[str] = set()
+    for base, prefix, split in bases:
+        base_classes = folders_of(base, prefix, f"in split {split!r}") if split else top
+        classes.update(base_classes)
+        for cls in base_classes:
+            _scan_class(root, real_root, base / cls, cls, split, candidates, reject)
     candidates.sort()
-    return candidates, rejected, classes
+    return Scan(candidates, rejected, sorted(classes), split_names, lookalikes)
+
+
+def _scan_class(root: Path, real_root: Path, folder: Path, cls: str, split: str,
+                candidates: list, reject) -> None:
+    """Add the files of one class folder (nested folders included) to ``candidates``."""
+    def unlistable(exc: OSError) -> None:  # os.walk would skip it silently
+        rel = Path(exc.filename).relative_to(root).as_posix()
+        reject(rel, cls, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        kept_dirs = []
+        for d in sorted(dirnames):
+            full = Path(dirpath) / d
+            if not is_utf8(d):
+                reject(f"{rel_dir}/{d}", cls, "bad_filename", BAD_NAME_DETAIL)
+            elif d.startswith("."):
+                reject(f"{rel_dir}/{d}", cls, "hidden", "hidden folder")
+            elif full.is_symlink():
+                reject(f"{rel_dir}/{d}", cls, "symlinked_folder",
+                       "folders that are symlinks are not followed")
+            else:
+                kept_dirs.append(d)
+        dirnames[:] = kept_dirs
+        for name in sorted(filenames):
+            rel = f"{rel_dir}/{name}"
+            full = Path(dirpath) / name
+            if not is_utf8(name):
+                reject(rel, cls, "bad_filename", BAD_NAME_DETAIL)
+                continue
+            if name.startswith("."):
+                reject(rel, cls, "hidden", "hidden file")
+                continue
+            if full.is_symlink():
+                try:
+                    target = full.resolve(strict=True)
+                except (OSError, RuntimeError) as exc:
+                    reject(rel, cls, "broken_symlink", symlink_problem(exc))
+                    continue
+                if not target.is_relative_to(real_root):
+                    reject(rel, cls, "symlink_outside_root",
+                           "symlinks that leave data.root are not followed")
+                    continue
+                if not target.is_file():
+                    reject(rel, cls, "not_a_file", "symlink to a non-file")
+                    continue
+            elif not full.is_file():
+                reject(rel, cls, "not_a_file", "special file (fifo, socket, device)")
+                continue
+            candidates.append((rel, cls, split))
 
 
 def bomb_limit() -> int | None:
@@ -260,83 +336,120 @@ def inspect_image(path: Path, min_side: int) -> dict:
 
 
 def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = False,
-                workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Scan and inspect an image folder.
+                workers: int = 2, *, splits: str | Sequence[str] = AUTO,
+                corrections: pd.DataFrame | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Scan and inspect an image folder, and apply the user's corrections.
 
     Parameters
     ----------
     root : str or Path
-        A folder laid out as ``root/<class>/<image>``.
+        A folder laid out as ``root/<class>/<image>`` or ``root/<split>/<class>/<image>``.
     min_side : int
         Smallest accepted width and height, in pixels.
     drop_duplicates : bool
-        Move every exact copy after the first (in path order) to the rejected table.
+        Move every exact copy after the first (in path order, within its split) to the
+        rejected table.
     workers : int
         Threads that read and decode the files (the result does not depend on it).
+    splits : str or sequence of str
+        ``data.splits``: ``auto``, ``none`` or the split folders
+        (:mod:`clusterlens.data.splits`).
+    corrections : DataFrame, optional
+        A corrections table (:func:`clusterlens.data.corrections.read_corrections`); every row
+        is checked against the listing before any image is decoded.
 
     Returns
     -------
     index : pandas.DataFrame
-        One row per usable image, sorted by path, columns ``INDEX_COLUMNS``; ``label`` numbers
-        the classes that have at least one usable image, in sorted order; the quality columns
-        (:func:`clusterlens.data.quality.flag_table`) are relative to these rows' sizes.
+        One row per usable image, sorted by path, columns ``INDEX_COLUMNS``: ``split`` ("" when
+        the folder has no splits), ``class`` after corrections, ``given_class`` (the folder's),
+        ``label`` numbering the classes that have at least one usable image, in sorted order,
+        ``correction`` (``relabel``, ``keep`` or ""); the quality columns
+        (:func:`clusterlens.data.quality.flag_table`) are relative to these rows' sizes, and
+        the flags of kept images are off.
     rejected : pandas.DataFrame
-        One row per file or folder left out, with its reason (columns ``REJECTED_COLUMNS``).
+        One row per file or folder left out, with its reason (columns ``REJECTED_COLUMNS``);
+        excluded images have the reason ``excluded`` and their note as the detail.
     info : dict
-        ``classes_found`` (every class folder) and ``empty_classes`` (those without a usable
-        image).
+        ``classes_found`` (every class folder), ``empty_classes`` (those without a usable
+        image), ``splits`` (split order), ``split_lookalikes`` (split-like folders read as
+        classes) and ``corrections`` (what happened to each row:
+        :func:`clusterlens.data.corrections.applied_table`).
 
     Raises
     ------
     DataError
         When the folder is missing, has fewer than 2 class folders, or fewer than 2 classes
-        with a usable image.
+        with a usable image, or a correction row is bad.
     """
     root = Path(root)
-    candidates, rejected, classes = scan_tree(root)
-    check_scan(root, classes, candidates, rejected)  # before decoding anything
+    scan = scan_tree(root, splits)
+    candidates, rejected = scan.candidates, scan.rejected
+    check_scan(root, scan.classes, candidates, rejected)  # before decoding anything
+    if corrections is None:
+        corrections = corr.empty()
+    class_of = {rel: cls for rel, cls, _ in candidates}
+    split_of = {rel: split for rel, _, split in candidates}
+    corr.check_corrections(corrections, class_of=class_of, classes=scan.classes)
+    excluded = corr.excluded_paths(corrections)
+    notes = dict(zip(corrections["path"], corrections["note"]))
     rows: list[dict] = []
 
     def work(item):
-        rel, _ = item
+        rel = item[0]
         try:
             return inspect_image(root / rel, min_side)
         except Rejected as exc:
             return exc
 
+    todo = [c for c in candidates if c[0] not in excluded]
+    for rel, cls, _ in candidates:
+        if rel in excluded:
+            rejected.append({"path": rel, "class": cls, "reason": "excluded",
+                             "detail": notes.get(rel) or "excluded in data.corrections"})
     # Pillow warns (rather than raises) between 1x and 2x its pixel limit; inspect_image rejects
     # those itself. Filters are process-wide, so they are set here, once, not in each thread.
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        results = pool.map(work, candidates)
-        for (rel, cls), res in tqdm(zip(candidates, results), total=len(candidates),
-                                    desc="index", unit="img", mininterval=1.0):
+        results = pool.map(work, todo)
+        for (rel, cls, split), res in tqdm(zip(todo, results), total=len(todo),
+                                           desc="index", unit="img", mininterval=1.0):
             if isinstance(res, Rejected):
                 rejected.append({"path": rel, "class": cls, "reason": res.reason,
                                  "detail": res.detail})
             else:
-                rows.append({"path": rel, "class": cls, **res})
+                rows.append({"path": rel, "split": split, "class": cls, **res})
 
-    index = pd.DataFrame(rows, columns=[c for c in FILE_COLUMNS if c not in ("label", "duplicate_of")]
+    index = pd.DataFrame(rows, columns=["path", "split", "class"] + INSPECTED_COLUMNS
                          + PIXEL_SCORE_COLUMNS)
-    first_path = index.groupby("sha256", sort=False)["path"].transform("first")
-    index["duplicate_of"] = np.where(first_path != index["path"], first_path, "")
-    if drop_duplicates:
-        dups = index["duplicate_of"] != ""
-        for rel, cls, first in index.loc[dups, ["path", "class", "duplicate_of"]].to_numpy():
+    index = corr.apply_corrections(index, corrections)
+    if drop_duplicates:  # within a split: a copy in another split is a leak, reported later
+        first = index.groupby(["split", "sha256"], sort=False)["path"].transform("first")
+        dups = first != index["path"]
+        for rel, cls, orig in zip(index["path"][dups], index["given_class"][dups], first[dups]):
             rejected.append({"path": rel, "class": cls, "reason": "duplicate",
-                             "detail": f"same bytes as {first}"})
+                             "detail": f"same bytes as {orig}"})
         index = index[~dups].reset_index(drop=True)
+    first = index.groupby("sha256", sort=False)["path"].transform("first")
+    index["duplicate_of"] = np.where(first != index["path"], first, "")
 
     used = sorted(index["class"].unique())
     label_of = {c: i for i, c in enumerate(used)}
-    index.insert(2, "label", index["class"].map(label_of).astype("int64"))
+    index["label"] = index["class"].map(label_of).astype("int64")
     index = index.reset_index(drop=True)
     quality = flag_table(index[PIXEL_SCORE_COLUMNS], widths=index["width"], heights=index["height"])
+    quality[FLAG_COLUMNS] = corr.silence(quality[FLAG_COLUMNS], index["correction"] == "keep")
     index = pd.concat([index[FILE_COLUMNS], quality], axis=1)[INDEX_COLUMNS]
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(
         "path", kind="stable").reset_index(drop=True)
-    info = {"classes_found": classes, "empty_classes": [c for c in classes if c not in label_of]}
+    applied = corr.applied_table(corrections, class_of=class_of, split_of=split_of,
+                                 indexed=set(index["path"]),
+                                 reasons=dict(zip(rejected_df["path"], rejected_df["reason"])))
+    info = {"classes_found": scan.classes,
+            "empty_classes": [c for c in scan.classes if c not in label_of],
+            "splits": list(scan.splits), "split_lookalikes": list(scan.lookalikes),
+            "corrections": applied}
     validate_index(index, root, rejected_df, info["empty_classes"])
     return index, rejected_df, info
 
@@ -399,7 +512,8 @@ def index_metrics(index: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> di
     Returns
     -------
     dict
-        JSON-ready counts and statistics (the ``index`` stage's metrics).
+        JSON-ready counts and statistics (the ``index`` stage's metrics); ``splits`` holds the
+        images per split, in split order (empty without splits).
     """
     counts = index["class"].value_counts()
     dup_groups = index[index["duplicate_of"] != ""].groupby("duplicate_of")
@@ -434,4 +548,5 @@ def index_metrics(index: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> di
         "height_median": float(index["height"].median()),
         "width_min": int(index["width"].min()),
         "height_min": int(index["height"].min()),
+        "splits": {s: int((index["split"] == s).sum()) for s in info.get("splits", [])},
     }

@@ -72,6 +72,8 @@ class ReportFiles:
     audit_quality: str  # one figure per image-quality flag: a format string with {kind}
     audit_outliers: str
     audit_representatives: str
+    corrections: str = "data/corrections_applied.csv"
+    leaks: str = "data/leaks.csv"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class ReportData:
     neighbours: dict
     near_duplicates: pd.DataFrame
     audit: pd.DataFrame
+    corrections: pd.DataFrame | None = None
+    leaks: pd.DataFrame | None = None
     explorer: str | None = None
     explorer_note: str = ""
 
@@ -131,9 +135,12 @@ class Doc:
         """Add a bullet list."""
         self.blocks.append(("ul", items))
 
-    def table(self, df: pd.DataFrame):
-        """Add a table (numbers formatted to 4 significant digits, missing values as ``-``)."""
-        self.blocks.append(("table", df))
+    def table(self, df: pd.DataFrame, pick: tuple[str, ...] = ()):
+        """Add a table (numbers formatted to 4 significant digits, missing values as ``-``).
+        In the HTML page, each cell of the ``pick`` columns (image paths) gets a checkbox
+        (class ``cl-pick``, the path in ``data-path``) that selects the image in the
+        explorer's corrections panel; the checkboxes are hidden in a page without explorer."""
+        self.blocks.append(("table", df, tuple(pick)))
 
     def toc(self):
         """Add a table of contents: links to every level-2 heading of the document."""
@@ -245,7 +252,16 @@ margin-left:.6em;color:#888;text-decoration:none}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eee}figure{margin:1em 0}
 figcaption{color:#555;font-size:.9em}code{background:#f5f5f5;padding:0 .2em}
-h1{border-bottom:2px solid #ddd}h2{border-bottom:1px solid #eee;margin-top:2em}"""
+h1{border-bottom:2px solid #ddd}h2{border-bottom:1px solid #eee;margin-top:2em}
+.cl-pick{display:none}"""
+
+
+def _html_cell(v, pick: bool) -> str:
+    text = html.escape(_fmt(v))
+    if pick and isinstance(v, str):
+        return (f"<td><label><input type=\"checkbox\" class=\"cl-pick\" "
+                f"data-path=\"{html.escape(v)}\">{text}</label></td>")
+    return f"<td>{text}</td>"
 
 
 def render_html(doc: Doc, title: str) -> str:
@@ -286,9 +302,10 @@ def render_html(doc: Doc, title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{_inline_html(x)}</li>" for x in block[1])
                          + "</ul>")
         elif kind == "table":
-            df = block[1]
+            df, pick = block[1], block[2] if len(block) > 2 else ()
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r)
+            rows = "".join("<tr>" + "".join(_html_cell(v, c in pick)
+                                           for v, c in zip(r, df.columns))
                            + "</tr>" for r in df.itertuples(index=False))
             parts.append(f"<div class=\"tw\"><table><thead><tr>{head}</tr></thead><tbody>{rows}"
                          "</tbody></table></div>")
@@ -320,11 +337,42 @@ def section_data(doc: Doc, root: str, index: dict, rejected: pd.DataFrame, files
            f"{index['duplicates']} exact duplicate files ({index['cross_class_duplicate_groups']} "
            "groups across classes)"]
     doc.items(bad)
+    if index.get("splits"):
+        doc.p("Read as splits (training split first): " + ", ".join(
+            f"**{s}** {n:,} images" for s, n in index["splits"].items()) + ".")
     if len(rejected):
         doc.p(f"First rejected files (all {len(rejected)} in `{files.rejected}`):")
         doc.table(rejected.head(15)[["path", "reason", "detail"]].fillna(""))
     doc.fig(files.class_distribution, "Images per class")
     doc.fig(files.samples, "Random sample images, one row per class")
+
+
+CORRECTIONS_SHOWN = 50
+
+
+def section_corrections(doc: Doc, index: dict, corrections: pd.DataFrame | None,
+                        files: ReportFiles):
+    """The corrections the index applied (relabel, exclude, keep), or how to make some."""
+    doc.h(3, "Corrections")
+    counts = index.get("corrections") or {}
+    if corrections is None or not len(corrections):
+        doc.p("No corrections in force. Relabel, exclude or keep images with the explorer's "
+              "corrections panel, or by hand in the corrections file (`data.corrections`: "
+              "`path,action,class,note`), then `dvc repro`.")
+        return
+    doc.p(f"Applied from the corrections file (`data.corrections`): **{counts.get('relabel', 0)}"
+          f"** relabelled, **{counts.get('exclude', 0)}** excluded, **{counts.get('keep', 0)}** "
+          f"kept (their audit flags are off)" + (
+              f"; **{counts['not_applied']}** not applied (the image is rejected)"
+              if counts.get("not_applied") else "") +
+          f". Every row, with what became of it: `{files.corrections}`"
+          + (f" (the first {CORRECTIONS_SHOWN} below)." if len(corrections) > CORRECTIONS_SHOWN
+             else "."))
+    rows = corrections.head(CORRECTIONS_SHOWN).fillna("")
+    doc.table(pd.DataFrame({"path": rows["path"].to_numpy(), "action": rows["action"].to_numpy(),
+                            "class": [f"{g} -> {c}" if a == "relabel" else g for a, g, c in
+                                      zip(rows["action"], rows["given_class"], rows["class"])],
+                            "note": rows["note"].to_numpy(), "status": rows["status"].to_numpy()}))
 
 
 def section_features(doc: Doc, extract: dict, cnn: dict | None, files: ReportFiles):
@@ -498,8 +546,11 @@ def section_upper(doc: Doc, upper: dict, configs: pd.DataFrame, summary: dict,
     if upper.get("skipped"):
         doc.p(f"No supervised bound: {upper['skipped']}.")
     else:
-        doc.p(f"Logistic regression on a stratified split ({s['train']:,} train / "
-              f"{s['test']:,} test, seed {s['seed']}). Best: **{best['config']}**, test "
+        how = (f"the folder's own splits: trained on `{s['train_split']}` ({s['train']:,} "
+               f"images), tested on `{s['test_split']}` ({s['test']:,})"
+               if s.get("source") == "folder" else
+               f"a stratified split ({s['train']:,} train / {s['test']:,} test, seed {s['seed']})")
+        doc.p(f"Logistic regression on {how}. Best: **{best['config']}**, test "
               f"accuracy **{_fmt(best['test_accuracy'])}** (train "
               f"{_fmt(best['train_accuracy'])}, macro-F1 {_fmt(best['macro_f1'])}).")
     excluded_paragraph(doc, upper.get("excluded_classes", []), "the supervised upper bound")
@@ -591,8 +642,51 @@ def outlier_table(images: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
                          "cluster": rows["cluster"].to_numpy()})
 
 
+def leak_rate_table(rates: dict) -> pd.DataFrame:
+    """Per pair of splits: images of the later split, those with a copy in the earlier one,
+    the rate, copy pairs, label conflicts, same-scene pairs."""
+    rows = list((rates or {}).get("by_split_pair", {}).values())
+    return pd.DataFrame({
+        "splits": [f"{r['earlier']} -> {r['later']}" for r in rows],
+        "images (later)": [r["images"] for r in rows],
+        "with a copy": [r["images_with_copy"] for r in rows],
+        "leak rate": [_pct(r["rate"]) for r in rows],
+        "copy pairs": [r["copy_pairs"] for r in rows],
+        "label conflicts": [r["label_conflicts"] for r in rows],
+        "same-scene pairs": [r["same_scene_pairs"] for r in rows]})
+
+
+def leak_table(leaks: pd.DataFrame, top: int = TOP_IMAGES) -> pd.DataFrame:
+    """The ``top`` leaks, label conflicts first, then by score."""
+    rows = leaks.sort_values(["label_conflict", "score"], ascending=[False, False],
+                             kind="stable").head(top)
+    return pd.DataFrame({"image a": rows["path_a"].to_numpy(), "class a": rows["class_a"].to_numpy(),
+                         "image b": rows["path_b"].to_numpy(), "class b": rows["class_b"].to_numpy(),
+                         "kind": rows["kind"].to_numpy(),
+                         "conflict": ["yes" if c else "" for c in rows["label_conflict"].to_numpy(bool)]})
+
+
+def section_leaks(doc: Doc, neighbours: dict, leaks: pd.DataFrame | None, files: ReportFiles):
+    """Copies across splits: the leak rate per pair of splits and the worst leaks."""
+    doc.h(3, "Leaks between splits")
+    if not neighbours.get("splits"):
+        doc.p("The folder has no splits (`data.splits`; `root/<split>/<class>/<image>` with "
+              "train, val or test folders is read as splits), so nothing can leak.")
+        return
+    overall = (neighbours.get("leaks") or {}).get("overall", {})
+    doc.p(f"Verified copies across splits ({' -> '.join(neighbours['splits'])}): "
+          f"**{overall.get('images_with_copy', 0):,} of {overall.get('images', 0):,}** images "
+          f"outside the training split ({_pct(overall.get('rate'))}) have a copy in an earlier "
+          f"split; every score measured on them is inflated. All pairs, with their kind and "
+          f"whether the labels conflict: `{files.leaks}`.")
+    doc.table(leak_rate_table(neighbours.get("leaks")))
+    if leaks is not None and len(leaks):
+        doc.table(leak_table(leaks), pick=("image a", "image b"))
+
+
 def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbours: dict,
-                   pairs: pd.DataFrame, audit: pd.DataFrame, files: ReportFiles):
+                   pairs: pd.DataFrame, audit: pd.DataFrame, files: ReportFiles,
+                   leaks: pd.DataFrame | None = None):
     """Section 8: images to check: the audit's table of issue types, suspected label issues
     (given -> suggested), near-duplicate pairs by kind, shots of the same scene, image-quality
     flags, the most atypical images, and each cluster's representatives."""
@@ -617,7 +711,7 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
     excluded_paragraph(doc, label_issues.get("excluded_classes", []), "the label-issue search "
                        "(their images get no verdict)")
     if n_issues:
-        doc.table(label_issue_table(images))
+        doc.table(label_issue_table(images), pick=("path",))
     doc.fig(files.audit_label_issues, "Suspected label issues: given class -> suggested class")
     doc.h(3, "Near-duplicates")
     copies = pairs[pairs["kind"] != "same_scene"]
@@ -631,7 +725,7 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
           f"{neighbours.get('images_in_groups', 0):,} images; pairs whose two labels differ: "
           f"**{neighbours.get('label_conflicts', 0):,}** (all in `{files.near_duplicates}`).")
     if len(copies):
-        doc.table(duplicate_table(copies))
+        doc.table(duplicate_table(copies), pick=("image a", "image b"))
     doc.fig(files.audit_near_duplicates, "Near-duplicate pairs side by side, with their kind "
                                          "(red: the labels differ)")
     doc.h(3, "Shots of the same scene")
@@ -639,11 +733,12 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
           f"against the same wall, a recoloured copy): **{len(scenes):,}**. Keep or drop them as "
           "the use of the data needs.")
     doc.fig(files.audit_same_scene, "Two shots of the same scene, side by side")
+    section_leaks(doc, neighbours, leaks, files)
     section_quality(doc, images, audit, files)
     doc.h(3, "Outliers")
     doc.p(f"The images with the highest outlier score (the most atypical: far from their "
           f"{neighbours.get('k')} nearest neighbours in the backbone features):")
-    doc.table(outlier_table(images))
+    doc.table(outlier_table(images), pick=("path",))
     doc.fig(files.audit_outliers, "The most atypical images")
     doc.h(3, "Cluster representatives")
     doc.p("For each of the largest clusters of the selected model: the members nearest its "
@@ -663,7 +758,9 @@ def section_explorer(doc: Doc, explorer: str | None, note: str, files: ReportFil
     doc.p(note)
     doc.raw(explorer, "Open `report.html` in a browser for the interactive maps (hover over a "
                       "point to see its image, colour by class, cluster, macro group or "
-                      "suspected label issue) and each cluster's gallery.")
+                      "suspected label issue), each cluster's gallery, and the corrections "
+                      "panel (select images, relabel, exclude or keep them, and download "
+                      "`corrections.csv`).")
 
 
 # --------------------------------------------------------------------------- the document
@@ -693,6 +790,7 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     doc.toc()
     section_explorer(doc, data.explorer, data.explorer_note, files)
     section_data(doc, data.root, index, data.rejected, files)
+    section_corrections(doc, index, data.corrections, files)
     section_features(doc, data.extract, data.cnn, files)
     section_reduce(doc, data.reduce, files)
     section_clustering(doc, clustering, data.linkages, files)
@@ -702,6 +800,5 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     section_macro(doc, data.macro, data.groups, data.purity, files)
     section_upper(doc, data.upper, data.upper_configs, data.summary, files)
     section_images(doc, data.images, data.label_issues, data.neighbours, data.near_duplicates,
-                   data.audit,
-                   files)
+                   data.audit, files, leaks=data.leaks)
     return doc

@@ -11,7 +11,12 @@
 - a hover card: hovering over a point shows its thumbnail, path, class and cluster (plotly
   cannot put an image in its own hover label, so a few lines of JavaScript fill a ``<div>``);
 - a gallery: pick a cluster (or "suspected label issues") in a ``<select>``, or click a
-  point, and see its members' thumbnails, nearest the cluster's centre first.
+  point, and see its members' thumbnails, nearest the cluster's centre first;
+- corrections: select images (click points, box or lasso on a map, tick thumbnails in the
+  gallery or images in the report's audit tables), act on them (accept the suggestion,
+  relabel, exclude, keep, undo), and download the result as ``corrections.csv``
+  (:data:`CORRECTION_COLUMNS`), built in the page from the corrections in force plus the new
+  choices; no server is needed.
 
 Each thumbnail is stored once, as a WebP data URI in one array indexed by image row; traces
 carry only the row numbers. Above a cap the thumbnails are a seeded sample
@@ -39,6 +44,7 @@ ISSUE_COLOUR = "#d62728"
 GALLERY_MAX = 200  # thumbnails shown at once in the gallery
 TABLE_COLUMNS = ["path", "class", "cluster", "cluster_majority_class", "centre_distance",
                  "is_label_issue", "suggested_class"]
+CORRECTION_COLUMNS = ["path", "action", "class", "note"]  # the corrections file's header
 
 
 @dataclass(frozen=True)
@@ -240,20 +246,32 @@ CSS = """.cl-ex{margin:1em 0}.cl-ex-bar{margin:.4em 0}.cl-ex-bar select{font-siz
 padding:6px;max-width:260px;font-size:12px;box-shadow:0 2px 8px rgba(0,0,0,.25);
 pointer-events:none;overflow-wrap:anywhere}
 #cl-card img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;display:block}
-#cl-gallery{display:flex;flex-wrap:wrap;gap:4px;margin:.5em 0}
-#cl-gallery figure{margin:0;width:76px;font-size:10px;text-align:center;overflow:hidden}
-#cl-gallery img{width:72px;height:72px;object-fit:contain;image-rendering:pixelated;
-border:2px solid #ddd}#cl-gallery img.off{border-color:#d62728}"""
+.cl-thumbs{display:flex;flex-wrap:wrap;gap:4px;margin:.5em 0}
+.cl-thumbs figure{margin:0;width:76px;font-size:10px;text-align:center;overflow:hidden}
+.cl-thumbs label{display:block;cursor:pointer}.cl-thumbs .cl-nothumb{display:block;width:72px;
+height:72px;overflow:hidden;overflow-wrap:anywhere;border:2px solid #ddd}
+.cl-thumbs img{width:72px;height:72px;object-fit:contain;image-rendering:pixelated;
+border:2px solid #ddd}.cl-thumbs img.off{border-color:#d62728}
+input.cl-pick{display:inline-block;margin:0 .2em 0 0;vertical-align:middle}
+#cl-fix-msg{color:#555;font-style:italic}#cl-fix-list{max-height:320px;overflow:auto}
+#cl-fix-table tr.cl-new td{background:#fff6d6}#cl-fix-table td,#cl-fix-table th{text-align:left}
+#cl-fix-download{display:inline-block;padding:.2em .6em;border:1px solid #777;border-radius:3px;
+background:#f3f3f3;color:#000;text-decoration:none}
+#cl-sel-badge{position:fixed;right:8px;bottom:8px;z-index:9;display:none;background:#fff;
+border:1px solid #999;border-radius:3px;padding:2px 8px;font-size:12px}"""
 
 JS = """(function(){
 var D=window.CL_DATA,T=window.CL_THUMBS;
+function $(id){return document.getElementById(id);}
 function info(i){var c=D.cluster[i];return '<b>'+esc(D.path[i])+'</b><br>class: '+
-esc(D.classes[D.cls[i]])+'<br>cluster: '+(c<0?'noise':c+' (mostly '+esc(D.majority[i])+')')+
+esc(D.classes[D.cls[i]])+(D.given[i]!==D.cls[i]?' (relabelled; folder: '+
+esc(D.classes[D.given[i]])+')':'')+'<br>cluster: '+
+(c<0?'noise':c+' (mostly '+esc(D.majority[i])+')')+
 (D.issue[i]?'<br><span style="color:#d62728">suspected label issue: '+
 esc(D.classes[D.suggested[i]])+'?</span>':'');}
 function esc(s){return String(s).replace(/[&<>"]/g,function(m){return {'&':'&amp;',
 '<':'&lt;','>':'&gt;','"':'&quot;'}[m];});}
-var card=document.getElementById('cl-card');
+var card=$('cl-card');
 function hover(ev){var p=ev.points[0],i=p.customdata;
 card.innerHTML=(T[i]?'<img alt="" src="'+T[i]+'">':'<i>(no thumbnail: sampled out)</i>')+
 '<div>'+info(i)+'</div>';card.dataset.row=i;card.style.display='block';
@@ -261,28 +279,98 @@ var e=ev.event||{},x=(e.clientX||0)+16,y=(e.clientY||0)+16;
 if(x+270>window.innerWidth)x=Math.max(0,x-300);if(y+200>window.innerHeight)y=Math.max(0,y-220);
 card.style.left=x+'px';card.style.top=y+'px';}
 function unhover(){card.style.display='none';}
-var sel=document.getElementById('cl-gallery-select');
-function gallery(key){var rows=D.galleries[key]||[],box=document.getElementById('cl-gallery'),
-shown=rows.filter(function(i){return T[i];}).slice(0,D.galleryMax),h='';
-shown.forEach(function(i){var off=D.cluster[i]>=0&&D.classes[D.cls[i]]!==D.majority[i];
-h+='<figure><img'+(off?' class="off"':'')+' alt="" title="'+esc(D.path[i])+'" src="'+T[i]+
-'"><figcaption>'+esc(D.classes[D.cls[i]])+'</figcaption></figure>';});
+// the selection: a set of image paths, shared by the maps, the gallery and the report's tables
+var picked=new Set(),touched=new Set(),rowOf=new Map();
+D.path.forEach(function(p,i){rowOf.set(p,i);});
+function cmp(a,b){return a<b?-1:a>b?1:0;}
+function sorted(it){return Array.from(it).sort(cmp);}
+function thumb(i){var p=D.path[i],off=D.cluster[i]>=0&&D.classes[D.cls[i]]!==D.majority[i];
+return '<figure><label>'+(T[i]?'<img'+(off?' class="off"':'')+' alt="" title="'+esc(p)+
+'" src="'+T[i]+'">':'<span class="cl-nothumb">'+esc(p)+'</span>')+
+'<input type="checkbox" class="cl-pick" data-path="'+esc(p)+'"'+(picked.has(p)?' checked':'')+
+'>'+esc(D.classes[D.cls[i]])+'</label></figure>';}
+function showPicks(){var n=picked.size;
+$('cl-sel-strip').innerHTML=sorted(picked).map(function(p){return rowOf.get(p);})
+.filter(function(i){return i!==undefined;}).slice(0,D.galleryMax).map(thumb).join('');
+document.querySelectorAll('input.cl-pick').forEach(function(b){
+b.checked=picked.has(b.dataset.path);});
+$('cl-sel-count').textContent='selected: '+n;$('cl-sel-badge-n').textContent=n;
+$('cl-sel-badge').style.display=n?'block':'none';}
+function toggle(p){if(picked.has(p))picked.delete(p);else picked.add(p);showPicks();}
+document.addEventListener('change',function(e){var b=e.target;
+if(b.classList&&b.classList.contains('cl-pick')){
+if(b.checked)picked.add(b.dataset.path);else picked.delete(b.dataset.path);showPicks();}});
+function clearMaps(){touched.forEach(function(id){var d=$(id);
+Plotly.restyle(d,{selectedpoints:[null]});Plotly.relayout(d,{selections:[]});});touched.clear();}
+$('cl-sel-clear').addEventListener('click',function(){picked.clear();clearMaps();showPicks();});
+// the gallery
+var sel=$('cl-gallery-select');
+function gallery(key){var rows=D.galleries[key]||[],
+shown=rows.filter(function(i){return T[i];}).slice(0,D.galleryMax);
 var n=rows.filter(function(i){return T[i];}).length;
-box.innerHTML=h;document.getElementById('cl-gallery-note').textContent=
+$('cl-gallery').innerHTML=shown.map(thumb).join('');$('cl-gallery-note').textContent=
 'showing '+shown.length+' of '+rows.length+' images'+(shown.length<rows.length?
 ' (nearest the centre first; '+(n<rows.length?(rows.length-n)+' have no thumbnail, ':'')+
 'at most '+D.galleryMax+' shown)':'');}
 sel.addEventListener('change',function(){gallery(sel.value);});
 function click(ev){var i=ev.points[0].customdata,k=D.cluster[i]<0?'noise':'c'+D.cluster[i];
-if(D.galleries[k]){sel.value=k;gallery(k);}}
-var mapSel=document.getElementById('cl-map-select');
-function showMap(){D.maps.forEach(function(id){var d=document.getElementById(id);
+toggle(D.path[i]);if(D.galleries[k]){sel.value=k;gallery(k);}}
+// the corrections: path -> [path, action, class, note], starting from the file in force
+var seed=new Map(),fixes=new Map(),url=null;
+D.fixes.forEach(function(r){seed.set(r[0],r);fixes.set(r[0],r);});
+function put(p,action,cls,note){var i=rowOf.get(p);
+if(action==='relabel'&&i!==undefined&&cls===D.classes[D.given[i]])fixes.delete(p);
+else fixes.set(p,[p,action,action==='relabel'?cls:'',note]);}
+function rows(){return sorted(fixes.keys()).map(function(p){return fixes.get(p);});}
+function q(v){return /[",\\r\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
+function csv(){return 'path,action,class,note\\n'+rows().map(function(r){
+return r.map(q).join(',')+'\\n';}).join('');}
+function same(a,b){return !!a&&a.every(function(v,k){return v===b[k];});}
+function showFixes(){var rs=rows(),changed=0;seed.forEach(function(r,p){if(!fixes.has(p))changed++;});
+$('cl-fix-table').tBodies[0].innerHTML=rs.map(function(r){var n=!same(seed.get(r[0]),r);
+changed+=n;return '<tr'+(n?' class="cl-new"':'')+'>'+r.map(function(v){
+return '<td>'+esc(v)+'</td>';}).join('')+'</tr>';}).join('');
+$('cl-fix-count').textContent=rs.length+' corrections, '+changed+' changed here';
+if(url)URL.revokeObjectURL(url);url=URL.createObjectURL(new Blob([csv()],{type:'text/csv'}));
+$('cl-fix-download').href=url;}
+function plural(k,w){return k+' '+w+(k===1?'':'s');}
+function accept(ps,note){var groups=new Map(),gone=new Set(),said=[],rel=0,none=0;
+ps.forEach(function(p){var i=rowOf.get(p);if(i!==undefined&&D.dup[i]>=0)groups.set(D.dup[i],[]);});
+if(groups.size)D.dup.forEach(function(g,i){if(groups.has(g))groups.get(g).push(i);});
+groups.forEach(function(m,g){m.sort(function(a,b){
+return (D.pixels?D.pixels[b]-D.pixels[a]:0)||cmp(D.path[a],D.path[b]);});
+m.slice(1).forEach(function(i){put(D.path[i],'exclude','',note);gone.add(D.path[i]);});
+said.push('near-duplicate group '+g+': kept '+D.path[m[0]]+', excluded '+(m.length-1));});
+ps.forEach(function(p){var i=rowOf.get(p);if(gone.has(p))return;
+if(i!==undefined&&D.issue[i]){put(p,'relabel',D.classes[D.suggested[i]],note);rel++;}
+else if(i===undefined||D.dup[i]<0)none++;});
+return ['accepted: '+plural(rel,'image')+' relabelled to the suggested class'].concat(said)
+.concat(none?['no suggestion for '+plural(none,'image')]:[]).join('; ');}
+function act(fn){var ps=sorted(picked);
+if(!ps.length){$('cl-fix-msg').textContent='Select images first.';return;}
+var m=fn(ps,$('cl-fix-note').value);picked.clear();clearMaps();showPicks();showFixes();
+$('cl-fix-note').value='';$('cl-fix-msg').textContent=m;}
+function on(id,fn){$(id).addEventListener('click',function(){act(fn);});}
+on('cl-fix-accept',accept);
+on('cl-fix-relabel',function(ps,note){var c=$('cl-fix-class').value;
+ps.forEach(function(p){put(p,'relabel',c,note);});return 'relabel to '+c+': '+plural(ps.length,'image');});
+on('cl-fix-exclude',function(ps,note){ps.forEach(function(p){put(p,'exclude','',note);});
+return 'excluded: '+plural(ps.length,'image');});
+on('cl-fix-keep',function(ps,note){ps.forEach(function(p){put(p,'keep','',note);});
+return 'kept: '+plural(ps.length,'image');});
+on('cl-fix-undo',function(ps){return 'undone: '+plural(ps.filter(function(p){
+return fixes.delete(p);}).length,'row')+' removed';});
+// the maps
+var mapSel=$('cl-map-select');
+function showMap(){D.maps.forEach(function(id){var d=$(id);
 d.style.display=(id===mapSel.value)?'block':'none';if(id===mapSel.value)Plotly.Plots.resize(d);});}
 mapSel.addEventListener('change',showMap);
-D.maps.forEach(function(id){var f=D.figures[id],d=document.getElementById(id);
+D.maps.forEach(function(id){var f=D.figures[id],d=$(id);
 Plotly.newPlot(d,f.data,f.layout,{responsive:true,displaylogo:false});
-d.on('plotly_hover',hover);d.on('plotly_unhover',unhover);d.on('plotly_click',click);});
-showMap();gallery(sel.value);
+d.on('plotly_hover',hover);d.on('plotly_unhover',unhover);d.on('plotly_click',click);
+d.on('plotly_selected',function(ev){if(!ev||!ev.points)return;touched.add(id);
+ev.points.forEach(function(p){picked.add(D.path[p.customdata]);});showPicks();});});
+showMap();gallery(sel.value);showPicks();showFixes();
 })();"""
 
 
@@ -331,8 +419,68 @@ def _script_json(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
 
 
+def correction_rows(corrections: pd.DataFrame | None) -> list[list[str]]:
+    """The corrections in force as ``[path, action, class, note]`` rows of strings, sorted by
+    path, a missing value as ``""``; a path given twice keeps its last row. None or an empty
+    table gives no rows."""
+    if corrections is None or not len(corrections):
+        return []
+    df = corrections.reindex(columns=CORRECTION_COLUMNS)
+    out = {}
+    for row in df.itertuples(index=False):
+        cells = ["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+                 for v in row]
+        out[cells[0]] = cells
+    return [out[p] for p in sorted(out)]
+
+
+def corrections_panel(classes: list[str], rows: list[list[str]]) -> str:
+    """The corrections panel: how to use it, the selection (counter, clear button, its
+    thumbnails), the actions, and the table of pending corrections (``rows``, the corrections
+    in force until the page changes them) with the download link."""
+    opts = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v, quote=False)}</td>" for v in r) +
+                   "</tr>" for r in rows)
+    return "\n".join([
+        '<h3 id="corrections">Corrections</h3>',
+        "<p>Select images: click points on a map, or drag with its box or lasso tool (top right "
+        "of the map); tick thumbnails in the gallery, or images in the tables of section 8. "
+        "Then act on the selection: <b>accept suggestion</b> (a suspected label issue takes its "
+        "suggested class; of each near-duplicate group, the image with most pixels is kept, the "
+        "first path on a tie, and the others are excluded), <b>relabel</b> to a class, "
+        "<b>exclude</b> from the data set, <b>keep</b> (the image is fine: its audit flags are "
+        "silenced), or <b>undo</b> (drop the selected images' rows); the note goes on the rows "
+        "the next action makes. The list below starts from the corrections in force: a new choice for an image "
+        "replaces its row, and relabelling an image back to its folder's class removes it. "
+        "Download <code>corrections.csv</code>, save it as the project's corrections file "
+        "(<code>data.corrections</code> in <code>params.yaml</code>, <code>corrections.csv</code> "
+        "by default), commit it, run <code>dvc repro</code>, and compare the results with "
+        "<code>dvc metrics diff</code>.</p>",
+        '<div class="cl-ex-bar"><b id="cl-sel-count">selected: 0</b> '
+        '<button type="button" id="cl-sel-clear">clear selection</button></div>',
+        '<div class="cl-thumbs" id="cl-sel-strip"></div>',
+        '<div class="cl-ex-bar"><button type="button" id="cl-fix-accept">accept suggestion'
+        '</button> <button type="button" id="cl-fix-relabel">relabel to</button> '
+        f'<select id="cl-fix-class" aria-label="new class">{opts}</select> '
+        '<button type="button" id="cl-fix-exclude">exclude</button> '
+        '<button type="button" id="cl-fix-keep">keep</button> '
+        '<button type="button" id="cl-fix-undo">undo</button> '
+        '<input type="text" id="cl-fix-note" size="28" placeholder="note (optional)" '
+        'aria-label="note"></div>',
+        '<div class="cl-ex-bar" id="cl-fix-msg"></div>',
+        f'<div class="cl-ex-bar"><b id="cl-fix-count">{len(rows)} corrections, 0 changed here'
+        '</b> <a id="cl-fix-download" download="corrections.csv" href="#">download '
+        'corrections.csv</a></div>',
+        '<div class="tw" id="cl-fix-list"><table id="cl-fix-table"><thead><tr>' +
+        "".join(f"<th>{c}</th>" for c in CORRECTION_COLUMNS) +
+        f"</tr></thead><tbody>{body}</tbody></table></div>",
+        '<div id="cl-sel-badge"><a href="#corrections">selected: <b id="cl-sel-badge-n">0</b>'
+        ' - corrections</a></div>'])
+
+
 def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dict[str, str]],
-                  thumbs: dict[int, str], plotly_js: str | None = None) -> str:
+                  thumbs: dict[int, str], plotly_js: str | None = None, *,
+                  corrections: pd.DataFrame | None = None) -> str:
     """The explorer as one HTML fragment.
 
     Parameters
@@ -340,7 +488,10 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
     table : DataFrame
         One row per image, in index order (``data/images.parquet``): at least the columns
         :data:`TABLE_COLUMNS`; ``label_issue_rank``, when present, orders the "suspected label
-        issues" gallery.
+        issues" gallery. Optional: ``given_class`` (the folder's class when a correction
+        relabelled the image; absent: ``class``), ``duplicate_group`` (near-duplicate group,
+        -1 for none) and ``width`` and ``height`` (the image kept of a near-duplicate group
+        is the one with most pixels).
     maps : list of MapView
         The maps, the first shown first; their ``rows`` index ``table``.
     macro : dict
@@ -349,11 +500,16 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
         Row -> thumbnail data URI (:func:`thumbnails`); rows without one show no image.
     plotly_js : str, optional
         plotly.js to inline; by default the bundle of the installed plotly package.
+    corrections : DataFrame, optional
+        The corrections in force (:data:`CORRECTION_COLUMNS`: every row of the current
+        corrections file, excluded images included). The page's list, and the file it
+        downloads, start from them.
 
     Returns
     -------
     str
-        ``<style>``, the controls, one ``<div>`` per map, the gallery, and the scripts.
+        ``<style>``, the controls, one ``<div>`` per map, the gallery, the corrections panel
+        (:func:`corrections_panel`), and the scripts.
     """
     if plotly_js is None:
         from plotly.offline import get_plotlyjs
@@ -361,8 +517,17 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
         plotly_js = get_plotlyjs()
     table = table.reset_index(drop=True)
     classes = table["class"].astype(str).to_numpy(dtype=object)
-    class_order = sorted(set(classes.tolist()))
+    given = table["class"]
+    if "given_class" in table:  # the folder's class; missing or empty: no correction
+        given = table["given_class"].where(table["given_class"].fillna("").astype(str) != "",
+                                           given)
+    given = given.astype(str).to_numpy(dtype=object)
+    class_order = sorted(set(classes.tolist()) | set(given.tolist()))
     code = {c: i for i, c in enumerate(class_order)}
+    dup = table["duplicate_group"].fillna(-1).astype(int).tolist() \
+        if "duplicate_group" in table else [-1] * len(table)
+    pixels = (table["width"].fillna(0) * table["height"].fillna(0)).astype(np.int64).tolist() \
+        if {"width", "height"} <= set(table.columns) else None
     suggested = table["suggested_class"].astype(str).to_numpy(dtype=object)
     ids = [f"cl-map-{i}" for i in range(len(maps))]
     options, galleries = _gallery_options(table)
@@ -372,6 +537,8 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
         "majority": table["cluster_majority_class"].astype(str).tolist(),
         "issue": [int(v) for v in table["is_label_issue"].to_numpy(dtype=bool)],
         "suggested": [code.get(s, code[c]) for s, c in zip(suggested, classes)],
+        "given": [code[g] for g in given], "dup": dup, "pixels": pixels,
+        "fixes": correction_rows(corrections),
         "galleries": galleries, "galleryMax": GALLERY_MAX, "maps": ids,
         "figures": {i: map_figure(v, table, macro) for i, v in zip(ids, maps)}}
     thumb_list = [thumbs.get(i) for i in range(len(table))]
@@ -386,14 +553,15 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
         f'<div class="cl-ex-bar"><label for="cl-map-select">Map:</label> '
         f'<select id="cl-map-select">{map_opts}</select> '
         f'<span>{n_thumbs:,} of {len(table):,} images have a thumbnail. Hover over a point to '
-        'see it; click one to open its cluster below; drag to zoom, double-click to reset.'
-        '</span></div>',
+        'see it; click one to select it and open its cluster below; drag to zoom (with the box '
+        'or lasso tool, top right, to select), double-click to reset.</span></div>',
         figs, '<div id="cl-card"></div>',
         '<h3 id="cluster-gallery">Cluster gallery</h3>',
         '<div class="cl-ex-bar"><label for="cl-gallery-select">Cluster:</label> '
         f'<select id="cl-gallery-select">{gal_opts}</select> '
         '<span id="cl-gallery-note"></span></div>',
-        '<div id="cl-gallery"></div></div>',
+        '<div class="cl-thumbs" id="cl-gallery"></div>',
+        corrections_panel(class_order, data["fixes"]), '</div>',
         f'<script>{plotly_js}</script>',
         f"<script>window.CL_THUMBS={_script_json(thumb_list)};\n"
         f"window.CL_DATA={_script_json(data)};</script>",
@@ -401,7 +569,8 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
 
 
 def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike, cap: int,
-                     px: int, seed: int) -> tuple[str, str]:
+                     px: int, seed: int, *,
+                     corrections: pd.DataFrame | None = None) -> tuple[str, str]:
     """The report's explorer: its HTML fragment (:func:`explorer_html`) and the sentence that
     introduces it.
 
@@ -416,6 +585,8 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
     cap, px, seed : int
         ``report.thumbnails``, ``report.thumbnail_px`` and ``seed`` (:func:`thumbnail_rows`,
         :func:`thumbnails`).
+    corrections : DataFrame, optional
+        The corrections in force (see :func:`explorer_html`).
 
     Returns
     -------
@@ -431,4 +602,5 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
     note = ("Maps of the images: " + "; ".join(f"**{m.name}**, {len(m.rows):,} images"
                                                 for m in maps) +
             f". Thumbnails ({px} px): {sampled} of the {len(table):,} images.")
-    return explorer_html(table, maps, macro_cuts(groups), thumbs), note
+    return explorer_html(table, maps, macro_cuts(groups), thumbs,
+                         corrections=corrections), note
