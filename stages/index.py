@@ -78,6 +78,9 @@ def run(cfg: Params) -> dict:
     seed = cfg.seed
     root = check_params_vs_input(cfg)
     corrections = corr.read_corrections(cfg.data.corrections)
+    if corrections.attrs.get("absent"):
+        log.warning("data.corrections: %s does not exist: no corrections applied",
+                    cfg.data.corrections)
     remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
     log_block(log, "index", inputs={"data.root": root, "data.corrections":
                                     f"{cfg.data.corrections} ({len(corrections)} rows)"},

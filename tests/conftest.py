@@ -69,11 +69,9 @@ def image_tree(tmp_path) -> Path:
 
 @pytest.fixture
 def in_tmp_cwd(tmp_path, monkeypatch):
-    """Run a stage's run() in a working directory with an empty corrections file, as a fresh
-    clone has (outputs land under tmp_path/work)."""
+    """Run a stage's run() in an empty working directory (outputs land under tmp_path/work)."""
     work = tmp_path / "work"
     work.mkdir()
-    (work / "corrections.csv").write_text("path,action,class,note\n")
     monkeypatch.chdir(work)
     return work
 

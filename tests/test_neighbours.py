@@ -186,7 +186,9 @@ def test_stage_writes_the_documented_schemas(in_tmp_cwd):
     params, truth = _stage_inputs(in_tmp_cwd)
     metrics = stage.run(parse_stage(params, stage.Params))
     table = read_table("data/neighbours.parquet")
-    assert list(table.columns) == nb.TABLE_COLUMNS + dup.IMAGE_COLUMNS
+    assert list(table.columns) == nb.TABLE_COLUMNS + dup.IMAGE_COLUMNS + ["is_leak", "leak_score"]
+    assert not table["is_leak"].any() and metrics["leak_pairs"] == 0 and metrics["splits"] == []
+    assert pd.read_csv("data/leaks.csv").empty
     assert table["duplicate_group"].dtype == np.int64
     assert table["outlier_rank"].is_unique and table["outlier_rank"].min() == 1
     pairs = pd.read_csv("data/near_duplicates.csv", keep_default_na=False)
@@ -201,6 +203,34 @@ def test_stage_writes_the_documented_schemas(in_tmp_cwd):
     assert metrics["images_in_groups"] == int((table["duplicate_group"] >= 0).sum()) == 2 * len(truth)
     assert table["is_near_duplicate"].sum() == 2 * len(truth)
     assert set(table.loc[table["is_near_duplicate"], "near_duplicate_kind"]) <= set(dup.COPY_KINDS)
+
+
+def test_stage_reports_leaks_across_splits_and_silences_kept_pairs(in_tmp_cwd):
+    from stages import neighbours as stage
+
+    params, truth = _stage_inputs(in_tmp_cwd)
+    index = read_table("data/index.parquet")
+    # the originals in train, their copies in test; one copy pair marked keep on both sides
+    index["split"] = np.where(index["path"].str.contains("copy"), "test", "train")
+    kept_pair = sorted(truth)[0]
+    index["correction"] = ""
+    index.loc[list(kept_pair), "correction"] = "keep"
+    write_table("data/index.parquet", index)
+    metrics = stage.run(parse_stage({**params, "data": {**params["data"], "splits": "auto"}},
+                                    stage.Params))
+    leaks = pd.read_csv("data/leaks.csv", keep_default_na=False)
+    found = {(index.index[index.path == a][0], index.index[index.path == b][0])
+             for a, b in zip(leaks["path_a"], leaks["path_b"])}
+    assert found == truth - {kept_pair}  # every planted copy but the kept pair
+    assert (leaks["split_a"] == "train").all() and (leaks["split_b"] == "test").all()
+    assert leaks["label_conflict"].all()  # every copy is filed under another class
+    assert metrics["splits"] == ["train", "test"] and metrics["leak_pairs"] == len(truth) - 1
+    rate = metrics["leaks"]["by_split_pair"]["train->test"]
+    assert rate["images"] == len(truth) and rate["images_with_copy"] == len(truth) - 1
+    assert rate["label_conflicts"] == len(truth) - 1
+    table = read_table("data/neighbours.parquet")
+    assert table["is_leak"].sum() == 2 * (len(truth) - 1)
+    assert not table.loc[list(kept_pair), ["is_near_duplicate", "is_leak"]].to_numpy().any()
 
 
 def test_stage_errors_name_the_key(in_tmp_cwd):

@@ -163,6 +163,12 @@ TABLES = {
         "row_a": [0], "row_b": [1], "path_a": ["apple/0.png"], "path_b": ["berry/1.png"],
         "class_a": ["apple"], "class_b": ["berry"], "kind": ["resized"], "score": [0.98],
         "similarity": [0.981], "coverage": [1.0], "label_conflict": [True], "group": [0]}),
+    "data/corrections_applied.csv": pd.DataFrame(
+        {c: pd.Series(dtype=object) for c in ["path", "split", "action", "given_class", "class",
+                                              "note", "status"]}),
+    "data/leaks.csv": pd.DataFrame({c: pd.Series(dtype=object) for c in [
+        "path_a", "split_a", "class_a", "path_b", "split_b", "class_b", "kind",
+        "label_conflict", "score"]}),
     "data/audit.csv": pd.DataFrame({
         "issue": list(ISSUE_TYPES), "images": [2, 0, 1] + [0] * (len(ISSUE_TYPES) - 3),
         "share": [2 / 3, 0.0, 1 / 3] + [0.0] * (len(ISSUE_TYPES) - 3),
@@ -428,19 +434,27 @@ def test_html_tables_put_a_checkbox_by_each_image_path_and_markdown_none(tmp_pat
 
 
 def test_report_stage_passes_the_corrections_in_force_and_ticks_audit_images(inputs):
-    stage.run(parse_stage(PARAMS, stage.Params))  # no corrections file: none in force
-    assert _page_data(Path("report/report.html").read_text(encoding="utf-8"))["fixes"] == []
-    Path("empty.csv").touch()
-    assert stage.load_corrections("empty.csv").empty
-    Path("corrections.csv").write_text('path,action,class,note\napple/0.png,keep,,"ok, ""1"""\n'
-                                       "gone/9.png,exclude,,\nberry/1.png,relabel,NA,\n",
-                                       encoding="utf-8")
+    stage.run(parse_stage(PARAMS, stage.Params))  # no corrections in force
+    page = Path("report/report.html").read_text(encoding="utf-8")
+    assert _page_data(page)["fixes"] == [] and "No corrections in force" in page
+    applied = pd.DataFrame({
+        "path": ["apple/0.png", "berry/1.png", "gone/9.png"], "split": "",
+        "action": ["keep", "relabel", "exclude"], "given_class": ["apple", "berry", "gone"],
+        "class": ["", "NA", ""], "note": ['ok, "1"', "", ""],
+        "status": ["applied", "applied", "applied"]})
+    write_table("data/corrections_applied.csv", applied)
+    write_json("metrics/index.json", {**JSONS["metrics/index.json"],
+                                      "corrections": {"relabel": 1, "exclude": 1, "keep": 1,
+                                                      "not_applied": 0}})
     stage.run(parse_stage(PARAMS, stage.Params))
     first = Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()
     page, md = first[1].decode("utf-8"), first[0].decode("utf-8")
     assert _page_data(page)["fixes"] == [["apple/0.png", "keep", "", 'ok, "1"'],
                                          ["berry/1.png", "relabel", "NA", ""],
                                          ["gone/9.png", "exclude", "", ""]]
+    # the report lists what was applied
+    assert "**1** relabelled, **1** excluded, **1** kept" in md
+    assert "| berry/1.png | relabel | berry -> NA |  | applied |" in md
     # the audit tables' images can be ticked in the page, not in the markdown
     box = '<label><input type="checkbox" class="cl-pick" data-path="{}">'
     assert page.count(box.format("cherry/2.png")) == 2  # label issues, outliers
@@ -449,7 +463,3 @@ def test_report_stage_passes_the_corrections_in_force_and_ticks_audit_images(inp
     assert "| 1 | cherry/2.png | cherry -> berry | 0.97 | 0.01 | berry |" in md
     stage.run(parse_stage(PARAMS, stage.Params))
     assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first
-    # another file in force, given to the stage
-    Path("fixes.csv").write_text("path,action,class,note\n", encoding="utf-8")
-    stage.run(parse_stage(PARAMS, stage.Params), corrections="fixes.csv")
-    assert _page_data(Path("report/report.html").read_text(encoding="utf-8"))["fixes"] == []

@@ -95,7 +95,10 @@ def report_page(in_tmp_cwd) -> Path:
         "class_a": [table["class"][a]], "class_b": [table["class"][b]], "kind": ["resized"],
         "score": [0.98], "similarity": [0.98], "coverage": [1.0], "label_conflict": [False],
         "group": [0]}))
-    IN_FORCE.to_csv("corrections.csv", index=False, lineterminator="\n")
+    given = dict(zip(table["path"], table["given_class"]))
+    write_table("data/corrections_applied.csv", IN_FORCE.assign(
+        split="", given_class=[given.get(p, p.split("/")[0]) for p in IN_FORCE["path"]],
+        status="applied"))
     for i, (path, cls) in enumerate(zip(table["path"], table["given_class"])):
         Path("data/fruit", path).parent.mkdir(parents=True, exist_ok=True)
         make_image(CLASSES.index(cls), np.random.default_rng(i)).save(Path("data/fruit", path))

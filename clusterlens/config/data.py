@@ -1,7 +1,7 @@
 """The ``data`` section: where the images are, how they are laid out, and the user's corrections."""
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from clusterlens.config.base import Section
 from clusterlens.data.splits import AUTO, NONE
@@ -29,14 +29,18 @@ class DataParams(Section):
 
     @field_validator("root", "corrections")
     @classmethod
-    def _not_empty(cls, value: str) -> str:
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
-            raise ValueError("must be a path, got an empty string")
+            raise ValueError("must be a folder path, got an empty string" if info.field_name == "root"
+                             else "must be a file path, got an empty string")
         return value
 
-    @field_validator("splits")
+    @field_validator("splits", mode="before")
     @classmethod
     def _splits(cls, value: str | list[str]) -> str | list[str]:
+        if not isinstance(value, (str, list)) or (
+                isinstance(value, list) and not all(isinstance(s, str) for s in value)):
+            raise ValueError(f"must be {AUTO}, {NONE} or a list of split folders, got {value!r}")
         if isinstance(value, str):
             if value not in (AUTO, NONE):
                 raise ValueError(f"must be {AUTO}, {NONE} or a list of split folders, got "

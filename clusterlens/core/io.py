@@ -150,7 +150,8 @@ def read_table(path: str | os.PathLike):
         return pd.read_parquet(path)
     text = [c for c in pd.read_csv(path, nrows=0).columns if is_class_column(c)]
     df = pd.read_csv(path, dtype={c: str for c in text})
-    df[text] = df[text].fillna("")  # a folder name is never empty: an empty cell is no class
+    if text:  # read as spelled: a folder may be named "NA" or "null"; an empty cell is no class
+        df[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)[text]
     return df
 
 

@@ -6,13 +6,14 @@ A corrections file is a CSV with the columns ``path`` (as in the index: relative
 
 - every row is checked before any image is decoded; every bad row is reported at once, by its
   line in the file: an unknown path (not a file found under the root), an unknown action, a
-  ``relabel`` without a class, to an unknown class or to the class it already has, a class on
-  an ``exclude`` or ``keep`` row, a path listed twice;
+  ``relabel`` without a class or to an unknown class, a class on an ``exclude`` or ``keep``
+  row, a path listed twice;
 - ``relabel`` changes the image's class (the index keeps the folder's class as
   ``given_class``); ``exclude`` leaves the image out (the rejected table lists it as
   ``excluded``, with the note); ``keep`` keeps the image as it is and silences its audit
   flags (:func:`silence`);
-- a correction of an image the index rejects anyway (e.g. corrupt) is reported as not applied.
+- a correction of an image the index rejects anyway (e.g. corrupt), and a ``relabel`` to the
+  class the image is already filed under, are reported as not applied.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def empty() -> pd.DataFrame:
 
 
 def read_corrections(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a corrections file (columns :data:`COLUMNS`; an empty file has no rows).
+    """Read a corrections file (columns :data:`COLUMNS`; an empty or absent file has no rows:
+    ``attrs["absent"]`` then says the file does not exist).
 
     Every cell is read as text; ``action`` and ``class`` are stripped of surrounding blanks.
     The returned table's ``line`` column is each row's line in the file, for error messages.
@@ -52,14 +54,15 @@ def read_corrections(path: str | os.PathLike) -> pd.DataFrame:
     Raises
     ------
     DataError
-        When the file is missing or unreadable, is not CSV, lacks ``path`` or ``action``, or
+        When the file is unreadable, is not CSV, lacks ``path`` or ``action``, or
         has a column that is not one of :data:`COLUMNS`.
     """
     path = Path(path)
     where = f"data.corrections: {str(path)!r}"
-    if not path.is_file():
-        raise DataError(f"{where} does not exist; create it with the header line `{HEADER}` "
-                        "(no rows: no corrections), or set `data.corrections` to its path")
+    if not path.exists():
+        out = empty().assign(line=pd.Series(dtype=np.int64))
+        out.attrs.update(source=where, absent=True)
+        return out
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -84,14 +87,15 @@ def read_corrections(path: str | os.PathLike) -> pd.DataFrame:
                         f"`{HEADER}` (path and action required)")
     records, lines, line = [], [], 1
     for row in rows[1:]:
-        line += 1 + sum(cell.count("\n") for cell in row)  # quoted newlines span lines
+        start = line + 1  # the line the row starts on (a quoted field may span lines)
+        line = start + sum(cell.count("\n") for cell in row)
         if not any(cell.strip() for cell in row):
             continue  # blank line
         if len(row) != len(header):
-            raise DataError(f"{where}: line {line} has {len(row)} fields, the header "
+            raise DataError(f"{where}: line {start} has {len(row)} fields, the header "
                             f"{len(header)}: quote fields that hold commas")
         records.append(dict(zip(header, row)))
-        lines.append(line)
+        lines.append(start)
     out = pd.DataFrame(records, columns=header).reindex(columns=COLUMNS, fill_value="")
     out = out.fillna("").astype(object)
     for col in ("action", "class"):
@@ -169,8 +173,6 @@ def check_corrections(corrections: pd.DataFrame, *, class_of: Mapping[str, str],
                     + (f" (did you mean {hint[0]!r}?)" if hint else
                        f" (classes: {', '.join(known_classes[:10])}"
                        + (", ..." if len(known_classes) > 10 else "") + ")"))
-            elif class_of.get(path) == cls:
-                bad(f"relabel to {cls!r}, the class it is already filed under")
         elif cls:
             bad(f"`class` is {cls!r} but only relabel takes a class; leave it empty for {action}")
     if problems:
@@ -209,6 +211,8 @@ def apply_corrections(index: pd.DataFrame, corrections: pd.DataFrame) -> pd.Data
     out["given_class"] = out["class"]
     out["correction"] = pd.Series([action.get(p, "") for p in paths], index=out.index,
                                   dtype=object).where(lambda a: a.isin(["relabel", "keep"]), "")
+    same = (out["correction"] == "relabel") & (out["path"].map(new_class) == out["class"])
+    out.loc[same, "correction"] = ""  # already in that class: nothing to change
     relabel = (out["correction"] == "relabel").to_numpy()
     out.loc[relabel, "class"] = [new_class[p] for p in out.loc[relabel, "path"]]
     out["correction_note"] = pd.Series([note.get(p, "") for p in paths], index=out.index,
@@ -220,7 +224,8 @@ def applied_table(corrections: pd.DataFrame, *, class_of: Mapping[str, str],
                   split_of: Mapping[str, str], indexed: Collection[str],
                   reasons: Mapping[str, str]) -> pd.DataFrame:
     """What happened to each row of the corrections file (columns :data:`APPLIED_COLUMNS`,
-    sorted by path): ``status`` is ``applied``, or why not (the image was rejected).
+    sorted by path): ``status`` is ``applied``, or why not (the image was rejected, or is
+    already filed under the class).
 
     Parameters
     ----------
@@ -236,7 +241,9 @@ def applied_table(corrections: pd.DataFrame, *, class_of: Mapping[str, str],
     rows = []
     for r in corrections[COLUMNS].to_dict("records"):
         path, action = r["path"], r["action"]
-        if action == "exclude" or path in indexed:
+        if action == "relabel" and class_of.get(path) == r["class"]:
+            status = f"not applied: already filed under {r['class']!r}"
+        elif action == "exclude" or path in indexed:
             status = APPLIED
         else:
             status = f"not applied: the image is rejected ({reasons.get(path, 'unknown')})"

@@ -173,7 +173,8 @@ def scan_tree(root: Path, splits: str | Sequence[str] = AUTO) -> Scan:
                          "reason": reason, "detail": detail})
 
     def folders_of(folder: Path, prefix: str, where: str) -> list[str]:
-        """Sub-folders of one level (classes, or splits at the root); rejects the rest."""
+        """Sub-folders of one level (classes, or splits at the root); rejects the rest (files
+        are rejected once the layout is known)."""
         found = []
         for entry in _listing(folder):
             rel = prefix + entry.name
@@ -186,10 +187,10 @@ def scan_tree(root: Path, splits: str | Sequence[str] = AUTO) -> Scan:
             elif entry.is_dir(follow_symlinks=False):
                 found.append(entry.name)
             else:
-                reject(rel, "", "not_in_class_folder", "files must be inside a class folder: "
-                       + ("root/<split>/<class>/<image>" if prefix else "root/<class>/<image>"))
+                loose.append(rel)
         return found
 
+    loose: list[str] = []
     top = folders_of(root, "", "at the root")
     try:
         split_names = detect_splits(top, splits)
@@ -197,6 +198,7 @@ def scan_tree(root: Path, splits: str | Sequence[str] = AUTO) -> Scan:
         raise DataError(f"data.splits {exc}; set `data.splits` to auto, none or the split "
                         "folders") from None
     lookalikes = tuple(looks_like_splits(top)) if not split_names and splits == AUTO else ()
+    layout = "root/<split>/<class>/<image>" if split_names else "root/<class>/<image>"
     if split_names:
         for other in sorted(set(top) - set(split_names)):
             reject(other, "", "not_a_split", "a top-level folder that is not one of the splits "
@@ -210,6 +212,8 @@ def scan_tree(root: Path, splits: str | Sequence[str] = AUTO) -> Scan:
         classes.update(base_classes)
         for cls in base_classes:
             _scan_class(root, real_root, base / cls, cls, split, candidates, reject)
+    for rel in loose:
+        reject(rel, "", "not_in_class_folder", f"files must be inside a class folder: {layout}")
     candidates.sort()
     return Scan(candidates, rejected, sorted(classes), split_names, lookalikes)
 
