@@ -1,14 +1,13 @@
-"""DVC stage ``index``: scan ``data.root`` (one sub-folder per class) into the index table.
+"""DVC stage ``index``: scan ``data.root`` (classes, or splits: ``data.splits``) into the index.
 
-Reads ``data.root`` (as classes or as splits, ``data.splits``) and applies the user's corrections
-(``data.corrections``: every row checked before any image is decoded). Writes
-``data/index.parquet`` (one row per usable image: its split, class after corrections, given
-class, image-quality scores and flags), ``data/rejected.csv`` (every file or folder left out,
-with its reason; excluded images as ``excluded``), ``data/corrections_applied.csv`` (each
-correction row and whether it was applied),
-``data/quality_by_class.csv`` (per class: the rate of each quality flag and its possible
-shortcuts), ``metrics/index.json`` and the figures under ``plots/index``. The rules are those of
-:mod:`clusterlens.data.index` and :mod:`clusterlens.data.quality`.
+Applies the user's corrections (``data.corrections``, every row checked before any image is
+decoded). Writes ``data/index.parquet`` (one row per usable image: split, class after
+corrections, given class, quality scores and flags), ``data/rejected.csv`` (what was left out,
+and why; excluded images as ``excluded``), ``data/corrections_applied.csv`` (each correction and
+whether it was applied), ``data/quality_by_class.csv`` (quality flag rates and shortcuts per
+class), ``metrics/index.json`` and ``plots/index/*``. The rules are those of
+:mod:`clusterlens.data.index`, :mod:`~clusterlens.data.corrections` and
+:mod:`~clusterlens.data.quality`.
 """
 from __future__ import annotations
 
@@ -59,15 +58,23 @@ class Params:
 
 
 def check_params_vs_input(cfg: Params) -> Path:
-    """The rule that needs the data: ``data.root`` is an existing folder (returned as a Path)."""
+    """The rule that needs the data: ``data.root`` is an existing folder (returned)."""
     return check_root(Path(cfg.data.root))
 
 
-def log_corrections(applied, counts: dict) -> None:
-    """One line for the corrections applied, a warning per row not applied."""
+def log_layout(info: dict, metrics: dict) -> None:
+    """The splits found (or split-like folders read as classes), the corrections applied, and
+    a warning per correction not applied."""
+    if info["splits"]:
+        log.info("splits %s", ", ".join(f"{s} {n}" for s, n in metrics["splits"].items()))
+    elif info["split_lookalikes"]:
+        log.warning("top-level folders %s look like splits, but not every top-level folder is "
+                    "one: read as classes (set `data.splits` to list the splits)",
+                    ", ".join(info["split_lookalikes"]))
+    applied, n = info["corrections"], metrics["corrections"]
     if len(applied):
-        log.info("corrections: %d relabelled, %d excluded, %d kept", counts["relabel"],
-                 counts["exclude"], counts["keep"])
+        log.info("corrections: %d relabelled, %d excluded, %d kept", n["relabel"], n["exclude"],
+                 n["keep"])
     for r in applied[applied["status"] != corr.APPLIED].itertuples():
         log.warning("correction of %s (%s) %s", r.path, r.action, r.status)
 
@@ -82,8 +89,7 @@ def run(cfg: Params) -> dict:
         log.warning("data.corrections: %s does not exist: no corrections applied",
                     cfg.data.corrections)
     remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
-    log_block(log, "index", inputs={"data.root": root, "data.corrections":
-                                    f"{cfg.data.corrections} ({len(corrections)} rows)"},
+    log_block(log, "index", inputs={"data.root": root, "data.corrections": f"{len(corrections)} rows"},
               params={"data.splits": cfg.data.splits, "index.min_side": p.min_side,
                       "index.drop_duplicates": p.drop_duplicates, "index.workers": p.workers,
                       "seed": seed})
@@ -94,15 +100,7 @@ def run(cfg: Params) -> dict:
     found = shortcuts(flags, classes)
     metrics = {**index_metrics(index, rejected, info), "quality_flags": flag_counts(flags),
                "quality_shortcuts": len(found), "corrections": corr.counts(applied)}
-    if info["splits"]:
-        log.info("splits %s: %s", " -> ".join(info["splits"]), ", ".join(
-            f"{s} {n}" for s, n in index["split"].value_counts().reindex(info["splits"])
-            .fillna(0).astype(int).items()))
-    elif info["split_lookalikes"]:
-        log.warning("top-level folders %s look like splits, but not every top-level folder is "
-                    "one: read as classes (set `data.splits` to list the splits)",
-                    ", ".join(info["split_lookalikes"]))
-    log_corrections(applied, metrics["corrections"])
+    log_layout(info, metrics)
     if info["empty_classes"]:
         log.warning("class folders without a usable image (no label given): %s",
                     ", ".join(info["empty_classes"]))

@@ -119,7 +119,8 @@ def run(cfg: Params, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
     loaded = load_inputs(inputs)
     fragment, note = explorer.explorer_section(loaded["images"], loaded["groups"], root,
                                                p.thumbnails, p.thumbnail_px, seed,
-                                               corrections=loaded["corrections"])
+                                               corrections=loaded["corrections"],
+                                               leaks=loaded["neighbours"].get("leaks"))
     data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
                       explorer=fragment, explorer_note=note, **loaded)
     doc = build_report(data, files)

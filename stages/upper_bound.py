@@ -1,12 +1,10 @@
 """DVC stage `upper_bound`: the supervised upper bound, logistic regressions on a train/test split.
 
-One fit per entry of ``upper_bound.configs`` on the folder's own splits (train on the first of
-the split order, test on the last: ``data.splits``), else on a stratified split
-``upper_bound.test_size`` / ``seed``; the best configuration (highest test accuracy, first on
-a tie), its per-class test accuracy and the same classifier on the macro labels of every
-``g<N>`` cut of the `macro` stage (``raw`` features: the set named by ``fusion.set``; ``pca``:
-data/pca.npy). Classes under 2 images are left out (``excluded_classes``); with under 2
-classes left, the outputs say so (``skipped``).
+One fit per entry of ``upper_bound.configs`` on the folder's own splits (``data.splits``) or a
+stratified split (``upper_bound.test_size``, ``seed``): :func:`clusterlens.analysis.upper_bound.
+fit_bound` (``raw`` features: the set named by ``fusion.set``; ``pca``: data/pca.npy). Classes
+under 2 images are left out (``excluded_classes``); with under 2 classes left, the outputs say
+so (``skipped``).
 """
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from clusterlens.analysis import upper_bound as ub
 from clusterlens.analysis.macro import class_names, read_class_groups
@@ -27,7 +24,7 @@ from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
 from clusterlens.core.io import load_npy, read_table, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
-from clusterlens.data.splits import AUTO, image_splits, split_order, train_and_test
+from clusterlens.data.splits import image_splits, split_order, train_and_test
 from clusterlens.features.sets import load_feature_set
 from clusterlens.report.figures import upper_bound as plots
 from clusterlens.report.figures.style import matplotlib_setup
@@ -54,7 +51,7 @@ class Params:
     """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
     upper_bound: UpperBoundParams
     seed: int
-    data: DataParams | None = None  # data.splits; absent: auto
+    data: DataParams
     fusion: FusionParams = FusionParams()
 
 
@@ -68,8 +65,7 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         index_path: str = IN_INDEX, groups_path: str = IN_CLASS_GROUPS,
         fused_path: str = IN_FUSED) -> dict:
     """Fit and score every configuration, write every output; returns the metrics."""
-    p = cfg.upper_bound
-    seed = cfg.seed
+    p, seed = cfg.upper_bound, cfg.seed
     index = read_table(index_path)
     names = class_names(index, index_path)
     y = index["label"].to_numpy(np.int64)
@@ -78,10 +74,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
     for e in excluded:
         log.warning("class %r (%d image(s)) left out: %s", e["class"], e["images"], e["reason"])
     kept_classes = len(names) - len(excluded)
-    splits = cfg.data.splits if cfg.data else AUTO
-    folders = train_and_test(split_order(image_splits(index), splits))
-    split = ub.split_info(len(rows), kept_classes, folders=folders, test_size=p.test_size,
-                          seed=seed)
+    folders = train_and_test(split_order(image_splits(index), cfg.data.splits))
+    split = ub.split_info(len(rows), kept_classes, folders=folders, test_size=p.test_size, seed=seed)
     if kept_classes < 2:
         return write_skipped(index, names, y, split, excluded)
     if not folders:
@@ -95,37 +89,29 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         "features": f"{features_path} {raw.shape}", "pca": f"{pca_path} {pca.shape}",
         "index": f"{index_path} ({len(names)} classes)",
         "macro cuts": f"{groups_path}: {', '.join(cuts) or 'none'}"},
-        params={"data.splits": splits, "upper_bound.test_size": p.test_size,
+        params={"data.splits": cfg.data.splits, "upper_bound.test_size": p.test_size, "seed": seed,
                 "upper_bound.max_iter": p.max_iter,
-                "upper_bound.configs": ", ".join(c.name for c in p.configs), "seed": seed})
+                "upper_bound.configs": ", ".join(c.name for c in p.configs)})
     t0 = time.perf_counter()
-    train_idx, test_idx, unseen = ub.train_test(y, rows, splits=image_splits(index),
-                                                folders=folders, test_size=p.test_size, seed=seed)
-    if unseen:
-        log.warning("classes without a training image: %s (their test images count as wrong)",
-                    ", ".join(names[u] for u in unseen))
-    views = ub.feature_views(raw, pca, train_idx)
-    results, preds = ub.fit_configs(p.configs, views, y, train_idx, test_idx, p.max_iter, seed)
-    best = ub.best_config(results)
-    best_cfg = next(c for c in p.configs if c.name == best)
-    p_train, p_test = preds[best]
-    per_class = ub.per_class_accuracy(y[test_idx], p_test, names, y[train_idx], excluded)
-    macro = ub.macro_scores(best_cfg, views, y, cuts, train_idx, test_idx, p.max_iter, seed)
-    macro_plot = ub.with_fine_row(macro, results[best], y, train_idx, test_idx, kept_classes)
+    train_idx, test_idx = ub.train_test(y, rows, splits=image_splits(index), folders=folders,
+                                        test_size=p.test_size, seed=seed, names=names)
+    fit = ub.fit_bound(p.configs, raw, pca, y, train_idx, test_idx, names=names,
+                       excluded=excluded, cuts=cuts, max_iter=p.max_iter, seed=seed)
+    results, best, per_class, macro_plot = fit.results, fit.best, fit.per_class, fit.macro_plot
     seconds = time.perf_counter() - t0
-    configs_table = pd.DataFrame([{"config": n, **r} for n, r in results.items()])
+    configs_table = fit.configs_table()
     write_table(OUT_CONFIGS, configs_table.round(6))
     write_table(OUT_PER_CLASS, per_class.round(6))
     write_table(OUT_MACRO_CSV, macro_plot.round(6))
     write_table(OUT_PREDICTIONS, ub.predictions_table(index, names, y, train_idx, test_idx,
-                                                      p_train, p_test))
+                                                      fit.p_train, fit.p_test))
     matplotlib_setup()
     plots.plot_configs(configs_table, best, OUT_CONFIGS_PNG)
     plots.plot_per_class(per_class, best, OUT_PER_CLASS_PNG)
     plots.plot_macro(macro_plot, results[best]["test_accuracy"], kept_classes, best,
                      OUT_MACRO_PNG)
     split.update(train=len(train_idx), test=len(test_idx))
-    metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, macro,
+    metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, fit.macro,
                                                  excluded))
     log_block(log, "upper_bound done", outputs={
         OUT_METRICS: f"{ub.split_text(split)}; best {best}: test "

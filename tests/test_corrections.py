@@ -514,7 +514,7 @@ def test_data_params_validate_splits_and_corrections():
         with pytest.raises(ParamError, match=r"`data\.splits`.*" + why) as err:
             parse(splits=bad)
         assert err.value.key == "data.splits", bad
-    with pytest.raises(ParamError, match=r"`data\.corrections` must be a path"):
+    with pytest.raises(ParamError, match=r"`data\.corrections` must be a file path"):
         parse(corrections="  ")
     with pytest.raises(ParamError, match=r"did you mean `data\.splits`"):
         parse(split="auto")
@@ -529,7 +529,7 @@ def test_data_splits_of_the_wrong_type_names_the_key(bad):
 
 
 # --------------------------------------------------------------------------- 7. upper bound
-def test_folder_split_and_train_test():
+def test_folder_split_and_train_test(caplog):
     splits = np.array(["train", "test", "train", "val", "test", "train"], dtype=object)
     labels = np.array([0, 0, 1, 1, 2, 0])
     tr, te = ub.folder_split(splits, "train", "test")
@@ -539,22 +539,24 @@ def test_folder_split_and_train_test():
     with pytest.raises(ValueError, match="split 'val' has no image"):
         ub.folder_split(splits, "train", "val", rows=np.array([0, 1]))
 
-    tr, te, unseen = ub.train_test(labels, np.arange(6), splits=splits,
-                                   folders=("train", "test"), test_size=0.5, seed=0)
+    with caplog.at_level("WARNING", logger="clusterlens.upper_bound"):
+        tr, te = ub.train_test(labels, np.arange(6), splits=splits, folders=("train", "test"),
+                               test_size=0.5, seed=0, names=["ant", "bee", "cat"])
     assert tr.tolist() == [0, 2, 5] and te.tolist() == [1, 4]
-    assert unseen == [2]  # class 2 is only in the test split
-    tr, te, unseen = ub.train_test(labels, np.array([0, 1, 2, 5]), splits=splits,
-                                   folders=("train", "test"), test_size=0.5, seed=0)
-    assert te.tolist() == [1] and unseen == []
+    assert "without a training image in split 'train': cat" in caplog.text  # only in test
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clusterlens.upper_bound"):
+        tr, te = ub.train_test(labels, np.array([0, 1, 2, 5]), splits=splits,
+                               folders=("train", "test"), test_size=0.5, seed=0)
+    assert te.tolist() == [1] and "without a training image" not in caplog.text
     with pytest.raises(DataError, match=r"split 'test' has no image.*\(train -> test\)"):
         ub.train_test(labels, np.array([0, 2, 3]), splits=splits, folders=("train", "test"),
                       test_size=0.5, seed=0)
     # no folders: the stratified split, whatever the split column says
     lab = np.repeat([0, 1], 5)
-    tr, te, unseen = ub.train_test(lab, np.arange(10), splits=np.full(10, "", dtype=object),
-                                   folders=None, test_size=0.4, seed=0)
+    tr, te = ub.train_test(lab, np.arange(10), splits=np.full(10, "", dtype=object),
+                           folders=None, test_size=0.4, seed=0)
     assert sorted(tr.tolist() + te.tolist()) == list(range(10)) and len(te) == 4
-    assert unseen == []
 
 
 def test_split_info():

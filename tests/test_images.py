@@ -81,10 +81,11 @@ def test_tsne_columns_are_nan_outside_the_sample():
 
 
 def _quality(n: int, rng) -> dict:
-    """Stand-in image-quality columns of the index: the first image flagged blurry."""
+    """Stand-in size and image-quality columns of the index: the first image flagged blurry."""
     from clusterlens.data.quality import KINDS
 
-    out = {f"{k}_score": rng.uniform(0, 0.5, n) for k in KINDS}
+    out = {"width": np.full(n, 40), "height": np.full(n, 32)}
+    out.update({f"{k}_score": rng.uniform(0, 0.5, n) for k in KINDS})
     out.update({f"is_{k}": np.zeros(n, bool) for k in KINDS})
     out["blurry_score"][0], out["is_blurry"][0] = 0.9, True
     return out
@@ -113,7 +114,7 @@ def _scores(paths, classes, rng):
         "outlier_rank_in_class": np.ones(n, dtype=np.int64),
         "is_near_duplicate": group >= 0, "near_duplicate_kind": np.where(group >= 0, "crop", ""),
         "near_duplicate_score": np.where(group >= 0, 0.97, 0.0), "is_same_scene": np.zeros(n, bool),
-        "same_scene_score": np.zeros(n)})
+        "same_scene_score": np.zeros(n), "is_leak": np.zeros(n, bool), "leak_score": np.zeros(n)})
     return label_issues, neighbours
 
 

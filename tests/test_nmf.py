@@ -116,7 +116,7 @@ def test_reduce_nmf_and_upper_bound_read_the_selected_feature_set(in_tmp_cwd):
     assert np.array_equal(X, visual)
     with pytest.raises(ValueError, match="unknown feature set"):
         load_feature_set("fused", "data/features.npy", "data/fused.npy")
-    params = {"seed": 0, "fusion": {"set": "weighted"},
+    params = {"seed": 0, "fusion": {"set": "weighted"}, "data": {"root": "."},
               "reduce": {"standardize": True, "n_components": 3},
               "upper_bound": {"test_size": 0.25, "max_iter": 100,
                               "configs": [{"name": "lr", "features": "raw"}]}}

@@ -6,8 +6,9 @@ in force, :data:`IN_FORCE`); the page is then opened from ``file://`` at a 1,280
 Skips when playwright or chromium is not installed (``.ci/run`` installs both).
 
 :func:`download_corrections` (the page's corrections as CSV text) and
-:func:`check_corrections_csv` (the corrections file contract) are meant for reuse, e.g. to feed
-a downloaded file back to ``dvc repro``.
+:func:`check_corrections_csv` (the corrections file contract) serve the last test, which runs the
+whole loop on the end-to-end repository's own report: select, act, download, then `dvc repro`
+with the downloaded file as the corrections file, and the index read back.
 """
 import csv
 import io
@@ -22,7 +23,7 @@ import pytest
 from clusterlens.config.base import parse_stage
 from clusterlens.core.io import write_json, write_table
 from stages import report as stage
-from tests.conftest import make_image
+from tests.conftest import e2e_copy, make_image, sh
 from tests.test_report import JSONS, PARAMS, TABLES
 
 N_IMAGES, N_TSNE = 60, 50
@@ -370,3 +371,56 @@ def test_corrections_made_in_the_page_download_as_a_valid_file(browser_page, tmp
         [r[0] for r in rows]
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     assert errors == []
+
+
+# --------------------------------------------------------------------------- the whole loop
+@pytest.mark.slow
+def test_corrections_downloaded_from_the_report_feed_dvc_repro(e2e_base, tmp_path):
+    """The end-to-end repository's own report: tick three images of a gallery, relabel one,
+    exclude one, keep one, download the file, save it as the project's corrections file, run
+    `dvc repro index`, and read the corrections back from the index."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium (apt-get install chromium)")
+    repo = e2e_copy(e2e_base, tmp_path / "e2e").repo
+    before = pd.read_parquet(repo / "data/index.parquet")
+    given = dict(zip(before["path"], before["class"]))
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((repo / "report/report.html").as_uri())
+            page.wait_for_selector("#cl-map-0 .scatterlayer .point")
+            boxes = page.locator("#cl-gallery input.cl-pick")
+            picked = boxes.evaluate_all("bs => bs.slice(0, 3).map(b => b.dataset.path)")
+            assert len(picked) == 3
+            other = next(c for c in sorted(set(given.values())) if c != given[picked[0]])
+            for path, act in zip(picked, ("relabel", "exclude", "keep")):
+                page.check(f"#cl-gallery input.cl-pick[data-path='{path}']")
+                if act == "relabel":
+                    page.select_option("#cl-fix-class", other)
+                page.fill("#cl-fix-note", f"{act} in the browser")
+                page.click(f"#cl-fix-{act}")
+            text = download_corrections(page)
+            assert errors == []
+        finally:
+            browser.close()
+    rows = check_corrections_csv(text, given)
+    assert sorted(r[:3] for r in rows) == sorted(
+        [[picked[0], "relabel", other], [picked[1], "exclude", ""], [picked[2], "keep", ""]])
+    (repo / "corrections.csv").write_text(text, encoding="utf-8")
+    sh(repo, "dvc", "repro", "index")
+    index = pd.read_parquet(repo / "data/index.parquet").set_index("path")
+    assert index.loc[picked[0], ["class", "given_class", "correction"]].tolist() == \
+        [other, given[picked[0]], "relabel"]
+    assert picked[1] not in index.index and len(index) == len(before) - 1
+    assert index.loc[picked[2], "correction"] == "keep"
+    rejected = pd.read_csv(repo / "data/rejected.csv", keep_default_na=False)
+    assert rejected.loc[rejected.path == picked[1], ["reason", "detail"]].values.tolist() == \
+        [["excluded", "exclude in the browser"]]
+    applied = pd.read_csv(repo / "data/corrections_applied.csv", keep_default_na=False)
+    assert (applied["status"] == "applied").all() and len(applied) == 3
+    assert "extract" in sh(repo, "dvc", "status")  # the rest of the pipeline follows the index

@@ -27,7 +27,8 @@ CONFIGS = [{"name": "lr_C1", "C": 1.0, "class_weight": None, "features": "raw"},
 PARAMS = {"seed": 3, "kmeans": {"k": [4], "n_init": 3, "max_iter": 100},
           "macro": {"linkage": "ward", "groups": [2, 4], "height_ratios": [0.5],
                     "color_threshold": 0.5, "heatmap_classes": 50},
-          "upper_bound": {"test_size": 0.25, "max_iter": 500, "configs": CONFIGS}}
+          "upper_bound": {"test_size": 0.25, "max_iter": 500, "configs": CONFIGS},
+          "data": {"root": ".", "splits": "auto"}}
 
 
 @pytest.fixture

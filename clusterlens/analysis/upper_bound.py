@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -143,6 +144,44 @@ def folder_split(splits: np.ndarray, train: str, test: str,
     return tr, te
 
 
+@dataclass(frozen=True)
+class Bound:
+    """What :func:`fit_bound` finds: ``results`` (config name -> scores), ``best`` (its name),
+    ``p_train``/``p_test`` (the best config's predictions), ``per_class`` (its per-class test
+    accuracy), ``macro`` (its scores on every macro cut) and ``macro_plot`` (those with the
+    fine row, for the figure)."""
+
+    results: dict
+    best: str
+    p_train: np.ndarray
+    p_test: np.ndarray
+    per_class: pd.DataFrame
+    macro: pd.DataFrame
+    macro_plot: pd.DataFrame
+
+    def configs_table(self) -> pd.DataFrame:
+        """One row per configuration: ``config`` and its scores."""
+        return pd.DataFrame([{"config": n, **r} for n, r in self.results.items()])
+
+
+def fit_bound(configs: list[LogRegConfig], raw: np.ndarray, pca: np.ndarray, y: np.ndarray,
+              train_idx: np.ndarray, test_idx: np.ndarray, *, names: list[str],
+              excluded: list[dict], cuts: dict[str, np.ndarray], max_iter: int,
+              seed: int) -> Bound:
+    """Fit every configuration on one split (:func:`fit_configs`), pick the best
+    (:func:`best_config`), and score it per class and on every macro cut."""
+    views = feature_views(raw, pca, train_idx)
+    results, preds = fit_configs(configs, views, y, train_idx, test_idx, max_iter, seed)
+    best = best_config(results)
+    best_cfg = next(c for c in configs if c.name == best)
+    p_train, p_test = preds[best]
+    per_class = per_class_accuracy(y[test_idx], p_test, names, y[train_idx], excluded)
+    macro = macro_scores(best_cfg, views, y, cuts, train_idx, test_idx, max_iter, seed)
+    macro_plot = with_fine_row(macro, results[best], y, train_idx, test_idx,
+                               len(names) - len(excluded))
+    return Bound(results, best, p_train, p_test, per_class, macro, macro_plot)
+
+
 def split_info(images: int, classes: int, *, folders: tuple[str, str] | None,
                test_size: float, seed: int) -> dict:
     """The metrics' ``split``: images and classes in it, ``train``/``test`` counts (0 until
@@ -166,11 +205,12 @@ def split_text(split: dict) -> str:
 
 
 def train_test(labels: np.ndarray, rows: np.ndarray, *, splits: np.ndarray,
-               folders: tuple[str, str] | None, test_size: float,
-               seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+               folders: tuple[str, str] | None, test_size: float, seed: int,
+               names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The split the bound uses: the folder's own (:func:`folder_split`) when ``folders``
-    names its training and evaluation split, else :func:`stratified_split`; with the labels
-    of the test images whose class has no training image (they can only be predicted wrong).
+    names its training and evaluation split, else :func:`stratified_split`. Test images whose
+    class has no training image (they can only be predicted wrong) are logged, by class name
+    (``names``, in label order).
 
     Raises
     ------
@@ -178,15 +218,19 @@ def train_test(labels: np.ndarray, rows: np.ndarray, *, splits: np.ndarray,
         When a split of ``folders`` has no usable image.
     """
     if folders is None:
-        tr, te = stratified_split(labels, test_size, seed, rows)
-    else:
-        try:
-            tr, te = folder_split(splits, *folders, rows)
-        except ValueError as exc:
-            raise DataError(f"data.root: {exc}; the bound trains on the first split and tests "
-                            f"on the last ({' -> '.join(folders)})") from None
+        return stratified_split(labels, test_size, seed, rows)
+    try:
+        tr, te = folder_split(splits, *folders, rows)
+    except ValueError as exc:
+        raise DataError(f"data.root: {exc}; the bound trains on the first split and tests on "
+                        f"the last ({' -> '.join(folders)})") from None
     labels = np.asarray(labels)
-    return tr, te, sorted(set(labels[te].tolist()) - set(labels[tr].tolist()))
+    unseen = sorted(set(labels[te].tolist()) - set(labels[tr].tolist()))
+    if unseen:
+        log.warning("classes without a training image in split %r: %s (their test images "
+                    "count as wrong)", folders[0],
+                    ", ".join(str(names[u]) if names else str(u) for u in unseen))
+    return tr, te
 
 
 def feature_views(raw: np.ndarray, pca: np.ndarray, train_idx: np.ndarray) -> dict:

@@ -168,6 +168,11 @@ def colourings(table: pd.DataFrame, macro: dict[str, dict[str, str]]) -> list[tu
     class_order = sorted(set(classes.tolist()))
     colours = class_colours(class_order)
     out = [("class", [(c, colours[c], "circle", classes == c) for c in class_order])]
+    splits = table["split"].astype(str).to_numpy(dtype=object) if "split" in table else None
+    if splits is not None and len(set(splits.tolist()) - {""}) >= 2:
+        names = sorted(set(splits.tolist()) - {""})
+        cols = dict(zip(names, palette(len(names))))
+        out.append(("split", [(s, cols[s], "circle", splits == s) for s in names]))
     styles = cluster_styles(labels, classes, class_order)
     by_cluster = [(s.name(c), s.colour, MARKERS[s.marker][1], labels == c)
                   for c, s in styles.items()]
@@ -570,7 +575,8 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
 
 def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike, cap: int,
                      px: int, seed: int, *,
-                     corrections: pd.DataFrame | None = None) -> tuple[str, str]:
+                     corrections: pd.DataFrame | None = None,
+                     leaks: dict | None = None) -> tuple[str, str]:
     """The report's explorer: its HTML fragment (:func:`explorer_html`) and the sentence that
     introduces it.
 
@@ -587,6 +593,9 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
         :func:`thumbnails`).
     corrections : DataFrame, optional
         The corrections in force (see :func:`explorer_html`).
+    leaks : dict, optional
+        The leak rates (``metrics/neighbours.json: leaks``), said in the note when the folder
+        has splits.
 
     Returns
     -------
@@ -602,5 +611,11 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
     note = ("Maps of the images: " + "; ".join(f"**{m.name}**, {len(m.rows):,} images"
                                                 for m in maps) +
             f". Thumbnails ({px} px): {sampled} of the {len(table):,} images.")
+    rates = list((leaks or {}).get("by_split_pair", {}).values())
+    if rates:
+        note += " Leaks between splits (colour by `leak`, or by `split`): " + "; ".join(
+            f"{r['earlier']} -> {r['later']}: {r['images_with_copy']:,} of {r['images']:,} "
+            f"{r['later']} images have a copy in {r['earlier']} ({100 * r['rate']:.1f}%)"
+            for r in rates) + "."
     return explorer_html(table, maps, macro_cuts(groups), thumbs,
                          corrections=corrections), note
