@@ -335,16 +335,15 @@ def print_tables(res: dict) -> None:
           "duplicates already in the data set or false pairs, to look at")
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", required=True, help="image folder, root/<class>/<image>")
-    ap.add_argument("--per-kind", type=int, default=50, help="copies planted per kind")
+def add_step_arguments(ap: argparse.ArgumentParser, folder: str) -> None:
+    """The options this script and bench_leaks share: reusing features, ``--no-extract``,
+    ``--workdir`` (which keeps ``folder``), the extraction threads and the `neighbours` params."""
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--features", help="features of the planted folder from an earlier run")
+    ap.add_argument("--features", help=f"features of the {folder} from an earlier run")
     ap.add_argument("--index", help="the index.parquet saved with --features")
     ap.add_argument("--no-extract", action="store_true",
                     help="random features instead of extraction: for testing the script only")
-    ap.add_argument("--workdir", help="keep the planted folder, truth.csv, features.npy and "
+    ap.add_argument("--workdir", help=f"keep the {folder}, truth.csv, features.npy and "
                                       "index.parquet here (default: a temporary folder)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the extraction")
     ap.add_argument("--workers", type=int, default=2, help="neighbours.workers (and index workers)")
@@ -352,10 +351,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--candidates", type=int, default=10, help="neighbours.candidates")
     ap.add_argument("--hash-distance", type=int, default=10, help="neighbours.hash_distance")
     ap.add_argument("--block-mb", type=float, default=256, help="neighbours.block_mb")
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--pairs-out", help="CSV of the copy pairs not planted (default: "
-                                        "benchmarks/results/duplicates_unplanted_<folder name>.csv)")
-    args = ap.parse_args(argv)
+
+
+def run_and_save(ap: argparse.ArgumentParser, args, run, print_tables, prefix: str) -> dict:
+    """Run ``run(args, workdir)`` (in ``--workdir`` or a temporary folder), print its tables
+    and save it as ``runs[<folder name>]`` of ``--out``; returns that entry."""
     if bool(args.features) != bool(args.index):
         ap.error("--features and --index go together")
     info = u.machine()
@@ -364,7 +364,7 @@ def main(argv=None) -> dict:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         res = run(args, Path(args.workdir))
     else:
-        with tempfile.TemporaryDirectory(prefix="bench_duplicates_") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             res = run(args, Path(tmp))
     print()
     print_tables(res)
@@ -375,6 +375,17 @@ def main(argv=None) -> dict:
     out_path.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"wrote {out_path}")
     return out["runs"][Path(args.root).name]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", required=True, help="image folder, root/<class>/<image>")
+    ap.add_argument("--per-kind", type=int, default=50, help="copies planted per kind")
+    add_step_arguments(ap, "planted folder")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--pairs-out", help="CSV of the copy pairs not planted (default: "
+                                        "benchmarks/results/duplicates_unplanted_<folder name>.csv)")
+    return run_and_save(ap, ap.parse_args(argv), run, print_tables, "bench_duplicates_")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ with copies of training images planted in the test split.
   ``mirror``; made as :mod:`benchmarks.bench_duplicates` makes them (``planted_copy``: EXIF
   orientation applied, JPEG quality 75, 85 or 95). A third of each kind's copies (rounded) are
   filed under another class drawn at random, the others under the original's class.
-- **Index**: ``build_index`` with ``splits=("train", "test")`` when it takes that argument;
-  otherwise it sees ``train`` and ``test`` as classes, and the split and the class are taken
-  from the first two components of each path.
+- **Index**: ``build_index`` with ``splits=("train", "test")``, as the `index` stage reads a
+  split folder (the split and class columns are checked against the paths).
 - **Features and the near-duplicate step**: as ``bench_duplicates`` (Lite0 extraction with the
   `extract` stage's defaults, ``--threads`` torch threads; then ``near_duplicate_step`` with the
   `neighbours` stage's defaults). ``--no-extract`` (random features) is for testing the script.
@@ -34,11 +33,8 @@ with copies of training images planted in the test split.
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +43,14 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from benchmarks import _util as u
-from benchmarks.bench_duplicates import IMAGE_SUFFIXES, _link_or_copy, extract, near_duplicate_step, planted_copy
+from benchmarks import bench_duplicates as bd
+from benchmarks.bench_duplicates import (
+    IMAGE_SUFFIXES,
+    _link_or_copy,
+    extract,
+    near_duplicate_step,
+    planted_copy,
+)
 from benchmarks.bench_grid import fmt_table
 
 RESULTS = u.PROJECT / "benchmarks" / "results" / "leaks.json"
@@ -111,21 +114,13 @@ def index_splits(root: Path, workers: int) -> tuple[pd.DataFrame, pd.DataFrame, 
     """(index with ``split`` and ``class``, rejected, how the split column was made)."""
     from clusterlens.data.index import build_index
 
-    if "splits" in inspect.signature(build_index).parameters:
-        index, rejected, _ = build_index(root, 8, False, workers, splits=SPLITS)
-        how = "build_index(splits=...)"
-    else:
-        index, rejected, _ = build_index(root, 8, False, workers)
-        how = "derived from the paths (build_index has no splits argument)"
+    index, rejected, _ = build_index(root, 8, False, workers, splits=SPLITS)
     parts = index["path"].str.split("/")
-    if "split" not in index.columns:
-        index["split"] = parts.str[0]
-        index["class"] = parts.str[1]
     bad = (index["split"] != parts.str[0]) | (index["class"] != parts.str[1])
     if bad.any():
         raise SystemExit(f"the index's split/class disagree with the paths, e.g. "
                          f"{index.loc[bad, ['path', 'split', 'class']].head(3).to_dict('records')}")
-    return index, rejected, how
+    return index, rejected, "build_index(splits=...)"
 
 
 # --------------------------------------------------------------------------- scoring
@@ -278,42 +273,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--root", required=True, help="image folder, root/<class>/<image>")
     ap.add_argument("--per-kind", type=int, default=40, help="copies planted per kind")
     ap.add_argument("--test-share", type=float, default=0.2, help="share of each class in test")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--features", help="features of the split folder from an earlier run")
-    ap.add_argument("--index", help="the index.parquet saved with --features")
-    ap.add_argument("--no-extract", action="store_true",
-                    help="random features instead of extraction: for testing the script only")
-    ap.add_argument("--workdir", help="keep the split folder, truth.csv, features.npy and "
-                                      "index.parquet here (default: a temporary folder)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for the extraction")
-    ap.add_argument("--workers", type=int, default=2, help="neighbours.workers (and index workers)")
-    ap.add_argument("--k", type=int, default=10, help="neighbours.k")
-    ap.add_argument("--candidates", type=int, default=10, help="neighbours.candidates")
-    ap.add_argument("--hash-distance", type=int, default=10, help="neighbours.hash_distance")
-    ap.add_argument("--block-mb", type=float, default=256, help="neighbours.block_mb")
+    bd.add_step_arguments(ap, "split folder")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--pairs-out", help="CSV of the leaks not planted (default: "
                                         "benchmarks/results/leaks_unplanted_<folder name>.csv)")
-    args = ap.parse_args(argv)
-    if bool(args.features) != bool(args.index):
-        ap.error("--features and --index go together")
-    info = u.machine()
-    print(u.machine_line(info))
-    if args.workdir:
-        Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        res = run(args, Path(args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench_leaks_") as tmp:
-            res = run(args, Path(tmp))
-    print()
-    print_tables(res)
-    out_path = Path(args.out)
-    out = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": {}}
-    out["runs"][Path(args.root).name] = {"machine": info, "args": vars(args), **res}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {out_path}")
-    return out["runs"][Path(args.root).name]
+    return bd.run_and_save(ap, ap.parse_args(argv), run, print_tables, "bench_leaks_")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,26 @@ def test_bench_duplicates_plants_copies_and_scores_the_near_duplicate_step(tmp_p
     assert saved["unplanted_per_1000_images"] >= 0 and pairs.is_file()
     truth = (tmp_path / "w" / "truth.csv").read_text().splitlines()
     assert len(truth) == 9  # header + 8 copies, half of each kind in another class
+
+
+def test_bench_leaks_splits_plants_and_scores_leaks(tmp_path):
+    """End to end on 30 generated photos in 3 classes, split 80/20, 2 copies of training
+    images planted in test per kind, random features (--no-extract): every copy kind is
+    found (the hashes find them), with its label conflicts."""
+    from benchmarks import bench_leaks
+    from tests.planting import photo
+
+    root = tmp_path / "photos"
+    for c in range(3):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            photo(300 * c + i).save(root / f"class{c}" / f"{i:02d}.jpg", "JPEG", quality=90)
+    out, pairs = tmp_path / "leaks.json", tmp_path / "unplanted.csv"
+    bench_leaks.main(["--root", str(root), "--per-kind", "2", "--no-extract", "--workdir",
+                      str(tmp_path / "w"), "--out", str(out), "--pairs-out", str(pairs)])
+    saved = json.loads(out.read_text())["runs"]["photos"]
+    assert saved["planted"] == 10 and saved["split_column"] == "build_index(splits=...)"
+    assert saved["splits"]["train"] + saved["splits"]["test"] == saved["images"] == 40
+    assert saved["recall"]["all"]["recall"] >= 0.9
+    assert saved["rates"]["by_split_pair"]["train->test"]["images_with_copy"] >= 9
+    assert pairs.is_file()

@@ -376,16 +376,22 @@ def test_corrections_made_in_the_page_download_as_a_valid_file(browser_page, tmp
 # --------------------------------------------------------------------------- the whole loop
 @pytest.mark.slow
 def test_corrections_downloaded_from_the_report_feed_dvc_repro(e2e_base, tmp_path):
-    """The end-to-end repository's own report: tick three images of a gallery, relabel one,
-    exclude one, keep one, download the file, save it as the project's corrections file, run
-    `dvc repro index`, and read the corrections back from the index."""
+    """The end-to-end repository's own report (21 generated images: each class's images are
+    near-copies of each other, so every class is one duplicate group): tick images in the
+    near-duplicate gallery, accept the suggestion for one group, relabel one image, keep one,
+    download the file, save it as the project's corrections file, run `dvc repro index`, and
+    read the corrections back from the index."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     chromium = _chromium()
     if chromium is None:
         pytest.skip("no chromium (apt-get install chromium)")
     repo = e2e_copy(e2e_base, tmp_path / "e2e").repo
     before = pd.read_parquet(repo / "data/index.parquet")
+    images = pd.read_parquet(repo / "data/images.parquet")
     given = dict(zip(before["path"], before["class"]))
+    cherries = sorted(images.loc[images["class"] == "cherry", "path"])
+    assert images.loc[images["class"] == "cherry", "duplicate_group"].nunique() == 1
+    box = "#cl-gallery input.cl-pick[data-path='{}']"
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True)
         try:
@@ -394,33 +400,34 @@ def test_corrections_downloaded_from_the_report_feed_dvc_repro(e2e_base, tmp_pat
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto((repo / "report/report.html").as_uri())
             page.wait_for_selector("#cl-map-0 .scatterlayer .point")
-            boxes = page.locator("#cl-gallery input.cl-pick")
-            picked = boxes.evaluate_all("bs => bs.slice(0, 3).map(b => b.dataset.path)")
-            assert len(picked) == 3
-            other = next(c for c in sorted(set(given.values())) if c != given[picked[0]])
-            for path, act in zip(picked, ("relabel", "exclude", "keep")):
-                page.check(f"#cl-gallery input.cl-pick[data-path='{path}']")
-                if act == "relabel":
-                    page.select_option("#cl-fix-class", other)
-                page.fill("#cl-fix-note", f"{act} in the browser")
-                page.click(f"#cl-fix-{act}")
+            page.select_option("#cl-gallery-select", "issue-near_duplicate")
+            page.check(box.format(cherries[2]))  # one image stands for its group
+            page.click("#cl-fix-accept")
+            assert f"kept {cherries[0]}, excluded {len(cherries) - 1}" in \
+                page.inner_text("#cl-fix-msg")  # equal sizes: the first path stays
+            page.check(box.format("apple/001.jpg"))
+            page.select_option("#cl-fix-class", "berry")
+            page.fill("#cl-fix-note", "looks like a berry")
+            page.click("#cl-fix-relabel")
+            page.check(box.format("berry/002.jpg"))
+            page.click("#cl-fix-keep")
             text = download_corrections(page)
             assert errors == []
         finally:
             browser.close()
     rows = check_corrections_csv(text, given)
-    assert sorted(r[:3] for r in rows) == sorted(
-        [[picked[0], "relabel", other], [picked[1], "exclude", ""], [picked[2], "keep", ""]])
+    assert rows == sorted([["apple/001.jpg", "relabel", "berry", "looks like a berry"],
+                           ["berry/002.jpg", "keep", "", ""]]
+                          + [[p, "exclude", "", ""] for p in cherries[1:]])
     (repo / "corrections.csv").write_text(text, encoding="utf-8")
     sh(repo, "dvc", "repro", "index")
     index = pd.read_parquet(repo / "data/index.parquet").set_index("path")
-    assert index.loc[picked[0], ["class", "given_class", "correction"]].tolist() == \
-        [other, given[picked[0]], "relabel"]
-    assert picked[1] not in index.index and len(index) == len(before) - 1
-    assert index.loc[picked[2], "correction"] == "keep"
+    assert index.loc["apple/001.jpg", ["class", "given_class", "correction", "correction_note"]
+                     ].tolist() == ["berry", "apple", "relabel", "looks like a berry"]
+    assert index.loc["berry/002.jpg", "correction"] == "keep"
+    assert len(index) == len(before) - (len(cherries) - 1) and cherries[0] in index.index
     rejected = pd.read_csv(repo / "data/rejected.csv", keep_default_na=False)
-    assert rejected.loc[rejected.path == picked[1], ["reason", "detail"]].values.tolist() == \
-        [["excluded", "exclude in the browser"]]
+    assert sorted(rejected.loc[rejected.reason == "excluded", "path"]) == cherries[1:]
     applied = pd.read_csv(repo / "data/corrections_applied.csv", keep_default_na=False)
-    assert (applied["status"] == "applied").all() and len(applied) == 3
+    assert (applied["status"] == "applied").all() and len(applied) == len(rows)
     assert "extract" in sh(repo, "dvc", "status")  # the rest of the pipeline follows the index

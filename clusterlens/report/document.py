@@ -368,7 +368,7 @@ def section_corrections(doc: Doc, index: dict, corrections: pd.DataFrame | None,
           f". Every row, with what became of it: `{files.corrections}`"
           + (f" (the first {CORRECTIONS_SHOWN} below)." if len(corrections) > CORRECTIONS_SHOWN
              else "."))
-    rows = corrections.head(CORRECTIONS_SHOWN).fillna("")
+    rows = corrections.head(CORRECTIONS_SHOWN).astype(object).fillna("")
     doc.table(pd.DataFrame({"path": rows["path"].to_numpy(), "action": rows["action"].to_numpy(),
                             "class": [f"{g} -> {c}" if a == "relabel" else g for a, g, c in
                                       zip(rows["action"], rows["given_class"], rows["class"])],
