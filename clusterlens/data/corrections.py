@@ -156,8 +156,9 @@ def check_corrections(corrections: pd.DataFrame, *, class_of: Mapping[str, str],
                 by_name = {}
                 for p in class_of:
                     by_name.setdefault(PurePosixPath(p).name, []).append(p)
+            hint = _suggest(path, class_of, by_name) if len(problems) < MAX_SHOWN else ""
             bad("unknown path: no image file there under data.root; paths are relative to "
-                f"data.root, as in data/index.parquet{_suggest(path, class_of, by_name)}")
+                f"data.root, as in data/index.parquet{hint}")  # hints for the rows shown
         if path and path not in first_line:
             first_line[path] = int(line)
         if action not in ACTIONS:
