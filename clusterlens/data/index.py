@@ -37,7 +37,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,13 +125,14 @@ def symlink_problem(exc: BaseException) -> str:
 class Scan:
     """What a folder listing found: ``candidates`` (relative posix path, class folder, split;
     sorted), ``rejected`` (entries left out, as rows of the rejected table), ``classes`` (every
-    class folder name, sorted) and ``splits`` (the split folders in split order; empty when the
-    folder is read as classes)."""
+    class folder name, sorted), ``splits`` (the split folders in split order; empty when the
+    folder is read as classes) and ``lookalikes`` (split-like top-level folders, when ``auto``
+    read the folder as classes because other top-level folders are not splits)."""
     candidates: list[tuple[str, str, str]]
     rejected: list[dict]
     classes: list[str]
     splits: tuple[str, ...] = ()
-    lookalikes: tuple[str, ...] = field(default=())  # split-like folders read as classes
+    lookalikes: tuple[str, ...] = ()  # split-like folders read as classes
 
 
 def _listing(folder: Path) -> list[os.DirEntry]:
