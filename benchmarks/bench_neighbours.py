@@ -7,8 +7,11 @@ Data: ``benchmarks._util.cnn_like_features`` (ReLU'd Gaussian mixture shaped lik
 features, 10 classes), saved as a .npy that the measured process memory-maps, as the stage does.
 
 Every measurement runs in a fresh Python process (``benchmarks._util.run_child``): the features
-memory-mapped, then ``normalise``, ``nearest_neighbours`` (k = ``--k``) and ``outlier_scores``,
-each timed. Reported: seconds per step, the process's peak RSS (VmHWM: the interpreter and
+memory-mapped, then ``normalise``, ``nearest_neighbours`` (k = ``--k``; engine ``approximate``:
+``approximate_neighbours``, the stage's route above ``neighbours.exact_max_n``, then its
+``measure`` against the exact search of 1,000 rows, timed apart: recall@k and how far the
+k-th similarity, hence the outlier score, falls below the exact one) and ``outlier_scores``, each
+timed. Reported: seconds per step, the process's peak RSS (VmHWM: the interpreter and
 libraries included, and the pages of the memory-mapped file it read, which the OS can drop) and
 the size of the features. faiss and BLAS use every core (the stage does not limit them).
 ``sklearn`` rows run only up to ``--sklearn-max`` images. The near-duplicate step that follows
@@ -42,12 +45,20 @@ def main(args):
     del X
     t["normalise"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    nn = nb.nearest_neighbours(Z, args["k"], engine=args["engine"], block_mb=args["block_mb"])
+    if args["engine"] == "approximate":
+        nn, _ = nb.approximate_neighbours(Z, args["k"], seed=0, block_mb=args["block_mb"])
+    else:
+        nn = nb.nearest_neighbours(Z, args["k"], engine=args["engine"], block_mb=args["block_mb"])
     t["knn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     nb.outlier_scores(nn)
     t["scores"] = time.perf_counter() - t0
-    return {"seconds": t, "block_rows": nb.block_rows(len(Z), args["block_mb"])}
+    out = {"seconds": t, "block_rows": nb.block_rows(len(Z), args["block_mb"])}
+    if args["engine"] == "approximate":  # measured apart: the exact search of 1,000 rows
+        t0 = time.perf_counter()
+        out.update(nb.measure(Z, nn, seed=0))
+        out["recall_seconds"] = time.perf_counter() - t0
+    return out
 """
 
 
@@ -65,7 +76,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--block-mb", type=float, default=256)
-    ap.add_argument("--engines", nargs="+", default=["faiss", "sklearn"])
+    ap.add_argument("--engines", nargs="+", default=["faiss", "sklearn", "approximate"],
+                    help="faiss, sklearn (exact), approximate (the stage above exact_max_n)")
     ap.add_argument("--sklearn-max", type=int, default=10_000)
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(RESULTS))
@@ -91,6 +103,8 @@ def main(argv=None) -> dict:
                 s = res["seconds"]
                 table.append([n, args.dim, engine, res["block_rows"], f"{s['normalise']:.1f}",
                               f"{s['knn']:.1f}", f"{s['scores']:.3f}", f"{sum(s.values()):.1f}",
+                              f"{res['recall']:.4f}" if "recall" in res else "1 (exact)",
+                              f"{res['similarity_gap']:.4f}" if "recall" in res else "0",
                               f"{res['features_mb']:.0f}", f"{res['peak_rss_mb']:.0f}"])
                 print(fmt_table(table[-1:], HEADER).splitlines()[-1], flush=True)
     print()
@@ -103,7 +117,7 @@ def main(argv=None) -> dict:
 
 
 HEADER = ["N", "D", "engine", "block rows", "normalise s", "k-NN s", "scores s", "total s",
-          "features MB", "peak RSS MB"]
+          "recall@k", "k-th sim. gap", "features MB", "peak RSS MB"]
 
 if __name__ == "__main__":
     main()

@@ -1,16 +1,15 @@
 """DVC stage `neighbours`: verified near-duplicates, their groups, and an outlier score per image.
 
-An exact k-nearest-neighbour search on the L2-normalised backbone features (data/features.npy),
-block by block (``neighbours.block_mb``), gives each image's outlier score (the cosine distance
-to its ``neighbours.k``-th nearest other image) and its ``neighbours.candidates`` nearest
-neighbours. Those, the perceptual-hash pairs within ``neighbours.hash_distance`` bits and the
-files with equal bytes are candidate copies; every candidate is verified on the pixels and gets
-a kind (exact, resized, crop, mirror, same_scene: :mod:`clusterlens.audit.duplicates`). Copy
-groups are the connected components of the copy pairs (within and across classes; a pair whose
-classes differ is a label conflict). Images the user marked ``keep`` in the corrections are not
-flagged, and a pair of two kept images is not reported. With splits (``data.splits``), every
-verified pair across two splits is a leak (data/leaks.csv), with the leak rate per pair of splits
-(:mod:`clusterlens.audit.leaks`).
+A k-nearest-neighbour search on the L2-normalised features (exact up to
+``neighbours.exact_max_n`` images, approximate above: ``neighbours.search``) gives each image's
+outlier score (the cosine distance to its ``neighbours.k``-th nearest other image) and its
+``neighbours.candidates`` nearest neighbours. With the perceptual-hash pairs within
+``neighbours.hash_distance`` bits and the files of equal bytes, they are the candidate copies,
+each verified on the pixels and given a kind (:mod:`clusterlens.audit.duplicates`). Copy groups
+are the connected components of the copy pairs (a pair whose classes differ is a label
+conflict). Kept images (the corrections' ``keep``) are not flagged, and a pair of two is not
+reported. With splits (``data.splits``), a verified pair across two splits is a leak
+(data/leaks.csv; :mod:`clusterlens.audit.leaks`).
 """
 from __future__ import annotations
 
@@ -51,6 +50,7 @@ class Params:
     """What the stage reads from params.yaml (parsed once, in :func:`main`)."""
     data: DataParams
     neighbours: NeighboursParams
+    seed: int
 
 
 def check_params_vs_input(cfg: Params, n_images: int) -> Path:
@@ -61,6 +61,20 @@ def check_params_vs_input(cfg: Params, n_images: int) -> Path:
         if not value < n_images:
             raise ParamError(f"neighbours.{key}", f"must be smaller than the {n_images} images, got {value}")
     return check_root(Path(cfg.data.root))
+
+
+def find_neighbours(cfg: Params, Z: np.ndarray) -> tuple[nb.Neighbours, dict]:
+    """The search ``neighbours.search`` asks for at this N, and how it ran (logged)."""
+    p = cfg.neighbours
+    try:
+        nn, how = nb.find_neighbours(Z, max(p.k, p.candidates), search=p.search,
+                                     exact_max_n=p.exact_max_n, engine=p.engine,
+                                     block_mb=p.block_mb, seed=cfg.seed)
+    except ValueError as exc:
+        raise ParamError("neighbours.search", str(exc)) from None
+    log.info("%s (%d images; neighbours.exact_max_n %d)", nb.search_text(how), len(Z),
+             p.exact_max_n)
+    return nn, how
 
 
 def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX) -> dict:
@@ -74,30 +88,25 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
     log_block(log, "neighbours", inputs={
         "features": f"{features_path} {X.shape}", "index": f"{index_path} ({len(index)} rows)",
         "data.root": root},
-        params={"neighbours.k": p.k, "neighbours.candidates": p.candidates,
-                "neighbours.hash_distance": p.hash_distance, "neighbours.workers": p.workers,
-                "neighbours.block_mb": p.block_mb, "neighbours.engine": p.engine})
+        params={**{f"neighbours.{k}": v for k, v in p.model_dump().items()}, "seed": cfg.seed})
     t0 = time.perf_counter()
     try:
         Z = nb.normalise(X)
     except ValueError as exc:
         raise DataError(f"{features_path}: {exc}") from None
     del X
-    nn = nb.nearest_neighbours(Z, max(p.k, p.candidates), engine=p.engine, block_mb=p.block_mb)
+    nn, search = find_neighbours(cfg, Z)
     del Z
     scores = nb.outlier_scores(nn, p.k)
     t1 = time.perf_counter()
     paths, classes = index["path"].to_numpy(), index["class"].to_numpy()
-    images, hashes = dup.working_images(root, paths, workers=p.workers)
-    candidates = dup.candidate_pairs(hashes, nn.indices[:, :p.candidates], index["sha256"],
-                                     hash_k=dup.HASH_K, hash_distance=p.hash_distance)
+    kept = corr.kept(index)  # a pair of two kept images: the user said both stay
+    found, candidates = dup.find_near_duplicates(
+        root, paths, index["sha256"], nn.indices[:, :p.candidates], kept=kept,
+        hash_distance=p.hash_distance, workers=p.workers)
     log.info("%d candidate pairs (%.1f per image): %d by hash, %d by features, %d same bytes",
              len(candidates), len(candidates) / len(index), candidates.by_hash.sum(),
              candidates.by_features.sum(), candidates.by_bytes.sum())
-    found = dup.verify(images, candidates, workers=p.workers)
-    del images
-    kept = corr.kept(index)
-    found = found.without_kept(kept)  # pairs of two kept images: the user said both stay
     groups = dup.copy_groups(len(index), found)
     t2 = time.perf_counter()
 
@@ -115,8 +124,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
     write_table(OUT_LEAKS, leaks_df)
     metrics = write_json(OUT_METRICS, {
         "images": int(len(index)), **dup.summary(pairs_df, groups),
-        "candidate_pairs": int(len(candidates)), "k": int(p.k), "splits": list(order),
-        "leak_pairs": int(len(leaks_df)), "leaks": lk.leak_rates(pairs_df, splits, order=order)})
+        "candidate_pairs": int(len(candidates)), "k": int(p.k), "search": search,
+        "splits": list(order), "leak_pairs": int(len(leaks_df)), "leaks": lk.leak_rates(pairs_df, splits, order=order)})
     top = table.nsmallest(3, "outlier_rank")
     log_block(log, "neighbours done", outputs={
         OUT_PAIRS: f"{metrics['duplicate_pairs']} copy pairs in {metrics['duplicate_groups']} "

@@ -63,10 +63,11 @@ def test_bench_neighbours_runs_the_current_search(tmp_path):
 
     out = tmp_path / "neighbours.json"
     res = bench_neighbours.main(["--sizes", "300", "--dim", "16", "--engines", "sklearn",
-                                 "--out", str(out)])
-    (row,) = res["rows"]
-    assert row["ok"], row.get("error")
-    assert set(row["seconds"]) == {"normalise", "knn", "scores"}
+                                 "approximate", "--out", str(out)])
+    exact, approx = res["rows"]
+    assert exact["ok"] and approx["ok"], (exact.get("error"), approx.get("error"))
+    assert set(exact["seconds"]) == set(approx["seconds"]) == {"normalise", "knn", "scores"}
+    assert "recall" not in exact and 0.5 <= approx["recall"] <= 1
     assert json.loads(out.read_text())["rows"][0]["n"] == 300
 
 

@@ -173,7 +173,7 @@ def _stage_inputs(tmp, n=36, copies=6):
     centres = rng.normal(size=(3, 16))
     save_npy("data/features.npy", (centres[index["label"]] + rng.normal(size=(len(paths), 16))
                                    ).astype(np.float32))
-    params = {"data": {"root": str(root)},
+    params = {"data": {"root": str(root)}, "seed": 0,
               "neighbours": {"k": 5, "candidates": 5, "hash_distance": 10, "workers": 2,
                              "block_mb": 1, "engine": "auto"}}
     return params, truth
@@ -253,3 +253,77 @@ def test_stage_errors_name_the_key(in_tmp_cwd):
     save_npy("data/features.npy", np.zeros((8, 8), dtype=np.float32))
     with pytest.raises(DataError, match="8"):
         stage.run(parse_stage(params, stage.Params))
+
+
+# --------------------------------------------------------------------------- large N
+def _structured(n: int, d: int = 256, classes: int = 40, seed: int = 0) -> np.ndarray:
+    """Features with class structure and a decaying spectrum, as CNN features have."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(48, d)) * (0.85 ** np.arange(48))[:, None]
+    centres = rng.normal(size=(classes, 48))
+    codes = centres[rng.integers(0, classes, n)] + rng.normal(scale=0.6, size=(n, 48))
+    return (codes @ basis + rng.normal(scale=0.05, size=(n, d))).astype(np.float32)
+
+
+def test_approximate_search_finds_the_exact_neighbours_deterministically():
+    pytest.importorskip("faiss")
+    Z = nb.normalise(_structured(6000))
+    exact = nb.nearest_neighbours(Z, 10)
+    approx, info = nb.approximate_neighbours(Z, 10, seed=0)
+    assert (info.dim, info.nlist, info.nprobe, info.candidates) == (128, 153, 32, 33)
+    hits = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.indices, approx.indices)])
+    assert hits >= 0.95
+    # recall() measures the same on its sample, and the exact search scores 1
+    assert nb.recall(Z, approx, seed=0) == pytest.approx(hits, abs=0.03)
+    assert nb.recall(Z, exact, seed=0) == 1.0
+    # the similarities are exact (re-ranked on the full features), sorted, never the row itself
+    rows = np.arange(len(Z))[:, None]
+    np.testing.assert_allclose(approx.similarities,
+                               np.einsum("id,ijd->ij", Z, Z[approx.indices]), atol=1e-5)
+    assert (np.diff(approx.similarities, axis=1) <= 1e-6).all()
+    assert not (approx.indices == rows).any()
+    np.testing.assert_allclose(nb.outlier_scores(approx, 5), nb.outlier_scores(exact, 5),
+                               atol=0.02)
+    again, _ = nb.approximate_neighbours(Z, 10, seed=0)
+    assert np.array_equal(again.indices, approx.indices)
+    assert np.array_equal(again.similarities, approx.similarities)
+
+
+def test_the_search_follows_n():
+    pytest.importorskip("faiss")
+    assert nb.choose_search(50_000, "auto", 50_000, "auto") == "exact"
+    assert nb.choose_search(50_001, "auto", 50_000, "auto") == "approximate"
+    assert nb.choose_search(50_001, "auto", 50_000, "sklearn") == "exact"
+    assert nb.choose_search(10, "approximate", 50_000, "faiss") == "approximate"
+    assert nb.choose_search(10**6, "exact", 50_000, "auto") == "exact"
+    with pytest.raises(ValueError, match="needs faiss"):
+        nb.choose_search(10, "approximate", 50_000, "sklearn")
+    Z = nb.normalise(_structured(800))
+    nn, how = nb.find_neighbours(Z, 5, exact_max_n=1000)
+    assert how == {"method": "exact"}
+    assert np.array_equal(nn.indices, nb.nearest_neighbours(Z, 5).indices)
+    nn, how = nb.find_neighbours(Z, 5, exact_max_n=500, seed=3)
+    assert how["method"] == "approximate" and how["recall_queries"] == 800
+    assert how["recall"] == round(nb.recall(Z, nn, seed=3), 6) and how["recall"] >= 0.9
+    assert 0 <= how["similarity_gap"] < 0.01
+    assert nb.measure(Z, nb.nearest_neighbours(Z, 5), seed=3) == {"recall": 1.0,
+                                                                   "similarity_gap": 0.0}
+    assert "recall" in nb.search_text(how) and nb.search_text({"method": "exact"}) == "exact search"
+
+
+def test_stage_switches_to_the_approximate_search_above_exact_max_n(in_tmp_cwd):
+    pytest.importorskip("faiss")
+    from stages import neighbours as stage
+
+    params, truth = _stage_inputs(in_tmp_cwd)
+    params["neighbours"]["exact_max_n"] = 20   # 42 images: approximate
+    metrics = stage.run(parse_stage(params, stage.Params))
+    assert metrics["search"]["method"] == "approximate"
+    assert 0 <= metrics["search"]["recall"] <= 1 and metrics["search"]["recall_queries"] == 42
+    pairs = pd.read_csv("data/near_duplicates.csv", keep_default_na=False)
+    copies = pairs[pairs["kind"] != "same_scene"]
+    assert set(zip(copies["row_a"], copies["row_b"])) == truth  # the hashes still find them
+    with pytest.raises(ParamError, match="neighbours.search"):
+        stage.run(parse_stage({**params, "neighbours": {**params["neighbours"],
+                                                        "search": "approximate",
+                                                        "engine": "sklearn"}}, stage.Params))

@@ -250,6 +250,20 @@ def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidat
                           coverage=df["coverage"].to_numpy(float))
 
 
+def find_near_duplicates(root: str | Path, paths: Sequence[str], sha256: Sequence[str],
+                         neighbours: np.ndarray, *, kept: np.ndarray, hash_distance: int,
+                         workers: int = 2) -> tuple[NearDuplicates, Candidates]:
+    """The whole step: working images and hashes (:func:`working_images`), the candidate pairs
+    (:func:`candidate_pairs`: hashes, the ``neighbours`` rows, equal ``sha256``), each verified
+    (:func:`verify`), and the pairs of two ``kept`` images dropped
+    (:meth:`NearDuplicates.without_kept`). Returns the pairs found and the candidates."""
+    images, hashes = working_images(root, paths, workers=workers)
+    candidates = candidate_pairs(hashes, neighbours, sha256, hash_k=HASH_K,
+                                 hash_distance=hash_distance)
+    found = verify(images, candidates, workers=workers)
+    return found.without_kept(kept), candidates
+
+
 def copy_groups(n: int, found: NearDuplicates) -> np.ndarray:
     """Group of every row: connected components of the copy pairs, numbered 0, 1, ... in the
     order of their first row; -1 for a row in no copy pair. Returns int64, shape (n,)."""

@@ -9,6 +9,7 @@ from clusterlens.config.base import Section
 from clusterlens.config.rules import choice, integer
 
 ENGINES = ("auto", "faiss", "sklearn")
+SEARCHES = ("auto", "exact", "approximate")
 
 
 class NeighboursParams(Section):
@@ -19,7 +20,10 @@ class NeighboursParams(Section):
     for copies (>= 0; 0 leaves only the hash and same-bytes candidates); ``hash_distance``:
     perceptual-hash pairs within this many bits of 64 are checked (0-32); ``workers``: threads
     that read images and compare pairs (>= 1); ``block_mb``: working memory of one block of the
-    search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``.
+    search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``;
+    ``search``: ``exact``, ``approximate`` (faiss inverted lists on the leading principal
+    components, re-ranked exactly; needs faiss) or ``auto`` (approximate above ``exact_max_n``
+    images, when faiss is installed); ``exact_max_n``: that switch point (>= 2).
     """
 
     k: int
@@ -28,6 +32,8 @@ class NeighboursParams(Section):
     workers: int = 2
     block_mb: int = 256
     engine: str = "auto"
+    search: str = "auto"
+    exact_max_n: int = 50_000
 
     @field_validator("k", "workers", "block_mb", mode="before")
     @classmethod
@@ -51,3 +57,13 @@ class NeighboursParams(Section):
     @classmethod
     def _engine(cls, value: Any) -> str:
         return choice(value, ENGINES)
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search(cls, value: Any) -> str:
+        return choice(value, SEARCHES)
+
+    @field_validator("exact_max_n", mode="before")
+    @classmethod
+    def _exact_max_n(cls, value: Any) -> int:
+        return integer(value, 2)
