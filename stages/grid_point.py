@@ -62,6 +62,7 @@ def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_p
         method, value, n, c, n_init=km.n_init, max_iter=km.max_iter, engine=km.engine,
         covariance_type=g and g.covariance_type, gmm_max_iter=g and g.max_iter,
         dbscan_min_samples=d and d.min_samples, hdbscan_min_samples=h and h.min_samples,
+        dbscan_max_exact_n=d and d.max_exact_n, hdbscan_max_exact_n=h and h.max_exact_n,
         agglomerative_k=a and a.k, route=a and a.route, max_exact_n=a and a.max_exact_n,
         n_centroids=a and a.n_centroids)
     if method == "nmf":

@@ -123,3 +123,20 @@ def test_bench_leaks_splits_plants_and_scores_leaks(tmp_path):
     assert saved["recall"]["all"]["recall"] >= 0.9
     assert saved["rates"]["by_split_pair"]["train->test"]["images_with_copy"] >= 9
     assert pairs.is_file()
+
+
+def test_bench_density_runs_both_routes_and_compares_them(tmp_path):
+    """The density benchmark on small blobs with a small switch point: both routes run just
+    above it, the sampled one is compared with the exact one."""
+    from benchmarks import bench_density
+
+    out = tmp_path / "density.json"
+    res = bench_density.main(["--sizes", "--max-exact-n", "600", "--blobs", "5",
+                              "--out", str(out)])
+    rows = res["rows"]
+    assert all(r["ok"] for r in rows), [r.get("error") for r in rows]
+    assert [(r["n"], r["method"], r["route"]) for r in rows] == [
+        (601, "dbscan", "exact"), (601, "hdbscan", "exact"), (601, "dbscan", "sample"),
+        (601, "hdbscan", "sample")]
+    assert all(0 <= r["ari_vs_exact"] <= 1 for r in rows[2:4])
+    assert json.loads(out.read_text())["rows"][0]["n"] == 601

@@ -43,3 +43,60 @@ def test_two_step_route_is_recorded_and_its_files_survive_the_aggregate(blobs): 
     run_point("agglomerative", "single", params)
     point = json.load(open("data/clusters/agglomerative/single/k3.json"))
     assert point["route"] == "exact" and point["route_reason"].startswith("auto: N = 120")
+
+
+# --------------------------------------------------------------------------- density methods
+def _blobs(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-20, 20, size=(6, 8))
+    X = centres[rng.integers(0, 6, n)] + rng.normal(size=(n, 8))
+    X[: n // 50] = rng.uniform(-30, 30, size=(n // 50, 8))  # scattered noise
+    return X
+
+
+def test_density_methods_below_the_switch_are_unchanged():
+    from clusterlens.clustering import methods
+
+    X = _blobs(1200)
+    full, extra = methods.run_dbscan(X, 25, 10)
+    point = methods.dbscan_point(X, 25, 0, min_samples=10, max_exact_n=1200)
+    (labels, info), = point.points.values()
+    assert np.array_equal(labels, full) and info == {"eps_percentile": 25.0, **extra}
+    full, _ = methods.run_hdbscan(X, 25, None)
+    (labels, info), = methods.hdbscan_point(X, 25, 0, min_samples=None,
+                                            max_exact_n=5000).points.values()
+    assert np.array_equal(labels, full) and info == {"min_cluster_size": 25}
+
+
+def test_density_methods_above_the_switch_run_on_a_sample_and_assign_the_rest():
+    from sklearn.metrics import adjusted_rand_score
+
+    from clusterlens.clustering import methods
+
+    X = _blobs(6000)
+    full, _ = methods.run_dbscan(X, 50, 10)
+    (labels, info), = methods.dbscan_point(X, 50, 3, min_samples=10,
+                                           max_exact_n=1500).points.values()
+    assert info["route"] == "sample" and info["sample"] == 1500 and info["eps"] > 0
+    assert labels.dtype == np.int64 and len(labels) == len(X)
+    # the same six clusters; the points both call clustered are grouped alike; the noise share
+    # differs a little (eps from the sparser sample)
+    assert len(set(labels) - {-1}) == len(set(full) - {-1}) == 6
+    both = (labels >= 0) & (full >= 0)
+    assert both.mean() > 0.75 and adjusted_rand_score(full[both], labels[both]) >= 0.99
+    assert abs((labels < 0).mean() - (full < 0).mean()) < 0.05
+    (again, _), = methods.dbscan_point(X, 50, 3, min_samples=10,
+                                       max_exact_n=1500).points.values()
+    assert np.array_equal(again, labels)  # seeded
+    full, _ = methods.run_hdbscan(X, 25, None)
+    (labels, info), = methods.hdbscan_point(X, 25, 3, min_samples=None,
+                                            max_exact_n=1500).points.values()
+    assert info == {"min_cluster_size": 25, "route": "sample", "sample": 1500}
+    assert adjusted_rand_score(full, labels) >= 0.9
+    # every point outside the sample takes its nearest sampled point's label
+    from clusterlens.clustering import density
+
+    rows = density.sample_rows(len(X), 1500, 3)
+    rest = np.setdiff1d(np.arange(len(X)), rows)
+    _, idx = density.nearest(X[rows], X, rest)
+    assert np.array_equal(labels[rest], labels[rows][idx])

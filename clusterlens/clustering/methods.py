@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clusterlens.clustering import grid, kmeans_engines, two_step
+from clusterlens.clustering import density, grid, kmeans_engines, two_step
 from clusterlens.clustering import metrics as cm
+from clusterlens.clustering.density import dbscan_eps, run_hdbscan  # noqa: F401 - public here too
 from clusterlens.clustering.grid import point_name, point_path  # noqa: F401 - public here too
 from clusterlens.clustering.trees import cut_heights, cut_tree_at, linkage_tree  # noqa: F401 - public here too
 from clusterlens.config.base import check_value
@@ -98,7 +99,8 @@ def describe_point(metrics: dict) -> str:
 def point_options(method: str, value, n: int, n_classes: int, *, n_init: int, max_iter: int,
                   engine: str, covariance_type: str, gmm_max_iter: int, dbscan_min_samples: int,
                   hdbscan_min_samples: int | None, agglomerative_k: list, route: str,
-                  max_exact_n, n_centroids: int) -> tuple[object, dict]:
+                  max_exact_n, n_centroids: int, dbscan_max_exact_n: int | None = None,
+                  hdbscan_max_exact_n: int | None = None) -> tuple[object, dict]:
     """One grid point's value and the keyword options of its :data:`GRID_METHODS` function,
     checked against the ``n`` images and ``n_classes`` classes (the rules that need the data).
 
@@ -117,11 +119,13 @@ def point_options(method: str, value, n: int, n_classes: int, *, n_init: int, ma
                                                        "max_iter": gmm_max_iter}
     if method == "dbscan":
         return float(value), {"min_samples": check_at_most_n("dbscan.min_samples",
-                                                             dbscan_min_samples, n)}
+                                                             dbscan_min_samples, n),
+                              "max_exact_n": dbscan_max_exact_n}
     if method == "hdbscan":
         ms = hdbscan_min_samples
         return check_at_most_n("hdbscan.min_cluster_size", value, n), {
-            "min_samples": ms if ms is None else check_at_most_n("hdbscan.min_samples", ms, n)}
+            "min_samples": ms if ms is None else check_at_most_n("hdbscan.min_samples", ms, n),
+            "max_exact_n": hdbscan_max_exact_n}
     if method == "agglomerative":
         ks = list(dict.fromkeys(check_k("agglomerative.k", v, n, n_classes)
                                 for v in agglomerative_k))
@@ -244,16 +248,6 @@ def run_gmm(X, k: int, covariance_type: str, max_iter: int, seed: int
                                              "reg_covar": reg}
 
 
-def dbscan_eps(X, min_samples: int, percentile: float) -> float:
-    """DBSCAN's eps: the ``percentile`` of every point's distance to its ``min_samples``-th
-    neighbour (itself included)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=min(min_samples, len(X))).fit(X)
-    dist, _ = nn.kneighbors(X)
-    return float(np.percentile(dist[:, -1], percentile))
-
-
 def run_dbscan(X, percentile: float, min_samples: int) -> tuple[np.ndarray, dict]:
     """DBSCAN with eps from :func:`dbscan_eps`: (labels int64, ``{"eps": eps}``)."""
     from sklearn.cluster import DBSCAN
@@ -261,15 +255,6 @@ def run_dbscan(X, percentile: float, min_samples: int) -> tuple[np.ndarray, dict
     eps = dbscan_eps(X, min_samples, percentile)
     labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(X)
     return labels.astype(np.int64), {"eps": eps}
-
-
-def run_hdbscan(X, min_cluster_size: int, min_samples: int | None) -> tuple[np.ndarray, dict]:
-    """scikit-learn's HDBSCAN: (labels int64, ``{}``)."""
-    from sklearn.cluster import HDBSCAN
-
-    labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                     copy=True).fit_predict(X)
-    return labels.astype(np.int64), {}
 
 
 # --------------------------------------------------------------------------- grid points
@@ -296,19 +281,33 @@ def gmm_point(X, k: int, seed: int, *, covariance_type: str, max_iter: int) -> G
     return GridResult({point_name("gmm", k): (labels, {"k": k, **extra})})
 
 
-def dbscan_point(X, percentile: float, seed: int, *, min_samples: int) -> GridResult:
-    """One DBSCAN grid point (see :func:`run_dbscan`; deterministic, ``seed`` unused)."""
-    labels, extra = run_dbscan(X, percentile, min_samples)
+def dbscan_point(X, percentile: float, seed: int, *, min_samples: int,
+                 max_exact_n: int | None = None) -> GridResult:
+    """One DBSCAN grid point (see :func:`run_dbscan`; deterministic): on every point up to
+    ``max_exact_n`` points (None: always), above on a sample of that many, seeded by ``seed``
+    (:func:`clusterlens.clustering.density.dbscan_sampled`)."""
+    if max_exact_n is not None and len(X) > max_exact_n:
+        labels, extra = density.dbscan_sampled(X, percentile, min_samples, sample=max_exact_n,
+                                               seed=seed)
+    else:
+        labels, extra = run_dbscan(X, percentile, min_samples)
     return GridResult({point_name("dbscan", percentile): (
         labels, {"eps_percentile": float(percentile), **extra})})
 
 
-def hdbscan_point(X, min_cluster_size: int, seed: int, *, min_samples: int | None
-                  ) -> GridResult:
-    """One HDBSCAN grid point (deterministic, ``seed`` unused)."""
-    labels, _ = run_hdbscan(X, min_cluster_size, min_samples)
+def hdbscan_point(X, min_cluster_size: int, seed: int, *, min_samples: int | None,
+                  max_exact_n: int | None = None) -> GridResult:
+    """One HDBSCAN grid point (deterministic): on every point up to ``max_exact_n`` points
+    (None: always), above on a sample of that many, seeded by ``seed``
+    (:func:`clusterlens.clustering.density.hdbscan_sampled`)."""
+    extra = {}
+    if max_exact_n is not None and len(X) > max_exact_n:
+        labels, extra = density.hdbscan_sampled(X, min_cluster_size, min_samples,
+                                                sample=max_exact_n, seed=seed)
+    else:
+        labels, _ = run_hdbscan(X, min_cluster_size, min_samples)
     return GridResult({point_name("hdbscan", min_cluster_size): (
-        labels, {"min_cluster_size": min_cluster_size})})
+        labels, {"min_cluster_size": min_cluster_size, **extra})})
 
 
 def agglomerative_points(X, linkage: str, seed: int, *, ks: list[int], route: str = "auto",
