@@ -1,6 +1,6 @@
 """DBSCAN and HDBSCAN grid points at large N (clusterlens/clustering/density.py).
 
-    python -m benchmarks.bench_density                       # N = 20,001 (both routes), 10^5, 10^6
+    python -m benchmarks.bench_density                       # N = 40,000 (both routes), 10^5, 10^6
     python -m benchmarks.bench_density --sizes 20000 100000  # fewer sizes
 
 Data: seeded Gaussian blobs in 50-D (the PCA scores the grid clusters: ``reduce.n_components``
@@ -11,9 +11,10 @@ Every measurement runs in a fresh Python process (``benchmarks._util.run_child``
 loaded, then the grid point's call timed (``dbscan_point`` at ``--percentile`` (50) with
 ``min_samples`` 10; ``hdbscan_point`` with ``min_cluster_size`` ``--mcs`` (25)), with the
 stages' default switch point (``--max-exact-n``, ``max_exact_n`` 20,000): every point up to it,
-a seeded sample of that many above. At ``--compare`` (just above the switch) both routes run, the
-exact one forced (``max_exact_n`` None), and the sampled labels are compared with the exact ones
-(ARI; for DBSCAN also the share of points both call clustered and their ARI). Reported: seconds,
+a seeded sample of that many above. At ``--compare`` (twice the switch point: half the points
+in the sample) both routes run, the exact one forced (``max_exact_n`` None), and the sampled
+labels are compared with the exact ones (ARI over every point, and over the points both call
+clustered). Reported: seconds,
 peak RSS, clusters, noise share. Writes benchmarks/results/density.json.
 """
 from __future__ import annotations
@@ -72,8 +73,8 @@ def main(argv=None) -> dict:
                     help="N above the switch point (none: the comparison only)")
     ap.add_argument("--max-exact-n", type=int, default=20_000,
                     help="the switch point (the stages' default, 20,000)")
-    ap.add_argument("--compare", type=int, help="N where both routes run (default: the "
-                                                 "switch point + 1)")
+    ap.add_argument("--compare", type=int, help="N where both routes run (default: twice the "
+                                                 "switch point)")
     ap.add_argument("--blobs", type=int, default=100)
     ap.add_argument("--percentile", type=float, default=50)
     ap.add_argument("--mcs", type=int, default=25)
@@ -84,7 +85,7 @@ def main(argv=None) -> dict:
     print(u.machine_line(info))
     rows, table = [], []
     switch_n = args.max_exact_n
-    args.compare = args.compare or switch_n + 1
+    args.compare = args.compare or 2 * switch_n
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         plan = [(args.compare, None), (args.compare, switch_n)] + [(n, switch_n)

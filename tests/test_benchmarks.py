@@ -126,8 +126,8 @@ def test_bench_leaks_splits_plants_and_scores_leaks(tmp_path):
 
 
 def test_bench_density_runs_both_routes_and_compares_them(tmp_path):
-    """The density benchmark on small blobs with a small switch point: both routes run just
-    above it, the sampled one is compared with the exact one."""
+    """The density benchmark on small blobs with a small switch point: both routes run at
+    twice it, the sampled one is compared with the exact one."""
     from benchmarks import bench_density
 
     out = tmp_path / "density.json"
@@ -136,7 +136,7 @@ def test_bench_density_runs_both_routes_and_compares_them(tmp_path):
     rows = res["rows"]
     assert all(r["ok"] for r in rows), [r.get("error") for r in rows]
     assert [(r["n"], r["method"], r["route"]) for r in rows] == [
-        (601, "dbscan", "exact"), (601, "hdbscan", "exact"), (601, "dbscan", "sample"),
-        (601, "hdbscan", "sample")]
+        (1200, "dbscan", "exact"), (1200, "hdbscan", "exact"), (1200, "dbscan", "sample"),
+        (1200, "hdbscan", "sample")]
     assert all(0 <= r["ari_vs_exact"] <= 1 for r in rows[2:4])
-    assert json.loads(out.read_text())["rows"][0]["n"] == 601
+    assert json.loads(out.read_text())["rows"][0]["n"] == 1200
