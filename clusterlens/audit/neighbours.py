@@ -80,6 +80,16 @@ def _engine(engine: str) -> str:
     return "faiss" if importlib.util.find_spec("faiss") is not None else "sklearn"
 
 
+def _exact_model(Z: np.ndarray, engine: str):
+    """scikit-learn's brute-force search over ``Z`` for the ``sklearn`` engine (faiss needs
+    none: None)."""
+    if engine != "sklearn":
+        return None
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(algorithm="brute", metric="euclidean").fit(Z)
+
+
 def _search(Z: np.ndarray, Q: np.ndarray, k: int, engine: str, model=None):
     """(similarities, indices) of the ``k`` most similar rows of ``Z`` to each row of ``Q``."""
     if engine == "faiss":
@@ -130,11 +140,7 @@ def nearest_neighbours(Z: np.ndarray, k: int, *, engine: str = "auto",
         raise ValueError(f"k must be an integer in [1, {n - 1}] (fewer than the {n} images), "
                          f"got {k!r}")
     engine = _engine(engine)
-    model = None
-    if engine == "sklearn":
-        from sklearn.neighbors import NearestNeighbors
-
-        model = NearestNeighbors(algorithm="brute", metric="euclidean").fit(Z)
+    model = _exact_model(Z, engine)
     step = block_rows(n, block_mb)
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
@@ -306,12 +312,7 @@ def measure(Z: np.ndarray, nn: Neighbours, *, seed: int, queries: int = RECALL_Q
     rows = np.sort(np.random.default_rng(seed + 2).choice(n, size=min(n, queries),
                                                            replace=False))
     engine = _engine(engine)
-    model = None
-    if engine == "sklearn":
-        from sklearn.neighbors import NearestNeighbors
-
-        model = NearestNeighbors(algorithm="brute", metric="euclidean").fit(Z)
-    s, i = _search(Z, Z[rows], k + 1, engine, model)
+    s, i = _search(Z, Z[rows], k + 1, engine, _exact_model(Z, engine))
     sims, true = _drop_self(rows, s, i, k)
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(true, nn.indices[rows]))
     gap = float(np.mean(sims[:, -1].astype(np.float64) - nn.similarities[rows, -1]))

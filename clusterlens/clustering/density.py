@@ -12,7 +12,7 @@ many points and labels the rest by their nearest sampled point:
   included) when it lies within 1.5 times that point's core distance, and is noise otherwise;
   ``min_cluster_size`` counts sampled points.
 
-Up to the switch point nothing changes: the methods run on every point (:func:`dbscan_eps`,
+Up to the switch point the methods run on every point (:func:`dbscan_eps`,
 :func:`run_hdbscan`, and :func:`clusterlens.clustering.methods.run_dbscan`).
 """
 from __future__ import annotations
