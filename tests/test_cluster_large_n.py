@@ -6,6 +6,7 @@ import pytest
 
 from clusterlens.clustering import selection
 from clusterlens.config.base import parse_stage
+from clusterlens.core import sampling
 from clusterlens.core.errors import ParamError
 from stages import clustering
 from tests.conftest import run_point
@@ -97,7 +98,7 @@ def test_density_methods_above_the_switch_run_on_a_sample_and_assign_the_rest():
     # farther than that point's core distance: the scattered points stay noise
     from clusterlens.clustering import density
 
-    rows = density.sample_rows(len(X), 1500, 3)
+    rows = sampling.sample_rows(len(X), 1500, 3)
     rest = np.setdiff1d(np.arange(len(X)), rows)
     _, idx = density.nearest(X[rows], X, rest)
     same = labels[rest] == labels[rows][idx]

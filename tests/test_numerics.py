@@ -115,3 +115,21 @@ def test_mkl_runs_its_cross_vendor_branch_in_a_stage_process():
                          timeout=120).stdout
     branches = set(re.findall(r"CNR:(\w+)", out))
     assert branches == {"COMPATIBLE"}, out[-2000:]
+
+
+def test_samples_are_seeded_sorted_and_keep_every_class():
+    import numpy as np
+
+    from clusterlens.core.sampling import sample_rows, stratified_rows
+
+    np.testing.assert_array_equal(sample_rows(5, 10, 0), np.arange(5))
+    a, b = sample_rows(1000, 100, 3), sample_rows(1000, 100, 3)
+    np.testing.assert_array_equal(a, b)
+    assert len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, sample_rows(1000, 100, 4))
+    y = np.repeat(np.arange(5), [900, 50, 30, 15, 5])
+    rows = stratified_rows(y, 100, 0, min_per_class=10)
+    counts = np.bincount(y[rows], minlength=5)
+    assert counts.tolist() == [90, 10, 10, 10, 5]   # its share, at least 10, all of a small class
+    np.testing.assert_array_equal(rows, stratified_rows(y, 100, 0, min_per_class=10))
+    np.testing.assert_array_equal(stratified_rows(y, 2000, 0), np.arange(len(y)))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from clusterlens.core.sampling import sample_rows
+
 ASSIGN_BLOCK = 8192  # points assigned per nearest-neighbour query block
 #: HDBSCAN: a point joins its nearest sampled point's cluster within this many times that
 #: point's core distance. Both distances are measured in the sample, so the ratio does not
@@ -44,11 +46,6 @@ def run_hdbscan(X, min_cluster_size: int, min_samples: int | None) -> tuple[np.n
     labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
                      copy=True).fit_predict(X)
     return labels.astype(np.int64), {}
-
-
-def sample_rows(n: int, m: int, seed: int) -> np.ndarray:
-    """A seeded sample of ``m`` of ``n`` rows, sorted."""
-    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
 
 
 def nearest(reference: np.ndarray, X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray,

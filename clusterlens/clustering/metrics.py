@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from clusterlens.core.sampling import sample_rows
+
 NOISE = -1
 HIGHER_IS_BETTER = {
     "silhouette": True, "davies_bouldin": False, "calinski_harabasz": True, "inertia": False,
@@ -106,9 +108,7 @@ def external_metrics(labels_true, labels_pred) -> dict:
 
 def silhouette_sample_indices(n: int, sample: int, seed: int) -> np.ndarray:
     """All points when n <= sample, else a seeded sample of `sample` points (sorted)."""
-    if n <= sample:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+    return sample_rows(n, sample, seed)
 
 
 # Largest distance matrix `silhouette_distances` keeps for several labelings to share (the

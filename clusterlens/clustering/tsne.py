@@ -8,20 +8,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.manifold import TSNE
 
+from clusterlens.core.sampling import sample_rows  # noqa: F401  (the rows to embed)
+
 MIN_POINTS = 4
-
-
-def sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
-    """Rows to embed: all of ``range(n)`` when ``n <= sample``, else a seeded uniform sample of
-    ``sample`` rows, sorted.
-
-    Returns
-    -------
-    ndarray of int
-    """
-    if n <= sample:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
 
 
 def embed(X, perplexity: float, seed: int, max_iter: int = 1000) -> np.ndarray:
