@@ -304,3 +304,212 @@ def machine_line(info: dict) -> str:
             f"RAM, Python {info['python']}, numpy {info['numpy']}, scikit-learn "
             f"{info['sklearn']}; load average at start "
             + "/".join(f"{x:.2f}" for x in info.get("load_avg_at_start", ())))
+
+
+# --------------------------------------------------------------------------- generated folders
+COPY_KINDS = ("exact", "resized", "mirror")          # planted copies of a base image
+ODD_KINDS = ("dark", "light", "blurry", "gray", "wide", "tiny", "corrupt")  # tiny, corrupt: rejected
+
+
+def class_names(classes: int) -> list[str]:
+    width = max(2, len(str(classes - 1)))
+    return [f"class{c:0{width}d}" for c in range(classes)]
+
+
+def folder_plan(n: int, classes: int, seed: int = 0, copies: float = 0.01,
+                odd: float = 0.005):
+    """What a generated folder of ``n`` files holds, one row per file (a DataFrame): ``id``,
+    ``path`` (``<class>/<id>[_<kind>].<ext>``), ``cls`` (class number), ``role`` (``image``, a
+    kind of :data:`COPY_KINDS` or of :data:`ODD_KINDS`) and ``source`` (the copied image's id,
+    else -1). ``round(n * copies)`` planted copies of distinct base images (half ``exact``, a
+    quarter each ``resized`` and ``mirror``; a third filed under another class: label
+    conflicts), ``round(n * odd)`` odd images (the kinds in turn), the rest base images spread
+    evenly over the classes. Deterministic for a given seed."""
+    import pandas as pd
+
+    n_copy, n_odd = round(n * copies), round(n * odd)
+    n_base = n - n_copy - n_odd
+    if n_base < max(classes, n_copy):
+        raise ValueError(f"{n} files are too few for {classes} classes and {n_copy} copies")
+    rng = np.random.default_rng([seed, 1])
+    ids = np.arange(n)
+    cls = ids % classes
+    role = np.full(n, "image", dtype=object)
+    source = np.full(n, -1, dtype=np.int64)
+    cp = np.arange(n_base, n_base + n_copy)
+    src = rng.choice(n_base, n_copy, replace=False)
+    source[cp] = src
+    kinds = np.array(COPY_KINDS, dtype=object)[np.array([0, 1, 0, 2])[np.arange(n_copy) % 4]]
+    role[cp] = kinds
+    other = (np.arange(n_copy) % 3 == 2) & (classes > 1)
+    shift = rng.integers(1, max(classes, 2), n_copy)
+    cls[cp] = np.where(other, (cls[src] + shift) % classes, cls[src])
+    od = np.arange(n_base + n_copy, n)
+    role[od] = np.array(ODD_KINDS, dtype=object)[np.arange(n_odd) % len(ODD_KINDS)]
+    cls[od] = rng.integers(0, classes, n_odd)
+    names = np.array(class_names(classes), dtype=object)
+    ext = np.where(np.isin(role, ["gray", "tiny"]), ".png", ".jpg")
+    suffix = np.where(role == "image", "", "_" + role.astype(str))
+    path = [f"{names[c]}/{i:07d}{s}{e}" for i, c, s, e in zip(ids, cls, suffix, ext)]
+    return pd.DataFrame({"id": ids, "path": path, "cls": cls, "role": role.astype(str),
+                         "source": source})
+
+
+def _base_pixels(seed: int, i: int, side: int) -> np.ndarray:
+    """A photo-like side x side RGB array: a smooth random 3x3 colour field, two shapes, noise
+    (each image its own layout, so perceptual hashes differ as between photos)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng([seed, 2, i])
+    img = Image.fromarray(rng.uniform(30, 225, (3, 3, 3)).astype(np.uint8), "RGB").resize(
+        (side, side), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(2):
+        x, y = rng.uniform(0, side, 2)
+        r = rng.uniform(side / 10, side / 4)
+        draw.ellipse((x - r, y - r, x + r, y + r),
+                     fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    arr = np.asarray(img).astype(np.int16) + rng.integers(-10, 11, (side, side, 3), np.int16)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def render_file(row: tuple, seed: int, side: int) -> bytes:
+    """The bytes of one planned file (``row``: id, role, source)."""
+    import io
+
+    from PIL import Image, ImageFilter, ImageOps
+
+    i, role, source = row
+    base = Image.fromarray(_base_pixels(seed, source if source >= 0 else i, side), "RGB")
+    fmt, img = "JPEG", base
+    if role == "resized":
+        s = np.random.default_rng([seed, 3, i]).uniform(0.5, 0.8)
+        img = base.resize((round(side * s), round(side * s)), Image.Resampling.LANCZOS)
+    elif role == "mirror":
+        img = ImageOps.mirror(base)
+    elif role == "dark":
+        img = Image.fromarray((np.asarray(base) * 0.08).astype(np.uint8))
+    elif role == "light":
+        img = Image.fromarray((255 - (255 - np.asarray(base, np.float32)) * 0.08).astype(np.uint8))
+    elif role == "blurry":
+        img = base.filter(ImageFilter.GaussianBlur(side / 16))
+    elif role == "gray":
+        fmt, img = "PNG", base.convert("L")
+    elif role == "wide":
+        img = base.resize((side * 3, max(8, side // 3)), Image.Resampling.BILINEAR)
+    elif role == "tiny":
+        fmt, img = "PNG", base.resize((6, 6))
+    buf = io.BytesIO()
+    img.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 1}))
+    data = buf.getvalue()
+    return data[:len(data) // 3] if role == "corrupt" else data
+
+
+def _write_files(job: tuple) -> int:
+    root, rows, seed, side = job
+    written = 0
+    for path, i, role, source in rows:
+        target = Path(root) / path
+        if target.exists():  # written whole by an earlier, interrupted run (tmp + rename)
+            continue
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(render_file((i, role, source), seed, side))
+        os.replace(tmp, target)
+        written += 1
+    return written
+
+
+def make_image_folder(root: Path, n: int, classes: int, *, seed: int = 0, side: int = 64,
+                      copies: float = 0.01, odd: float = 0.005, workers: int | None = None,
+                      chunk: int = 2000):
+    """Write (or finish, or reuse) the generated folder ``root`` planned by :func:`folder_plan`:
+    ``side`` x ``side`` JPEGs (PNG for the grayscale and tiny ones) in class folders, written by
+    ``workers`` processes (default: every core), each file through a temporary name, so a killed
+    run resumes where it stopped. Beside the folder: ``<root>.plan.parquet`` (the plan) and
+    ``<root>.json`` (its spec, written last: the folder is complete). A folder with another
+    spec is refused. Returns (plan, spec, seconds spent writing: 0 when reused)."""
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    root = Path(root)
+    spec = {"n": n, "classes": classes, "seed": seed, "side": side, "copies": copies,
+            "odd": odd, "generator": "benchmarks._util.make_image_folder v1"}
+    done, plan_file = root.with_name(root.name + ".json"), root.with_name(root.name + ".plan.parquet")
+    if done.is_file():
+        old = json.loads(done.read_text())
+        if old != spec:
+            raise SystemExit(f"{root} was generated with {old}, not {spec}: use another workdir")
+        return pd.read_parquet(plan_file), spec, 0.0
+    t0 = time.perf_counter()
+    plan = folder_plan(n, classes, seed, copies, odd)
+    for name in class_names(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    rows = list(zip(plan["path"], plan["id"].tolist(), plan["role"], plan["source"].tolist()))
+    jobs = [(str(root), rows[s:s + chunk], seed, side) for s in range(0, len(rows), chunk)]
+    with mp.get_context("fork").Pool(workers or os.cpu_count()) as pool:
+        for _ in pool.imap_unordered(_write_files, jobs):
+            pass
+    plan.to_parquet(plan_file, index=False)
+    done.write_text(json.dumps(spec))
+    return plan, spec, time.perf_counter() - t0
+
+
+def planted_features(index, plan, out: Path, *, dim: int = 1280, seed: int = 0,
+                     outliers: float = 0.005, chunk: int = 20_000) -> dict:
+    """Write ``out`` (.npy, float32, one row per ``index`` row, in its order), features with the
+    class structure of :func:`cnn_like_features` (class means on a shared offset, a low-rank
+    shared factor, noise, ReLU) for the index's ``label``; each planted copy (``plan`` role
+    ``exact``: the same row as its source, as the same bytes give; ``resized``, ``mirror``: the
+    source's row plus 1% noise) and ``round(N * outliers)`` far rows (seeded base images: each
+    a sparse non-negative pattern of its own, 10% of the dimensions, far in cosine distance
+    from every class and from each other). Written in chunks through a
+    memory map, so memory stays at a few chunks. Returns the counts and the outlier paths."""
+    rows = index[["path", "label"]].merge(plan[["path", "role", "source", "id"]], on="path",
+                                          how="left", validate="one_to_one")
+    if rows["role"].isna().any():
+        raise ValueError(f"{int(rows['role'].isna().sum())} index rows are not in the plan")
+    n, labels = len(rows), rows["label"].to_numpy(np.int64)
+    k = int(labels.max()) + 1
+    rng = np.random.default_rng([seed, 4])
+    offset = rng.uniform(-0.3, 0.5, dim).astype(np.float32)
+    sep = np.linspace(0.10, 0.35, k)[:, None]
+    centers = (sep * rng.standard_normal((k, dim))).astype(np.float32)
+    rank = 32
+    mixing = (rng.standard_normal((rank, dim)) / np.sqrt(rank) * 0.6).astype(np.float32)
+    scale = rng.uniform(0.3, 1.2, dim).astype(np.float32)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    X = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        m = stop - start
+        x = offset + centers[labels[start:stop]] + rng.standard_normal((m, rank), np.float32) @ mixing
+        x += 0.5 * rng.standard_normal((m, dim), dtype=np.float32)
+        np.maximum(x * scale, 0.0, out=x)
+        X[start:stop] = x
+    row_of_id = dict(zip(rows["id"].to_numpy().tolist(), range(n)))
+    is_copy = rows["role"].isin(COPY_KINDS).to_numpy()
+    copy_rows = np.flatnonzero(is_copy)
+    src_rows = np.array([row_of_id[s] for s in rows["source"].to_numpy()[copy_rows]], np.int64)
+    for s in range(0, len(copy_rows), chunk):
+        c, src = copy_rows[s:s + chunk], src_rows[s:s + chunk]
+        x = np.asarray(X[src])
+        near = (rows["role"].to_numpy()[c] != "exact")[:, None]
+        x = np.where(near, np.maximum(x + 0.01 * scale * rng.standard_normal(x.shape, np.float32),
+                                      0), x)
+        X[c] = x
+    base = np.flatnonzero((rows["role"] == "image").to_numpy() & ~np.isin(
+        np.arange(n), src_rows))
+    far = np.sort(rng.choice(base, min(len(base), round(n * outliers)), replace=False))
+    for s in range(0, len(far), chunk):
+        f = far[s:s + chunk]
+        x = np.abs(rng.standard_normal((len(f), dim), np.float32)) * 3
+        x *= rng.random((len(f), dim)) < 0.1  # a sparse pattern of its own
+        X[f] = x * scale
+    X.flush()
+    del X
+    os.replace(tmp, out)
+    return {"rows": n, "dim": dim, "classes": k, "copies": int(len(copy_rows)),
+            "copies_by_kind": {kd: int((rows["role"] == kd).sum()) for kd in COPY_KINDS},
+            "outliers": int(len(far)), "outlier_paths": rows["path"].to_numpy()[far].tolist()}

@@ -6,13 +6,14 @@
 
 Data: ``benchmarks._util.cnn_like_features`` (ReLU'd Gaussian mixture shaped like pooled CNN
 features, ``--dim`` 1280, ``--classes`` 10, balanced), then a seeded ``--noise`` (5%) of the
-labels moved to another class. Two feature views, as the stage fits them: ``raw`` (the 1280-D
-features, standardised on each fold's training part; C=0.1, as ``lr_C01``) and ``pca``
-(standardised PCA-50 scores from ``clusterlens.clustering.reduction.fit_pca``, as data/pca.npy; C=0.1, as
-``pca_C01``). ``raw`` runs only up to ``--raw-max`` images (10^4) by default: at 10^5 x 1280 the
-five folds take about 110 CPU seconds and 4.3 GB peak RSS here (float64 copies of the matrix
-per fold); ``--raw-max 100000`` includes it. The pipeline uses whichever view the upper bound
-found best.
+labels moved to another class. Two feature views, as the stage's two routes fit them: ``raw``
+(the 1280-D features, standardised on each fold's training part, penalty ``--alpha`` per image:
+the exact route) and ``pca`` (PCA-50 scores from
+``clusterlens.clustering.reduction.fit_pca``, as data/pca.npy, standardised per fold, penalty
+``alpha x 50 / dim``, and with ``--max-train`` a stratified training sample per fold: the
+bounded route). ``raw`` runs only up to ``--raw-max`` images (10^4) by default: at 10^5 x 1280
+the five folds take minutes and GBs (float64 copies of the matrix per fold); ``--raw-max
+100000`` includes it. ``benchmarks.bench_supervised`` times the stages themselves.
 
 Each point runs in a fresh Python process (``benchmarks._util.run_child``, OpenMP/BLAS on one
 thread, as the stage's fits run): it loads the .npy files, then times
@@ -41,15 +42,14 @@ def main(args):
     import time
     import numpy as np
     from clusterlens.audit import label_issues as li
-    from clusterlens.config.upper_bound import LogRegConfig
 
     X = np.load(args["features"], allow_pickle=False)
     given = np.load(args["labels"], allow_pickle=False)
     moved = np.load(args["moved"], allow_pickle=False)
     rss_before = rss_mb()
-    cfg = LogRegConfig(name="bench", C=args["C"], features=args["view"])
     t0, c0 = time.perf_counter(), time.process_time()
-    oof = li.out_of_fold_probabilities(X, given, cfg, args["folds"], 1000, 0)
+    oof = li.out_of_fold_probabilities(X, given, alpha=args["alpha"], folds=args["folds"],
+                                       max_iter=1000, seed=0, max_train=args["max_train"])
     t1, c1 = time.perf_counter(), time.process_time()
     issues = li.find_issues(given, oof.probabilities)
     t2, c2 = time.perf_counter(), time.process_time()
@@ -99,6 +99,10 @@ def main(argv=None) -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--alpha", type=float, default=0.3,
+                    help="penalty per image on raw; pca gets alpha x 50 / dim (bounded route)")
+    ap.add_argument("--max-train", type=int, default=None,
+                    help="pca view: each fold fitted on a stratified sample of this many")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per point")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(u.PROJECT / "benchmarks" / "results"
@@ -117,9 +121,12 @@ def main(argv=None) -> None:
             for view in ("raw", "pca"):
                 if view not in inputs:
                     continue
+                bounded = view == "pca" and args.max_train is not None
                 res = u.run_child(CHILD, {"features": inputs[view], "labels": inputs["labels"],
-                                          "moved": inputs["moved"], "view": view, "C": 0.1,
-                                          "folds": args.folds},
+                                          "moved": inputs["moved"], "folds": args.folds,
+                                          "alpha": args.alpha * (50 / args.dim if view == "pca"
+                                                                 else 1.0),
+                                          "max_train": args.max_train if bounded else None},
                                   timeout=args.timeout, env=u.thread_env(1), cwd=u.PROJECT)
                 res.update({"n": n, "view": view,
                             "dim": args.dim if view == "raw" else 50})

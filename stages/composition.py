@@ -10,7 +10,8 @@ writes, for it:
   nearest each cluster's centre, from ``data/representatives.json``), one row each; an image
   whose class is not its cluster's majority class is framed in red;
 - ``plots/composition/tsne.png`` and ``plots/composition/pca_2d.png``: the 2-D t-SNE and PCA
-  views side by side, coloured by class and by cluster.
+  views side by side, coloured by class and by cluster (above ``PCA_VIEW_MAX`` images the PCA
+  view draws the t-SNE's sampled images).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ OUT_HEATMAP = "plots/composition/heatmap.png"
 OUT_MONTAGE = "plots/composition/montage.png"
 OUT_TSNE = "plots/composition/tsne.png"
 OUT_PCA = "plots/composition/pca_2d.png"
+PCA_VIEW_MAX = 50_000  # above this many images the PCA view draws the t-SNE's sample
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,14 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     rows = emb["rows"]
     plot_side_by_side(emb["embedding"], classes[rows], labels[rows], "t-SNE",
                       f"t-SNE of {len(rows)} images (PCA features), {headline}", OUT_TSNE)
-    plot_side_by_side(load_npy(pca_2d_path), classes, labels, "PC",
-                      f"First two principal components, {headline}", OUT_PCA)
+    pca_2d, shown = load_npy(pca_2d_path), np.arange(len(classes))
+    if len(classes) > PCA_VIEW_MAX:  # one scatter per class and cluster: draw the t-SNE's rows
+        shown = rows
+        log.info("composition: %d images > %d: the PCA view draws the t-SNE's %d sampled images",
+                 len(classes), PCA_VIEW_MAX, len(rows))
+    some = "" if len(shown) == len(classes) else f" of {len(shown)} sampled images"
+    plot_side_by_side(pca_2d[shown], classes[shown], labels[shown], "PC",
+                      f"First two principal components{some}, {headline}", OUT_PCA)
     log_block(log, "composition done", outputs={
         OUT_TABLE: f"{len(table)} clusters; largest {table['size'].iloc[0]} images, "
                    f"median entropy {table['entropy_bits'].median():.2f} bits",

@@ -5,7 +5,9 @@ Reads ``data/features.npy``, ``data/text_features.npy`` and the index's labels; 
 visual features are ``data/features.npy`` itself: no copy), ``metrics/fusion.csv`` (the kappa
 table: method x feature set, with NMI and ARI) and ``metrics/fusion.json`` (the same as feature
 set -> method -> kappa, and the best pair). Without text features (``captions.enabled: false``)
-only ``fusion.set: visual`` works and the table is empty.
+only ``fusion.set: visual`` works and the table is empty. Above ``fusion.max_n`` images, or with
+the captions' sample (``captions.max_n``), the table compares the sets on a stratified sample
+(:func:`clusterlens.features.sets.comparison_plan`), recorded as ``route: sample``.
 """
 from __future__ import annotations
 
@@ -17,22 +19,17 @@ import numpy as np
 import pandas as pd
 
 from clusterlens.config.base import load_params, parse_stage
+from clusterlens.config.captions import CaptionsParams
 from clusterlens.config.fusion import FusionParams
 from clusterlens.config.gmm import GMMParams
 from clusterlens.config.kmeans import KMeansParams
+from clusterlens.config.large_n import LargeNParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import DataError, ParamError, check_rows
-from clusterlens.core.io import (
-    load_npy,
-    read_table,
-    remove_stale_tmp,
-    save_npy,
-    write_json,
-    write_table,
-)
+from clusterlens.core.io import load_features, load_npy, read_table, remove_stale_tmp, save_npy, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.features import fusion
-from clusterlens.features.sets import FEATURE_SETS
+from clusterlens.features.sets import FEATURE_SETS, comparison_plan
 
 log = get_logger("fusion")
 IN_VISUAL = "data/features.npy"
@@ -51,6 +48,8 @@ class Params:
     fusion: FusionParams = FusionParams()
     kmeans: KMeansParams | None = None
     gmm: GMMParams | None = None
+    captions: CaptionsParams = CaptionsParams()
+    large_n: LargeNParams = LargeNParams()
 
     def __post_init__(self):
         for name in ("kmeans", "gmm"):
@@ -58,20 +57,28 @@ class Params:
                 raise ParamError(name, "is missing")
 
 
-def check_params_vs_input(cfg: Params, text_dim: int) -> None:
-    """The rule that needs the data: without text features only ``fusion.set: visual`` works."""
-    if text_dim == 0 and cfg.fusion.set != "visual":
-        raise ParamError("fusion.set", f"= {cfg.fusion.set} needs text features, but "
-                         "captions.enabled is false: set captions.enabled: true, or fusion.set: "
-                         "visual")
+def check_params_vs_input(cfg: Params, text_shape: tuple[int, int], n: int) -> None:
+    """The rule that needs the data: without text features for every image (captions off, or
+    on a sample) only ``fusion.set: visual`` works."""
+    if text_shape[1] == 0 and cfg.fusion.set != "visual":
+        raise ParamError("fusion.set", f"= {cfg.fusion.set} needs text features, but there are none "
+                         f"(captions.enabled is false, or more than captions.max_n = {cfg.captions.max_n} "
+                         "images with captions.sample: 0): set captions.enabled: true and captions.max_n: "
+                         "null, or fusion.set: visual")
+    if text_shape[1] and text_shape[0] != n and cfg.fusion.set != "visual":
+        raise ParamError("fusion.set", f"= {cfg.fusion.set} needs text features of every image, but "
+                         f"captions.max_n = {cfg.captions.max_n} captioned {text_shape[0]} of {n}: "
+                         "set captions.max_n: null, or fusion.set: visual")
 
 
-def write_visual_only(n: int) -> dict:
+def write_visual_only(n: int, captions_max_n: int | None) -> dict:
     """No text features: only ``fusion.set: visual`` works; the comparison table is empty."""
-    log.info("no text features (captions.enabled: false): visual only, no comparison table")
+    off = {} if captions_max_n is None or n <= captions_max_n else {"route": "off", "captions_max_n": captions_max_n}
+    log.info("no text features (%s): visual only, no comparison table",
+             f"{n} images > captions.max_n" if off else "captions.enabled: false")
     save_npy(OUT_FUSED, np.zeros((n, 0), np.float32))
     write_table(OUT_TABLE, pd.DataFrame(columns=fusion.TABLE_COLUMNS))
-    return write_json(OUT_METRICS, {"enabled": False})
+    return write_json(OUT_METRICS, {"enabled": False, **off})
 
 
 def clustering_settings(cfg: Params) -> dict:
@@ -92,25 +99,35 @@ def run(cfg: Params, visual_path: str = IN_VISUAL, text_path: str = IN_TEXT,
         if not Path(path).is_file():
             raise DataError(f"{path} is missing: run `dvc repro` (extract, captions) first")
     remove_stale_tmp(OUT_FUSED, OUT_TABLE, OUT_METRICS)
-    visual, text = fusion.check_pair(load_npy(visual_path), load_npy(text_path))
+    visual, text = load_features(visual_path, cfg.large_n.mmap_threshold_bytes), load_npy(text_path)
     y = read_table(index_path)["label"].to_numpy()
-    check_params_vs_input(cfg, text.shape[1])
-    if text.shape[1] == 0:  # captions.enabled: false
-        return write_visual_only(len(visual))
-    settings = clustering_settings(cfg)
     check_rows(str(visual_path), len(visual), str(index_path), len(y))
-    k = len(np.unique(y))
+    check_params_vs_input(cfg, text.shape, len(visual))
+    if text.shape[1] == 0:  # captions.enabled: false
+        return write_visual_only(len(visual), cfg.captions.max_n if cfg.captions.enabled else None)
+    settings = clustering_settings(cfg)
+    rows, text_rows, route = comparison_plan(y, len(text), p.max_n, cfg.captions.max_n, seed, cfg.captions.sample)
     log_block(log, "fusion", inputs={"visual": f"{visual_path} {visual.shape}",
-                                     "text": f"{text_path} {text.shape}", "classes": k},
-              params={f"fusion.{key}": getattr(p, key)
-                      for key in ("set", "weight", "dim", "methods")})
-    sets = {name: fusion.feature_set(name, visual, text, p.weight, p.dim, seed)
-            for name in FEATURE_SETS}
-    chosen = sets[p.set]
+                                     "text": f"{text_path} {text.shape}", "classes": len(np.unique(y))},
+              params={f"fusion.{key}": getattr(p, key) for key in ("set", "weight", "dim", "methods", "max_n")})
+    if rows is None:
+        sets = {name: fusion.feature_set(name, visual, text, p.weight, p.dim, seed) for name in FEATURE_SETS}
+        chosen = sets[p.set]
+    else:
+        log.warning("fusion: the comparison runs on a seeded sample of %d of %d images, stratified by class, "
+                    "K-Means with %d initialisation (fusion.max_n %s)", len(rows), len(y), fusion.SAMPLE_N_INIT,
+                    p.max_n)
+        if "n_init" in settings:
+            settings["n_init"] = route["n_init"] = fusion.SAMPLE_N_INIT
+        sets = {name: fusion.feature_set(name, visual[rows], text[text_rows], p.weight, p.dim, seed)
+                for name in FEATURE_SETS}
+        chosen = visual if p.set == "visual" else fusion.feature_set(p.set, visual, text, p.weight, p.dim, seed)
+        y = y[rows]
+    k = len(np.unique(y))
     save_npy(OUT_FUSED, chosen if p.set != "visual" else np.zeros((len(chosen), 0), np.float32))
     table = fusion.kappa_table(sets, y, k, seed, p.methods, **settings)
     write_table(OUT_TABLE, table.round(6))
-    metrics = write_json(OUT_METRICS, fusion.summarize(table, k, sets["weighted"].shape[1]))
+    metrics = write_json(OUT_METRICS, {**fusion.summarize(table, k, sets["weighted"].shape[1]), **route})
     best = table.loc[table["kappa"].idxmax()]
     placeholder = f" (placeholder: visual = {visual_path})" if p.set == "visual" else ""
     log_block(log, "fusion done", outputs={

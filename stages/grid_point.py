@@ -33,6 +33,8 @@ from clusterlens.report.figures.clustering import plot_dendrogram
 log = get_logger("cluster")
 CLUSTERS_DIR = Path("data/clusters")
 PLOTS_DIR = Path("plots/clustering")
+SECTION = {"kmeans": "kmeans", "nmf": "kmeans", "gmm": "gmm", "dbscan": "dbscan",
+           "hdbscan": "hdbscan"}  # whose max_exact_n switches a method to its sample route
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_p
         dbscan_min_samples=d and d.min_samples, hdbscan_min_samples=h and h.min_samples,
         dbscan_max_exact_n=d and d.max_exact_n, hdbscan_max_exact_n=h and h.max_exact_n,
         agglomerative_k=a and a.k, route=a and a.route, max_exact_n=a and a.max_exact_n,
-        n_centroids=a and a.n_centroids)
+        n_centroids=a and a.n_centroids, kmeans_max_exact_n=km.max_exact_n,
+        kmeans_sample_n_init=km.sample_n_init, gmm_max_exact_n=g and g.max_exact_n)
     if method == "nmf":
         with np.load(nmf_path) as z:
             options["W"] = z["W"]
@@ -93,6 +96,11 @@ def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
     value, options = check_params_vs_input(cfg, method, asked, len(X), c, nmf_path)
     files = methods.point_files(method, asked, c, options.pop("cuts", ()))  # cuts: agglomerative.k
     result = methods.GRID_METHODS[method](X, value, seed, **options)
+    for name, (_, extra) in result.points.items():  # the large-N decision (methods.kmeans_route)
+        if extra.get("route") == "sample":
+            log.warning("%s %s: %d images, above %s.max_exact_n: fitted on a seeded sample of %d, "
+                        "every image assigned (%s)", method, name, len(X), SECTION[method],
+                        extra["sample"], {k: extra[k] for k in ("engine", "n_init") if k in extra})
     if result.tree is not None:
         folder = Path(out_dir) / method / value
         if result.cells is not None:

@@ -25,13 +25,9 @@ from clusterlens.core.cli import run_cli
 from clusterlens.core.io import remove_stale_tmp, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.data import corrections as corr
-from clusterlens.data.index import build_index, check_root, index_metrics
+from clusterlens.data.index import build_index, check_root, index_metrics, inspection_summary, resolve_workers
 from clusterlens.data.quality import FLAG_COLUMNS, class_rates, flag_counts, shortcuts
-from clusterlens.report.figures.index import (
-    plot_class_distribution,
-    plot_image_sizes,
-    plot_sample_grid,
-)
+from clusterlens.report.figures.index import plot_class_distribution, plot_image_sizes, plot_sample_grid
 from clusterlens.report.figures.style import matplotlib_setup
 
 log = get_logger("index")
@@ -81,8 +77,7 @@ def log_layout(info: dict, metrics: dict) -> None:
 
 def run(cfg: Params) -> dict:
     """Index ``data.root`` and write every output; returns the metrics."""
-    p = cfg.index
-    seed = cfg.seed
+    p, seed = cfg.index, cfg.seed
     root = check_params_vs_input(cfg)
     corrections = corr.read_corrections(cfg.data.corrections)
     if corrections.attrs.get("absent"):
@@ -91,10 +86,13 @@ def run(cfg: Params) -> dict:
     remove_stale_tmp(*OUTPUTS)  # left by a run killed mid-write
     log_block(log, "index", inputs={"data.root": root, "data.corrections": f"{len(corrections)} rows"},
               params={"data.splits": cfg.data.splits, "index.min_side": p.min_side,
-                      "index.drop_duplicates": p.drop_duplicates, "index.workers": p.workers,
-                      "seed": seed})
+                      "index.drop_duplicates": p.drop_duplicates,
+                      "index.workers": f"{p.workers} -> {resolve_workers(p.workers)}",
+                      "index.store": p.store or "none", "seed": seed})
     index, rejected, info = build_index(root, p.min_side, p.drop_duplicates, p.workers,
-                                        splits=cfg.data.splits, corrections=corrections)
+                                        splits=cfg.data.splits, corrections=corrections,
+                                        store=p.store)
+    log.info(inspection_summary(info["inspection"]))
     applied = info["corrections"]
     flags, classes = index[FLAG_COLUMNS], index["class"]
     found = shortcuts(flags, classes)

@@ -6,7 +6,9 @@ L2 penalty per training image ``label_issues.alpha`` and ``upper_bound.max_iter`
 most; then cleanlab's label issues (``label_issues.filter_by``), label quality scores
 (``label_issues.rank_by``) and estimated noise rate. Images the user marked ``keep`` in the
 corrections (the index's ``correction``) are not issues. Classes under 2 images are not scored
-(``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
+(``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``). Above
+``label_issues.max_work`` (images x dimension x classes), the bounded route: data/pca.npy, each
+fold fitted on a sample of ``label_issues.max_train`` images (``route`` in the metrics).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from clusterlens.config.label_issues import LabelIssuesParams
 from clusterlens.config.upper_bound import UpperBoundParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
-from clusterlens.core.io import read_table, save_npy, write_json, write_table
+from clusterlens.core.io import load_npy, read_table, save_npy, write_json, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.data import corrections as corr
 from clusterlens.features.sets import load_feature_set
@@ -33,6 +35,7 @@ log = get_logger("label_issues")
 
 IN_FEATURES = "data/features.npy"
 IN_FUSED = "data/fused.npy"
+IN_PCA = "data/pca.npy"
 IN_INDEX = "data/index.parquet"
 OUT_ISSUES = "data/label_issues.parquet"
 OUT_PROBABILITIES = "data/oof_probabilities.npy"
@@ -50,7 +53,7 @@ class Params:
 
 
 def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDEX,
-        fused_path: str = IN_FUSED) -> dict:
+        fused_path: str = IN_FUSED, pca_path: str = IN_PCA) -> dict:
     """Score every image out of fold, find the label issues, write every output; returns the
     metrics."""
     p = cfg.label_issues
@@ -64,8 +67,21 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
         log.warning("class %r (%d image(s)) not scored: %s", e["class"], e["images"], e["reason"])
     if len(names) - len(excluded) < 2:
         return write_skipped(index, names, excluded, p)
-    X, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
+    X, source = load_feature_set(cfg.fusion.set, features_path, fused_path,
+                                 mmap_threshold_bytes=0)  # read only on the exact route
     check_rows(str(source), len(X), str(index_path), len(y))
+    route, why = li.choose_route(len(y), X.shape[1], len(names), route=p.route,
+                                 max_work=p.max_work)
+    alpha, max_train, dim = p.alpha, None, X.shape[1]
+    if route == "bounded":
+        X, source = load_npy(pca_path), pca_path
+        check_rows(pca_path, len(X), str(index_path), len(y))
+        alpha, max_train = li.bounded_alpha(p.alpha, X.shape[1], dim), p.max_train
+        log.warning("route bounded (%s): %s (%d-D, alpha %.4g), each fold fitted on a "
+                    "stratified sample of at most %d images", why, pca_path, X.shape[1], alpha,
+                    max_train)
+    else:
+        log.info("route exact (%s)", why)
     log_block(log, "label_issues", inputs={
         "features": f"{source} {X.shape} (fusion.set {cfg.fusion.set})",
         "index": f"{index_path} ({len(y)} images, {len(names)} classes)"},
@@ -73,8 +89,9 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
                 "label_issues.filter_by": p.filter_by, "label_issues.rank_by": p.rank_by,
                 "upper_bound.max_iter": max_iter, "seed": seed})
     t0 = time.perf_counter()
-    scored = li.score_labels(X, y, names, alpha=p.alpha, folds=p.folds, max_iter=max_iter,
-                             seed=seed, filter_by=p.filter_by, rank_by=p.rank_by)
+    scored = li.score_labels(X, y, names, alpha=alpha, folds=p.folds, max_iter=max_iter,
+                             seed=seed, filter_by=p.filter_by, rank_by=p.rank_by,
+                             max_train=max_train)
     scored = li.silence_kept(scored, corr.kept(index))
     if scored.silenced:
         log.info("%d suspected label issues silenced: kept in data.corrections", scored.silenced)
@@ -87,11 +104,14 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
                     p.folds, scored.folds)
     table = li.issues_table(index, names, scored.probabilities, scored.issues)
     per_class = li.per_class_table(y, names, scored.issues)
-    save_npy(OUT_PROBABILITIES, scored.probabilities.astype(np.float32))
+    save_npy(OUT_PROBABILITIES, scored.probabilities.astype(np.float32, copy=False))
     write_table(OUT_ISSUES, table)
     write_table(OUT_PER_CLASS, per_class.round(6))
-    metrics = write_json(OUT_METRICS, li.summary(y, scored, alpha=p.alpha, folds_requested=p.folds,
-                                                 filter_by=p.filter_by, rank_by=p.rank_by))
+    metrics = write_json(OUT_METRICS, li.summary(
+        y, scored, alpha=p.alpha, folds_requested=p.folds, filter_by=p.filter_by,
+        rank_by=p.rank_by) | {"route": li.route_record(
+            route, why, max_work=p.max_work, max_train=p.max_train, dim=X.shape[1], alpha=alpha,
+            oof=oof)})
     worst = table[table["is_label_issue"]].sort_values("label_issue_rank").head(3)
     log_block(log, "label_issues done", outputs={
         OUT_METRICS: f"{metrics['issues']} issues ({metrics['issue_fraction']:.1%}), estimated "

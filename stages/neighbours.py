@@ -101,12 +101,12 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
     t1 = time.perf_counter()
     paths, classes = index["path"].to_numpy(), index["class"].to_numpy()
     kept = corr.kept(index)  # a pair of two kept images: the user said both stay
-    found, candidates = dup.find_near_duplicates(
+    found, candidates, how = dup.find_near_duplicates(
         root, paths, index["sha256"], nn.indices[:, :p.candidates], kept=kept,
-        hash_distance=p.hash_distance, workers=p.workers)
-    log.info("%d candidate pairs (%.1f per image): %d by hash, %d by features, %d same bytes",
-             len(candidates), len(candidates) / len(index), candidates.by_hash.sum(),
-             candidates.by_features.sum(), candidates.by_bytes.sum())
+        hash_distance=p.hash_distance, store=p.pixel_store, workers=p.workers, seed=cfg.seed,
+        max_pairs_per_image=p.max_pairs_per_image, exact_max_n=None if search["method"] == "exact" else 0)
+    log.info(dup.candidates_text(candidates, len(index), how, p.pixel_store))
+    (log.warning if how["pair_cap"]["pairs_dropped"] else log.info)(dup.cap_text(how["pair_cap"]))
     groups = dup.copy_groups(len(index), found)
     t2 = time.perf_counter()
 
@@ -123,8 +123,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
     write_table(OUT_PAIRS, pairs_df)
     write_table(OUT_LEAKS, leaks_df)
     metrics = write_json(OUT_METRICS, {
-        "images": int(len(index)), **dup.summary(pairs_df, groups),
-        "candidate_pairs": int(len(candidates)), "k": int(p.k), "search": search,
+        "images": int(len(index)), **dup.summary(pairs_df, groups), "candidate_pairs": int(len(candidates)),
+        "hash_search": how["hash_search"], "pair_cap": how["pair_cap"], "k": int(p.k), "search": search,
         "splits": list(order), "leak_pairs": int(len(leaks_df)), "leaks": lk.leak_rates(pairs_df, splits, order=order)})
     top = table.nsmallest(3, "outlier_rank")
     log_block(log, "neighbours done", outputs={

@@ -3,7 +3,9 @@
 Writes ``data/pca.npy`` (N x n_components float32 scores), ``data/pca_2d.npy`` (the 2-D view),
 ``data/pca_model.npz`` (scaler and PCA parameters), ``metrics/reduce.json`` (the variance kept
 and at 2/10/50/100 components), the explained-variance curve (csv + png) and the 2-D view
-coloured by class under ``plots/reduce/``.
+coloured by class under ``plots/reduce/``. Above ``reduce.max_exact_n`` images the PCA takes the
+bounded-memory ``blocked`` route (:func:`clusterlens.clustering.reduction.fit_pca`), recorded
+in the metrics as ``route``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from clusterlens.clustering import reduction
 from clusterlens.config.base import check_value, load_params, parse_stage
 from clusterlens.config.fusion import FusionParams
+from clusterlens.config.large_n import LargeNParams
 from clusterlens.config.reduce import ReduceParams
 from clusterlens.core.cli import run_cli
 from clusterlens.core.errors import check_rows
@@ -48,6 +51,7 @@ class Params:
     reduce: ReduceParams
     seed: int
     fusion: FusionParams = FusionParams()
+    large_n: LargeNParams = LargeNParams()
 
 
 def check_params_vs_input(cfg: Params, shape: tuple[int, int]) -> None:
@@ -60,7 +64,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
         fused_path: str = IN_FUSED) -> dict:
     p = cfg.reduce
     seed = cfg.seed
-    features, source = load_feature_set(cfg.fusion.set, features_path, fused_path)
+    features, source = load_feature_set(cfg.fusion.set, features_path, fused_path,
+                                        mmap_threshold_bytes=cfg.large_n.mmap_threshold_bytes)
     index = read_table(index_path)
     check_rows(str(source), len(features), str(index_path), len(index))
     check_params_vs_input(cfg, features.shape)
@@ -68,8 +73,18 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
                      OUT_SCATTER)  # left by a run killed mid-write
     log_block(log, "reduce", inputs={"features": f"{source} {features.shape}"},
               params={"reduce.standardize": p.standardize,
-                      "reduce.n_components": p.n_components, "seed": seed})
-    res = reduction.fit_pca(features, p.n_components, p.standardize, seed)
+                      "reduce.n_components": p.n_components,
+                      "reduce.max_exact_n": p.max_exact_n, "seed": seed})
+    route = reduction.pca_route(*features.shape, p.max_exact_n)
+    if route == "blocked":
+        log.warning("reduce: %d images > reduce.max_exact_n = %d: blocked PCA (covariance "
+                    "accumulated over blocks of %d rows; bounded memory)", len(features),
+                    p.max_exact_n, reduction.BLOCK_ROWS)
+    else:
+        log.info("reduce: %s PCA (%d images; reduce.max_exact_n = %s)", route, len(features),
+                 p.max_exact_n)
+    res = reduction.fit_pca(features, p.n_components, p.standardize, seed,
+                            max_exact_n=p.max_exact_n)
     metrics = reduction.reduce_metrics(res, features.shape[1])
     save_npy(OUT_PCA, res.scores)
     coords = reduction.plane_coords(features, res, p.standardize, seed)

@@ -115,12 +115,14 @@ def run(cfg: Params, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
     log_block(log, "report", inputs={"metrics": "metrics/*.json, *.csv", "figures": "plots/",
                                      "thumbnails": root},
               params={"data.root": root, "report.thumbnails": p.thumbnails,
-                      "report.thumbnail_px": p.thumbnail_px, "seed": seed})
+                      "report.thumbnail_px": p.thumbnail_px,
+                      "report.max_points": p.max_points, "seed": seed})
     loaded = load_inputs(inputs)
-    fragment, note = explorer.explorer_section(loaded["images"], loaded["groups"], root,
-                                               p.thumbnails, p.thumbnail_px, seed,
-                                               corrections=loaded["corrections"],
-                                               leaks=loaded["neighbours"].get("leaks"))
+    fragment, note, route = explorer.explorer_section(
+        loaded["images"], loaded["groups"], root, p.thumbnails, p.thumbnail_px, seed,
+        max_points=p.max_points, corrections=loaded["corrections"],
+        leaks=loaded["neighbours"].get("leaks"))
+    (log.warning if route["route"] == "sample" else log.info)("explorer: %s", route)
     data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
                       explorer=fragment, explorer_note=note, **loaded)
     doc = build_report(data, files)

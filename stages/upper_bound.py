@@ -2,9 +2,9 @@
 
 One fit per entry of ``upper_bound.configs`` on the folder's own splits (``data.splits``) or a
 stratified split (``upper_bound.test_size``, ``seed``): :func:`clusterlens.analysis.upper_bound.
-fit_bound` (``raw`` features: the set named by ``fusion.set``; ``pca``: data/pca.npy). Classes
-under 2 images are left out (``excluded_classes``); with under 2 classes left, the outputs say
-so (``skipped``).
+fit_bound` (``raw``: the set named by ``fusion.set``; ``pca``: data/pca.npy; above
+``upper_bound.max_work``, the bounded route: ``route``). Classes under 2 images are left out
+(``excluded_classes``); with under 2 classes left, the outputs say so (``skipped``).
 """
 from __future__ import annotations
 
@@ -80,31 +80,32 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
         return write_skipped(index, names, y, split, excluded)
     if not folders:
         check_params_vs_input(cfg, y[rows])
-    raw, features_path = load_feature_set(cfg.fusion.set, features_path, fused_path)
+    raw, features_path = load_feature_set(cfg.fusion.set, features_path, fused_path,
+                                          mmap_threshold_bytes=0)  # read only on the exact route
     pca = load_npy(pca_path)
     for path, arr in ((features_path, raw), (pca_path, pca)):
         check_rows(str(path), len(arr), str(index_path), len(y))
     _, cuts = read_class_groups(groups_path, names, index_path)
     log_block(log, "upper_bound", inputs={
         "features": f"{features_path} {raw.shape}", "pca": f"{pca_path} {pca.shape}",
-        "index": f"{index_path} ({len(names)} classes)",
-        "macro cuts": f"{groups_path}: {', '.join(cuts) or 'none'}"},
+        "index": f"{index_path} ({len(names)} classes)", "macro cuts": ", ".join(cuts) or "none"},
         params={"data.splits": cfg.data.splits, "upper_bound.test_size": p.test_size, "seed": seed,
                 "upper_bound.max_iter": p.max_iter,
-                "upper_bound.configs": ", ".join(c.name for c in p.configs)})
+                "upper_bound.configs": ", ".join(c.name for c in p.configs),
+                "upper_bound.route": f"{p.route} (max_work {p.max_work}, max_train {p.max_train})"})
     t0 = time.perf_counter()
     train_idx, test_idx = ub.train_test(y, rows, splits=image_splits(index), folders=folders,
                                         test_size=p.test_size, seed=seed, names=names)
     fit = ub.fit_bound(p.configs, raw, pca, y, train_idx, test_idx, names=names,
-                       excluded=excluded, cuts=cuts, max_iter=p.max_iter, seed=seed)
+                       excluded=excluded, cuts=cuts, max_iter=p.max_iter, seed=seed,
+                       route=p.route, max_work=p.max_work, max_train=p.max_train)
     results, best, per_class, macro_plot = fit.results, fit.best, fit.per_class, fit.macro_plot
     seconds = time.perf_counter() - t0
     configs_table = fit.configs_table()
-    write_table(OUT_CONFIGS, configs_table.round(6))
-    write_table(OUT_PER_CLASS, per_class.round(6))
-    write_table(OUT_MACRO_CSV, macro_plot.round(6))
-    write_table(OUT_PREDICTIONS, ub.predictions_table(index, names, y, train_idx, test_idx,
-                                                      fit.p_train, fit.p_test))
+    for path, table in ((OUT_CONFIGS, configs_table), (OUT_PER_CLASS, per_class),
+                        (OUT_MACRO_CSV, macro_plot)):
+        write_table(path, table.round(6))
+    write_table(OUT_PREDICTIONS, fit.predictions(index, names, y, train_idx, test_idx))
     matplotlib_setup()
     plots.plot_configs(configs_table, best, OUT_CONFIGS_PNG)
     plots.plot_per_class(per_class, best, OUT_PER_CLASS_PNG)
@@ -112,7 +113,7 @@ def run(cfg: Params, features_path: str = IN_FEATURES, pca_path: str = IN_PCA,
                      OUT_MACRO_PNG)
     split.update(train=len(train_idx), test=len(test_idx))
     metrics = write_json(OUT_METRICS, ub.summary(split, results, best, per_class, fit.macro,
-                                                 excluded))
+                                                 excluded) | {"route": fit.route})
     log_block(log, "upper_bound done", outputs={
         OUT_METRICS: f"{ub.split_text(split)}; best {best}: test "
                      f"{results[best]['test_accuracy']:.4f} "
@@ -142,8 +143,7 @@ def write_skipped(index, names, y, split: dict, excluded) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Logistic regression upper bound.")
     ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    run(parse_stage(load_params(args.params), Params))
+    run(parse_stage(load_params(ap.parse_args(argv).params), Params))
 
 
 if __name__ == "__main__":

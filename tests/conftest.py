@@ -273,7 +273,7 @@ def e2e_module(e2e_base, tmp_path_factory) -> E2E:
 # last, so that under `-n auto --dist loadfile` (with --no-loadscope-reorder) the other worker
 # runs in-process tests meanwhile instead of waiting for the build.
 E2E_FIRST = ("test_pipeline.py",)
-E2E_LAST = ("test_interrupt.py", "test_robustness.py")
+E2E_LAST = ("test_interrupt.py", "test_robustness.py", "test_parallel_grid.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

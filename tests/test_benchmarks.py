@@ -140,3 +140,76 @@ def test_bench_density_runs_both_routes_and_compares_them(tmp_path):
         (1200, "hdbscan", "sample")]
     assert all(0 <= r["ari_vs_exact"] <= 1 for r in rows[2:4])
     assert json.loads(out.read_text())["rows"][0]["n"] == 1200
+
+
+def test_bench_pipeline_folder_features_params_and_table(tmp_path):
+    """The scale benchmark's generators on 120 files: the index rejects the tiny and corrupt
+    files and finds the exact copies; the features put each exact copy on its source's row,
+    the other copies near it, the outliers far; one params line is set in place; the results
+    table and CSV hold every stage."""
+    import csv
+    import sys
+
+    import numpy as np
+
+    from benchmarks import _util as u
+    from benchmarks import bench_pipeline as bp
+    from clusterlens.data.index import build_index
+
+    root = tmp_path / "images"
+    plan, spec, secs = u.make_image_folder(root, 120, 3, copies=0.05, odd=0.06, workers=1)
+    assert secs > 0 and u.make_image_folder(root, 120, 3, copies=0.05, odd=0.06)[2] == 0
+    assert plan["role"].value_counts().to_dict() == {
+        "image": 107, "exact": 3, "resized": 2, "mirror": 1, **dict.fromkeys(u.ODD_KINDS, 1)}
+    index = build_index(root, workers=1)[0]
+    assert len(index) == 118 and not index["path"].str.contains("_tiny|_corrupt").any()
+    dup_of = index.set_index("path")["duplicate_of"]
+    src = dict(zip(plan["id"], plan["path"]))
+    for r in plan[plan["role"] == "exact"].itertuples():  # the later path names the earlier
+        assert {dup_of[r.path], dup_of[src[r.source]]} == {"", min(r.path, src[r.source])}
+
+    info = u.planted_features(index, plan, tmp_path / "f.npy", dim=256, outliers=0.03)
+    X = np.load(tmp_path / "f.npy")
+    row = {p: i for i, p in enumerate(index["path"])}
+    for r in plan[plan["role"].isin(u.COPY_KINDS)].itertuples():
+        a, b = X[row[r.path]], X[row[src[r.source]]]
+        gap = np.linalg.norm(a - b) / np.linalg.norm(b)
+        assert gap == 0 if r.role == "exact" else 0 < gap < 0.05
+    far = [row[p] for p in info["outlier_paths"]]
+    assert info["outliers"] == len(far) == 4 and info["copies"] == 6
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    cos = Z @ Z.T
+    np.fill_diagonal(cos, -1)
+    nearest = 1 - cos.max(axis=1)  # cosine distance to the nearest other row
+    assert nearest[far].min() > np.delete(nearest, far).max() + 0.1
+
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\ndata:\n  root: data/digits   # the folder\n  splits: auto\n"
+                      "index:\n  root: keep\n")
+    bp.set_param(params, "data.root", "/x/images")
+    assert params.read_text() == ("seed: 0\ndata:\n  root: /x/images   # the folder\n"
+                                  "  splits: auto\nindex:\n  root: keep\n")
+
+    # a stage's peak memory, and a stage stopped at its timeout (with its whole process group)
+    big = bp.run_stage(f"{sys.executable} -c 'b = bytearray(300 * 2**20); b[::4096] = "
+                       "b\"x\" * len(b[::4096]); import time; time.sleep(0.3)'",
+                       tmp_path, tmp_path / "big.log", timeout=60, max_gib=4)
+    assert big["status"] == "ok" and 0.29 < big["peak_gib"] < 1 and big["cpu_seconds"] > 0
+    slow = bp.run_stage("sleep 30 | cat", tmp_path, tmp_path / "slow.log", timeout=0.5,
+                        max_gib=4)
+    assert slow["status"] == "timeout" and slow["seconds"] < 10
+
+    rec = {"status": "ok", "seconds": 2.0, "cpu_seconds": 1.5, "peak_gib": 0.5,
+           "load1_at_start": 1.0}
+    state = {"n": 120, "classes": 3, "commit": "abc", "stages": {
+        "index": {**rec, "phase": "data"}, "reduce": {**rec, "phase": "after extraction"},
+        "tsne": {**rec, "phase": "after extraction", "status": "timeout", "peak_gib": 1.25}}}
+    state["stage_order"] = ["index", "extract", "reduce", "tsne", "report"]
+    bp.save(state, tmp_path, tmp_path)
+    assert state["totals"]["after_extraction_seconds"] == 4.0
+    assert state["totals"]["after_extraction_peak_gib"] == 1.25
+    assert state["totals"]["not_ok"] == ["tsne", "report"]  # report: not run yet
+    assert not state["totals"]["complete"]
+    rows = list(csv.DictReader(open(tmp_path / "pipeline_120.csv")))
+    assert [r["stage"] for r in rows] == ["index", "reduce", "tsne"]
+    assert "not complete: tsne, report" in bp.table(state)

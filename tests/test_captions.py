@@ -337,3 +337,36 @@ def test_a_photo_folder_with_only_data_root_set_is_extracted_once(tmp_path, in_t
     assert read_json("logs/extract_timing.json")["extracted"] == len(sizes)
     timing = read_json("logs/captions_timing.json")
     assert (timing["extracted"], timing["captions"]) == (0, len(sizes))
+
+
+def test_captions_above_max_n_caption_a_stratified_sample_or_none(in_tmp_cwd, monkeypatch):
+    from clusterlens.features.sets import comparison_rows
+
+    rng = np.random.default_rng(2)
+    y = np.arange(60) % 3
+    feats = np.abs(rng.normal(0, 1, (60, 1280))).astype(np.float32)
+    save_npy("data/features.npy", feats)
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"c{c}/{i}.png" for i, c in enumerate(y)],
+                                                    "class": [f"c{c}" for c in y], "label": y}))
+    embedded = []
+    monkeypatch.setattr(cap, "load_text_model", lambda device: None)
+    monkeypatch.setattr(cap, "embed_texts", lambda texts, *a, **k: embedded.append(len(texts))
+                        or np.ones((len(texts), cap.TEXT_DIM), np.float32))
+    params = {"seed": 0, "data": {"root": "."}, "extract": _extract_section(),
+              "captions": {"template": "seed003", "batch_size": 4, "max_n": 50, "sample": 30}}
+    m = stage.run(parse_stage(params, stage.Params))
+    rows = comparison_rows(y, 30, 0)
+    table = pd.read_parquet("data/captions.parquet")
+    assert m["route"] == "sample" and m["sample"] == 30 and m["images_total"] == 60 and m["images"] == 30
+    assert m["max_n"] == 50
+    assert embedded == [30] and load_npy("data/text_features.npy").shape == (30, cap.TEXT_DIM)
+    assert table["path"].tolist() == [f"c{y[r]}/{r}.png" for r in rows]
+    W, b = cap.classifier_head("efficientnet_lite0")
+    top = cap.head_logits(feats[rows], W, b).argmax(1)
+    assert table["label1"].tolist() == [cap.imagenet_class_names()[i] for i in top]
+    m = stage.run(parse_stage({**params, "captions": {**params["captions"], "max_n": 60}}, stage.Params))
+    assert "route" not in m and m["images"] == 60 and embedded[-1] == 60  # below the switch: all
+    m = stage.run(parse_stage({**params, "captions": {"max_n": 50}}, stage.Params))  # sample: 0
+    assert m == {"enabled": False, "images": 60, "route": "off", "images_total": 60, "max_n": 50}
+    assert len(embedded) == 2 and load_npy("data/text_features.npy").shape == (60, 0)
+    assert len(pd.read_parquet("data/captions.parquet")) == 0

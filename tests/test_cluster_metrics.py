@@ -105,3 +105,17 @@ def test_shared_sample_distances_give_the_same_silhouettes():
     with pytest.raises(ValueError, match="silhouette sample has 400 points"):
         cm.internal_metrics(X, cuts[0], 1000, 2, sample_distances=D)
     assert cm.silhouette_distances(X, 400, 2, max_bytes=400 * 400 * 4 - 1) is None
+
+
+def test_ami_above_its_switch_is_computed_on_a_seeded_sample():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 20, 3000)
+    p = np.where(rng.random(3000) < 0.3, rng.integers(0, 20, 3000), y)
+    exact = cm.external_metrics(y, p)
+    assert "ami_sample" not in exact
+    sampled = cm.external_metrics(y, p, seed=1, ami_max_n=1000)
+    assert sampled["ami_sample"] == 1000 and sampled["ami"] != exact["ami"]
+    assert abs(sampled["ami"] - exact["ami"]) < 0.05
+    assert {k: v for k, v in sampled.items() if k not in ("ami", "ami_sample")} == \
+        {k: v for k, v in exact.items() if k != "ami"}
+    assert cm.external_metrics(y, p, seed=1, ami_max_n=1000) == sampled

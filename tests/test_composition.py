@@ -218,3 +218,21 @@ def test_composition_without_a_selection_is_a_clear_error(selected_run):
     json.dump({"best": {}}, open("metrics/clustering.json", "w"))
     with pytest.raises(DataError, match="no selected model"):
         stage.run(parse_stage(params, stage.Params))
+
+
+def test_pca_view_draws_every_image_below_the_switch_and_the_tsne_sample_above(selected_run,
+                                                                               monkeypatch):
+    params, y = selected_run
+    sel = json.load(open("metrics/clustering.json"))["selected"]
+    name, labels = selected_labels({"selected": sel}, "data/clusters")
+    index = pd.read_parquet("data/index.parquet")
+    _write_representatives(name, labels, load_npy("data/pca.npy"), index["path"].tolist(),
+                           index["class"].tolist())
+    drawn = {}
+    monkeypatch.setattr(stage, "plot_side_by_side", lambda xy, cls, lab, axis, title, path:
+                        drawn.__setitem__(axis, (len(xy), title)))
+    stage.run(parse_stage(params, stage.Params))
+    assert drawn["PC"][0] == len(y) and "sampled" not in drawn["PC"][1]
+    monkeypatch.setattr(stage, "PCA_VIEW_MAX", len(y) - 1)
+    stage.run(parse_stage(params, stage.Params))
+    assert drawn["PC"][0] == drawn["t-SNE"][0] == 20 and "of 20 sampled images" in drawn["PC"][1]

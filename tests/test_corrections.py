@@ -174,6 +174,7 @@ def test_every_bad_row_is_listed_by_its_line_in_one_error(tree, tmp_path, monkey
         raise AssertionError("an image was decoded before the corrections were checked")
 
     monkeypatch.setattr(index_mod, "inspect_image", must_not_decode)
+    monkeypatch.setattr(index_mod, "inspect_file", must_not_decode)
     with pytest.raises(DataError) as err:
         build_index(tree, corrections=table)
     msg = str(err.value)
@@ -230,13 +231,13 @@ def test_relabel_exclude_keep_in_the_index(tree, monkeypatch):
     assert (plain["correction"] == "").all() and (plain["class"] == plain["given_class"]).all()
 
     decoded: list[str] = []
-    real = index_mod.inspect_image
+    real = index_mod.inspect_file
 
     def spy(path, min_side):
         decoded.append(Path(path).relative_to(tree).as_posix())
         return real(path, min_side)
 
-    monkeypatch.setattr(index_mod, "inspect_image", spy)
+    monkeypatch.setattr(index_mod, "inspect_file", spy)
     table = _table([
         ("ant/000.png", "relabel", "bee", "a bee, really"),
         ("ant/001.png", "exclude", "", "not an ant\nnor anything"),

@@ -50,6 +50,26 @@ def test_hamming_counts_bits():
     np.testing.assert_array_equal(hs.hamming(a, b), [1, 64, 2])
 
 
+def test_the_inverted_file_hash_search_finds_near_hashes_above_exact_max_n():
+    rng = np.random.default_rng(8)
+    n, m = 2000, 100
+    h = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2)
+    for j in range(m):                               # the last m: 1-8 bits from an earlier one
+        v = int(h[j])
+        for b in rng.choice(64, int(rng.integers(1, 9)), replace=False):
+            v ^= 1 << int(b)
+        h[n - m + j] = np.uint64(v)
+    truth = {(j, n - m + j) for j in range(m)}
+    exact = hs.hash_pairs(h, h, k=5, max_distance=10, exact_max_n=n)
+    ivf = hs.hash_pairs(h, h, k=5, max_distance=10, exact_max_n=500, seed=1)
+    np.testing.assert_array_equal(exact, hs.hash_pairs(h, h, k=5, max_distance=10))
+    assert truth <= {tuple(p) for p in exact.tolist()}
+    found = {tuple(p) for p in ivf.tolist()}
+    assert len(truth & found) >= 0.9 * m and len(found - truth) <= 5
+    np.testing.assert_array_equal(ivf, hs.hash_pairs(h, h, k=5, max_distance=10,
+                                                      exact_max_n=500, seed=1))
+
+
 # --------------------------------------------------------------------------- verification
 def test_each_kind_is_recognised_and_look_alikes_are_rejected():
     rng = np.random.default_rng(1)
@@ -142,6 +162,57 @@ def test_candidates_and_verification_find_every_planted_copy(tmp_path):
     s = dup.summary(table, groups)
     assert s["duplicate_pairs"] == len(truth) and s["pairs_exact"] == 1
     assert s["images_in_groups"] == int((groups >= 0).sum()) == 2 * len(truth)
+
+
+def test_the_pixel_store_gives_the_in_memory_results_and_reads_each_file_once(tmp_path):
+    import hashlib
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    paths, _, _ = _folder(root, n=16)
+    sha = [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in paths]
+    images, hashes = dup.working_images(root, paths, workers=2)
+    nn = np.stack([np.roll(np.arange(len(paths)), -s) for s in (1, 2)], axis=1)
+    cands = dup.candidate_pairs(hashes, nn, sha, hash_k=dup.HASH_K, hash_distance=10)
+    expected = dup.verify(images, cands, workers=2)
+    kept = np.zeros(len(paths), dtype=bool)
+    for run, decoded in ((1, len(set(sha))), (2, 0)):   # the exact copy is read once
+        found, got, how = dup.find_near_duplicates(root, paths, sha, nn, kept=kept,
+                                                   hash_distance=10, store=tmp_path / "px")
+        assert how == {"decoded": decoded, "hash_search": "exact", "pair_cap": {
+            "max_pairs_per_image": dup.MAX_PAIRS_PER_IMAGE, "pairs_dropped": 0,
+            "images_capped": 0}}, run
+        for f in ("pairs", "by_hash", "by_features", "by_bytes"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(cands, f))
+        for f in ("row_a", "row_b", "kind", "score", "similarity", "coverage"):
+            np.testing.assert_array_equal(getattr(found, f), getattr(expected, f))
+    assert found.copies().sum() >= 3 and "exact" in found.kind
+    with dup.stored_working_images(root, paths, sha, store=tmp_path / "px")[0] as stored:
+        np.testing.assert_array_equal(stored.hashes, hashes)
+        for i in (0, len(paths) - 1):
+            for a, b in zip(stored[i], images[i]):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_the_pair_cap_bounds_the_pairs_of_each_image():
+    rng = np.random.default_rng(7)
+    n = 400                                          # 300 blank images: one hash
+    h = np.concatenate([np.zeros(300, np.uint64), rng.integers(0, 2**63, 100, dtype=np.uint64)])
+    hashes = np.stack([h, h], axis=1)
+    sha = [f"{i:064x}" for i in range(n - 1)] + [f"{0:064x}"]   # the last: row 0's bytes
+    cands = dup.candidate_pairs(hashes, np.empty((n, 0), np.int64), sha, hash_k=dup.HASH_K,
+                                hash_distance=10)
+    degree = np.bincount(cands.pairs[~cands.by_bytes].ravel(), minlength=n)
+    assert degree.max() >= 290                       # a few blank images meet all the others
+    capped, info = dup.cap_pairs(cands, 20)
+    after = np.bincount(capped.pairs[~capped.by_bytes].ravel(), minlength=n)
+    assert after.max() <= 20 and info["images_capped"] == int((degree > 20).sum()) > 0
+    assert info["pairs_dropped"] == len(cands) - len(capped) > 0
+    kept_keys = capped.pairs[:, 0] * n + capped.pairs[:, 1]
+    assert np.isin(kept_keys, cands.pairs[:, 0] * n + cands.pairs[:, 1]).all()
+    assert capped.by_bytes.sum() == cands.by_bytes.sum() == 1   # equal bytes are never capped
+    same, info = dup.cap_pairs(cands, int(degree.max()))
+    assert same is cands and info["pairs_dropped"] == 0 == info["images_capped"]
 
 
 # --------------------------------------------------------------------------- real photos

@@ -147,3 +147,68 @@ def test_fusion_stage_writes_fused_features_and_table(in_tmp_cwd):
     with pytest.raises(ParamError, match="gmm"):  # gmm in the table needs the gmm section
         fusion_stage.run(parse_stage({**params, "fusion": {**params["fusion"], "methods": ["gmm"]}},
                                      fusion_stage.Params))
+
+
+def test_comparison_rows_stratify_and_keep_a_class_subset_when_classes_are_many():
+    y = np.random.default_rng(0).permutation(np.arange(20_000) % 1000)
+    rows = sets.comparison_rows(y, 2000, 0)
+    kept, counts = np.unique(y[rows], return_counts=True)
+    assert len(rows) == 2000 and len(kept) == 200 and (counts == 10).all()
+    assert np.array_equal(rows, np.sort(rows)) and np.array_equal(rows, sets.comparison_rows(y, 2000, 0))
+    y = np.arange(900) % 30
+    _, counts = np.unique(y[sets.comparison_rows(y, 300, 1)], return_counts=True)
+    assert len(counts) == 30 and (counts == 10).all()
+    assert np.array_equal(sets.comparison_rows(y, 900, 0), np.arange(900))
+    assert sets.sample_route(y, None, 0) == (None, {})
+
+
+def _stage_inputs(visual, text, y):
+    save_npy("data/features.npy", visual)
+    save_npy("data/text_features.npy", text)
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(len(y))],
+                                                    "label": y}))
+
+
+def test_fusion_stage_below_the_switch_compares_every_image(in_tmp_cwd):
+    visual, text, y = _blobs(n_per=15)
+    _stage_inputs(visual, fu.l2_normalize(text), y)
+    params = {"seed": 0, "fusion": {"set": "visual", "dim": 8, "methods": ["kmeans"]},
+              "kmeans": {"k": [3], "n_init": 2, "max_iter": 100}}
+    m = fusion_stage.run(parse_stage(params, fusion_stage.Params))  # fusion.max_n: 2,000
+    every = {name: fu.feature_set(name, visual, fu.l2_normalize(text), 0.5, 8, 0) for name in fu.FEATURE_SETS}
+    ref = fu.kappa_table(every, y, 3, 0, ["kmeans"], n_init=2, max_iter=100, progress=False)
+    assert "route" not in m
+    np.testing.assert_array_equal(pd.read_csv("metrics/fusion.csv")["kappa"], ref["kappa"].round(6))
+
+
+def test_fusion_stage_above_the_switch_compares_a_stratified_sample(in_tmp_cwd):
+    visual, text, y = _blobs(n_per=20)
+    _stage_inputs(visual, fu.l2_normalize(text), y)
+    params = {"seed": 0, "fusion": {"set": "concat", "dim": 8, "methods": ["kmeans"], "max_n": 30},
+              "kmeans": {"k": [3], "n_init": 5, "max_iter": 100}}
+    m = fusion_stage.run(parse_stage(params, fusion_stage.Params))
+    assert m["route"] == "sample" and m["sample"] == 30 and m["images_total"] == 60
+    assert m["n_init"] == 1 and m["k"] == 3 and m["text"]["kmeans"] > 0.9
+    assert load_npy("data/fused.npy").shape == (60, visual.shape[1] + text.shape[1])  # every image
+
+
+def test_fusion_stage_on_the_captions_sample_needs_the_visual_set(in_tmp_cwd):
+    visual, text, y = _blobs(n_per=20)
+    rows = sets.comparison_rows(y, 30, 0)
+    _stage_inputs(visual, fu.l2_normalize(text)[rows], y)  # as captions writes at max_n 30
+    params = {"seed": 0, "fusion": {"set": "visual", "dim": 8, "methods": ["kmeans"]},
+              "captions": {"max_n": 50, "sample": 30}, "kmeans": {"k": [3], "n_init": 5, "max_iter": 100}}
+    m = fusion_stage.run(parse_stage(params, fusion_stage.Params))
+    assert m["route"] == "sample" and m["sample"] == m["captions_sample"] == 30
+    assert load_npy("data/fused.npy").shape == (60, 0)
+    with pytest.raises(ParamError, match="fusion.set.*captions.max_n"):
+        fusion_stage.run(parse_stage({**params, "fusion": {**params["fusion"], "set": "text"}},
+                                     fusion_stage.Params))
+    with pytest.raises(DataError, match="captions' sample"):
+        fusion_stage.run(parse_stage({**params, "captions": {"max_n": 50, "sample": 40}}, fusion_stage.Params))
+    _stage_inputs(visual, np.zeros((60, 0), np.float32), y)  # captions off above captions.max_n
+    assert fusion_stage.run(parse_stage({**params, "captions": {"max_n": 50}}, fusion_stage.Params)) == {
+        "enabled": False, "route": "off", "captions_max_n": 50}
+    with pytest.raises(ParamError, match="fusion.set.*captions.max_n = 50"):
+        fusion_stage.run(parse_stage({**params, "captions": {"max_n": 50},
+                                      "fusion": {**params["fusion"], "set": "concat"}}, fusion_stage.Params))

@@ -1,6 +1,10 @@
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -10,6 +14,7 @@ from PIL import Image
 from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.index import IndexParams
 from clusterlens.core.errors import DataError, ParamError
+from clusterlens.data import index as ix
 from clusterlens.data.index import build_index, index_metrics, scan_tree
 from stages.index import Params, run
 from tests.conftest import make_image, make_tree
@@ -166,7 +171,13 @@ def _params(root, **over):
 
 def test_params_are_validated_with_their_key(tmp_path):
     p = parse_section(_params(tmp_path), "index", IndexParams)
-    assert (p.min_side, p.drop_duplicates, p.workers) == (8, False, 2)
+    assert (p.min_side, p.drop_duplicates, p.workers, p.store) == (8, False, 2, None)
+    p = parse_section(_params(tmp_path, index__workers="auto", index__store="none"), "index",
+                      IndexParams)
+    assert (p.workers, p.store) == ("auto", None)
+    assert ix.resolve_workers("auto") == len(os.sched_getaffinity(0))
+    with pytest.raises(ParamError, match="index.workers"):
+        parse_section(_params(tmp_path, index__workers="all"), "index", IndexParams)
     with pytest.raises(ParamError, match="index.min_side"):
         parse_section(_params(tmp_path, index__min_side=0), "index", IndexParams)
     with pytest.raises(ParamError, match="index.drop_duplicates"):
@@ -200,3 +211,103 @@ def test_run_writes_every_output(messy_tree, in_tmp_cwd):
     assert set(metrics["quality_flags"]) >= {"blurry", "dark", "grayscale", "odd_size"}
     png = Image.open(in_tmp_cwd / "plots/index/samples.png")
     assert png.size[0] > 200 and png.size[1] > 100
+
+
+# --------------------------------------------------------------------------- processes, store
+def _same(a, b):
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+
+
+def test_worker_processes_give_the_same_index(messy_tree, monkeypatch):
+    monkeypatch.setattr(ix, "PROCESS_MIN_FILES", 0)  # processes even for 20 files
+    monkeypatch.setattr(ix, "CHUNK", 3)  # several chunks per worker, back in order
+    one = build_index(messy_tree, workers=1)
+    two = build_index(messy_tree, workers=2)
+    assert (one[2]["inspection"]["workers"], two[2]["inspection"]["workers"]) == (1, 2)
+    _same(one, two)
+
+
+def test_a_killed_run_resumes_from_the_store(messy_tree, tmp_path, monkeypatch):
+    reference = build_index(messy_tree)  # no store
+    store = tmp_path / "store"
+    real = ix._inspect_bytes
+    calls = []
+
+    def dies_at_the_8th(data, digest, min_side):
+        calls.append(digest)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # Ctrl-C (or a kill) mid-run
+        return real(data, digest, min_side)
+
+    monkeypatch.setattr(ix, "CHUNK", 1)
+    monkeypatch.setattr(ix, "FLUSH_FILES", 3)
+    monkeypatch.setattr(ix, "_inspect_bytes", dies_at_the_8th)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(messy_tree, store=store)
+    stored = sum(len(pd.read_parquet(p)) for p in store.rglob("*.parquet"))
+    assert stored == 7  # flushed every 3 files, and the rest when it stopped
+    calls.clear()
+    monkeypatch.setattr(ix, "_inspect_bytes", lambda *a: (calls.append(a[1]), real(*a))[1])
+    resumed = build_index(messy_tree, store=store)
+    inspection = resumed[2]["inspection"]
+    # every file is read and hashed again; the 7 stored records are not decoded again (one of
+    # them also serves 'bee/copy of ant.png': same bytes); the empty file has no record
+    assert (inspection["from_store"], inspection["inspected"]) == (8, len(calls))
+    assert 8 + len(calls) + 1 == 17  # the files inspected (not hidden, in a class folder)
+    _same(reference, resumed)
+    calls.clear()
+    again = build_index(messy_tree, store=store)
+    assert again[2]["inspection"]["inspected"] == 0 and not calls
+    _same(reference, again)
+
+
+def test_the_store_follows_the_bytes_and_min_side(tmp_path):
+    root = make_tree(tmp_path / "r", {"a": 3, "b": 3})
+    store = tmp_path / "store"
+    build_index(root, store=store)
+    make_image(1, RNG, size=(24, 12)).save(root / "a" / "001.png")  # new bytes, same path
+    (root / "b" / "002.png").write_bytes(b"now broken")
+    fresh, cached = build_index(root), build_index(root, store=store)
+    assert cached[2]["inspection"]["inspected"] == 2
+    _same(fresh, cached)
+    row = cached[0].set_index("path").loc["a/001.png"]
+    assert (row["width"], row["height"]) == (24, 12)
+    assert cached[1].set_index("path").loc["b/002.png", "reason"] == "not_an_image"
+    # another min_side is another key space: nothing is served from the first one
+    small = build_index(root, min_side=16, store=store)
+    assert small[2]["inspection"]["from_store"] == 0
+    assert small[1].set_index("path").loc["a/001.png", "reason"] == "too_small"
+
+
+INTERRUPTED = """
+import sys, time
+import clusterlens.data.index as ix
+from clusterlens.core.cli import run_cli
+real = ix._inspect_bytes
+ix._inspect_bytes = lambda *a: (time.sleep(0.02), real(*a))[1]  # a slow folder
+ix.PROCESS_MIN_FILES = 0
+root, store = sys.argv[1:3]
+raise SystemExit(run_cli(lambda argv: ix.build_index(root, workers=2, store=store), []))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups")
+def test_ctrl_c_ends_the_workers_at_once_with_one_line(tmp_path):
+    root = make_tree(tmp_path / "r", {"a": 60, "b": 60}, size=(16, 16))
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(root), str(tmp_path / "s")],
+                            stderr=subprocess.PIPE, start_new_session=True)
+    seen = b""
+    while b"index:" not in seen:  # the progress bar: the workers are decoding
+        chunk = proc.stderr.read1(256)
+        assert chunk, seen.decode()
+        seen += chunk
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+    t0 = time.monotonic()
+    err = (seen + proc.communicate(timeout=20)[1]).decode()
+    assert time.monotonic() - t0 < 5, err
+    assert proc.returncode == 130, err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(proc.pid, 0)

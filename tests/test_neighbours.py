@@ -1,5 +1,7 @@
 """Nearest neighbours: exact chunked search, groups, outlier scores, and the stage."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -203,6 +205,12 @@ def test_stage_writes_the_documented_schemas(in_tmp_cwd):
     assert metrics["images_in_groups"] == int((table["duplicate_group"] >= 0).sum()) == 2 * len(truth)
     assert table["is_near_duplicate"].sum() == 2 * len(truth)
     assert set(table.loc[table["is_near_duplicate"], "near_duplicate_kind"]) <= set(dup.COPY_KINDS)
+    assert metrics["pair_cap"] == {"max_pairs_per_image": 100, "pairs_dropped": 0,
+                                   "images_capped": 0} and metrics["hash_search"] == "exact"
+    first = Path("data/near_duplicates.csv").read_bytes()
+    assert any(Path(".cache/pixels").rglob("*.pix.bin"))   # neighbours.pixel_store's default
+    assert stage.run(parse_stage(params, stage.Params)) == metrics  # from the store: the same
+    assert Path("data/near_duplicates.csv").read_bytes() == first
 
 
 def test_stage_reports_leaks_across_splits_and_silences_kept_pairs(in_tmp_cwd):
@@ -318,7 +326,7 @@ def test_stage_switches_to_the_approximate_search_above_exact_max_n(in_tmp_cwd):
     params, truth = _stage_inputs(in_tmp_cwd)
     params["neighbours"]["exact_max_n"] = 20   # 42 images: approximate
     metrics = stage.run(parse_stage(params, stage.Params))
-    assert metrics["search"]["method"] == "approximate"
+    assert metrics["search"]["method"] == "approximate" and metrics["hash_search"] == "inverted_file"
     assert 0 <= metrics["search"]["recall"] <= 1 and metrics["search"]["recall_queries"] == 42
     pairs = pd.read_csv("data/near_duplicates.csv", keep_default_na=False)
     copies = pairs[pairs["kind"] != "same_scene"]

@@ -181,3 +181,43 @@ def test_run_writes_outputs(in_tmp_cwd):
     save_npy("data/features.npy", X[:100])
     with pytest.raises(ValueError, match="100 rows"):
         run(parse_stage(params, Params))
+
+
+def test_blocked_route_matches_the_exact_pca_and_is_the_same_from_a_memory_map(tmp_path):
+    X = _data(n=500, d=20)
+    for standardize in (True, False):
+        exact = fit_pca(X, 6, standardize)
+        assert exact.route == "exact"
+        blocked = fit_pca(X, 6, standardize, max_exact_n=499, block_rows=64)
+        assert blocked.route == "blocked" and blocked.n_components == 6
+        np.testing.assert_allclose(blocked.scores, exact.scores, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(blocked.explained_variance_ratio, exact.explained_variance_ratio,
+                                   atol=1e-12)
+        np.testing.assert_allclose(blocked.components, exact.components, atol=1e-9)
+        np.testing.assert_allclose(blocked.scaler_scale, exact.scaler_scale, rtol=1e-12)
+    np.save(tmp_path / "X.npy", X)
+    mapped = fit_pca(np.load(tmp_path / "X.npy", mmap_mode="r"), 0.9, max_exact_n=10, block_rows=64)
+    in_memory = fit_pca(X, 0.9, max_exact_n=10, block_rows=64)
+    assert mapped.n_components == in_memory.n_components == fit_pca(X, 0.9).n_components
+    np.testing.assert_array_equal(mapped.scores, in_memory.scores)
+
+
+def test_stage_below_the_switch_is_the_exact_pca_and_above_records_the_blocked_route(in_tmp_cwd):
+    X = _data(n=120, d=30)
+    save_npy("data/features.npy", X)
+    write_table("data/index.parquet",
+                pd.DataFrame({"path": [f"c{i % 3}/{i}.png" for i in range(120)],
+                              "class": [f"c{i % 3}" for i in range(120)],
+                              "label": [i % 3 for i in range(120)]}))
+    params = {"seed": 0, "reduce": {"standardize": True, "n_components": 8}}  # max_exact_n 100,000
+    metrics = run(parse_stage(params, Params))
+    assert "route" not in metrics
+    assert np.load("data/pca.npy").tobytes() == fit_pca(X, 8).scores.tobytes()
+    exact = np.load("data/pca.npy")
+    params = {**params, "reduce": {**params["reduce"], "max_exact_n": 100},
+              "large_n": {"mmap_threshold_mb": 0}}  # memory-mapped input
+    metrics = run(parse_stage(params, Params))
+    assert metrics["route"] == "blocked" and metrics["n_components"] == 8
+    np.testing.assert_allclose(np.load("data/pca.npy"), exact, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ParamError, match="reduce.max_exact_n"):
+        parse_stage({**params, "reduce": {**params["reduce"], "max_exact_n": 0}}, Params)

@@ -1,5 +1,6 @@
 """The report: its renderers (markdown and self-contained HTML), its sections, and the stage."""
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -177,7 +178,7 @@ TABLES = {
 }
 PARAMS = {"seed": 0, "data": {"root": "data/fruit"},
           "agglomerative": {"linkage": ["ward", "single"], "k": [3]},
-          "report": {"thumbnails": 2, "thumbnail_px": 32}}
+          "report": {"thumbnails": 2, "thumbnail_px": 32, "max_points": 1000}}
 
 
 @pytest.fixture
@@ -293,9 +294,14 @@ def test_report_stage_params_errors_name_the_key(inputs):
     with pytest.raises(ParamError, match="`data` is missing"):
         stage.run(parse_stage({"agglomerative": PARAMS["agglomerative"]}, stage.Params))
     with pytest.raises(ParamError, match="report.thumbnail_px"):
-        stage.run(parse_stage({**PARAMS, "report": {"thumbnails": 2, "thumbnail_px": 8}}, stage.Params))
+        stage.run(parse_stage({**PARAMS, "report": {**PARAMS["report"], "thumbnail_px": 8}},
+                              stage.Params))
     with pytest.raises(ParamError, match="report.thumbnails"):
-        stage.run(parse_stage({**PARAMS, "report": {"thumbnails": -1, "thumbnail_px": 32}}, stage.Params))
+        stage.run(parse_stage({**PARAMS, "report": {**PARAMS["report"], "thumbnails": -1}},
+                              stage.Params))
+    with pytest.raises(ParamError, match="report.max_points"):
+        stage.run(parse_stage({**PARAMS, "report": {**PARAMS["report"], "max_points": 10}},
+                              stage.Params))
 
 
 # --------------------------------------------------------------------------- the explorer
@@ -337,7 +343,16 @@ def _explorer_table(n=12):
         "is_label_issue": issue, "suggested_class": ["berry"] * n, "label_issue_rank": issue * 1})
 
 
-def test_explorer_fragment_holds_each_point_once_per_colouring_and_is_reproducible():
+def _category(paint: dict, cols: dict, i: int) -> str | None:
+    """The legend name a colouring gives page row ``i`` (None: not drawn), as the page does."""
+    if paint["source"] == "flags":
+        k = (int(cols["flags"][i]) >> paint["lookup"][0]) & 1
+    else:
+        k = paint["lookup"][int(cols[paint["source"]][i]) + paint["shift"]]
+    return paint["cats"][k][0] if k >= 0 else None
+
+
+def test_explorer_page_stores_each_point_once_and_colourings_as_code_lookups():
     table = _explorer_table()
     maps = explorer.maps_from_table(table)
     assert [(m.name, len(m.rows)) for m in maps] == [("t-SNE", 10), ("PCA-2D", 12)]
@@ -346,16 +361,27 @@ def test_explorer_fragment_holds_each_point_once_per_colouring_and_is_reproducib
                                           "g1": {"groups": {"0": ["apple", "berry"]}},
                                           "h50": {"groups": {"0": ["apple"]}}}})
     assert macro == {"g2": {"apple": "group 0", "berry": "group 1", "cherry": "group 1"}}
-    fig = explorer.map_figure(maps[0], table, macro)
-    buttons = fig["layout"]["updatemenus"][0]["buttons"]
-    assert [b["label"] for b in buttons] == ["class", "cluster", "macro g2", "label issue"]
-    for b in buttons:  # each colouring shows every point of the map exactly once
-        shown = [t for t, v in zip(fig["data"], b["args"][0]["visible"]) if v]
-        assert sorted(r for t in shown for r in t["customdata"]) == list(range(10))
-    assert [t["name"] for t in fig["data"] if t["visible"]] == ["apple", "berry", "cherry"]
     thumbs = {0: "data:image/webp;base64,AAAA", 5: "data:image/webp;base64,BBBB"}
     page = explorer.explorer_html(table, maps, macro, thumbs, plotly_js="/*plotly*/")
     assert page == explorer.explorer_html(table, maps, macro, thumbs, plotly_js="/*plotly*/")
+    data, cols = explorer.page_columns(page)
+    # each map's coordinates once, as float32; the t-SNE map names its sample's page rows
+    t_sne, pca = data["figures"]["cl-map-0"], data["figures"]["cl-map-1"]
+    np.testing.assert_array_equal(cols[t_sne["x"]], table["tsne_x"][:10].astype(np.float32))
+    np.testing.assert_array_equal(cols[t_sne["rows"]], np.arange(10))
+    assert pca["rows"] is None and len(cols[pca["y"]]) == 12 and cols[pca["y"]].dtype == "<f4"
+    assert cols["path"] == table["path"].tolist()
+    # the colourings: one button each, and a lookup from a column's codes to a category
+    paints = data["colourings"]
+    assert [c["label"] for c in paints] == ["class", "cluster", "macro g2", "label issue"]
+    assert ('<select id="cl-colour-select"><option value="0">class</option><option value="1">'
+            'cluster</option><option value="2">macro g2</option>') in page
+    named = [[_category(c, cols, i) for i in range(12)] for c in paints]
+    assert named[0] == table["class"].tolist()
+    assert named[1][:3] == ["c0 = apple", "c1 = berry", "c1 = berry"] and named[1][-1] == "noise"
+    assert named[2][:3] == ["group 0: apple", "group 1: berry, cherry", "group 1: berry, cherry"]
+    assert named[3].count("suspected label issue") == 1 and named[3][2] == "suspected label issue"
+    assert len(json.dumps(paints)) < 800  # no per-point data
     assert page.count("base64,AAAA") == 1 and page.count("base64,BBBB") == 1  # stored once
     assert "2 of 12 images have a thumbnail" in page
     assert '<option value="c1">cluster 1: 7 images, 57% berry</option>' in page
@@ -364,12 +390,41 @@ def test_explorer_fragment_holds_each_point_once_per_colouring_and_is_reproducib
     assert explorer.priority_rows(table, per_cluster=2) == [2, 10, 8, 9, 6]
 
 
+def test_page_rows_sample_above_the_cap_and_keep_every_flagged_image():
+    n = 5000
+    table = pd.DataFrame({"is_label_issue": np.arange(n) % 97 == 0,
+                          "is_blurry": np.arange(n) % 89 == 1,
+                          "outlier_rank": np.arange(n)[::-1] + 1})
+    np.testing.assert_array_equal(explorer.page_rows(table, n, 0), np.arange(n))
+    rows = explorer.page_rows(table, 1000, 0, keep=[3, 4])
+    flagged = np.flatnonzero(table["is_label_issue"] | table["is_blurry"])
+    assert len(rows) == 1000 and np.all(np.diff(rows) > 0)
+    assert set(flagged) | {3, 4} | set(range(n - explorer.GALLERY_MAX, n)) <= set(rows.tolist())
+    np.testing.assert_array_equal(rows, explorer.page_rows(table, 1000, 0, keep=[3, 4]))
+    assert not np.array_equal(rows, explorer.page_rows(table, 1000, 1, keep=[3, 4]))
+    # more flagged images than the cap: all of them, no sample
+    np.testing.assert_array_equal(explorer.page_rows(table, 10, 0), np.union1d(
+        flagged, np.arange(n - explorer.GALLERY_MAX, n)))
+
+
+def test_packed_columns_round_trip_and_are_deterministic():
+    cols = {"a": np.array([1.5, -2], np.float32), "b": np.array([7, -1, 3], np.int32),
+            "c": np.array([1, 2, 3], np.uint8)}
+    text, layout = explorer.pack_columns(cols, {"path": ["x/1.png", "é/2.png"]})
+    assert (text, layout) == explorer.pack_columns(cols, {"path": ["x/1.png", "é/2.png"]})
+    assert all(off % 8 == 0 for kind, off, _ in layout.values() if kind != "text")
+    back = explorer.unpack_columns(text, layout)
+    for name, arr in cols.items():
+        np.testing.assert_array_equal(back[name], arr)
+    assert back["path"] == ["x/1.png", "é/2.png"]
+    with pytest.raises(TypeError, match="'d'"):
+        explorer.pack_columns({"d": np.zeros(2)}, {})
+
+
 # --------------------------------------------------------------------------- corrections
 def _page_data(page: str) -> dict:
     """The explorer's data (``window.CL_DATA``) embedded in a page."""
-    import json
-
-    return json.loads(re.search(r"window\.CL_DATA=(.*?);</script>", page, re.S).group(1))
+    return explorer.page_columns(page)[0]
 
 
 def test_correction_rows_are_strings_sorted_by_path_one_row_per_path():
@@ -394,7 +449,9 @@ def test_explorer_embeds_the_corrections_in_force_and_the_columns_they_need():
     assert data["fixes"] == [["apple/0.png", "keep", "", ""], ["cherry/2.png", "relabel", "berry",
                                                                'a, "b"\nc'],
                              ["gone/9.png", "exclude", "", "<x>"]]
-    assert data["given"] == data["cls"] and data["dup"] == [-1] * 12 and data["pixels"] is None
+    cols = explorer.page_columns(page)[1]
+    assert (cols["given"] == cols["cls"]).all() and (cols["dup"] == -1).all()
+    assert "pixels" not in cols
     # the table of the corrections in force, the controls and the instructions
     assert '<b id="cl-fix-count">3 corrections, 0 changed here</b>' in page
     assert ('<tr><td>cherry/2.png</td><td>relabel</td><td>berry</td><td>a, "b"\nc</td></tr>'
@@ -413,11 +470,12 @@ def test_explorer_embeds_the_corrections_in_force_and_the_columns_they_need():
                          correction=[""] * 2 + ["relabel"] + [""] * 9,
                          duplicate_group=[0, 0] + [-1] * 10, width=[40, 80] + [40] * 10,
                          height=32)
-    data = _page_data(explorer.explorer_html(table, maps, {}, {}, plotly_js=""))
-    assert data["fixes"] == [] and data["dup"][:3] == [0, 0, -1]
-    assert data["pixels"][:2] == [1280, 2560]
+    data, cols = explorer.page_columns(explorer.explorer_html(table, maps, {}, {}, plotly_js=""))
+    assert data["fixes"] == [] and cols["dup"][:3].tolist() == [0, 0, -1]
+    assert cols["pixels"][:2].tolist() == [1280, 2560]
     assert data["classes"] == ["apple", "berry", "cherry"]
-    assert data["cls"][2] == 1 and data["given"][2] == 2 and data["given"][:2] == data["cls"][:2]
+    assert cols["cls"][2] == 1 and cols["given"][2] == 2
+    assert cols["given"][:2].tolist() == cols["cls"][:2].tolist()
 
 
 def test_html_tables_put_a_checkbox_by_each_image_path_and_markdown_none(tmp_path, monkeypatch):

@@ -465,6 +465,7 @@ def _no_decoding(monkeypatch):
         raise AssertionError("images were decoded before the error")
 
     monkeypatch.setattr(ix, "inspect_image", fail)
+    monkeypatch.setattr(ix, "_inspect_bytes", fail)   # what the index's workers call per file
 
 
 def test_root_missing_or_not_a_folder(tmp_path, in_tmp_cwd, capsys):

@@ -188,7 +188,7 @@ def test_params_read_sees_the_fields_a_stage_takes_from_its_params(tmp_path):
         "def unrelated(cfg):\n"
         "    return cfg.tsne.perplexity\n")
     assert params_read(src) == {"tsne.sample", "seed", "reduce.standardize",
-                                "reduce.n_components", "gmm.max_iter"}
+                                "reduce.n_components", "reduce.max_exact_n", "gmm.max_iter"}
 
 
 def test_params_read_leaves_out_the_whole_file_check():

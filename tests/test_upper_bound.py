@@ -321,3 +321,55 @@ def test_stage_with_fewer_than_two_classes_left_writes_outputs_saying_so(data):
                  ub_stage.OUT_CONFIGS, ub_stage.OUT_PER_CLASS, ub_stage.OUT_PREDICTIONS):
         assert Path(path).is_file(), path
     assert pd.read_parquet(ub_stage.OUT_PREDICTIONS)["split"].eq("excluded").all()
+
+
+# --------------------------------------------------------------------------- routes
+OUTPUTS = (ub_stage.OUT_METRICS, ub_stage.OUT_CONFIGS, ub_stage.OUT_PER_CLASS,
+           ub_stage.OUT_PREDICTIONS, ub_stage.OUT_MACRO_CSV)
+
+
+def test_below_the_switch_auto_writes_the_exact_routes_bytes(data):
+    out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
+    assert out["route"] == {"route": "exact", "reason": "180 x 40 x 12 = 8.64e+04 <= max_work 2e+08",
+                            "max_work": 200_000_000, "train_images": 180, "fit_images": 180,
+                            "features": "configured"}
+    auto = {p: Path(p).read_bytes() for p in OUTPUTS}
+    forced = ub_stage.run(parse_stage(_with(route="exact"), ub_stage.Params))
+    assert forced["route"]["reason"].startswith("forced")
+    assert {**out, "route": None} == {**forced, "route": None}
+    for p in OUTPUTS[1:]:
+        assert Path(p).read_bytes() == auto[p], p
+
+
+def test_above_the_switch_every_config_fits_a_sample_on_the_pca_scores(data):
+    """``max_work`` below the split's size: one stratified sample of the training split
+    (``max_train``), every configuration on the standardised PCA scores (the two that then
+    coincide fitted once), the whole test split scored, the route recorded, and the test
+    accuracy within 0.15 of the exact route's on this data."""
+    raw, pca, y, names = data
+    exact = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
+    out = ub_stage.run(parse_stage(_with(max_work=1000, max_train=100), ub_stage.Params))
+    route = out["route"]
+    assert route["route"] == "bounded" and route["features"] == "pca"
+    assert route["train_images"] == 180 and abs(route["fit_images"] - 100) <= 6
+    assert out["split"]["test"] == exact["split"]["test"] == 60
+    assert {c["features_used"] for c in out["configs"].values()} == {"pca"}
+    assert {c["dim"] for c in out["configs"].values()} == {pca.shape[1]}
+    lr, pc = out["configs"]["lr_C01"], out["configs"]["pca_C01"]
+    assert {**lr, "features": None} == {**pc, "features": None}  # one fit, two names
+    preds = pd.read_parquet(ub_stage.OUT_PREDICTIONS)
+    assert preds["split"].value_counts().to_dict() == {
+        "train": route["fit_images"], "unsampled": 180 - route["fit_images"], "test": 60}
+    assert preds["predicted"].notna().all()
+    assert out["best"]["test_accuracy"] >= exact["best"]["test_accuracy"] - 0.15
+    again = {p: Path(p).read_bytes() for p in OUTPUTS}
+    ub_stage.run(parse_stage(_with(max_work=1000, max_train=100), ub_stage.Params))
+    assert {p: Path(p).read_bytes() for p in OUTPUTS} == again
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"route": "fast"}, r"upper_bound\.route"), ({"max_work": 0}, r"upper_bound\.max_work"),
+    ({"max_train": 1}, r"upper_bound\.max_train")])
+def test_invalid_route_params_name_the_key(override, match):
+    with pytest.raises(ParamError, match=match):
+        parse_section(_with(**override), "upper_bound", UpperBoundParams)

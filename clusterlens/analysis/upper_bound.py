@@ -17,6 +17,15 @@ Classes too small for the split (fewer than :data:`MIN_IMAGES` images: a stratif
 at least one image of every class on each side) are left out of it
 (:func:`excluded_classes`, :func:`split_rows`): the bound is measured on the other classes, and
 the metrics list the left-out ones by name, image count and reason (``excluded_classes``).
+
+Bounded cost (:func:`choose_route`): an lbfgs iteration costs about training images x feature
+dimension x classes. Up to ``max_work`` of it the route is ``exact`` (the above). Above it,
+the ``bounded`` route (:func:`bounded_plan`) fits every configuration on a seeded stratified
+sample of at most ``max_train`` training images (at least :data:`MIN_FIT_PER_CLASS` per class,
+all of a smaller class) and on the PCA scores standardised with that sample's statistics,
+whatever its ``features`` (which the metrics record as ``features_used``); configurations that
+then coincide are fitted once. Test scores are on the whole test split; the training images
+left out of the sample are predicted too (split ``unsampled`` in the predictions).
 """
 from __future__ import annotations
 
@@ -36,10 +45,14 @@ from threadpoolctl import threadpool_limits
 
 from clusterlens.config.upper_bound import LogRegConfig
 from clusterlens.core.errors import DataError
+from clusterlens.core.sampling import stratified_rows
 
 log = logging.getLogger("clusterlens.upper_bound")  # the stage's: the fits log as its own lines
 TOP_N = 10
 MIN_IMAGES = 2  # per class: a stratified split puts one on each side
+ROUTES = ("exact", "bounded")
+MIN_FIT_PER_CLASS = 5  # training images per class kept in the bounded route's sample
+PREDICT_CHUNK = 65_536  # rows per predict call on the bounded route
 MACRO_COLUMNS = ["target", "groups", "test_accuracy", "train_accuracy", "macro_f1",
                  "random_baseline", "majority_baseline", "iterations", "converged"]
 
@@ -149,7 +162,11 @@ class Bound:
     """What :func:`fit_bound` finds: ``results`` (config name -> scores), ``best`` (its name),
     ``p_train``/``p_test`` (the best config's predictions), ``per_class`` (its per-class test
     accuracy), ``macro`` (its scores on every macro cut) and ``macro_plot`` (those with the
-    fine row, for the figure)."""
+    fine row, for the figure), ``route`` (the metrics' record of the route: ``route``,
+    ``reason``, ``max_work``, ``train_images``, ``fit_images`` (those the fits saw) and
+    ``features``: ``configured`` or ``pca``), ``fit_idx`` (the training images the fits saw: all of the
+    training split on the exact route, its sample on the bounded one) and ``p_unsampled``
+    (the best config's predictions of the other training images, in ``train_idx`` order)."""
 
     results: dict
     best: str
@@ -158,28 +175,135 @@ class Bound:
     per_class: pd.DataFrame
     macro: pd.DataFrame
     macro_plot: pd.DataFrame
+    route: dict
+    fit_idx: np.ndarray | None = None
+    p_unsampled: np.ndarray | None = None
+
+    def predictions(self, index: pd.DataFrame, names: list[str], y: np.ndarray,
+                    train_idx: np.ndarray, test_idx: np.ndarray) -> pd.DataFrame:
+        """:func:`predictions_table` of this fit on the split ``train_idx``/``test_idx``."""
+        if self.fit_idx is None:
+            return predictions_table(index, names, y, train_idx, test_idx, self.p_train,
+                                     self.p_test)
+        return predictions_table(index, names, y, self.fit_idx, test_idx, self.p_train,
+                                 self.p_test, train_idx[~np.isin(train_idx, self.fit_idx)],
+                                 self.p_unsampled)
 
     def configs_table(self) -> pd.DataFrame:
         """One row per configuration: ``config`` and its scores."""
         return pd.DataFrame([{"config": n, **r} for n, r in self.results.items()])
 
 
-def fit_bound(configs: list[LogRegConfig], raw: np.ndarray, pca: np.ndarray, y: np.ndarray,
-              train_idx: np.ndarray, test_idx: np.ndarray, *, names: list[str],
+def fit_bound(configs: list[LogRegConfig], raw: np.ndarray | None, pca: np.ndarray,
+              y: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, *, names: list[str],
               excluded: list[dict], cuts: dict[str, np.ndarray], max_iter: int,
-              seed: int) -> Bound:
+              seed: int, route: str = "exact", max_work: int = 0,
+              max_train: int = 0) -> Bound:
     """Fit every configuration on one split (:func:`fit_configs`), pick the best
-    (:func:`best_config`), and score it per class and on every macro cut."""
-    views = feature_views(raw, pca, train_idx)
-    results, preds = fit_configs(configs, views, y, train_idx, test_idx, max_iter, seed)
+    (:func:`best_config`), and score it per class and on every macro cut.
+
+    ``route``, ``max_work``: :func:`choose_route` on the training images, the dimension of
+    ``raw`` and the classes, logged. ``exact``: on ``raw`` (standardised) and ``pca``;
+    ``bounded``: :func:`bounded_plan` with ``max_train`` (``raw`` is not read).
+    """
+    route, reason = choose_route(len(train_idx), raw.shape[1], len(names) - len(excluded),
+                                 route=route, max_work=max_work)
+    (log.warning if route == "bounded" else log.info)(route_message(route, reason, max_train))
+    if route == "exact":
+        fit_idx, views, chunk = train_idx, feature_views(raw, pca, train_idx), None
+    else:
+        fit_idx, views = bounded_plan(pca, y, train_idx, max_train=max_train, seed=seed)
+        chunk = PREDICT_CHUNK
+    results, preds = fit_configs(configs, views, y, fit_idx, test_idx, max_iter, seed,
+                                 chunk=chunk)
     best = best_config(results)
     best_cfg = next(c for c in configs if c.name == best)
-    p_train, p_test = preds[best]
-    per_class = per_class_accuracy(y[test_idx], p_test, names, y[train_idx], excluded)
-    macro = macro_scores(best_cfg, views, y, cuts, train_idx, test_idx, max_iter, seed)
-    macro_plot = with_fine_row(macro, results[best], y, train_idx, test_idx,
+    p_train, p_test, model = preds[best]
+    per_class = per_class_accuracy(y[test_idx], p_test, names, y[fit_idx], excluded)
+    macro = macro_scores(best_cfg, views, y, cuts, fit_idx, test_idx, max_iter, seed,
+                         chunk=chunk)
+    macro_plot = with_fine_row(macro, results[best], y, fit_idx, test_idx,
                                len(names) - len(excluded))
-    return Bound(results, best, p_train, p_test, per_class, macro, macro_plot)
+    record = {"route": route, "reason": reason, "max_work": int(max_work),
+              "train_images": int(len(train_idx)), "fit_images": int(len(fit_idx)),
+              "features": "configured" if route == "exact" else "pca"}
+    if route == "exact":
+        return Bound(results, best, p_train, p_test, per_class, macro, macro_plot, record)
+    unsampled = train_idx[~np.isin(train_idx, fit_idx)]
+    p_unsampled = predict(model, views[best_cfg.features], unsampled, chunk)
+    for r in results.values():
+        r["features_used"] = "pca"
+    return Bound(results, best, p_train, p_test, per_class, macro, macro_plot, record, fit_idx,
+                 p_unsampled)
+
+
+def work(images: int, dim: int, classes: int) -> int:
+    """The size that sets a fit's cost: ``images x dim x classes`` (one lbfgs iteration's
+    multiply-adds over those images)."""
+    return int(images) * int(dim) * int(classes)
+
+
+def choose_route(images: int, dim: int, classes: int, *, route: str = "auto",
+                 max_work: int) -> tuple[str, str]:
+    """The route and why: ``exact`` when ``route`` is ``exact``, or ``auto`` and
+    :func:`work` (here: the training images, the dimension of the selected feature set, the
+    classes) is at most ``max_work``; else ``bounded``.
+
+    Returns
+    -------
+    route : {"exact", "bounded"}
+    reason : str
+        E.g. ``"7316 x 1280 x 102 = 9.55e+08 > max_work 2e+08"``.
+    """
+    if route not in ("auto", *ROUTES):
+        raise ValueError(f"route must be auto, exact or bounded, got {route!r}")
+    w = work(images, dim, classes)
+    size = f"{images} x {dim} x {classes} = {w:.3g}"
+    if route != "auto":
+        return route, f"forced ({size})"
+    if w <= max_work:
+        return "exact", f"{size} <= max_work {max_work:.3g}"
+    return "bounded", f"{size} > max_work {max_work:.3g}"
+
+
+def route_message(route: str, reason: str, max_train: int) -> str:
+    """The log line of the route decision."""
+    how = (f": every configuration on the PCA scores (standardised) and a stratified sample of "
+           f"at most {max_train} training images" if route == "bounded" else "")
+    return f"route {route} ({reason}){how}"
+
+
+def bounded_plan(pca: np.ndarray, y: np.ndarray, train_idx: np.ndarray, *, max_train: int,
+                 seed: int) -> tuple[np.ndarray, dict]:
+    """The bounded route's training images and feature views.
+
+    Returns
+    -------
+    fit_idx : ndarray of int64
+        ``stratified_rows(y[train_idx], max_train, seed, min_per_class=MIN_FIT_PER_CLASS)``
+        of ``train_idx``, in ``train_idx`` order (all of it when it has at most ``max_train``
+        images).
+    views : dict
+        ``raw`` and ``pca`` -> the same N x d float64 matrix: the PCA scores standardised with
+        the statistics of ``fit_idx``.
+    """
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    fit_idx = train_idx[stratified_rows(np.asarray(y)[train_idx], max_train, seed,
+                                        min_per_class=MIN_FIT_PER_CLASS)]
+    X = feature_views(pca, pca[:, :0], fit_idx)["raw"]
+    return fit_idx, {"raw": X, "pca": X}
+
+
+def predict(model, X: np.ndarray, rows: np.ndarray | None = None,
+            chunk: int | None = None) -> np.ndarray:
+    """``model.predict(X[rows])`` (``rows`` None: all of ``X``) with BLAS on one thread,
+    ``chunk`` rows at a time (None: in one call)."""
+    with threadpool_limits(1):
+        if chunk is None:
+            return model.predict(X if rows is None else X[rows])
+        rows = np.arange(len(X)) if rows is None else rows
+        out = [model.predict(X[rows[s:s + chunk]]) for s in range(0, len(rows), chunk)]
+        return np.concatenate(out) if out else np.array([], dtype=np.int64)
 
 
 def split_info(images: int, classes: int, *, folders: tuple[str, str] | None,
@@ -263,10 +387,11 @@ def fit_logreg(X_train: np.ndarray, y_train: np.ndarray, C: float, class_weight:
     return model, converged
 
 
-def scores(model, X_train, y_train, X_test, y_test) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Train/test accuracy, gap, test macro- and weighted-F1; and the two predictions."""
-    with threadpool_limits(1):
-        p_train, p_test = model.predict(X_train), model.predict(X_test)
+def scores(model, X_train, y_train, X_test, y_test,
+           chunk: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train/test accuracy, gap, test macro- and weighted-F1; and the two predictions
+    (:func:`predict`, ``chunk`` rows at a time)."""
+    p_train, p_test = predict(model, X_train, None, chunk), predict(model, X_test, None, chunk)
     train_acc = accuracy_score(y_train, p_train)
     test_acc = accuracy_score(y_test, p_test)
     return ({"train_accuracy": train_acc, "test_accuracy": test_acc, "gap": train_acc - test_acc,
@@ -276,8 +401,8 @@ def scores(model, X_train, y_train, X_test, y_test) -> tuple[dict, np.ndarray, n
 
 
 def evaluate_config(cfg: LogRegConfig, views: dict, y: np.ndarray, train_idx: np.ndarray,
-                    test_idx: np.ndarray, max_iter: int,
-                    seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+                    test_idx: np.ndarray, max_iter: int, seed: int,
+                    chunk: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit one configuration on the training split and score it.
 
     Returns
@@ -287,32 +412,50 @@ def evaluate_config(cfg: LogRegConfig, views: dict, y: np.ndarray, train_idx: np
     p_train, p_test : ndarray
         Its predictions on the two splits.
     """
+    return fit_and_score(cfg, views, y, train_idx, test_idx, max_iter, seed, chunk)[:3]
+
+
+def fit_and_score(cfg: LogRegConfig, views: dict, y: np.ndarray, train_idx: np.ndarray,
+                  test_idx: np.ndarray, max_iter: int, seed: int,
+                  chunk: int | None = None) -> tuple[dict, np.ndarray, np.ndarray, object]:
+    """:func:`evaluate_config`, and the fitted model as a fourth value."""
     X = views[cfg.features]
     model, converged = fit_logreg(X[train_idx], y[train_idx], cfg.C, cfg.class_weight,
                                   max_iter, seed)
-    res, p_train, p_test = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx])
+    res, p_train, p_test = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx],
+                                  chunk)
     res.update({"features": cfg.features, "dim": int(X.shape[1]), "C": cfg.C,
                 "class_weight": cfg.class_weight or "none",
                 "iterations": int(np.max(model.n_iter_)), "converged": converged})
-    return res, p_train, p_test
+    return res, p_train, p_test, model
 
 
 def fit_configs(configs: list[LogRegConfig], views: dict, y: np.ndarray, train_idx: np.ndarray,
-                test_idx: np.ndarray, max_iter: int, seed: int) -> tuple[dict, dict]:
+                test_idx: np.ndarray, max_iter: int, seed: int,
+                chunk: int | None = None) -> tuple[dict, dict]:
     """:func:`evaluate_config` for every configuration, in order, each logged as it finishes.
+    A configuration whose fit equals an earlier one's (the same view matrix, ``C`` and class
+    weight: on the bounded route ``raw`` and ``pca`` are one matrix) reuses it.
 
     Returns
     -------
     results : dict
         Configuration name -> its result.
     predictions : dict
-        Configuration name -> its (p_train, p_test).
+        Configuration name -> its (p_train, p_test, model).
     """
-    results, preds = {}, {}
+    results, preds, done = {}, {}, {}
     for cfg in configs:
         t0 = time.perf_counter()
-        res, p_train, p_test = evaluate_config(cfg, views, y, train_idx, test_idx, max_iter, seed)
-        results[cfg.name], preds[cfg.name] = res, (p_train, p_test)
+        key = (id(views[cfg.features]), cfg.C, cfg.class_weight)
+        if key in done:
+            res, p_train, p_test, model = done[key]
+            res = {**res, "features": cfg.features}
+        else:
+            res, p_train, p_test, model = fit_and_score(cfg, views, y, train_idx, test_idx,
+                                                        max_iter, seed, chunk)
+            done[key] = (res, p_train, p_test, model)
+        results[cfg.name], preds[cfg.name] = res, (p_train, p_test, model)
         log.info("%s: train %.4f test %.4f (%d iterations%s, %.1f s)", cfg.name,
                  res["train_accuracy"], res["test_accuracy"], res["iterations"],
                  "" if res["converged"] else ", NOT converged", time.perf_counter() - t0)
@@ -327,7 +470,7 @@ def best_config(results: dict[str, dict]) -> str:
 
 def macro_scores(cfg: LogRegConfig, views: dict, fine: np.ndarray, cuts: dict[str, np.ndarray],
                  train_idx: np.ndarray, test_idx: np.ndarray, max_iter: int,
-                 seed: int) -> pd.DataFrame:
+                 seed: int, chunk: int | None = None) -> pd.DataFrame:
     """The configuration trained on the macro labels of every cut, on the same split.
 
     Returns
@@ -346,7 +489,7 @@ def macro_scores(cfg: LogRegConfig, views: dict, fine: np.ndarray, cuts: dict[st
             continue
         model, converged = fit_logreg(X[train_idx], y[train_idx], cfg.C, cfg.class_weight,
                                       max_iter, seed)
-        res, _, _ = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx])
+        res, _, _ = scores(model, X[train_idx], y[train_idx], X[test_idx], y[test_idx], chunk)
         majority = np.bincount(y[train_idx]).argmax()  # predict the largest training group
         rows.append({"target": name, "groups": groups, "test_accuracy": res["test_accuracy"],
                      "train_accuracy": res["train_accuracy"], "macro_f1": res["macro_f1"],
@@ -404,14 +547,19 @@ def per_class_summary(df: pd.DataFrame) -> dict:
 
 def predictions_table(index: pd.DataFrame, names: list[str], y: np.ndarray,
                       train_idx: np.ndarray, test_idx: np.ndarray, p_train: np.ndarray,
-                      p_test: np.ndarray) -> pd.DataFrame:
+                      p_test: np.ndarray, unsampled: np.ndarray | None = None,
+                      p_unsampled: np.ndarray | None = None) -> pd.DataFrame:
     """One row per image of ``index`` (``path``, ``class``): its split, the predicted class
     and whether it is correct. Images in neither split (their class was left out) have split
-    ``excluded`` and no prediction (``predicted`` and ``correct`` null)."""
+    ``excluded`` and no prediction (``predicted`` and ``correct`` null). ``unsampled`` (the
+    bounded route's training images outside the sample; ``train_idx`` is then the sample) have
+    split ``unsampled`` and the predictions ``p_unsampled``."""
     split = np.full(len(y), "excluded", dtype=object)
+    pred_all = np.full(len(y), -1, dtype=np.int64)
+    if unsampled is not None and len(unsampled):
+        split[unsampled], pred_all[unsampled] = "unsampled", p_unsampled
     split[train_idx] = "train"
     split[test_idx] = "test"
-    pred_all = np.full(len(y), -1, dtype=np.int64)
     pred_all[train_idx], pred_all[test_idx] = p_train, p_test
     if (pred_all >= 0).all():
         predicted, correct = [names[i] for i in pred_all], pred_all == y

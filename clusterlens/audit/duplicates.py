@@ -4,8 +4,12 @@
    are within ``hash_distance`` bits (:mod:`clusterlens.audit.hashes`: resized, re-encoded and
    mirrored copies), the ``candidates`` nearest feature neighbours of every image (crops, and
    copies whose hash moved), and every pair of files with the same bytes.
+   An image takes part in at most ``max_pairs_per_image`` compared pairs (:func:`cap_pairs`:
+   blank or near-identical images all propose the same few partners).
 2. **Verification.** Each candidate pair is aligned and compared
-   (:func:`clusterlens.audit.verification.match_images`).
+   (:func:`clusterlens.audit.verification.match_images`). The working images and hashes are
+   computed once per distinct file and kept on disk, by sha256
+   (:class:`clusterlens.audit.pixels.PixelStore`), not in memory: :func:`stored_working_images`.
 3. **Verdict** (:func:`classify`). A pair is a copy when the aligned pictures correlate at
    ``>= COPY_SIMILARITY``, at least ``COPY_AGREEMENT`` of the informative grid cells agree, at
    least ``MIN_INFORMATIVE`` cells are informative, the smaller picture covers at least
@@ -33,6 +37,8 @@ of the same backdrop): see docs/audit.md.
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -45,6 +51,7 @@ from tqdm import tqdm
 
 from clusterlens.audit.hashes import hash_pairs, phashes
 from clusterlens.audit.neighbours import connected_groups
+from clusterlens.audit.pixels import PixelStore, StoredImages
 from clusterlens.audit.verification import Match, match_images, working_pair
 
 KINDS = ("exact", "resized", "crop", "mirror", "same_scene")
@@ -58,6 +65,8 @@ MIN_COVERAGE = 0.45
 CROP_COVERAGE = 0.95
 HASH_K = 5  # nearest hashes looked at per image and mirror state
 CHUNK = 512  # items per batch of thread work: Ctrl-C waits for at most one batch
+FLUSH = 8192  # files read per shard written to the pixel store (a killed run keeps them)
+MAX_PAIRS_PER_IMAGE = 100  # compared pairs one image takes part in, at most (:func:`cap_pairs`)
 IMAGE_COLUMNS = ["is_near_duplicate", "near_duplicate_kind", "near_duplicate_score",
                  "is_same_scene", "same_scene_score"]
 PAIR_COLUMNS = ["row_a", "row_b", "path_a", "path_b", "class_a", "class_b", "kind", "score",
@@ -121,15 +130,30 @@ class NearDuplicates:
         return NearDuplicates(*(getattr(self, f.name)[stay] for f in fields(self)))
 
 
-def _threaded(fn: Callable, items: Sequence, *, workers: int, desc: str, unit: str) -> list:
-    """``[fn(x) for x in items]`` on ``workers`` threads, in order, with a progress bar."""
-    out: list = []
+def _threaded_chunks(fn: Callable, items: Sequence, *, workers: int, desc: str, unit: str):
+    """Yield ``[fn(x) for x in chunk]`` for each chunk of :data:`CHUNK` items, computed on
+    ``workers`` threads, in order, with one progress bar."""
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
             total=len(items), desc=desc, unit=unit, mininterval=1.0) as bar:
         for start in range(0, len(items), CHUNK):
-            out.extend(pool.map(fn, items[start:start + CHUNK]))
-            bar.update(min(CHUNK, len(items) - start))
-    return out
+            out = list(pool.map(fn, items[start:start + CHUNK]))
+            bar.update(len(out))
+            yield out
+
+
+def _threaded(fn: Callable, items: Sequence, *, workers: int, desc: str, unit: str) -> list:
+    """``[fn(x) for x in items]`` on ``workers`` threads, in order, with a progress bar."""
+    return [y for chunk in _threaded_chunks(fn, items, workers=workers, desc=desc, unit=unit)
+            for y in chunk]
+
+
+def _reader(root: Path) -> Callable:
+    def load(rel: str):
+        with Image.open(root / rel) as img:
+            img.seek(0)
+            pair = working_pair(img)
+        return pair, phashes(pair[0])
+    return load
 
 
 def working_images(root: str | Path, paths: Sequence[str], *,
@@ -144,22 +168,55 @@ def working_images(root: str | Path, paths: Sequence[str], *,
     hashes : ndarray of uint64, shape (N, 2)
         Hash and mirror hash (:func:`clusterlens.audit.hashes.phashes`).
     """
-    root = Path(root)
-
-    def load(rel: str):
-        with Image.open(root / rel) as img:
-            img.seek(0)
-            pair = working_pair(img)
-        return pair, phashes(pair[0])
-
-    done = _threaded(load, list(paths), workers=workers, desc="near-duplicates: read",
-                     unit="img")
+    done = _threaded(_reader(Path(root)), list(paths), workers=workers,
+                     desc="near-duplicates: read", unit="img")
     hashes = np.array([h for _, h in done], dtype=np.uint64).reshape(len(done), 2)
     return [p for p, _ in done], hashes
 
 
+def stored_working_images(root: str | Path, paths: Sequence[str], sha256: Sequence[str], *,
+                          store: str | Path, workers: int = 2,
+                          flush: int = FLUSH) -> tuple[StoredImages, int]:
+    """:func:`working_images` through a disk store (:class:`clusterlens.audit.pixels.PixelStore`):
+    the files whose bytes (``sha256``, hex) are not stored yet are read (one file per distinct
+    digest) and appended to the store a shard per ``flush`` files; every row is then read back
+    from disk on demand.
+
+    Returns
+    -------
+    images : StoredImages
+        The working image and colour thumbnail of every row (and ``images.hashes``); close it
+        when done.
+    decoded : int
+        Files read (the rest came from the store).
+    """
+    pixels = PixelStore(store)
+    sha = np.asarray(list(sha256), dtype=object)
+    located = pixels.locate(sha)
+    missing = np.flatnonzero(located.shard < 0)
+    todo = missing[~pd.Series(sha[missing]).duplicated().to_numpy()]  # one file per digest
+    if len(todo):
+        rels = np.asarray(paths, dtype=object)[todo]
+        batch: list = []
+        done = 0
+        chunks = _threaded_chunks(_reader(Path(root)), list(rels), workers=workers,
+                                  desc="near-duplicates: read", unit="img")
+        for chunk in chunks:
+            batch.extend(chunk)
+            if len(batch) >= flush:
+                pixels.put(sha[todo[done:done + len(batch)]], [p for p, _ in batch],
+                           np.array([h for _, h in batch], dtype=np.uint64))
+                done += len(batch)
+                batch = []
+        pixels.put(sha[todo[done:done + len(batch)]], [p for p, _ in batch],
+                   np.array([h for _, h in batch], dtype=np.uint64).reshape(-1, 2))
+        located = pixels.locate(sha)
+    return StoredImages(located), len(todo)
+
+
 def candidate_pairs(hashes: np.ndarray, neighbours: np.ndarray, sha256: Sequence[str], *,
-                    hash_k: int, hash_distance: int) -> Candidates:
+                    hash_k: int, hash_distance: int, exact_max_n: int | None = None,
+                    seed: int = 0) -> Candidates:
     """Every candidate pair and the signals that proposed it.
 
     Parameters
@@ -174,13 +231,17 @@ def candidate_pairs(hashes: np.ndarray, neighbours: np.ndarray, sha256: Sequence
         Nearest hashes looked at per image (and per mirror state).
     hash_distance : int
         Largest Hamming distance of a hash candidate, in bits of 64.
+    exact_max_n, seed : int
+        Above ``exact_max_n`` images the hashes are searched in an inverted file seeded by
+        ``seed`` (:func:`clusterlens.audit.hashes.hash_pairs`); None: always exactly.
 
     Returns
     -------
     Candidates
     """
     n = len(hashes)
-    by_hash = hash_pairs(hashes[:, 0], hashes[:, 1], k=hash_k, max_distance=hash_distance)
+    by_hash = hash_pairs(hashes[:, 0], hashes[:, 1], k=hash_k, max_distance=hash_distance,
+                         exact_max_n=exact_max_n, seed=seed)
     rows = np.repeat(np.arange(n, dtype=np.int64), neighbours.shape[1])
     by_feat = np.stack([rows, neighbours.ravel().astype(np.int64)], axis=1)
     by_feat = by_feat[by_feat[:, 0] != by_feat[:, 1]]
@@ -189,11 +250,72 @@ def candidate_pairs(hashes: np.ndarray, neighbours: np.ndarray, sha256: Sequence
     order = np.argsort(codes, kind="stable")
     same = codes[order][1:] == codes[order][:-1]  # consecutive equal bytes: a chain per group
     by_bytes = np.sort(np.stack([order[:-1][same], order[1:][same]], axis=1), axis=1)
-    parts = [by_hash, by_feat, by_bytes]
-    allp = np.unique(np.concatenate([p.reshape(-1, 2) for p in parts]), axis=0)
-    key = allp[:, 0] * n + allp[:, 1]
-    flags = [np.isin(key, p[:, 0] * n + p[:, 1]) for p in parts]
+    parts = [p.reshape(-1, 2) for p in (by_hash, by_feat, by_bytes)]
+    keys = [p[:, 0] * n + p[:, 1] for p in parts]   # row-major order of (row_a, row_b)
+    key = np.unique(np.concatenate(keys))
+    allp = np.stack([key // n, key % n], axis=1) if n else np.empty((0, 2), dtype=np.int64)
+    flags = [np.isin(key, k) for k in keys]
     return Candidates(pairs=allp, by_hash=flags[0], by_features=flags[1], by_bytes=flags[2])
+
+
+def cap_pairs(candidates: Candidates, max_per_image: int) -> tuple[Candidates, dict]:
+    """At most ``max_per_image`` compared pairs per image.
+
+    Each image proposes a bounded number of pairs (its ``candidates`` feature neighbours, its
+    ``HASH_K`` nearest hashes as it is and mirrored, its neighbours in the chain of equal
+    bytes), but many images can propose the same one: among 10^4 blank images, every one's
+    nearest hashes are the same few blank rows, each then compared with all the others. A pair
+    to compare (``by_bytes`` pairs are not compared and always stay) is kept when it is among
+    the ``max_per_image`` pairs of each of its two images with the lowest-numbered other image.
+    Below the cap nothing changes.
+
+    Returns
+    -------
+    Candidates
+        The pairs kept.
+    dict
+        ``max_pairs_per_image``, ``pairs_dropped`` and ``images_capped`` (images that had more).
+    """
+    compared = np.flatnonzero(~candidates.by_bytes)
+    pairs = candidates.pairs[compared]
+    ends = pairs.T.ravel()                                    # row_a of each, then row_b
+    partner = pairs[:, ::-1].T.ravel()
+    order = np.lexsort((partner, ends))                       # per image, by partner row
+    sorted_ends = ends[order]
+    start = np.searchsorted(sorted_ends, sorted_ends, side="left")
+    rank = np.empty(len(ends), dtype=np.int64)
+    rank[order] = np.arange(len(ends)) - start               # place in its image's list
+    rank = rank.reshape(2, -1).max(axis=0)
+    degree = np.bincount(ends, minlength=1)
+    drop = compared[rank >= max_per_image]
+    info = {"max_pairs_per_image": int(max_per_image), "pairs_dropped": int(len(drop)),
+            "images_capped": int((degree > max_per_image).sum())}
+    if not len(drop):
+        return candidates, info
+    keep = np.ones(len(candidates), dtype=bool)
+    keep[drop] = False
+    return Candidates(*(getattr(candidates, f.name)[keep] for f in fields(candidates))), info
+
+
+def candidates_text(candidates: Candidates, n: int, how: dict, store) -> str:
+    """One log line: the candidate pairs per signal, and the files read for the store
+    (``how``: :func:`find_near_duplicates`' record)."""
+    decoded, hash_search = how["decoded"], how["hash_search"]
+    return (f"{len(candidates)} candidate pairs ({len(candidates) / max(n, 1):.1f} per image): "
+            f"{candidates.by_hash.sum()} by hash ({hash_search} search; neighbours.exact_max_n), "
+            f"{candidates.by_features.sum()} by features, "
+            f"{candidates.by_bytes.sum()} same bytes; {decoded} files read, the rest from the "
+            f"pixel store ({store or 'temporary'})")
+
+
+def cap_text(cap: dict) -> str:
+    """One log line of :func:`cap_pairs`' record."""
+    if not cap["pairs_dropped"]:
+        return (f"no image in more than neighbours.max_pairs_per_image "
+                f"({cap['max_pairs_per_image']}) candidate pairs")
+    return (f"{cap['images_capped']} images were in more than neighbours.max_pairs_per_image "
+            f"({cap['max_pairs_per_image']}) candidate pairs (e.g. blank or near-identical "
+            f"images): {cap['pairs_dropped']} pairs beyond it not compared")
 
 
 def classify(match: Match | None) -> str:
@@ -217,7 +339,8 @@ def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidat
     Parameters
     ----------
     images : sequence of (ndarray, ndarray)
-        Working image and colour thumbnail of every row (:func:`working_images`).
+        Working image and colour thumbnail of every row (:func:`working_images`, or read from
+        disk on each access: :func:`stored_working_images`).
     candidates : Candidates
         From :func:`candidate_pairs`; pairs with equal bytes are ``exact`` without comparison.
     workers : int
@@ -228,18 +351,18 @@ def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidat
     NearDuplicates
     """
     todo = np.flatnonzero(~candidates.by_bytes)
-    def compare(i: int) -> Match | None:
-        (a, ca), (b, cb) = images[candidates.pairs[i, 0]], images[candidates.pairs[i, 1]]
-        return match_images(a, b, (ca, cb))
 
-    matches = _threaded(compare, list(todo), workers=workers, desc="near-duplicates: verify",
-                        unit="pair")
+    def compare(i: int) -> tuple | None:
+        (a, ca), (b, cb) = images[candidates.pairs[i, 0]], images[candidates.pairs[i, 1]]
+        m = match_images(a, b, (ca, cb))
+        kind = classify(m)
+        return (*candidates.pairs[i], kind, m.agreement, m.similarity, m.coverage) if kind else None
+
     rows = [(*candidates.pairs[i], "exact", 1.0, 1.0, 1.0)
             for i in np.flatnonzero(candidates.by_bytes)]
-    for i, m in zip(todo, matches):
-        kind = classify(m)
-        if kind:
-            rows.append((*candidates.pairs[i], kind, m.agreement, m.similarity, m.coverage))
+    for chunk in _threaded_chunks(compare, list(todo), workers=workers,
+                                  desc="near-duplicates: verify", unit="pair"):
+        rows.extend(r for r in chunk if r is not None)   # only the reported pairs are held
     df = pd.DataFrame(rows, columns=["a", "b", "kind", "score", "similarity", "coverage"])
     df["order"] = df["kind"].map({k: i for i, k in enumerate(KINDS)})
     df = df.sort_values(["order", "score", "a", "b"], ascending=[True, False, True, True],
@@ -252,16 +375,40 @@ def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidat
 
 def find_near_duplicates(root: str | Path, paths: Sequence[str], sha256: Sequence[str],
                          neighbours: np.ndarray, *, kept: np.ndarray, hash_distance: int,
-                         workers: int = 2) -> tuple[NearDuplicates, Candidates]:
-    """The whole step: working images and hashes (:func:`working_images`), the candidate pairs
-    (:func:`candidate_pairs`: hashes, the ``neighbours`` rows, equal ``sha256``), each verified
-    (:func:`verify`), and the pairs of two ``kept`` images dropped
-    (:meth:`NearDuplicates.without_kept`). Returns the pairs found and the candidates."""
-    images, hashes = working_images(root, paths, workers=workers)
-    candidates = candidate_pairs(hashes, neighbours, sha256, hash_k=HASH_K,
-                                 hash_distance=hash_distance)
-    found = verify(images, candidates, workers=workers)
-    return found.without_kept(kept), candidates
+                         store: str | Path | None = None, workers: int = 2,
+                         max_pairs_per_image: int = MAX_PAIRS_PER_IMAGE,
+                         exact_max_n: int | None = None, seed: int = 0
+                         ) -> tuple[NearDuplicates, Candidates, dict]:
+    """The whole step: working images and hashes through the pixel store ``store``
+    (:func:`stored_working_images`; None: a temporary folder, removed at the end), the
+    candidate pairs (:func:`candidate_pairs`: hashes, the ``neighbours`` rows, equal
+    ``sha256``; the hashes searched exactly up to ``exact_max_n`` images) capped per image
+    (:func:`cap_pairs`), each verified (:func:`verify`), and the pairs of two ``kept`` images
+    dropped (:meth:`NearDuplicates.without_kept`).
+
+    Returns
+    -------
+    NearDuplicates, Candidates
+        The pairs found; the candidates compared (after the cap).
+    dict
+        ``decoded`` (files read; the others came from the store), ``hash_search`` (``exact`` or
+        ``inverted_file``) and ``pair_cap`` (:func:`cap_pairs`' record).
+    """
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = stack.enter_context(tempfile.TemporaryDirectory(prefix="clusterlens-pixels-"))
+        images, decoded = stored_working_images(root, paths, sha256, store=store,
+                                                workers=workers)
+        stack.enter_context(images)
+        candidates = candidate_pairs(images.hashes, neighbours, sha256, hash_k=HASH_K,
+                                     hash_distance=hash_distance, exact_max_n=exact_max_n,
+                                     seed=seed)
+        candidates, cap = cap_pairs(candidates, max_pairs_per_image)
+        found = verify(images, candidates, workers=workers)
+    ivf = exact_max_n is not None and len(paths) > exact_max_n
+    return found.without_kept(kept), candidates, {
+        "decoded": int(decoded), "hash_search": "inverted_file" if ivf else "exact",
+        "pair_cap": cap}
 
 
 def copy_groups(n: int, found: NearDuplicates) -> np.ndarray:

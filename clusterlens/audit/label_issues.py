@@ -30,6 +30,15 @@ left out. Their images get no verdict (``label_quality`` and the probabilities N
 class's image count, stratified K-fold puts each of its images in a different fold, so each is
 still scored by a model trained on the class's other images; ``folds`` itself is lowered only
 when it exceeds the largest class (scikit-learn needs one class with ``folds`` images).
+
+Bounded cost (:func:`choose_route`): the fits cost about images x feature dimension x classes
+per lbfgs iteration. Up to ``max_work`` of it the route is ``exact`` (the above, on the selected
+feature set). Above it, the ``bounded`` route fits each fold on a seeded stratified sample of
+at most ``max_train`` of its training images (at least :data:`MIN_TRAIN_PER_CLASS` per class,
+all of a smaller class) and predicts every held-out image, so every image still gets an
+out-of-fold probability; the stage gives it the PCA scores instead of the selected feature set,
+standardised per fold like them, with the penalty per image scaled by the ratio of the two
+dimensions (:func:`bounded_alpha`), and the probabilities in float32.
 """
 from __future__ import annotations
 
@@ -46,11 +55,14 @@ from threadpoolctl import threadpool_limits
 
 from clusterlens.analysis import upper_bound as ub
 from clusterlens.core.errors import DataError
+from clusterlens.core.sampling import stratified_rows
 
 MIN_IMAGES = 2  # per class: an out-of-fold score needs another image of the class to train on
 LOWEST_QUALITY = "lowest_quality"  # the filter of find_issues that is not cleanlab's
 FILTER_BY = LOWEST_QUALITY  # the defaults of clusterlens.config.label_issues
 RANK_BY = "self_confidence"
+MIN_TRAIN_PER_CLASS = 5  # images per class kept in a fold's training sample (bounded route)
+PREDICT_CHUNK = 65_536  # rows per predict_proba call on the bounded route
 ISSUE_COLUMNS = ["path", "class", "label_quality", "suggested_class", "suggested_probability",
                  "is_label_issue", "label_issue_rank"]
 PER_CLASS_COLUMNS = ["class", "images", "issues", "noise_rate"]
@@ -61,13 +73,15 @@ class OutOfFold:
     """Out-of-fold predictions: ``probabilities`` (N x C float64, row i from the fold model
     that did not see image i), ``fold`` (N: that fold's number), ``C`` (scikit-learn's inverse
     regularisation per fold, :func:`inverse_regularisation`), ``iterations`` (lbfgs iterations
-    per fold) and ``converged`` (every fold stopped before ``max_iter``)."""
+    per fold), ``converged`` (every fold stopped before ``max_iter``) and ``train_rows`` (the
+    images each fold's model was fitted on)."""
 
     probabilities: np.ndarray
     fold: np.ndarray
     C: list[float]
     iterations: list[int]
     converged: bool
+    train_rows: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,22 @@ def excluded_classes(labels: np.ndarray, names: list[str]) -> list[dict]:
     return ub.excluded_classes(labels, names, MIN_IMAGES, "an out-of-fold score needs")
 
 
+# --------------------------------------------------------------------------- route
+def choose_route(images: int, dim: int, classes: int, *, route: str = "auto",
+                 max_work: int) -> tuple[str, str]:
+    """The route and why, for ``images`` (all of them) x ``dim`` x ``classes``: the rule of
+    :func:`clusterlens.analysis.upper_bound.choose_route`."""
+    return ub.choose_route(images, dim, classes, route=route, max_work=max_work)
+
+
+def bounded_alpha(alpha: float, dim: int, full_dim: int) -> float:
+    """The bounded route's penalty per image on ``dim`` standardised PCA scores:
+    ``alpha * dim / full_dim``. Standardised features of dimension d have a squared norm of
+    about d, so this keeps the penalty per unit of squared norm that ``alpha`` sets on the
+    ``full_dim`` selected features (measured on Caltech-101 in docs/stages.md)."""
+    return float(alpha) * min(int(dim), int(full_dim)) / int(full_dim)
+
+
 # --------------------------------------------------------------------------- probabilities
 def inverse_regularisation(alpha: float, n_train: int) -> float:
     """scikit-learn's ``C`` for a penalty ``alpha`` per training image: ``1 / (alpha * n_train)``.
@@ -128,7 +158,8 @@ def inverse_regularisation(alpha: float, n_train: int) -> float:
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, alpha: float,
-                              folds: int, max_iter: int, seed: int) -> OutOfFold:
+                              folds: int, max_iter: int, seed: int,
+                              max_train: int | None = None) -> OutOfFold:
     """Predicted class probabilities of every image from a model that never saw it.
 
     Parameters
@@ -145,7 +176,12 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, alpha
         Stratified K-fold splits (``shuffle=True, random_state=seed``), lowered to the largest
         class's image count when above it (:func:`check_folds`).
     max_iter, seed : int
-        lbfgs iteration cap and the solver / split seed.
+        lbfgs iteration cap and the solver / split / sample seed.
+    max_train : int, optional
+        The bounded route: each fold is fitted on ``stratified_rows(its training labels,
+        max_train, seed, min_per_class=MIN_TRAIN_PER_CLASS)`` (standardised and penalised on
+        those images), predicts all its held-out images in chunks, and the probabilities are
+        float32. None (the exact route): every training image, float64.
 
     Returns
     -------
@@ -156,24 +192,34 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, alpha
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
     folds = check_folds(labels, folds)
     n_classes = int(labels.max()) + 1
-    probs = np.zeros((len(labels), n_classes), dtype=np.float64)
+    probs = np.zeros((len(labels), n_classes),
+                     dtype=np.float64 if max_train is None else np.float32)
     fold_of = np.full(len(labels), -1, dtype=np.int64)
-    cs, iterations, converged = [], [], True
+    cs, iterations, converged, train_rows = [], [], True, []
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class ... less than n_splits": see above
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         splits = list(splitter.split(np.zeros(len(labels)), labels))
     for f, (tr, te) in enumerate(splits):
+        if max_train is not None:
+            tr = tr[stratified_rows(labels[tr], max_train, seed,
+                                    min_per_class=MIN_TRAIN_PER_CLASS)]
         X = ub.feature_views(features, features[:, :0], tr)["raw"]
         c = inverse_regularisation(alpha, len(tr))
         model, ok = ub.fit_logreg(X[tr], labels[tr], c, None, max_iter, seed)
         with threadpool_limits(1):
-            probs[np.ix_(te, model.classes_)] = model.predict_proba(X[te])
+            if max_train is None:
+                probs[np.ix_(te, model.classes_)] = model.predict_proba(X[te])
+            else:
+                for start in range(0, len(te), PREDICT_CHUNK):
+                    rows = te[start:start + PREDICT_CHUNK]
+                    probs[np.ix_(rows, model.classes_)] = model.predict_proba(X[rows])
         fold_of[te] = f
         cs.append(c)
         iterations.append(int(np.max(model.n_iter_)))
         converged = converged and ok
-    return OutOfFold(probs, fold_of, cs, iterations, converged)
+        train_rows.append(int(len(tr)))
+    return OutOfFold(probs, fold_of, cs, iterations, converged, tuple(train_rows))
 
 
 # --------------------------------------------------------------------------- cleanlab
@@ -273,7 +319,7 @@ def silence_kept(scored: Scored, kept: np.ndarray) -> Scored:
 
 def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], *, alpha: float,
                  folds: int, max_iter: int, seed: int, filter_by: str = FILTER_BY,
-                 rank_by: str = RANK_BY) -> Scored:
+                 rank_by: str = RANK_BY, max_train: int | None = None) -> Scored:
     """:func:`out_of_fold_probabilities` and :func:`find_issues` on the images of the classes
     with at least :data:`MIN_IMAGES` images (relabelled ``0..C'-1``), put back in place; the
     keyword options are theirs.
@@ -292,10 +338,13 @@ def score_labels(features: np.ndarray, labels: np.ndarray, names: list[str], *, 
     relabel = np.full(c, -1, dtype=np.int64)
     relabel[kept] = np.arange(len(kept))
     y = relabel[labels[rows]]
-    oof = out_of_fold_probabilities(np.asarray(features)[rows], y, alpha=alpha, folds=folds,
-                                    max_iter=max_iter, seed=seed)
+    features = features if len(rows) == n else np.asarray(features)[rows]
+    oof = out_of_fold_probabilities(features, y, alpha=alpha, folds=folds, max_iter=max_iter,
+                                    seed=seed, max_train=max_train)
     found = find_issues(y, oof.probabilities, filter_by=filter_by, rank_by=rank_by)
-    probs = np.full((n, c), np.nan)
+    if len(rows) == n and len(kept) == c:  # every image scored: the probabilities as they are
+        return Scored(oof.probabilities, found, oof, rows, excluded, check_folds(y, folds))
+    probs = np.full((n, c), np.nan, dtype=oof.probabilities.dtype)
     probs[rows] = 0.0
     probs[np.ix_(rows, kept)] = oof.probabilities
     quality = np.full(n, np.nan)
@@ -317,7 +366,10 @@ def issues_table(index: pd.DataFrame, names: list[str], probabilities: np.ndarra
     its label quality, the most probable class and its probability, and the issue flag/rank.
     An image not scored (all-NaN probabilities) has no suggested class (null) and NaN scores."""
     scored = ~np.isnan(probabilities).all(axis=1)
-    best = np.where(scored, np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1), 0)
+    if scored.all():  # no NaN row: the same argmax, without an N x C copy
+        best = probabilities.argmax(axis=1)
+    else:
+        best = np.where(scored, np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1), 0)
     suggested = np.asarray(names, dtype=object)[best].astype(str)
     if not scored.all():
         suggested = np.where(scored, suggested.astype(object), None)
@@ -349,6 +401,21 @@ def classifier(alpha: float, C: list[float] | None = None) -> dict:
             "C": None if C is None else [float(c) for c in C], "class_weight": "none"}
 
 
+def route_record(route: str, reason: str, *, max_work: int, max_train: int, dim: int,
+                 alpha: float, oof: OutOfFold | None = None) -> dict:
+    """The metrics' ``route``: ``route`` (exact / bounded), ``reason``, ``max_work``, the
+    ``features`` fitted (``selected``: the selected feature set; ``pca``: the PCA scores) and
+    their ``dim``, the penalty per image used (``alpha``), and on the bounded route
+    ``max_train`` and the images each fold was fitted on (``train_images``)."""
+    record = {"route": route, "reason": reason, "max_work": int(max_work),
+              "features": "selected" if route == "exact" else "pca", "dim": int(dim),
+              "alpha": float(alpha)}
+    if route == "bounded":
+        record.update(max_train=int(max_train),
+                      train_images=list(oof.train_rows) if oof is not None else None)
+    return record
+
+
 def summary(labels: np.ndarray, scored: Scored, *, alpha: float, folds_requested: int,
             filter_by: str, rank_by: str) -> dict:
     """The headline metrics: images, classes, images scored, issues (count, and fraction of the
@@ -365,7 +432,9 @@ def summary(labels: np.ndarray, scored: Scored, *, alpha: float, folds_requested
         "issue_fraction": float(issues.is_issue.sum() / len(rows)),
         "kept": int(scored.silenced),
         "noise_rate": issues.noise_rate,
-        "oof_accuracy": float(np.mean(scored.probabilities[rows].argmax(axis=1) == labels[rows])),
+        "oof_accuracy": float(np.mean((scored.probabilities if len(rows) == len(labels) else
+                                       scored.probabilities[rows]).argmax(axis=1)
+                                      == labels[rows])),
         "folds": int(scored.folds), "folds_requested": int(folds_requested),
         "filter_by": filter_by, "rank_by": rank_by,
         "config": classifier(alpha, scored.oof.C),

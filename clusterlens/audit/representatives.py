@@ -41,11 +41,16 @@ def centre_distances(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if X.ndim != 2 or len(X) != len(labels):
         raise DataError(f"{len(labels)} cluster labels but coordinates of shape {X.shape}")
     out = np.full(len(labels), np.nan)
-    for c in np.unique(labels):
+    # One stable sort instead of a mask per cluster (O(N log N), not O(N x clusters)): each
+    # cluster's rows stay in index order, so its mean is the same sum in the same order.
+    order = np.argsort(labels, kind="stable")
+    clusters, starts = np.unique(labels[order], return_index=True)
+    for c, start, stop in zip(clusters, starts, [*starts[1:], len(labels)]):
         if c == NOISE:
             continue
-        m = labels == c
-        out[m] = np.linalg.norm(X[m] - X[m].mean(axis=0), axis=1)
+        rows = order[start:stop]
+        members = X[rows]
+        out[rows] = np.linalg.norm(members - members.mean(axis=0), axis=1)
     return out
 
 
@@ -118,10 +123,13 @@ def representatives(labels: np.ndarray, distance: np.ndarray, paths, classes,
     distance = np.asarray(distance, dtype=np.float64)
     classes = np.asarray(classes, dtype=object)
     majority = cluster_majority(labels, classes)
-    sizes = {c: int((labels == c).sum()) for c in majority}
+    grouped = np.argsort(labels, kind="stable")  # each cluster's rows, in index order
+    clusters, starts, counts = np.unique(labels[grouped], return_index=True, return_counts=True)
+    where = {int(c): (int(a), int(k)) for c, a, k in zip(clusters, starts, counts)}
+    sizes = {c: where[c][1] for c in majority}
     out = []
     for c in sorted(majority, key=lambda c: (-sizes[c], c)):
-        members = np.flatnonzero(labels == c)
+        members = grouped[where[c][0]:where[c][0] + sizes[c]]
         near = members[np.argsort(distance[members], kind="stable")][:nearest]
         agrees = classes[members] == majority[c][0]
         order = np.lexsort((-distance[members], agrees))  # disagreeing first, then farthest

@@ -43,6 +43,12 @@ ENGINES = ("sklearn", "faiss")
 
 
 CHUNK = 65_536               # rows per block when assigning points / summing the objective
+#: Sampled fits (:func:`kmeans_sampled`) train on at least this many points per cluster
+#: (faiss warns below 39).
+SAMPLE_PER_CLUSTER = 40
+#: Sampled faiss fits also stop when an iteration improves the objective by less than this
+#: fraction (scikit-learn's tol is 1e-4 on the centre shift).
+SAMPLE_EARLY_STOP = 1e-4
 
 
 def faiss_available() -> bool:
@@ -99,7 +105,8 @@ def run_seeds(seed: int, n: int) -> list[int]:
 
 def kmeans_faiss(X, k: int, n_init: int, max_iter: int, seed: int, gpu="auto",
                  init: str = "k-means++", max_points_per_centroid: int | None = None,
-                 return_centroids: bool = False) -> tuple[np.ndarray, dict]:
+                 return_centroids: bool = False, early_stop_threshold: float = 0.0
+                 ) -> tuple[np.ndarray, dict]:
     """K-Means with faiss: (labels int64 (N,), info). ``n_init`` runs (seeds from ``seed``),
     each ``faiss.Kmeans(niter=max_iter, spherical=False)`` on float32 (a C-contiguous float32
     input, memory maps included, is not copied), on a GPU when ``gpu`` says so (``"auto"``: when
@@ -110,7 +117,9 @@ def kmeans_faiss(X, k: int, n_init: int, max_iter: int, seed: int, gpu="auto",
     sample of k x that many points (faiss' default is 256; faster, slightly worse objective).
 
     info (JSON-ready): ``inertia`` (float64), ``iterations`` (of the kept run), ``run_inertias``,
-    ``engine``, ``device``, ``init``; plus ``centroids`` (k, d) float32 if ``return_centroids``."""
+    ``engine``, ``device``, ``init``; plus ``centroids`` (k, d) float32 if ``return_centroids``.
+    ``early_stop_threshold`` > 0: a run also stops when an iteration lowers its objective by
+    less than that fraction (faiss' ``ClusteringParameters.early_stop_threshold``)."""
     import faiss
 
     X32 = _as_float32(X)
@@ -122,6 +131,8 @@ def kmeans_faiss(X, k: int, n_init: int, max_iter: int, seed: int, gpu="auto",
           "max_points_per_centroid": (max(1, -(-n // k)) if max_points_per_centroid is None
                                       else max_points_per_centroid),
           "min_points_per_centroid": 1}  # no stderr warning for small N: the caller checks K
+    if early_stop_threshold:
+        kw["early_stop_threshold"] = float(early_stop_threshold)
     used_init = "random"
     if init == "k-means++" and hasattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS"):
         kw["init_method"] = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
@@ -190,6 +201,55 @@ def run_kmeans_engine(engine: str, X, k: int, n_init: int, max_iter: int, seed: 
     check_engine(engine, key)
     fn = kmeans_faiss if engine == "faiss" else kmeans_sklearn
     return fn(X, k, n_init, max_iter, seed, gpu=gpu, **kwargs)
+
+
+def sample_size(n: int, k: int, max_exact_n: int,
+                per_cluster: int = SAMPLE_PER_CLUSTER) -> int:
+    """How many points a sampled fit trains on: ``max_exact_n``, or ``per_cluster`` x ``k`` when
+    that is more (every cluster keeps enough points), at most ``n``."""
+    return int(min(n, max(max_exact_n, per_cluster * k)))
+
+
+def kmeans_sampled(X, k: int, *, n_init: int, max_iter: int, seed: int, sample: int,
+                   engine: str = "faiss", early_stop: float = SAMPLE_EARLY_STOP
+                   ) -> tuple[np.ndarray, dict]:
+    """K-Means fitted on a seeded sample of ``sample`` rows
+    (:func:`clusterlens.core.sampling.sample_rows`), then every row assigned to its nearest
+    centroid in blocks (memory maps are read block by block).
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+    k, n_init, max_iter, seed : int
+        As for :func:`run_kmeans_engine`, on the sample.
+    sample : int
+        Rows the centroids are trained on (all rows when ``sample >= n``).
+    engine : {"faiss", "sklearn"}
+        The engine on the sample (faiss: k-means++ and Lloyd several times faster than
+        scikit-learn's at K in the thousands).
+    early_stop : float
+        faiss only: a run also stops when an iteration lowers its objective by less than this
+        fraction (0: only when it stops changing).
+
+    Returns
+    -------
+    labels : ndarray of shape (n,), int64
+    info : dict
+        ``inertia`` (float64, every row), ``iterations`` (the kept run's), ``engine``,
+        ``route`` (``"sample"``), ``sample``, ``n_init``, ``max_iter``.
+    """
+    from clusterlens.core.sampling import sample_rows
+
+    rows = sample_rows(len(X), sample, seed)
+    S = _as_float32(X[rows] if len(rows) < len(X) else X)
+    extra = {"early_stop_threshold": float(early_stop)} if engine == "faiss" else {}
+    _, info = run_kmeans_engine(engine, S, k, n_init, max_iter, seed, gpu="auto",
+                                return_centroids=True, **extra)
+    centroids = info["centroids"]
+    labels = _assign_nearest(X, centroids, engine)
+    return labels, {"inertia": kmeans_inertia(X, labels, centroids),
+                    "iterations": int(info["iterations"]), "engine": engine, "route": "sample",
+                    "sample": int(len(rows)), "n_init": int(n_init), "max_iter": int(max_iter)}
 
 
 def _assign_nearest(X, centroids: np.ndarray, engine: str, chunk: int = CHUNK) -> np.ndarray:

@@ -15,6 +15,15 @@ method             what runs                                                    
 ``agglomerative``  one merge tree (exact, or over K-Means cells), cut at every K  linkage
 ``nmf``            K-Means on the NMF factor W, scored on the features            K
 =================  =============================================================  ==========
+
+Large N: every method has a switch point (``<section>.max_exact_n``) above which it runs on a
+seeded sample and extends the result to every point, recording ``route: "sample"`` and
+``sample`` in the point: K-Means (and K-Means on W) fits faiss on the sample and assigns every
+point to its nearest centroid (:func:`kmeans_route`), the Gaussian mixture is fitted on the
+sample and labels every point (:func:`gmm_sampled`), DBSCAN and HDBSCAN label the rest by their
+nearest sampled point (:mod:`clusterlens.clustering.density`), agglomerative builds its tree over
+K-Means cells (:mod:`clusterlens.clustering.two_step`). Up to the switch points the methods run
+on every point as documented above.
 """
 from __future__ import annotations
 
@@ -36,6 +45,10 @@ from clusterlens.core.errors import DataError, ParamError
 log = logging.getLogger("clusterlens.cluster")
 LINKAGES = ("ward", "complete", "average", "single")
 GMM_REG_COVAR_EXP = (-6, -1)  # reg_covar 1e-6 (scikit-learn's default) ... 1e-1
+GMM_BLOCK = 16_384  # rows per block when a sampled mixture labels every row (K x 8 bytes each)
+#: EM iterations of a sampled mixture at most (it starts from a K-Means partition; one
+#: iteration on 80,000 x 50-D at K = 2,000 takes seconds)
+GMM_SAMPLE_MAX_ITER = 25
 
 
 @dataclass
@@ -100,23 +113,29 @@ def point_options(method: str, value, n: int, n_classes: int, *, n_init: int, ma
                   engine: str, covariance_type: str, gmm_max_iter: int, dbscan_min_samples: int,
                   hdbscan_min_samples: int | None, agglomerative_k: list, route: str,
                   max_exact_n, n_centroids: int, dbscan_max_exact_n: int | None = None,
-                  hdbscan_max_exact_n: int | None = None) -> tuple[object, dict]:
+                  hdbscan_max_exact_n: int | None = None,
+                  kmeans_max_exact_n: int | None = None, kmeans_sample_n_init: int = 1,
+                  gmm_max_exact_n: int | None = None) -> tuple[object, dict]:
     """One grid point's value and the keyword options of its :data:`GRID_METHODS` function,
     checked against the ``n`` images and ``n_classes`` classes (the rules that need the data).
 
     ``value`` is the grid value as params give it (a K, ``classes_x<f>``, a percentile, a
     minimum cluster size or a linkage); K values are resolved against ``n_classes`` and every K
     or neighbourhood size must be at most ``n`` (ParamError naming its key otherwise). The
-    remaining arguments are the methods' section values; each method takes its own.
+    remaining arguments are the methods' section values; each method takes its own
+    (``kmeans_max_exact_n`` and ``kmeans_sample_n_init`` also serve ``nmf``).
     ``nmf`` returns the K-Means options (the caller adds its ``W``); ``agglomerative`` also
     returns ``cuts``, its K grid as params give it (for :func:`point_files`).
     """
-    kmeans = {"n_init": n_init, "max_iter": max_iter, "engine": engine}
+    kmeans = {"n_init": n_init, "max_iter": max_iter, "engine": engine,
+              "max_exact_n": kmeans_max_exact_n, "sample_n_init": kmeans_sample_n_init}
     if method in ("kmeans", "nmf"):
         return check_k(f"{method}.k", value, n, n_classes), kmeans
     if method == "gmm":
         return check_k("gmm.k", value, n, n_classes), {"covariance_type": covariance_type,
-                                                       "max_iter": gmm_max_iter}
+                                                       "max_iter": gmm_max_iter,
+                                                       "max_exact_n": gmm_max_exact_n,
+                                                       "engine": engine}
     if method == "dbscan":
         return float(value), {"min_samples": check_at_most_n("dbscan.min_samples",
                                                              dbscan_min_samples, n),
@@ -225,16 +244,31 @@ def run_gmm(X, k: int, covariance_type: str, max_iter: int, seed: int
     DataError
         When even ``reg_covar`` 1e-1 does not fit.
     """
+    X = np.asarray(X, dtype=np.float64)
+    gmm, reg = _fit_gmm(X, k, covariance_type, max_iter, seed)
+    return gmm.predict(X).astype(np.int64), {"bic": float(gmm.bic(X)),
+                                             "converged": bool(gmm.converged_),
+                                             "reg_covar": reg}
+
+
+def _fit_gmm(X: np.ndarray, k: int, covariance_type: str, max_iter: int, seed: int,
+             init_labels: np.ndarray | None = None):
+    """(fitted GaussianMixture, reg_covar) on float64 ``X``, retrying a collapsed covariance
+    with ten times the regularisation (:func:`run_gmm`). ``init_labels``: start from the
+    mixture these hard labels give (:func:`gmm_init_from_labels`) instead of scikit-learn's own
+    K-Means initialisation."""
     from sklearn.mixture import GaussianMixture
 
-    X = np.asarray(X, dtype=np.float64)
     exp = GMM_REG_COVAR_EXP[0]
     while True:
         reg = float(10.0 ** exp)
+        init = {} if init_labels is None else gmm_init_from_labels(
+            X, init_labels, k, covariance_type, reg)
         try:
             gmm = GaussianMixture(n_components=k, covariance_type=covariance_type,
-                                  max_iter=max_iter, reg_covar=reg, random_state=seed).fit(X)
-            break
+                                  max_iter=max_iter, reg_covar=reg, random_state=seed,
+                                  **init).fit(X)
+            return gmm, reg
         except ValueError as exc:
             if "ill-defined empirical covariance" not in str(exc) or exp >= GMM_REG_COVAR_EXP[1]:
                 raise DataError(f"gmm at K = {k}: the mixture could not be fitted even with "
@@ -243,9 +277,95 @@ def run_gmm(X, k: int, covariance_type: str, max_iter: int, seed: int
             log.warning("gmm K=%d: collapsed covariance with reg_covar %g (duplicate points?); "
                         "retrying with %g", k, reg, 10.0 ** (exp + 1))
             exp += 1
-    return gmm.predict(X).astype(np.int64), {"bic": float(gmm.bic(X)),
-                                             "converged": bool(gmm.converged_),
-                                             "reg_covar": reg}
+
+
+def gmm_init_from_labels(X: np.ndarray, labels: np.ndarray, k: int, covariance_type: str,
+                         reg_covar: float) -> dict:
+    """GaussianMixture's ``weights_init``, ``means_init``, ``precisions_init`` from hard labels
+    (what scikit-learn's ``init_params="kmeans"`` computes from its own K-Means labels), for
+    every covariance type; an empty cluster gets weight 0's smallest positive stand-in, the
+    overall mean and unit variance.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), float64
+    labels : ndarray of shape (n,), ints in [0, k)
+    k : int
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    reg_covar : float
+        Added to every variance (the diagonal), as the mixture does.
+    """
+    n, d = X.shape
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    safe = np.maximum(counts, 1.0)
+    means = np.zeros((k, d))
+    np.add.at(means, labels, X)
+    means /= safe[:, None]
+    means[counts == 0] = X.mean(axis=0)
+    weights = np.maximum(counts, 1e-10) / max(counts.sum(), 1.0)
+    weights /= weights.sum()
+    diff = X - means[labels]
+    if covariance_type in ("diag", "spherical"):
+        var = np.zeros((k, d))
+        np.add.at(var, labels, diff * diff)
+        var = var / safe[:, None]
+        var[counts == 0] = 1.0
+        var = var + reg_covar
+        prec = 1.0 / (var.mean(axis=1) if covariance_type == "spherical" else var)
+    elif covariance_type == "tied":
+        cov = diff.T @ diff / n + reg_covar * np.eye(d)
+        prec = np.linalg.inv(cov)
+    else:
+        order = np.argsort(labels, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(counts.astype(np.int64))])
+        prec = np.empty((k, d, d))
+        for j in range(k):
+            rows = diff[order[bounds[j]:bounds[j + 1]]]
+            cov = (rows.T @ rows / len(rows) if len(rows) else np.eye(d)) + reg_covar * np.eye(d)
+            prec[j] = np.linalg.inv(cov)
+    return {"weights_init": weights, "means_init": means, "precisions_init": prec}
+
+
+def gmm_sampled(X, k: int, covariance_type: str, max_iter: int, seed: int, *, sample: int,
+                engine: str = "faiss", block: int = GMM_BLOCK) -> tuple[np.ndarray, dict]:
+    """Gaussian mixture fitted on a seeded sample of ``sample`` rows, then every row labelled
+    by its most likely component, in blocks of ``block`` rows (the N x K log-likelihoods of
+    every row at once would take 16 GB at 10^6 x 2,000).
+
+    The mixture starts, like scikit-learn's default, from the K-Means partition of the rows
+    it is fitted on, here one faiss K-Means run (:func:`clusterlens.clustering.kmeans_engines.
+    kmeans_sampled`; scikit-learn's k-means++ alone takes minutes at K = 2,000), and runs at
+    most :data:`GMM_SAMPLE_MAX_ITER` EM iterations (``converged`` says whether they sufficed);
+    a collapsed covariance is retried as in :func:`run_gmm`.
+
+    Returns
+    -------
+    labels : ndarray of shape (n,), int64
+    info : dict
+        ``bic`` (every row), ``converged``, ``reg_covar``, ``route`` (``"sample"``),
+        ``sample``.
+    """
+    from scipy.special import logsumexp
+
+    from clusterlens.core.sampling import sample_rows
+
+    n = len(X)
+    rows = sample_rows(n, sample, seed)
+    S = np.asarray(X[rows] if len(rows) < n else X, dtype=np.float64)
+    init, _ = kmeans_engines.kmeans_sampled(S, k, n_init=1, max_iter=max_iter, seed=seed,
+                                            sample=len(S), engine=engine)
+    gmm, reg = _fit_gmm(S, k, covariance_type, min(max_iter, GMM_SAMPLE_MAX_ITER), seed,
+                        init_labels=init)
+    labels = np.empty(n, dtype=np.int64)
+    loglik = 0.0
+    for start in range(0, n, block):
+        B = np.asarray(X[start:start + block], dtype=np.float64)
+        weighted = gmm._estimate_weighted_log_prob(B)  # once for both predict and score_samples
+        labels[start:start + len(B)] = weighted.argmax(axis=1)
+        loglik += float(logsumexp(weighted, axis=1).sum())
+    bic = -2.0 * loglik + gmm._n_parameters() * np.log(n)
+    return labels, {"bic": float(bic), "converged": bool(gmm.converged_), "reg_covar": reg,
+                    "route": "sample", "sample": int(len(rows))}
 
 
 def run_dbscan(X, percentile: float, min_samples: int) -> tuple[np.ndarray, dict]:
@@ -258,26 +378,73 @@ def run_dbscan(X, percentile: float, min_samples: int) -> tuple[np.ndarray, dict
 
 
 # --------------------------------------------------------------------------- grid points
+def sampled_engine(engine: str) -> str:
+    """The K-Means engine of the sample routes: faiss when installed (its k-means++ and Lloyd
+    are several times faster than scikit-learn's at K in the thousands), else ``engine``."""
+    return "faiss" if kmeans_engines.faiss_available() else engine
+
+
+def kmeans_route(n: int, k: int, max_exact_n: int | None, sample_n_init: int
+                 ) -> dict | None:
+    """The K-Means sample route for ``n`` points and ``k`` clusters: None (every point, as
+    :func:`run_kmeans`) up to ``max_exact_n`` points (None: always), else ``{"sample": m,
+    "n_init": sample_n_init}`` with m from :func:`clusterlens.clustering.kmeans_engines.
+    sample_size` (``max_exact_n``, or 40 points per cluster when that is more). GMM uses the
+    same rule, with its own ``max_exact_n``."""
+    if max_exact_n is None or n <= max_exact_n:
+        return None
+    return {"sample": kmeans_engines.sample_size(n, k, max_exact_n), "n_init": sample_n_init}
+
+
+def _kmeans_any(X, k: int, seed: int, n_init: int, max_iter: int, engine: str,
+                max_exact_n: int | None, sample_n_init: int) -> tuple[np.ndarray, dict]:
+    """:func:`run_kmeans` on every point, or above ``max_exact_n`` points the sample route
+    (:func:`kmeans_route`, :func:`clusterlens.clustering.kmeans_engines.kmeans_sampled`)."""
+    route = kmeans_route(len(X), k, max_exact_n, sample_n_init)
+    if route is None:
+        return run_kmeans(X, k, n_init, max_iter, seed, engine)
+    return kmeans_engines.kmeans_sampled(X, k, n_init=route["n_init"], max_iter=max_iter,
+                                         seed=seed, sample=route["sample"],
+                                         engine=sampled_engine(engine))
+
+
 def kmeans_point(X, k: int, seed: int, *, n_init: int, max_iter: int,
-                 engine: str = "sklearn") -> GridResult:
-    """One K-Means grid point (see :func:`run_kmeans`)."""
-    labels, extra = run_kmeans(X, k, n_init, max_iter, seed, engine)
+                 engine: str = "sklearn", max_exact_n: int | None = None,
+                 sample_n_init: int = 1) -> GridResult:
+    """One K-Means grid point: :func:`run_kmeans` on every point up to ``max_exact_n`` points
+    (None: always); above, fitted on a seeded sample with ``sample_n_init`` runs and every
+    point assigned to its nearest centroid (:func:`kmeans_route`; the point records
+    ``route``, ``sample``, ``n_init``, ``engine``)."""
+    labels, extra = _kmeans_any(X, k, seed, n_init, max_iter, engine, max_exact_n,
+                                sample_n_init)
     return GridResult({point_name("kmeans", k): (labels, {"k": k, **extra})})
 
 
 def nmf_point(X, k: int, seed: int, *, W, n_init: int, max_iter: int,
-              engine: str = "sklearn") -> GridResult:
-    """K-Means on the NMF factor ``W`` (N, components); ``X`` (the features the point is
-    scored on, like every other method's) is not clustered."""
-    labels, extra = run_kmeans(W, k, n_init, max_iter, seed, engine)
+              engine: str = "sklearn", max_exact_n: int | None = None,
+              sample_n_init: int = 1) -> GridResult:
+    """K-Means on the NMF factor ``W`` (N, components), with the K-Means routes of
+    :func:`kmeans_point`; ``X`` (the features the point is scored on, like every other
+    method's) is not clustered."""
+    labels, extra = _kmeans_any(W, k, seed, n_init, max_iter, engine, max_exact_n,
+                                sample_n_init)
+    route = {key: extra[key] for key in ("route", "sample", "n_init", "engine") if key in extra}
     return GridResult({point_name("nmf", k): (labels, {
         "k": k, "nmf_components": int(W.shape[1]), "inertia_on_w": extra["inertia"],
-        "iterations": extra["iterations"]})})
+        "iterations": extra["iterations"], **route})})
 
 
-def gmm_point(X, k: int, seed: int, *, covariance_type: str, max_iter: int) -> GridResult:
-    """One Gaussian-mixture grid point (see :func:`run_gmm`)."""
-    labels, extra = run_gmm(X, k, covariance_type, max_iter, seed)
+def gmm_point(X, k: int, seed: int, *, covariance_type: str, max_iter: int,
+              max_exact_n: int | None = None, engine: str = "sklearn") -> GridResult:
+    """One Gaussian-mixture grid point: :func:`run_gmm` on every point up to ``max_exact_n``
+    points (None: always); above, :func:`gmm_sampled` on a seeded sample (its size:
+    :func:`kmeans_route`), every point labelled by the fitted mixture."""
+    route = kmeans_route(len(X), k, max_exact_n, 1)
+    if route is None:
+        labels, extra = run_gmm(X, k, covariance_type, max_iter, seed)
+    else:
+        labels, extra = gmm_sampled(X, k, covariance_type, max_iter, seed,
+                                    sample=route["sample"], engine=sampled_engine(engine))
     return GridResult({point_name("gmm", k): (labels, {"k": k, **extra})})
 
 
@@ -375,7 +542,7 @@ def evaluate_labels(X, y, labels, silhouette_sample: int, seed: int, *,
     """
     out = {**cm.describe(labels), **extra}
     out.update(cm.internal_metrics(X, labels, silhouette_sample, seed, sample_distances))
-    out.update(cm.external_metrics(y, labels))
+    out.update(cm.external_metrics(y, labels, seed=seed))
     return out
 
 

@@ -77,7 +77,26 @@ def ari(labels_true, labels_pred) -> float:
     return float(_skm().adjusted_rand_score(labels_true, labels_pred))
 
 
-def external_metrics(labels_true, labels_pred) -> dict:
+#: Above this many points the adjusted mutual information is computed on a seeded sample of
+#: this many: its expected-MI term costs about N x clusters (53 s at 10^6 points, 2,000
+#: clusters, 1,000 classes, against 3.8 s on a 10^5 sample, which moved it by 0.002).
+AMI_MAX_N = 100_000
+
+
+def ami(labels_true, labels_pred, *, seed: int = 0, max_n: int | None = AMI_MAX_N
+        ) -> tuple[float, int | None]:
+    """Adjusted mutual information of a labeling, and the sample size it used (None: every
+    point). Above ``max_n`` points it is computed on a seeded sample of ``max_n`` points
+    (:func:`clusterlens.core.sampling.sample_rows`); None: always on every point."""
+    y, p = np.asarray(labels_true), np.asarray(labels_pred)
+    if max_n is None or len(y) <= max_n:
+        return float(_skm().adjusted_mutual_info_score(y, p)), None
+    rows = sample_rows(len(y), max_n, seed)
+    return float(_skm().adjusted_mutual_info_score(y[rows], p[rows])), int(max_n)
+
+
+def external_metrics(labels_true, labels_pred, *, seed: int = 0,
+                     ami_max_n: int | None = AMI_MAX_N) -> dict:
     """Every external metric of a labeling against the classes.
 
     Parameters
@@ -86,24 +105,31 @@ def external_metrics(labels_true, labels_pred) -> dict:
         The classes.
     labels_pred : array-like of shape (n,)
         The clusters; all noise points (-1) together count as one cluster.
+    seed, ami_max_n : int
+        The AMI's sample above ``ami_max_n`` points (:func:`ami`).
 
     Returns
     -------
     dict
         ``purity``, ``nmi``, ``ami``, ``ari``, ``homogeneity``, ``completeness``,
-        ``v_measure``, ``hungarian_accuracy``, ``kappa`` (floats).
+        ``v_measure``, ``hungarian_accuracy``, ``kappa`` (floats), and ``ami_sample`` (the
+        AMI's sample size) when the AMI was computed on a sample.
     """
     y, p = np.asarray(labels_true), np.asarray(labels_pred)
     h, c, v = _skm().homogeneity_completeness_v_measure(y, p)
-    return {
+    ami_value, ami_sample = ami(y, p, seed=seed, max_n=ami_max_n)
+    out = {
         "purity": purity(y, p),
         "nmi": nmi(y, p),
-        "ami": float(_skm().adjusted_mutual_info_score(y, p)),
+        "ami": ami_value,
         "ari": ari(y, p),
         "homogeneity": float(h), "completeness": float(c), "v_measure": float(v),
         "hungarian_accuracy": hungarian_accuracy(y, p),
         "kappa": kappa_after_majority_vote(y, p),
     }
+    if ami_sample is not None:
+        out["ami_sample"] = ami_sample
+    return out
 
 
 def silhouette_sample_indices(n: int, sample: int, seed: int) -> np.ndarray:

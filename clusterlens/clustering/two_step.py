@@ -56,12 +56,13 @@ LINKAGES = ("ward", "complete", "average", "single")
 # `auto` keeps the exact tree up to these N (per linkage); above, it takes the two-step route.
 # ward/single (fastcluster's O(N)-memory vector routines) are limited by time: on one thread of a
 # 2-core machine, 50 PCA dims, 10^5 points take minutes (ward ~7, single ~4.5), growing as
-# N^2.3-2.5 (benchmarks/results/scaling.csv). complete/average hold the N x N condensed distance
-# matrix twice (8 bytes x N^2 at the peak): 30,000 points need 6.9 GB and 40 s.
+# N^2.3-2.5 (benchmarks/results/scaling.csv), so about 10 s at 20,000. complete/average hold the
+# N x N condensed distance matrix twice (8 bytes x N^2 at the peak): 20,000 points need 3.2 GB
+# and about 18 s (30,000: 6.9 GB and 40 s).
 
 
-DEFAULT_MAX_EXACT_N = {"ward": 100_000, "single": 100_000, "complete": 30_000,
-                       "average": 30_000}
+DEFAULT_MAX_EXACT_N = {"ward": 20_000, "single": 20_000, "complete": 20_000,
+                       "average": 20_000}
 
 
 MEMORY_FRACTION = 0.8        # `exact` is refused when its predicted peak exceeds this x RAM
@@ -138,7 +139,7 @@ def choose_agglomerative_route(n: int, linkage: str, route_param: str, max_exact
       their max_exact_n only get a logged warning: they fit, but take long.)
     - ``two_step``: always the two-step route.
     - ``auto``: exact up to ``max_exact_n`` points (see ``max_exact_for``; defaults: ward and
-      single 100,000, complete and average 30,000) and while it fits in memory; two-step above.
+      single, complete and average 20,000) and while it fits in memory; two-step above.
 
     Returns a record for the stage's JSON: ``route``, ``requested``, ``reason``, ``n``,
     ``linkage``, ``max_exact_n``, ``exact_peak_bytes``, ``two_step_peak_bytes`` (with

@@ -18,13 +18,17 @@ class CaptionsParams(Section):
     {a3} (see :func:`clusterlens.features.captions.check_template`); ``preprocessing`` is ``extract``
     (caption the extracted features) or ``native`` (the classifier's own 224 px centre crop,
     extracted again unless extract used it); ``enabled: false`` writes no captions and no text
-    features.
+    features; ``max_n``: above this many images (an integer >= 2, default 2,000; null: never)
+    no image is captioned, or, with ``sample`` > 0, a seeded sample of about ``sample`` images,
+    stratified by class (:func:`clusterlens.features.sets.comparison_rows`; default 0).
     """
 
     template: str = "seed003"
     batch_size: int = 256
     preprocessing: str = "extract"
     enabled: bool = True
+    max_n: int | None = 2000
+    sample: int = 0
 
     @field_validator("template", mode="before")
     @classmethod
@@ -43,6 +47,16 @@ class CaptionsParams(Section):
     @classmethod
     def _preprocessing(cls, value: Any) -> str:
         return choice(value, PREPROCESSING)
+
+    @field_validator("max_n", mode="before")
+    @classmethod
+    def _max_n(cls, value: Any) -> int | None:
+        return None if value is None else integer(value, 2)
+
+    @field_validator("sample", mode="before")
+    @classmethod
+    def _sample(cls, value: Any) -> int:
+        return integer(value, 0)
 
     @field_validator("enabled", mode="before")
     @classmethod

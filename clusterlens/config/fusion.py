@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from clusterlens.config.base import Section, parse_section
+from clusterlens.config.rules import integer
 
 METHOD_NAMES = ("kmeans", "gmm", "ward")
 
@@ -16,13 +17,24 @@ class FusionParams(Section):
     ``set``: the feature set ``reduce``, ``nmf`` and ``upper_bound`` read (``visual``, ``text``,
     ``concat`` or ``weighted``); ``weight``: the visual share of the weighted fusion, in [0, 1];
     ``dim``: the common PCA dimension of the weighted fusion (>= 1); ``methods``: the clustering
-    methods of the comparison table (``kmeans``, ``gmm``, ``ward``).
+    methods of the comparison table (``kmeans``, ``gmm``, ``ward``); ``max_n``: above this
+    many images (or with the captions' sample) the table compares the sets on a seeded
+    sample of about this many, stratified by class, K-Means with one initialisation (an
+    integer >= 2, default 2,000; null: every image).
     """
 
     set: Literal["visual", "text", "concat", "weighted"] = "visual"
     weight: float = 0.5
     dim: int = 384
     methods: list[str] = ["kmeans", "gmm"]
+    max_n: int | None = 2000
+
+    @field_validator("max_n", mode="before")
+    @classmethod
+    def _max_n(cls, value):
+        if value is None:
+            return None
+        return integer(value, 2)
 
     @field_validator("weight")
     @classmethod

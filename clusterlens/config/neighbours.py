@@ -23,7 +23,12 @@ class NeighboursParams(Section):
     search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``;
     ``search``: ``exact``, ``approximate`` (faiss inverted lists on the leading principal
     components, re-ranked exactly; needs faiss) or ``auto`` (approximate above ``exact_max_n``
-    images, when faiss is installed); ``exact_max_n``: that switch point (>= 2).
+    images, when faiss is installed); ``exact_max_n``: that switch point (>= 2); the
+    perceptual hashes are searched as the features (approximate: a binary inverted file);
+    ``max_pairs_per_image``: candidate pairs one image is compared in, at most (>= 1;
+    :func:`clusterlens.audit.duplicates.cap_pairs`); ``pixel_store``: folder of the stored
+    working images and hashes (by sha256), or ``none`` (a temporary folder, removed after the
+    stage).
     """
 
     k: int
@@ -34,8 +39,10 @@ class NeighboursParams(Section):
     engine: str = "auto"
     search: str = "auto"
     exact_max_n: int = 50_000
+    max_pairs_per_image: int = 100
+    pixel_store: str | None = ".cache/pixels"
 
-    @field_validator("k", "workers", "block_mb", mode="before")
+    @field_validator("k", "workers", "block_mb", "max_pairs_per_image", mode="before")
     @classmethod
     def _positive(cls, value: Any) -> int:
         return integer(value, 1)
@@ -67,3 +74,12 @@ class NeighboursParams(Section):
     @classmethod
     def _exact_max_n(cls, value: Any) -> int:
         return integer(value, 2)
+
+    @field_validator("pixel_store", mode="before")
+    @classmethod
+    def _pixel_store(cls, value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"must be a folder path or `none`, got {value!r}")
+        return value

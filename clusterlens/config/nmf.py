@@ -16,13 +16,18 @@ class NMFParams(Section):
     :mod:`clusterlens.clustering.grid`; may be empty); ``n_components``: the
     factorisation rank (>= 1; at most min(images, feature dim), checked against the data);
     ``max_iter``: the solver's iteration cap (>= 1); ``negative``: what to do with feature
-    columns holding negative values (``shift`` them to start at 0, or stop with an ``error``).
+    columns holding negative values (``shift`` them to start at 0, or stop with an ``error``);
+    ``max_exact_n``: above this many images the factorisation is fitted on a seeded sample of
+    this many and ``W`` of every image comes from the fitted ``H``
+    (:func:`clusterlens.clustering.nmf.fit_nmf_sampled`; an integer >= 2, or null: never;
+    default 20,000). K-Means on ``W`` follows ``kmeans.max_exact_n``.
     """
 
     k: list[int | str]
     n_components: int = Field(ge=1)
     max_iter: int = Field(ge=1)
     negative: Literal["shift", "error"]
+    max_exact_n: int | None = Field(default=20_000, ge=2)
 
     @field_validator("k", mode="before")
     @classmethod

@@ -27,16 +27,28 @@ Rules (documented in the README):
   blurry, dark, light, low_information, grayscale from its decoded pixels, odd_size and
   odd_aspect_ratio against the indexed images' medians; :mod:`clusterlens.data.quality`).
   Flagged images stay in the index.
+
+The files are read, hashed and decoded by worker processes (:func:`inspect_files`,
+:class:`FilePool`), optionally through a per-file store keyed by sha256
+(:mod:`clusterlens.data.index_store`); neither changes the result.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
+import gc
 import hashlib
 import io
+import multiprocessing as mp
 import os
+import signal
+import sys
+import time
 import warnings
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +60,7 @@ from tqdm import tqdm
 from clusterlens.core.errors import DataError
 from clusterlens.data import corrections as corr
 from clusterlens.data.images import first_frame_rgb
+from clusterlens.data.index_store import VALUE_COLUMNS, IndexStore, rows_of, store_spec
 from clusterlens.data.quality import (
     FLAG_COLUMNS,
     PIXEL_KINDS,
@@ -65,6 +78,10 @@ INDEX_COLUMNS = FILE_COLUMNS + QUALITY_COLUMNS
 REJECTED_COLUMNS = ["path", "class", "reason", "detail"]
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+assert VALUE_COLUMNS == INSPECTED_COLUMNS + PIXEL_SCORE_COLUMNS  # the store's record order
+CHUNK = 64  # files per task sent to a worker process
+PROCESS_MIN_FILES = 512  # fewer files to inspect: in this process (no worker start-up)
+FLUSH_FILES, FLUSH_SECONDS = 50_000, 10.0  # store: a shard at least this often
 
 
 class Rejected(Exception):
@@ -74,6 +91,9 @@ class Rejected(Exception):
     def __init__(self, reason: str, detail: str = ""):
         self.reason, self.detail = reason, detail
         super().__init__(f"{reason}: {detail}")
+
+    def __reduce__(self):  # travels back from worker processes whole
+        return Rejected, (self.reason, self.detail)
 
 
 # --------------------------------------------------------------------------- scanning
@@ -299,6 +319,14 @@ def inspect_image(path: Path, min_side: int) -> dict:
     Rejected
         With the reason the file is unusable.
     """
+    _, res = inspect_file(path, min_side)
+    if isinstance(res, Rejected):
+        raise res
+    return dict(zip(VALUE_COLUMNS, res))
+
+
+def read_file(path: Path) -> bytes:
+    """A file's bytes; :class:`Rejected` (``unreadable``, ``empty_file``) when there are none."""
     try:
         data = path.read_bytes()
     except PermissionError as exc:
@@ -307,7 +335,32 @@ def inspect_image(path: Path, min_side: int) -> dict:
         raise Rejected("unreadable", str(exc.strerror or exc)) from None
     if not data:
         raise Rejected("empty_file", "0 bytes")
+    return data
+
+
+def hash_file(path: Path) -> str | Rejected:
+    """The sha256 (hex) of a file's bytes, or why it has none (:func:`read_file`)."""
+    try:
+        return hashlib.sha256(read_file(path)).hexdigest()
+    except Rejected as exc:
+        return exc
+
+
+def inspect_file(path: Path, min_side: int) -> tuple[str | None, tuple | Rejected]:
+    """:func:`inspect_image` without raising: ``(sha256, values)``, values in the order of
+    ``VALUE_COLUMNS``, or ``(sha256, Rejected)`` (sha256 None when the file could not be read)."""
+    try:
+        data = read_file(path)
+    except Rejected as exc:
+        return None, exc
     digest = hashlib.sha256(data).hexdigest()
+    try:
+        return digest, _inspect_bytes(data, digest, min_side)
+    except Rejected as exc:
+        return digest, exc
+
+
+def _inspect_bytes(data: bytes, digest: str, min_side: int) -> tuple:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -336,13 +389,209 @@ def inspect_image(path: Path, min_side: int) -> dict:
     width, height = rgb.size
     if min(width, height) < min_side:
         raise Rejected("too_small", f"{width}x{height} is below index.min_side={min_side}")
-    return {"width": width, "height": height, "mode": mode, "format": fmt,
-            "n_frames": n_frames, "bytes": len(data), "sha256": digest, **image_scores(rgb)}
+    scores = image_scores(rgb)
+    return (width, height, mode, fmt, n_frames, len(data), digest,
+            *(scores[c] for c in PIXEL_SCORE_COLUMNS))
+
+
+# --------------------------------------------------------------------------- many files
+def resolve_workers(workers: int | str) -> int:
+    """``auto``: the cores this process may run on (``os.sched_getaffinity``); else the count."""
+    if workers == AUTO:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    return max(1, int(workers))
+
+
+def _run_chunk(kind: str, root: Path, rels: list[str], min_side: int) -> list:
+    if kind == "hash":
+        return [hash_file(root / rel) for rel in rels]
+    return [inspect_file(root / rel, min_side) for rel in rels]
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(root: str, min_side: int, max_pixels: int | None) -> None:
+    """A worker process: Ctrl-C is the parent's to handle (it ends the workers), the worker
+    ends with its parent, Pillow's pixel limit is the parent's, and its warning between 1x and 2x the limit is silenced
+    (:func:`inspect_file` rejects those itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):  # the parent killed alone (SIGKILL, OOM): end too
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    _WORKER.update(root=Path(root), min_side=min_side)
+
+
+def _worker_chunk(kind: str, rels: list[str]) -> list:
+    return _run_chunk(kind, _WORKER["root"], rels, _WORKER["min_side"])
+
+
+class FilePool:
+    """Runs :func:`hash_file` or :func:`inspect_file` over many files of one folder, in order,
+    in ``workers`` processes (in this process when 1).
+
+    Worker processes are forked (``multiprocessing`` start method ``fork``; ``spawn`` where
+    there is no fork), with the objects that exist then frozen out of the garbage collector
+    (``gc.freeze``) so that the children do not copy the parent's memory by touching it. Files
+    go out in chunks of :data:`CHUNK` paths, at most ``4 x workers`` chunks in flight, and come
+    back in order. Leaving the ``with`` block on an exception (Ctrl-C included) terminates the
+    workers at once.
+    """
+
+    def __init__(self, root: Path, min_side: int, workers: int):
+        self.root, self.min_side, self.workers = Path(root), min_side, workers
+        self.pool = None
+
+    def __enter__(self) -> FilePool:
+        if self.workers > 1:
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            gc.freeze()
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method),
+                                            initializer=_init_worker,
+                                            initargs=(str(self.root), self.min_side, bomb_limit()))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.pool is None:
+            return
+        gc.unfreeze()
+        if exc_type is not None:  # Ctrl-C or an error: do not wait for the chunks in flight
+            procs = list((getattr(self.pool, "_processes", None) or {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.join(5)
+        else:
+            self.pool.shutdown(wait=True)
+
+    def map(self, kind: str, rels: list[str], desc: str):
+        """Yield each file's result (``kind`` ``hash`` or ``inspect``), in the order of
+        ``rels``, with a tqdm progress bar."""
+        chunks = [rels[i:i + CHUNK] for i in range(0, len(rels), CHUNK)]
+        bar = tqdm(total=len(rels), desc=desc, unit="img", mininterval=1.0)
+        with bar:
+            if self.pool is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    for chunk in chunks:
+                        out = _run_chunk(kind, self.root, chunk, self.min_side)
+                        bar.update(len(chunk))
+                        yield from out
+                return
+            pending: deque = deque()
+            todo = iter(chunks)
+            for chunk in todo:
+                pending.append(self.pool.submit(_worker_chunk, kind, chunk))
+                if len(pending) >= 4 * self.workers:
+                    break
+            while pending:
+                out = pending.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(self.pool.submit(_worker_chunk, kind, nxt))
+                bar.update(len(out))
+                yield from out
+
+
+def _record(sha: str, res) -> tuple:
+    """A store row (``index_store.RECORD_COLUMNS``) of one inspected file."""
+    if isinstance(res, Rejected):
+        return (res.reason, res.detail, 0, 0, "", "", 0, 0, sha, *([float("nan")] * 5))
+    return ("", "", *res)
+
+
+def _result(row: tuple):
+    """The inverse of :func:`_record`: values, or the Rejected."""
+    if row[0]:
+        return Rejected(row[0], row[1])
+    return tuple(row[2:])
+
+
+def inspect_files(root: Path, rels: list[str], min_side: int, workers: int | str = 1, *,
+                  store: str | os.PathLike | None = None) -> tuple[list, dict]:
+    """Inspect the files ``root / rel`` (:func:`inspect_file`), through a per-file store.
+
+    Parameters
+    ----------
+    root : Path
+        The folder.
+    rels : list of str
+        Paths relative to ``root``.
+    min_side : int
+        Smallest accepted width and height, in pixels.
+    workers : int or "auto"
+        Worker processes (:func:`resolve_workers`); 1 = this process. Below
+        :data:`PROCESS_MIN_FILES` files, always this process (starting processes costs more).
+        The result does not depend on it.
+    store : str or PathLike, optional
+        The per-file store folder (:mod:`clusterlens.data.index_store`). When it holds
+        records, every file is read and hashed first, and only the files whose sha256 it does
+        not hold are decoded; their records are appended every :data:`FLUSH_FILES` files or
+        :data:`FLUSH_SECONDS` seconds, and when the run stops (finished, failed or
+        interrupted).
+
+    Returns
+    -------
+    results : list
+        Per file, in the order of ``rels``: a tuple of values (``VALUE_COLUMNS``) or a
+        :class:`Rejected`.
+    stats : dict
+        ``workers`` (processes used; 1 = this process), ``store`` (its key-space folder, or
+        None), ``from_store`` and ``inspected`` (files decoded by this run).
+    """
+    root = Path(root)
+    n_workers = resolve_workers(workers)
+    if len(rels) < PROCESS_MIN_FILES:
+        n_workers = 1
+    results: list = [None] * len(rels)
+    st = IndexStore(store, store_spec(min_side, bomb_limit())) if store else None
+    stats = {"workers": n_workers, "store": str(st.dir) if st else None, "from_store": 0,
+             "inspected": 0}
+    with FilePool(root, min_side, n_workers) as pool:
+        todo = list(range(len(rels)))
+        known = st.load() if st else None
+        if known is not None and len(known):
+            shas = list(pool.map("hash", rels, "index (hash)"))
+            pos = pd.Index(known["sha256"]).get_indexer(
+                [s if isinstance(s, str) else "" for s in shas])
+            rows = rows_of(known)
+            todo = []
+            for i, (s, p) in enumerate(zip(shas, pos)):
+                if not isinstance(s, str):
+                    results[i] = s  # unreadable or empty
+                elif p >= 0:
+                    results[i] = _result(rows[p])
+                    stats["from_store"] += 1
+                else:
+                    todo.append(i)
+            del known, rows, shas
+        pending: list[tuple] = []
+        last = time.monotonic()
+        try:
+            for i, (sha, res) in zip(todo, pool.map("inspect", [rels[i] for i in todo],
+                                                    "index")):
+                results[i] = res
+                if st is not None and sha is not None:
+                    pending.append(_record(sha, res))
+                    if len(pending) >= FLUSH_FILES or time.monotonic() - last > FLUSH_SECONDS:
+                        st.put(pending)
+                        pending, last = [], time.monotonic()
+        finally:
+            if st is not None:
+                st.put(pending)  # also what an interrupted run had inspected
+        stats["inspected"] = len(todo)
+    return results, stats
 
 
 def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = False,
-                workers: int = 2, *, splits: str | Sequence[str] = AUTO,
-                corrections: pd.DataFrame | None = None
+                workers: int | str = 2, *, splits: str | Sequence[str] = AUTO,
+                corrections: pd.DataFrame | None = None, store: str | os.PathLike | None = None
                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Scan and inspect an image folder, and apply the user's corrections.
 
@@ -355,14 +604,18 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     drop_duplicates : bool
         Move every exact copy after the first (in path order, within its split) to the
         rejected table.
-    workers : int
-        Threads that read and decode the files (the result does not depend on it).
+    workers : int or "auto"
+        Processes that read, hash and decode the files (:func:`inspect_files`; ``auto``: one
+        per available core). The result does not depend on it.
     splits : str or sequence of str
         ``data.splits``: ``auto``, ``none`` or the split folders
         (:mod:`clusterlens.data.splits`).
     corrections : DataFrame, optional
         A corrections table (:func:`clusterlens.data.corrections.read_corrections`); every row
         is checked against the listing before any image is decoded.
+    store : str or PathLike, optional
+        A per-file store folder (:mod:`clusterlens.data.index_store`): files whose bytes it
+        holds are not decoded again. The result does not depend on it.
 
     Returns
     -------
@@ -379,8 +632,9 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     info : dict
         ``classes_found`` (every class folder), ``empty_classes`` (those without a usable
         image), ``splits`` (split order), ``split_lookalikes`` (split-like folders read as
-        classes) and ``corrections`` (what happened to each row:
-        :func:`clusterlens.data.corrections.applied_table`).
+        classes), ``corrections`` (what happened to each row:
+        :func:`clusterlens.data.corrections.applied_table`) and ``inspection`` (the stats of
+        :func:`inspect_files`: workers, store, files from the store, files decoded).
 
     Raises
     ------
@@ -399,32 +653,21 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     corr.check_corrections(corrections, class_of=class_of, classes=scan.classes)
     excluded = corr.excluded_paths(corrections)
     notes = dict(zip(corrections["path"], corrections["note"]))
-    rows: list[dict] = []
-
-    def work(item):
-        rel = item[0]
-        try:
-            return inspect_image(root / rel, min_side)
-        except Rejected as exc:
-            return exc
-
     todo = [c for c in candidates if c[0] not in excluded]
     for rel, cls, _ in candidates:
         if rel in excluded:
             rejected.append({"path": rel, "class": cls, "reason": "excluded",
                              "detail": notes.get(rel) or "excluded in data.corrections"})
-    # Pillow warns (rather than raises) between 1x and 2x its pixel limit; inspect_image rejects
-    # those itself. Filters are process-wide, so they are set here, once, not in each thread.
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        results = pool.map(work, todo)
-        for (rel, cls, split), res in tqdm(zip(todo, results), total=len(todo),
-                                           desc="index", unit="img", mininterval=1.0):
-            if isinstance(res, Rejected):
-                rejected.append({"path": rel, "class": cls, "reason": res.reason,
-                                 "detail": res.detail})
-            else:
-                rows.append({"path": rel, "split": split, "class": cls, **res})
+    results, stats = inspect_files(root, [rel for rel, _, _ in todo], min_side, workers,
+                                   store=store)
+    rows: list[tuple] = []
+    for (rel, cls, split), res in zip(todo, results):
+        if isinstance(res, Rejected):
+            rejected.append({"path": rel, "class": cls, "reason": res.reason,
+                             "detail": res.detail})
+        else:
+            rows.append((rel, split, cls, *res))
+    del results
 
     index = pd.DataFrame(rows, columns=["path", "split", "class"] + INSPECTED_COLUMNS
                          + PIXEL_SCORE_COLUMNS)
@@ -454,7 +697,7 @@ def build_index(root: str | Path, min_side: int = 8, drop_duplicates: bool = Fal
     info = {"classes_found": scan.classes,
             "empty_classes": [c for c in scan.classes if c not in label_of],
             "splits": list(scan.splits), "split_lookalikes": list(scan.lookalikes),
-            "corrections": applied}
+            "corrections": applied, "inspection": stats}
     validate_index(index, root, rejected_df, info["empty_classes"])
     return index, rejected_df, info
 
@@ -555,3 +798,12 @@ def index_metrics(index: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> di
         "height_min": int(index["height"].min()),
         "splits": {s: int((index["split"] == s).sum()) for s in info.get("splits", [])},
     }
+
+
+def inspection_summary(stats: dict) -> str:
+    """One log line from :func:`inspect_files`' stats: files decoded, where, and what the
+    store held."""
+    where = "this process" if stats["workers"] == 1 else f"{stats['workers']} worker processes"
+    store = (f"; {stats['from_store']} files from the store {stats['store']}"
+             if stats["store"] else "; no per-file store")
+    return f"{stats['inspected']} files read and decoded in {where}{store}"

@@ -9,6 +9,10 @@ cluster to its majority class:
 - ``concat``: each L2-normalised, then concatenated (D_v + D_t columns);
 - ``weighted``: each standardised and PCA-reduced to a common dimension
   ``min(dim, D_v, D_t, N)``, L2-normalised, then ``w * visual + (1 - w) * text``.
+
+Above ``fusion.max_n`` images the comparison runs on a seeded sample stratified by class
+(:func:`clusterlens.features.sets.comparison_plan`), the four sets built from the sampled rows,
+K-Means with ``SAMPLE_N_INIT`` initialisation, K = the sample's classes.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from clusterlens.core.errors import DataError
 from clusterlens.features.sets import FEATURE_SETS
 
 METHODS = ("kmeans", "gmm", "ward")
+SAMPLE_N_INIT = 1  # K-Means initialisations of a comparison on a sample (fusion.max_n)
 SET_TITLES = {"visual": "Visual", "text": "Text", "concat": "Fused - Concat",
               "weighted": "Fused - Weighted"}
 METHOD_TITLES = {"kmeans": "K-Means", "gmm": "GMM", "ward": "Agglomerative (ward)"}

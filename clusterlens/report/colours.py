@@ -12,6 +12,7 @@ import colorsys
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from clusterlens.clustering.metrics import NOISE
 
@@ -90,12 +91,10 @@ def cluster_styles(labels, classes, class_order: list[str]) -> dict[int, Cluster
     clusters = sorted(int(c) for c in set(labels.tolist()) if c != NOISE)
     if not clusters:
         return {}
-    code = {c: i for i, c in enumerate(class_order)}
     counts = np.zeros((len(clusters), len(class_order)), dtype=np.int64)
-    pos = {c: i for i, c in enumerate(clusters)}
-    for lab, cls in zip(labels.tolist(), classes.tolist()):
-        if lab != NOISE:
-            counts[pos[int(lab)], code[cls]] += 1
+    kept = labels != NOISE
+    codes = pd.Index(class_order).get_indexer(classes[kept])
+    np.add.at(counts, (np.searchsorted(np.asarray(clusters), labels[kept]), codes), 1)
     rows, cols = linear_sum_assignment(counts, maximize=True)
     matched = {clusters[r]: class_order[c] for r, c in zip(rows, cols) if counts[r, c] > 0}
     used: dict[str, int] = {}
