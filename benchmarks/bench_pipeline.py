@@ -17,9 +17,10 @@
    (``--dim``-D, the class structure of the index's labels, the planted copies as near-equal
    rows, outliers as far rows; ``benchmarks._util.planted_features``) written to
    data/features.npy with a metrics/extract.json; then every later stage.
-4. Peak memory: the largest sum of the resident sets of the stage's process tree (sampled every
-   0.2 s), or the largest single process's own peak (``wait4``'s ``ru_maxrss``) when that is
-   larger. CPU seconds: user + system of the whole tree. A stage is stopped at ``--timeout``
+4. Peak memory: the largest sum of the resident sets of the stage's process tree, or the
+   largest single process's own peak (``VmHWM``) when that is larger, sampled every 0.2 s
+   (``wait4``'s ``ru_maxrss`` is not used: it keeps this process's peak, inherited at fork).
+   CPU seconds: user + system of the whole tree. A stage is stopped at ``--timeout``
    seconds or above ``--max-gib`` and recorded so; the next stages still run when their inputs
    exist (else ``skipped``).
 
@@ -76,8 +77,21 @@ def short(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- measuring
+def high_water_mark(pid: int) -> int:
+    """A live process's own peak resident bytes (``VmHWM``; exec starts it afresh, unlike
+    ``ru_maxrss``, which keeps the forking parent's peak), 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def tree_usage(pid: int) -> tuple[int, float]:
-    """(resident bytes, CPU seconds) of the live process tree under ``pid``."""
+    """(resident bytes, CPU seconds) of the live process tree under ``pid``: the larger of the
+    tree's summed resident memory and its largest process's own peak (``VmHWM``)."""
     import psutil
 
     try:
@@ -85,15 +99,16 @@ def tree_usage(pid: int) -> tuple[int, float]:
         procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
         return 0, 0.0
-    rss, cpu = 0, 0.0
+    rss, cpu, hwm = 0, 0.0, 0
     for p in procs:
         try:
             rss += p.memory_info().rss
             t = p.cpu_times()
             cpu += t.user + t.system + t.children_user + t.children_system
+            hwm = max(hwm, high_water_mark(p.pid))
         except psutil.Error:
             pass
-    return rss, cpu
+    return max(rss, hwm), cpu
 
 
 def run_stage(cmd: str, cwd: Path, log: Path, timeout: float, max_gib: float) -> dict:
@@ -128,7 +143,6 @@ def run_stage(cmd: str, cwd: Path, log: Path, timeout: float, max_gib: float) ->
             raise
     proc.returncode = os.waitstatus_to_exitcode(code)
     seconds = time.perf_counter() - t0
-    peak = max(peak, ru.ru_maxrss * 1024)
     rec = {"status": status or ("ok" if proc.returncode == 0 else "failed"),
            "seconds": round(seconds, 2),
            # a stopped stage's children are not reaped into wait4's figure: the last sample

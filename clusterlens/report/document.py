@@ -441,14 +441,18 @@ def section_feature_sets(doc: Doc, fusion: dict, table: pd.DataFrame, captions: 
     set (visual, text, fused) at K = the number of classes, and the first captions."""
     doc.h(2, "4b. Feature sets: visual, text, fused")
     if not fusion.get("enabled", True) or table.empty:
-        doc.p("Captions are off (`captions.enabled: false`): the pipeline runs on the visual "
-              "features only.")
+        why = (f"{captions.get('images', 0):,} images > `captions.max_n` = "
+               f"{captions['max_n']:,}; `captions.sample` captions a sample instead"
+               if captions.get("route") == "off" else "`captions.enabled: false`")
+        doc.p(f"Captions are off ({why}): the pipeline runs on the visual features only.")
         return
     pivot = table.pivot(index="method", columns="features", values="kappa")
     pivot = pivot[[c for c in ("visual", "text", "concat", "weighted") if c in pivot.columns]]
     doc.p(f"The pipeline above runs on the **{selected_set}** features (`fusion.set`). Cohen's "
           f"kappa after majority-vote mapping, each method at K = {fusion['k']} on every feature "
-          f"set (`{files.fusion_table}` also has NMI and ARI); best: "
+          + (f"set, on a seeded sample of {fusion['sample']:,} images stratified by class "
+             f"(`fusion.max_n`) " if fusion.get("route") == "sample" else "set ")
+          + f"(`{files.fusion_table}` also has NMI and ARI); best: "
           f"**{fusion['best']['method']} on {fusion['best']['features']}** "
           f"(kappa {fusion['best']['kappa']:.3f}).")
     doc.table(pivot.reset_index().round(4))
