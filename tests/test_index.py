@@ -302,7 +302,7 @@ def test_ctrl_c_ends_the_workers_at_once_with_one_line(tmp_path):
         chunk = proc.stderr.read1(256)
         assert chunk, seen.decode()
         seen += chunk
-    time.sleep(0.3)
+    time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
     t0 = time.monotonic()
     err = (seen + proc.communicate(timeout=20)[1]).decode()

@@ -463,6 +463,8 @@ class FilePool:
         if exc_type is not None:  # Ctrl-C or an error: do not wait for the chunks in flight
             procs = list((getattr(self.pool, "_processes", None) or {}).values())
             self.pool.shutdown(wait=False, cancel_futures=True)
+            # and any worker forked after that snapshot (Ctrl-C while the pool starts)
+            procs += [p for p in mp.active_children() if p not in procs]
             for proc in procs:
                 proc.terminate()
             for proc in procs:
