@@ -102,6 +102,25 @@ def test_a_moved_object_on_one_background_is_a_same_scene_pair():
     assert dup.classify(vf.match_images(gray(shots[0]), gray(planted(shots[0], "crop", rng)))) == "crop"
 
 
+def test_coarse_views_kept_across_pairs_give_the_same_matches():
+    """`verify` keeps each image's coarse views (vf.Coarse) across its pairs: every pair of a
+    set of copies and look-alikes of several shapes gives the Match it gives on its own."""
+    rng = np.random.default_rng(4)
+    imgs = []
+    for s in range(6):
+        img = photo(600 + s, layout=s // 2)
+        imgs += [gray(img), gray(planted(img, COPY_KINDS[s % 4], rng)),
+                 gray(img.resize((img.width, img.height * 2 // 3)))]   # another aspect ratio
+    views = [vf.Coarse(g) for g in imgs]
+    pairs = [(i, j) for i in range(len(imgs)) for j in range(len(imgs)) if i != j]
+    shared = [vf.match_images(imgs[i], imgs[j], coarse_views=(views[i], views[j]))
+              for i, j in pairs]
+    alone = [vf.match_images(imgs[i], imgs[j]) for i, j in pairs]
+    assert [repr(m) for m in shared] == [repr(m) for m in alone]   # colour is NaN: repr
+    assert sum(m is not None for m in alone) >= 40                  # the fine step ran often
+    assert max(len(v._templates) for v in views) > 6                # templates were reused
+
+
 def test_flat_images_are_never_pairs():
     flat = Image.new("RGB", (120, 90), (128, 128, 128))
     assert vf.match_images(gray(flat), gray(flat)) is None

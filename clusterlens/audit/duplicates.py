@@ -38,6 +38,7 @@ of the same backdrop): see docs/audit.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,7 @@ from tqdm import tqdm
 from clusterlens.audit.hashes import hash_pairs, phashes
 from clusterlens.audit.neighbours import connected_groups
 from clusterlens.audit.pixels import PixelStore, StoredImages
-from clusterlens.audit.verification import Match, match_images, working_pair
+from clusterlens.audit.verification import Coarse, Match, match_images, working_pair
 
 KINDS = ("exact", "resized", "crop", "mirror", "same_scene")
 COPY_KINDS = KINDS[:4]
@@ -63,6 +64,7 @@ SCENE_AGREEMENT = 0.75
 MIN_INFORMATIVE = 12
 MIN_COVERAGE = 0.45
 CROP_COVERAGE = 0.95
+CACHED_IMAGES = 4096  # images whose working image and coarse views `verify` keeps (LRU)
 HASH_K = 5  # nearest hashes looked at per image and mirror state
 CHUNK = 512  # items per batch of thread work: Ctrl-C waits for at most one batch
 FLUSH = 8192  # files read per shard written to the pixel store (a killed run keeps them)
@@ -352,9 +354,14 @@ def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidat
     """
     todo = np.flatnonzero(~candidates.by_bytes)
 
+    @functools.lru_cache(maxsize=CACHED_IMAGES)
+    def image(row: int) -> tuple[np.ndarray, np.ndarray, Coarse]:
+        gray, colour = images[row]
+        return gray, colour, Coarse(gray)
+
     def compare(i: int) -> tuple | None:
-        (a, ca), (b, cb) = images[candidates.pairs[i, 0]], images[candidates.pairs[i, 1]]
-        m = match_images(a, b, (ca, cb))
+        (a, ca, va), (b, cb, vb) = image(candidates.pairs[i, 0]), image(candidates.pairs[i, 1])
+        m = match_images(a, b, (ca, cb), coarse_views=(va, vb))
         kind = classify(m)
         return (*candidates.pairs[i], kind, m.agreement, m.similarity, m.coverage) if kind else None
 

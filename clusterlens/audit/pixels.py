@@ -24,7 +24,6 @@ it had written.
 """
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens.core.io import atomic_path, save_npy
+from clusterlens.core.io import atomic_path, open_key_space, save_npy
 from clusterlens.features.store import digests, fingerprint
 
 STORE_VERSION = 1
@@ -123,12 +122,7 @@ class PixelStore:
         d = digests(shas)
         if not len(d) == len(pairs) == len(hashes):
             raise ValueError(f"{len(d)} digests, {len(pairs)} images, {len(hashes)} hashes")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        spec_file = self.dir / "fingerprint.json"
-        if not spec_file.is_file():
-            with atomic_path(spec_file) as tmp:
-                tmp.write_text(json.dumps({"fingerprint": self.key, **self.spec}, indent=2,
-                                          sort_keys=True) + "\n")
+        open_key_space(self.dir, self.key, self.spec)
         meta = np.zeros((len(pairs), META_COLUMNS), dtype=np.int64)
         meta[:, 5:] = np.asarray(hashes, dtype=np.uint64).view(np.int64)
         offset = 0

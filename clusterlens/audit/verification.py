@@ -51,6 +51,7 @@ DETAIL_SIGMA = 3.0       # px: detail = working image minus its blur at this sca
 COLOUR_SIDE = 48         # longest side of the colour thumbnail, px
 COLOUR_PERCENTILE = 97   # the colour distance is this percentile of the per-pixel distances
 GRAY_CHROMA = 3.0        # a thumbnail whose chroma never strays further from neutral is gray
+MAX_TEMPLATES = 96       # coarse templates one image keeps (:class:`Coarse`), by mirroring and size
 
 
 @dataclass(frozen=True)
@@ -142,14 +143,46 @@ def _placement(inner_shape, outer_shape, fraction: float) -> tuple[int, int] | N
     return tw, th
 
 
-def _best_place(outer: np.ndarray, inner: np.ndarray, fractions, blur: float = 0.0):
-    """(correlation, fraction, (x, y), (w, h)) of the best placement of ``inner`` in ``outer``."""
+class Coarse:
+    """One working image's inputs to the coarse search, made once and reused by every pair it
+    is in: the image at :data:`COARSE_SIDE` px (as the outer image) and its templates (as the
+    inner image, by mirroring and size; at most :data:`MAX_TEMPLATES` kept). The same arrays
+    as computing them for each pair, so the results are identical; only the resizing is saved.
+    """
+
+    __slots__ = ("image", "_big", "_templates")
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+        self._big = None
+        self._templates: dict = {}
+
+    def big(self) -> np.ndarray:
+        if self._big is None:
+            self._big = _fit(self.image, COARSE_SIDE).astype(np.float32)
+        return self._big
+
+    def template(self, mirrored: bool, size: tuple[int, int]) -> np.ndarray:
+        key = (mirrored, size)
+        T = self._templates.get(key)
+        if T is None:
+            inner = np.ascontiguousarray(self.image[:, ::-1]) if mirrored else self.image
+            T = _resize(inner, *size).astype(np.float32)
+            if len(self._templates) < MAX_TEMPLATES:
+                self._templates[key] = T
+        return T
+
+
+def _best_place(outer: np.ndarray, inner: np.ndarray, fractions, blur: float = 0.0,
+                template=None):
+    """(correlation, fraction, (x, y), (w, h)) of the best placement of ``inner`` in ``outer``;
+    ``template(size)``, when given, returns ``inner`` resized to ``size`` (a cached copy)."""
     best = (-2.0, 0.0, (0, 0), (0, 0))
     for f in fractions:
         size = _placement(inner.shape, outer.shape, f)
         if size is None:
             continue
-        T = _resize(inner, *size).astype(np.float32)
+        T = template(size) if template is not None else _resize(inner, *size).astype(np.float32)
         if blur:
             T = cv2.GaussianBlur(T, (0, 0), blur)
         if T.max() - T.min() < 1:
@@ -199,16 +232,20 @@ class Alignment:
     magnification: float = 1.0
 
 
-def align(a: np.ndarray, b: np.ndarray) -> Alignment | None:
+def align(a: np.ndarray, b: np.ndarray,
+          coarse_views: tuple[Coarse, Coarse] | None = None) -> Alignment | None:
     """The best placement of one working image inside the other (see the module docstring);
     None when no placement correlates at :data:`COARSE_MIN` or more at the coarse size (most
-    candidate pairs that are not copies end here), or an image is flat or too small."""
+    candidate pairs that are not copies end here), or an image is flat or too small.
+    ``coarse_views``: the two images' :class:`Coarse` caches (same result, less resizing)."""
+    ca, cb = coarse_views if coarse_views is not None else (Coarse(a), Coarse(b))
     coarse = None
-    for inner_id, (outer, inner) in enumerate(((a, b), (b, a))):
-        big = _fit(outer, COARSE_SIDE).astype(np.float32)
+    for inner_id, (outer, inner) in enumerate(((ca, cb), (cb, ca))):
+        big = outer.big()
         for mirrored in (False, True):
-            inn = np.ascontiguousarray(inner[:, ::-1]) if mirrored else inner
-            score, f, _, _ = _best_place(big, inn, FRACTIONS)
+            score, f, _, _ = _best_place(
+                big, inner.image, FRACTIONS,
+                template=lambda size, m=mirrored, c=inner: c.template(m, size))
             if f and (coarse is None or score > coarse[0]):
                 coarse = (score, f, inner_id, mirrored)
     if coarse is None or coarse[0] < COARSE_MIN:
@@ -262,7 +299,8 @@ def colour_difference(al: Alignment, colours: tuple[np.ndarray, np.ndarray]) -> 
 
 
 def match_images(a: np.ndarray, b: np.ndarray,
-                 colours: tuple[np.ndarray, np.ndarray] | None = None) -> Match | None:
+                 colours: tuple[np.ndarray, np.ndarray] | None = None, *,
+                 coarse_views: tuple[Coarse, Coarse] | None = None) -> Match | None:
     """Align two working images (:func:`working_image`) and compare their pixels.
 
     Parameters
@@ -271,13 +309,15 @@ def match_images(a: np.ndarray, b: np.ndarray,
         Grayscale working images.
     colours : tuple of two ndarray, optional
         Their colour thumbnails (:func:`working_pair`); without them ``colour`` is NaN.
+    coarse_views : tuple of two Coarse, optional
+        Caches of ``a`` and ``b`` kept across pairs (:class:`Coarse`); the result is the same.
 
     Returns
     -------
     Match or None
         None when :func:`align` finds no placement.
     """
-    al = align(a, b)
+    al = align(a, b, coarse_views)
     if al is None:
         return None
     # detail finer than the smaller picture holds is not compared

@@ -6,16 +6,15 @@ from typing import Any
 
 from pydantic import field_validator
 
-from clusterlens.config.base import Section
 from clusterlens.config.rules import choice, integer
+from clusterlens.config.supervised import SupervisedRoute
 
 FILTERS = ("lowest_quality", "prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
            "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
 SCORES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
-ROUTES = ("auto", "exact", "bounded")
 
 
-class LabelIssuesParams(Section):
+class LabelIssuesParams(SupervisedRoute):
     """``label_issues.*``.
 
     ``folds``: stratified K-fold splits for the out-of-fold probabilities (>= 2, default 5; at
@@ -29,35 +28,15 @@ class LabelIssuesParams(Section):
     used for the ``label_quality`` column and to rank the issues (``self_confidence``,
     ``normalized_margin`` or ``confidence_weighted_entropy``; default ``self_confidence``).
 
-    The route (:func:`clusterlens.audit.label_issues.choose_route`): ``route`` (``auto``, default:
-    ``exact`` up to ``max_work``, ``bounded`` above; or either one forced), ``max_work`` (images
-    x feature dimension x classes above which ``auto`` takes the bounded route; >= 1, default
-    200,000,000) and ``max_train`` (the bounded route's stratified training sample per fold, in
-    images; >= 2, default 20,000).
+    The route (:func:`clusterlens.audit.label_issues.choose_route`): ``route``, ``max_work``
+    (counting every image) and ``max_train`` (per fold), as
+    :class:`~clusterlens.config.supervised.SupervisedRoute` says.
     """
 
     folds: int = 5
     alpha: float = 0.3
     filter_by: str = "lowest_quality"
     rank_by: str = "self_confidence"
-    route: str = "auto"
-    max_work: int = 200_000_000
-    max_train: int = 20_000
-
-    @field_validator("route", mode="before")
-    @classmethod
-    def _route(cls, value: Any) -> str:
-        return choice(value, ROUTES)
-
-    @field_validator("max_work", mode="before")
-    @classmethod
-    def _max_work(cls, value: Any) -> int:
-        return integer(value, 1)
-
-    @field_validator("max_train", mode="before")
-    @classmethod
-    def _max_train(cls, value: Any) -> int:
-        return integer(value, 2)
 
     @field_validator("folds", mode="before")
     @classmethod

@@ -7,10 +7,10 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from clusterlens.config.base import Section
-from clusterlens.config.rules import choice, integer
+from clusterlens.config.rules import integer
+from clusterlens.config.supervised import SupervisedRoute
 
 FEATURES = ("raw", "pca")
-ROUTES = ("auto", "exact", "bounded")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -51,39 +51,18 @@ class LogRegConfig(Section):
         return value
 
 
-class UpperBoundParams(Section):
+class UpperBoundParams(SupervisedRoute):
     """``upper_bound.*``: ``test_size`` (the test fraction of the stratified split, in (0, 1)),
     ``max_iter`` (the lbfgs iteration cap, >= 1) and ``configs`` (a non-empty list of
     :class:`LogRegConfig`, names unique).
 
-    The route (:func:`clusterlens.analysis.upper_bound.choose_route`): ``route`` (``auto``,
-    default: ``exact`` up to ``max_work``, ``bounded`` above; or either one forced),
-    ``max_work`` (training images x feature dimension x classes above which ``auto`` takes the
-    bounded route; >= 1, default 200,000,000) and ``max_train`` (the bounded route's stratified
-    training sample, in images; >= 2, default 20,000).
+    The route (:func:`clusterlens.analysis.upper_bound.choose_route`): ``route``, ``max_work``
+    and ``max_train``, as :class:`~clusterlens.config.supervised.SupervisedRoute` says.
     """
 
     test_size: float
     max_iter: int
     configs: list[LogRegConfig]
-    route: str = "auto"
-    max_work: int = 200_000_000
-    max_train: int = 20_000
-
-    @field_validator("route", mode="before")
-    @classmethod
-    def _route(cls, value: Any) -> str:
-        return choice(value, ROUTES)
-
-    @field_validator("max_work", mode="before")
-    @classmethod
-    def _max_work(cls, value: Any) -> int:
-        return integer(value, 1)
-
-    @field_validator("max_train", mode="before")
-    @classmethod
-    def _max_train(cls, value: Any) -> int:
-        return integer(value, 2)
 
     @field_validator("test_size", mode="before")
     @classmethod

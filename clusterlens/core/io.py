@@ -51,6 +51,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp.unlink()
 
 
+def open_key_space(folder: str | os.PathLike, key: str, spec: dict) -> Path:
+    """Create a content store's key-space folder with its ``fingerprint.json`` (``key`` and
+    ``spec``: what the stored values depend on besides the bytes), once and atomically, as the
+    feature, index and pixel stores lay them out. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "fingerprint.json"
+    if not meta.is_file():
+        with atomic_path(meta) as tmp:
+            tmp.write_text(json.dumps({"fingerprint": key, **spec}, indent=2,
+                                      sort_keys=True) + "\n")
+    return folder
+
+
 def remove_stale_tmp(*paths: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that ``atomic_path`` leaves beside ``paths`` when its process is
     killed outright (SIGKILL, power loss) mid-write; returns what was removed.

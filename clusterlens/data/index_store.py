@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clusterlens.core.io import atomic_path
+from clusterlens.core.io import atomic_path, open_key_space
 
 VERSION = 1
 #: the inspected values, in the order of a record tuple (as ``clusterlens.data.index`` builds it)
@@ -102,12 +102,7 @@ class IndexStore:
             df[col] = df[col].astype("int64")
         for col in VALUE_COLUMNS[7:]:
             df[col] = df[col].astype("float64")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "fingerprint.json"
-        if not meta.is_file():
-            with atomic_path(meta) as tmp:
-                tmp.write_text(json.dumps({"fingerprint": self.key, **self.spec}, indent=2,
-                                          sort_keys=True) + "\n")
+        open_key_space(self.dir, self.key, self.spec)
         shard = self.dir / f"{uuid.uuid4().hex}.parquet"
         with atomic_path(shard) as tmp:
             df.to_parquet(tmp, index=False)

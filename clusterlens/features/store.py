@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterlens.core.io import atomic_path, save_npy
+from clusterlens.core.io import open_key_space, save_npy
 
 log = logging.getLogger("clusterlens.features.store")
 VERSION = 1
@@ -155,12 +155,7 @@ class FeatureStore:
         d = digests(shas)
         if len(d) != len(feats) or feats.shape[1] != self.dim:
             raise ValueError(f"{len(d)} digests for {feats.shape} features (store is {self.dim}-D)")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "fingerprint.json"
-        if not meta.is_file():
-            with atomic_path(meta) as tmp:
-                tmp.write_text(json.dumps({"fingerprint": self.key, **self.spec}, indent=2,
-                                          sort_keys=True) + "\n")
+        open_key_space(self.dir, self.key, self.spec)
         shard = f"{uuid.uuid4().hex}"
         feat_path = self.dir / f"{shard}.feat.npy"
         save_npy(feat_path, feats)                     # features first ...
