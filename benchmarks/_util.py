@@ -227,6 +227,25 @@ def proc_status_mb(field: str) -> float:
     raise KeyError(field)
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux: ``5`` to /proc/self/clear_refs);
+    False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def write_result(path: str | os.PathLike, obj, *, indent: int = 1) -> Path:
+    """Write a benchmark's results as JSON (folders made), say so, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=indent, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return path
+
+
 LAUNCHER = """import json, sys, time
 from pathlib import Path
 def _status(field):

@@ -20,7 +20,6 @@ peak RSS, clusters, noise share. Writes benchmarks/results/density.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -120,9 +119,7 @@ def main(argv=None) -> dict:
     print()
     print(fmt_table(table, HEADER))
     out = {"machine": info, "args": vars(args), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    u.write_result(args.out, out)
     return out
 
 

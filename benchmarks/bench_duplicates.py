@@ -139,15 +139,6 @@ def plant(src: str | Path, dst: str | Path, per_kind: int, seed: int = 0) -> pd.
 
 
 # --------------------------------------------------------------------------- measuring
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux: ``5`` to /proc/self/clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def extract(root: Path, index: pd.DataFrame, threads: int) -> tuple[np.ndarray, dict]:
     """Lite0 features of the indexed images, as the `extract` stage with the default params."""
     import torch
@@ -176,7 +167,7 @@ def near_duplicate_step(root: Path, index: pd.DataFrame, X: np.ndarray, args) ->
 
     gc.collect()
     rss_before = u.proc_status_mb("VmRSS")
-    was_reset = reset_peak_rss()
+    was_reset = u.reset_peak_rss()
     paths, classes = index["path"].to_numpy(), index["class"].to_numpy()
     t = {}
     t0 = time.perf_counter()
@@ -371,9 +362,7 @@ def run_and_save(ap: argparse.ArgumentParser, args, run, print_tables, prefix: s
     out_path = Path(args.out)
     out = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": {}}
     out["runs"][Path(args.root).name] = {"machine": info, "args": vars(args), **res}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {out_path}")
+    u.write_result(out_path, out)
     return out["runs"][Path(args.root).name]
 
 

@@ -26,7 +26,6 @@ images against the moved labels). Writes ``--out`` (benchmarks/results/label_iss
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -151,11 +150,7 @@ def main(argv=None) -> None:
                            "oof acc"]))
     print(f"\n{u.machine_line(info)}; {args.classes} classes, {args.folds} folds, "
           f"{args.noise:.0%} labels moved")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "args": vars(args), "results": results},
-                              indent=2) + "\n")
-    print(f"wrote {out}")
+    u.write_result(args.out, {"machine": info, "args": vars(args), "results": results}, indent=2)
 
 
 if __name__ == "__main__":

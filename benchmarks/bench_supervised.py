@@ -205,11 +205,7 @@ def main(argv=None) -> None:
     print(fmt_table(rows, ["N x D x C", "stage", "route", "fit images", "s", "cpu s",
                            "peak MB", "result"]))
     print(f"\n{u.machine_line(info)}; {args.noise:.0%} labels moved")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "args": vars(args), "results": results},
-                              indent=2) + "\n")
-    print(f"wrote {out}")
+    u.write_result(args.out, {"machine": info, "args": vars(args), "results": results}, indent=2)
 
 
 if __name__ == "__main__":

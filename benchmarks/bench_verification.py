@@ -144,14 +144,6 @@ def generate(folder: Path, n: int, copies: int, blank: int, seed: int) -> pd.Dat
 
 
 # --------------------------------------------------------------------------- the step
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def thumbnail_features(images) -> np.ndarray:
     X = np.empty((len(images), 256), dtype=np.float32)
     for i in range(len(images)):
@@ -171,7 +163,7 @@ def verification(root: Path, index: pd.DataFrame, workers: int, store: Path,
     paths, sha = index["path"].tolist(), index["sha256"].tolist()
     gc.collect()
     rss_before = u.proc_status_mb("VmRSS")
-    reset = reset_peak_rss()
+    reset = u.reset_peak_rss()
     t = {}
     t0 = time.perf_counter()
     images, decoded = dup.stored_working_images(root, paths, sha, store=store, workers=workers)
@@ -185,7 +177,7 @@ def verification(root: Path, index: pd.DataFrame, workers: int, store: Path,
     nn, how = nb.find_neighbours(nb.normalise(thumbnail_features(images)), 10, seed=0)
     t_features = time.perf_counter() - t0
     gc.collect()
-    reset_peak_rss()
+    u.reset_peak_rss()
     rss_verify = u.proc_status_mb("VmRSS")
     t0 = time.perf_counter()
     cands = dup.candidate_pairs(images.hashes, nn.indices, sha, hash_k=dup.HASH_K,
