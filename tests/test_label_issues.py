@@ -270,8 +270,8 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
                             "noise_rate", "oof_accuracy", "folds", "folds_requested",
                             "filter_by", "rank_by", "config", "converged", "excluded_classes",
                             "route"}
-    assert metrics["route"] == {"route": "exact", "reason": "400 x 20 x 5 = 4e+04 <= max_work 2e+08",
-                                "max_work": 200_000_000, "features": "selected", "dim": 20,
+    assert metrics["route"] == {"route": "exact", "reason": "400 x 20 x 5 = 4e+04 <= max_work 1.5e+09",
+                                "max_work": 1_500_000_000, "features": "selected", "dim": 20,
                                 "alpha": ALPHA}
     assert metrics["excluded_classes"] == [] and metrics["scored_images"] == len(given)
     assert metrics["config"] == {"name": f"logreg_alpha{ALPHA:g}", "features": "raw",

@@ -330,8 +330,8 @@ OUTPUTS = (ub_stage.OUT_METRICS, ub_stage.OUT_CONFIGS, ub_stage.OUT_PER_CLASS,
 
 def test_below_the_switch_auto_writes_the_exact_routes_bytes(data):
     out = ub_stage.run(parse_stage(PARAMS, ub_stage.Params))
-    assert out["route"] == {"route": "exact", "reason": "180 x 40 x 12 = 8.64e+04 <= max_work 2e+08",
-                            "max_work": 200_000_000, "train_images": 180, "fit_images": 180,
+    assert out["route"] == {"route": "exact", "reason": "180 x 40 x 12 = 8.64e+04 <= max_work 1.5e+09",
+                            "max_work": 1_500_000_000, "train_images": 180, "fit_images": 180,
                             "features": "configured"}
     auto = {p: Path(p).read_bytes() for p in OUTPUTS}
     forced = ub_stage.run(parse_stage(_with(route="exact"), ub_stage.Params))
