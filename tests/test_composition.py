@@ -236,3 +236,33 @@ def test_pca_view_draws_every_image_below_the_switch_and_the_tsne_sample_above(s
     monkeypatch.setattr(stage, "PCA_VIEW_MAX", len(y) - 1)
     stage.run(parse_stage(params, stage.Params))
     assert drawn["PC"][0] == drawn["t-SNE"][0] == 20 and "of 20 sampled images" in drawn["PC"][1]
+
+
+def test_heatmap_labels_of_many_classes_do_not_overlap(monkeypatch, tmp_path):
+    """1,000 classes x 120 clusters: every few classes get a label, no two labels overlap, and the
+    axis says how many are skipped; 12 classes are all labelled."""
+    import matplotlib.pyplot as plt
+
+    matplotlib_setup()
+    kept = {}
+    monkeypatch.setattr(composition_plots, "save_figure",
+                        lambda fig, path: kept.setdefault("fig", fig))
+    rng = np.random.default_rng(0)
+    for n_cls, n_clu, expect_all in ((1000, 120, False), (12, 8, True)):
+        shares = pd.DataFrame(rng.dirichlet(np.ones(n_cls), n_clu),
+                              columns=[f"class_{i:03d}" for i in range(n_cls)])
+        kept.clear()
+        composition_plots.plot_heatmap(shares, {c: 10 for c in shares.index}, "t",
+                                       tmp_path / "h.png")
+        fig = kept["fig"]
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for labels, horizontal in ((ax.get_xticklabels(), True), (ax.get_yticklabels(), False)):
+            boxes = [t.get_window_extent(renderer) for t in labels if t.get_text()]
+            spans = sorted((b.x0, b.x1) if horizontal else (b.y0, b.y1) for b in boxes)
+            assert all(a[1] <= b[0] + 0.5 for a, b in zip(spans, spans[1:])), "labels overlap"
+        shown = [t.get_text() for t in ax.get_xticklabels()]
+        assert (len(shown) == n_cls) == expect_all
+        assert ("one label every" in ax.get_xlabel()) != expect_all
+        plt.close(fig)

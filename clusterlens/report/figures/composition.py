@@ -21,6 +21,19 @@ def _class_font(n: int) -> float:
     return float(max(4, min(10, 300 / max(n, 1))))
 
 
+def tick_step(n: int, inches: float, font: float) -> int:
+    """Label every ``step``-th of ``n`` ticks along ``inches`` so that labels of ``font`` points
+    do not overlap (a label needs about 1.2 x its font size); 1 when all fit."""
+    fit = max(1, int(inches * 72 / (1.2 * font)))
+    return -(-n // fit)
+
+
+def _label_ticks(set_ticks, labels: list[str], inches: float, font: float) -> int:
+    step = tick_step(len(labels), inches, font)
+    set_ticks(range(0, len(labels), step), labels[::step], fontsize=font)
+    return step
+
+
 def plot_heatmap(shares: pd.DataFrame, sizes: dict, title: str, path: str | os.PathLike) -> None:
     """Draw the row-normalised cluster-by-class matrix.
 
@@ -53,11 +66,13 @@ def plot_heatmap(shares: pd.DataFrame, sizes: dict, title: str, path: str | os.P
     fig, ax = plt.subplots(figsize=(width, height))
     im = ax.imshow(shares.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1,
                    interpolation="nearest")
-    ax.set_xticks(range(n_cols))
-    ax.set_xticklabels(shares.columns, rotation=90, fontsize=_class_font(n_cols))
-    ax.set_yticks(range(n_rows))
-    ax.set_yticklabels([("noise" if c == NOISE else f"cluster {c}") + f" (n={sizes[c]})"
-                        for c in shares.index], fontsize=_class_font(n_rows))
+    # the plot area is about the figure less the labels and the colour bar
+    x_step = _label_ticks(lambda t, lab, fontsize: ax.set_xticks(t, lab, rotation=90,
+                                                                 fontsize=fontsize),
+                          [str(c) for c in shares.columns], width - 3, _class_font(n_cols))
+    y_step = _label_ticks(ax.set_yticks,
+                          [("noise" if c == NOISE else f"cluster {c}") + f" (n={sizes[c]})"
+                           for c in shares.index], height - 2, _class_font(n_rows))
     if n_rows * n_cols <= 400:
         values = shares.to_numpy()
         for r in range(n_rows):
@@ -65,8 +80,9 @@ def plot_heatmap(shares: pd.DataFrame, sizes: dict, title: str, path: str | os.P
                 if values[r, c] >= 0.01:
                     ax.text(c, r, f"{values[r, c]:.0%}", ha="center", va="center", fontsize=7,
                             color="black" if values[r, c] > 0.6 else "white")
-    ax.set_xlabel("true class")
-    ax.set_ylabel("cluster (ordered by majority class)")
+    ax.set_xlabel("true class" + (f" (one label every {x_step} classes)" if x_step > 1 else ""))
+    ax.set_ylabel("cluster (ordered by majority class"
+                  + (f"; one label every {y_step} rows)" if y_step > 1 else ")"))
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="share of the cluster's images")
     save_figure(fig, path)
