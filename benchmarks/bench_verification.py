@@ -24,6 +24,9 @@ folder, against Lite0 feature extraction of the same images (cost per image).
   M candidate pairs, its time scaled to all of them; the recall of the planted copies is then
   not measured). Peak memory: the process's VmHWM, reset before the
   step, beside its RSS before the step.
+- **Kept views** (``--baseline-pairs M``): ``verify`` on the first M compared pairs, in the
+  stage's order, without and then with each image's coarse views kept across its pairs
+  (``duplicates.CACHED_IMAGES``), in this process: the ratio, and whether the verdicts agree.
 - **Extraction** (the target): ``extract_features`` with the `extract` stage's defaults
   (EfficientNet-Lite0, ``build_for_input(..., "auto", "auto")`` at the folder's sides, CPU, fp32,
   ``--threads`` (2) torch threads) on ``--extract-n`` (320) images, after one warm-up batch.
@@ -155,7 +158,8 @@ def thumbnail_features(images) -> np.ndarray:
 
 
 def verification(root: Path, index: pd.DataFrame, workers: int, store: Path,
-                 verify_pairs: int | None, exact_max_n: int | None) -> dict:
+                 verify_pairs: int | None, exact_max_n: int | None,
+                 baseline_pairs: int | None = None) -> dict:
     from clusterlens.audit import duplicates as dup
     from clusterlens.audit import neighbours as nb
     from clusterlens.core.sampling import sample_rows
@@ -198,6 +202,7 @@ def verification(root: Path, index: pd.DataFrame, workers: int, store: Path,
     t["verify"] = time.perf_counter() - t0
     timed_compared = int((~timed.by_bytes).sum())
     t["verify"] *= compared / max(timed_compared, 1)
+    kept = kept_views_ratio(images, capped, baseline_pairs, workers) if baseline_pairs else None
     images.close()
     step = t["read_and_store"] + t["candidates"] + t["cap"] + t["verify"]
     return {"seconds": t, "decoded": decoded, "decoded_again": again,
@@ -216,7 +221,32 @@ def verification(root: Path, index: pd.DataFrame, workers: int, store: Path,
             "memory_mb": {"rss_before": rss_before, "peak_reading": peak_read,
                           "rss_before_verify": rss_verify,
                           "peak_verify": u.proc_status_mb("VmHWM"), "reset": reset},
-            "found": found, "store_mb": sum(f.stat().st_size for f in store.rglob("*")) / 2**20}
+            "found": found, "store_mb": sum(f.stat().st_size for f in store.rglob("*")) / 2**20,
+            "kept_views": kept}
+
+
+def kept_views_ratio(images, capped, pairs: int, workers: int) -> dict:
+    """``verify`` on the first ``pairs`` compared pairs in the stage's order, without and with
+    each image's coarse views kept across its pairs (``duplicates.CACHED_IMAGES``), in this
+    process: the seconds, their ratio, and whether the verdicts are the same."""
+    from clusterlens.audit import duplicates as dup
+
+    rows = np.flatnonzero(~capped.by_bytes)[:pairs]
+    part = dup.Candidates(capped.pairs[rows], capped.by_hash[rows], capped.by_features[rows],
+                          capped.by_bytes[rows])
+    out, found = {"pairs": len(rows)}, {}
+    for name, cached in (("without", 0), ("with", dup.CACHED_IMAGES)):
+        default, dup.CACHED_IMAGES = dup.CACHED_IMAGES, cached
+        try:
+            t0 = time.perf_counter()
+            found[name] = dup.verify(images, part, workers=workers)
+            out[f"seconds_{name}"] = time.perf_counter() - t0
+        finally:
+            dup.CACHED_IMAGES = default
+    out["ratio"] = out["seconds_without"] / out["seconds_with"]
+    out["same_verdicts"] = all(np.array_equal(getattr(found["with"], f), getattr(found["without"], f))
+                               for f in ("row_a", "row_b", "kind", "score"))
+    return out
 
 
 def recall(found, index: pd.DataFrame) -> dict:
@@ -270,6 +300,9 @@ def main(argv=None) -> None:
                     help="hash search: exact up to this many images (the stage's default); 0: always")
     ap.add_argument("--verify-pairs", type=int, default=None,
                     help="time verify on this many candidate pairs (seeded sample), scaled up")
+    ap.add_argument("--baseline-pairs", type=int, default=None,
+                    help="also verify the first M compared pairs without and with the coarse "
+                         "views kept across pairs (same process): the ratio")
     args = ap.parse_args(argv)
     copies = args.copies if args.copies is not None else max(1, args.n // 100)
     folder = args.folder or Path(f"/work/scale/verification_n{args.n}_s{args.seed}")
@@ -279,14 +312,14 @@ def main(argv=None) -> None:
     root = folder / "images"
     with tempfile.TemporaryDirectory(dir=folder, prefix="pixels-") as store:
         res = verification(root, index, args.workers, Path(store), args.verify_pairs,
-                           args.exact_max_n or None)
+                           args.exact_max_n or None, args.baseline_pairs)
     found = res.pop("found")
     res["recall"] = recall(found, index) if args.verify_pairs is None else "not measured (sample)"
     res["extraction"] = extraction(root, index, args.extract_n, args.threads)
     res["ratio_to_extraction"] = res["ms_per_image"] / res["extraction"]["ms_per_image"]
     res.update({"n": len(index), "copies_per_kind": copies, "blank": args.blank,
                 "exact_max_n": args.exact_max_n,
-                "machine": u.machine(), "shared_machine": True})
+                "machine": u.machine()})
     print(json.dumps(res, indent=2, default=float))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(RESULTS.read_text()).get("runs", {}) if RESULTS.is_file() else {}
