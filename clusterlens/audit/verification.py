@@ -8,7 +8,9 @@ A candidate pair (from perceptual hashes or feature neighbours) is verified on g
    (a crop of up to 15% a side, any aspect ratio), by normalised cross-correlation
    (OpenCV ``matchTemplate``) at :data:`COARSE_SIDE` px; the best placement is refined at the
    larger image's working size (fractions +-0.03 by 0.01, then +-0.005). Scale and shift are
-   searched, rotation and perspective are not.
+   searched, rotation and perspective are not. An image's coarse views (its coarse-size copy
+   and its resized templates) can be made once and kept across its pairs (:class:`Coarse`):
+   the same results, less resizing.
 2. **Comparison.** On the aligned overlap (both lightly blurred, which absorbs re-encoding and
    resampling), the *detail* (the picture minus its blur at :data:`DETAIL_SIGMA` px, times the
    enlargement of the coarser picture) is cut into a :data:`GRID` x :data:`GRID` grid of cells.
