@@ -7,6 +7,8 @@ CIFAR-10 photos.
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -155,7 +157,7 @@ def _folder(tmp_path, n=60, seed=3):
     return paths, classes, truth
 
 
-def test_candidates_and_verification_find_every_planted_copy(tmp_path):
+def test_candidates_and_verification_find_every_planted_copy(tmp_path, monkeypatch):
     paths, classes, truth = _folder(tmp_path)
     images, hashes = dup.working_images(tmp_path, paths, workers=2)
     sha = [str(hash((tmp_path / p).read_bytes())) for p in paths]
@@ -169,6 +171,12 @@ def test_candidates_and_verification_find_every_planted_copy(tmp_path):
     assert (cands.pairs[:, 0] < cands.pairs[:, 1]).all()
     assert cands.by_bytes.sum() == 1 and len(np.unique(cands.pairs, axis=0)) == len(cands)
     found = dup.verify(images, cands, workers=2)
+    with monkeypatch.context() as mp:   # chunks of 4 pairs: forked worker processes
+        mp.setattr(dup, "CHUNK", 4)
+        assert len(cands) > 4
+        forked = dup.verify(images, cands, workers=2)
+    for f in fields(found):             # the same pairs, kinds and scores in the same order
+        np.testing.assert_array_equal(getattr(forked, f.name), getattr(found, f.name))
     kinds = {(int(a), int(b)): k for a, b, k in zip(found.row_a, found.row_b, found.kind)}
     copies = {p: k for p, k in kinds.items() if k != "same_scene"}
     assert set(copies) == set(truth), (set(copies) ^ set(truth))

@@ -390,7 +390,7 @@ def test_explorer_page_stores_each_point_once_and_colourings_as_code_lookups():
     assert explorer.priority_rows(table, per_cluster=2) == [2, 10, 8, 9, 6]
 
 
-def test_page_rows_sample_above_the_cap_and_keep_every_flagged_image():
+def test_page_rows_sample_above_the_cap_and_keep_the_flagged_images():
     n = 5000
     table = pd.DataFrame({"is_label_issue": np.arange(n) % 97 == 0,
                           "is_blurry": np.arange(n) % 89 == 1,
@@ -402,9 +402,17 @@ def test_page_rows_sample_above_the_cap_and_keep_every_flagged_image():
     assert set(flagged) | {3, 4} | set(range(n - explorer.GALLERY_MAX, n)) <= set(rows.tolist())
     np.testing.assert_array_equal(rows, explorer.page_rows(table, 1000, 0, keep=[3, 4]))
     assert not np.array_equal(rows, explorer.page_rows(table, 1000, 1, keep=[3, 4]))
-    # more flagged images than the cap: all of them, no sample
+    # more flagged images than the cap: the cap shared among the flags, each flag's most
+    # severe first (by its score; row order without one), and the most outlying; no sample
+    issues = np.flatnonzero(table["is_label_issue"])
+    blurry = np.flatnonzero(table["is_blurry"])
+    outlying = np.arange(n - explorer.GALLERY_MAX, n)
     np.testing.assert_array_equal(explorer.page_rows(table, 10, 0), np.union1d(
-        flagged, np.arange(n - explorer.GALLERY_MAX, n)))
+        np.union1d(issues[:5], blurry[:5]), outlying))
+    table["blurry_score"] = np.arange(n, dtype=float)          # the last blurry rows worst
+    rows = explorer.page_rows(table, 10, 0, keep=[3])
+    np.testing.assert_array_equal(rows, np.union1d(np.union1d(issues[:5], blurry[-5:]),
+                                                   np.union1d(outlying, [3])))
 
 
 def test_packed_columns_round_trip_and_are_deterministic():

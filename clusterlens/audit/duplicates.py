@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing as mp
+import signal
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -334,6 +336,58 @@ def classify(match: Match | None) -> str:
     return "same_scene" if match.agreement >= SCENE_AGREEMENT else ""
 
 
+_VERIFY: dict = {}  # what a forked verification worker compares (set before the fork)
+
+
+def _comparer(images, pairs: np.ndarray) -> Callable[[int], tuple | None]:
+    """``compare(i)``: the reported row of candidate pair ``i``, or None; each image's working
+    image, colours and coarse views kept for the last :data:`CACHED_IMAGES` images used."""
+    @functools.lru_cache(maxsize=CACHED_IMAGES)
+    def image(row: int) -> tuple[np.ndarray, np.ndarray, Coarse]:
+        gray, colour = images[row]
+        return gray, colour, Coarse(gray)
+
+    def compare(i: int) -> tuple | None:
+        (a, ca, va), (b, cb, vb) = image(pairs[i, 0]), image(pairs[i, 1])
+        m = match_images(a, b, (ca, cb), coarse_views=(va, vb))
+        kind = classify(m)
+        return (*pairs[i], kind, m.agreement, m.similarity, m.coverage) if kind else None
+    return compare
+
+
+def _init_verifier() -> None:
+    """A verification worker: Ctrl-C is the parent's to handle (it ends the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _VERIFY["compare"] = _comparer(_VERIFY["images"], _VERIFY["pairs"])
+
+
+def _compare_chunk(idx: np.ndarray) -> list:
+    compare = _VERIFY["compare"]
+    return [r for r in map(compare, idx) if r is not None]
+
+
+def _compared_rows(images, pairs: np.ndarray, todo: np.ndarray, workers: int):
+    """Yield (pairs done, reported rows) chunk by chunk: in ``workers`` forked processes where
+    the platform forks (the comparison is mostly Python, so threads share one core), else in
+    ``workers`` threads."""
+    desc, unit = "near-duplicates: verify", "pair"
+    if workers > 1 and "fork" in mp.get_all_start_methods() and len(todo) > CHUNK:
+        _VERIFY.update(images=images, pairs=pairs)
+        try:
+            chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+            with mp.get_context("fork").Pool(workers, initializer=_init_verifier) as pool, \
+                    tqdm(total=len(todo), desc=desc, unit=unit, mininterval=1.0) as bar:
+                for idx, out in zip(chunks, pool.imap(_compare_chunk, chunks)):
+                    bar.update(len(idx))
+                    yield out
+        finally:
+            _VERIFY.clear()
+        return
+    compare = _comparer(images, pairs)
+    for chunk in _threaded_chunks(compare, list(todo), workers=workers, desc=desc, unit=unit):
+        yield [r for r in chunk if r is not None]
+
+
 def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidates, *,
            workers: int = 2) -> NearDuplicates:
     """Verify every candidate pair and keep those with a kind.
@@ -346,30 +400,18 @@ def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidat
     candidates : Candidates
         From :func:`candidate_pairs`; pairs with equal bytes are ``exact`` without comparison.
     workers : int
-        Threads that compare pairs (OpenCV releases the GIL).
+        Processes that compare pairs (forked; threads where the platform cannot fork). The
+        result does not depend on it.
 
     Returns
     -------
     NearDuplicates
     """
     todo = np.flatnonzero(~candidates.by_bytes)
-
-    @functools.lru_cache(maxsize=CACHED_IMAGES)
-    def image(row: int) -> tuple[np.ndarray, np.ndarray, Coarse]:
-        gray, colour = images[row]
-        return gray, colour, Coarse(gray)
-
-    def compare(i: int) -> tuple | None:
-        (a, ca, va), (b, cb, vb) = image(candidates.pairs[i, 0]), image(candidates.pairs[i, 1])
-        m = match_images(a, b, (ca, cb), coarse_views=(va, vb))
-        kind = classify(m)
-        return (*candidates.pairs[i], kind, m.agreement, m.similarity, m.coverage) if kind else None
-
     rows = [(*candidates.pairs[i], "exact", 1.0, 1.0, 1.0)
             for i in np.flatnonzero(candidates.by_bytes)]
-    for chunk in _threaded_chunks(compare, list(todo), workers=workers,
-                                  desc="near-duplicates: verify", unit="pair"):
-        rows.extend(r for r in chunk if r is not None)   # only the reported pairs are held
+    for out in _compared_rows(images, candidates.pairs, todo, workers):
+        rows.extend(out)   # only the reported pairs are held
     df = pd.DataFrame(rows, columns=["a", "b", "kind", "score", "similarity", "coverage"])
     df["order"] = df["kind"].map({k: i for i, k in enumerate(KINDS)})
     df = df.sort_values(["order", "score", "a", "b"], ascending=[True, False, True, True],

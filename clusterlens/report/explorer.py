@@ -32,7 +32,8 @@ stored once, as a WebP data URI keyed by the image's position in the page.
 
 Above ``max_points`` images the page holds a seeded sample (:func:`page_rows`) plus every image
 an audit flag marks, the most outlying images, the thumbnailed ones and the t-SNE's sample
-(:func:`explorer_rows`), so every flagged image stays on the maps and in its gallery. Above a
+(:func:`explorer_rows`; when more than ``max_points`` are flagged, the most severe of each flag,
+:func:`severest_rows`), so the flagged images stay on the maps and in their galleries. Above a
 cap the thumbnails are a seeded sample too (:func:`thumbnail_rows`). Element ids are fixed
 and nothing random or dated is written, so the same inputs give the same bytes.
 """
@@ -161,6 +162,26 @@ def flagged_rows(table: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(flag)
 
 
+def severest_rows(table: pd.DataFrame, cap: int) -> np.ndarray:
+    """At most about ``cap`` of the flagged rows: ``cap`` shared equally among the issue types
+    present (:func:`present_issues`), each taking its most severe images (its score column,
+    highest first, ties and a missing score in row order), and the :data:`GALLERY_MAX` most
+    outlying images; sorted."""
+    issues = present_issues(table)
+    share = max(cap // max(len(issues), 1), 1)
+    held = np.zeros(len(table), dtype=bool)
+    for issue in issues:
+        rows = np.flatnonzero(table[flag_column(issue)].to_numpy(dtype=bool))
+        if score_column(issue) in table:
+            score = table[score_column(issue)].to_numpy(dtype=np.float64)[rows]
+            rows = rows[np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")]
+        held[rows[:share]] = True
+    if "outlier_rank" in table:
+        rank = table["outlier_rank"].to_numpy(dtype=np.float64)
+        held[np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")[:GALLERY_MAX]] = True
+    return np.flatnonzero(held)
+
+
 def page_rows(table: pd.DataFrame, cap: int, seed: int, keep=()) -> np.ndarray:
     """The image rows the explorer's page holds.
 
@@ -179,14 +200,16 @@ def page_rows(table: pd.DataFrame, cap: int, seed: int, keep=()) -> np.ndarray:
     -------
     ndarray of int64
         Sorted, distinct rows: all of them, or every flagged image (:func:`flagged_rows`) and
-        ``keep``, plus a seeded uniform sample of the others filling up to ``cap`` (more than
-        ``cap`` when the flagged images alone exceed it).
+        ``keep``, plus a seeded uniform sample of the others filling up to ``cap``. When the
+        flagged images alone exceed ``cap``, the most severe of them (:func:`severest_rows`)
+        and ``keep``, no sample.
     """
     n = len(table)
     if n <= cap:
         return np.arange(n, dtype=np.int64)
     held = np.zeros(n, dtype=bool)
-    held[flagged_rows(table)] = True
+    flagged = flagged_rows(table)
+    held[flagged if len(flagged) <= cap else severest_rows(table, cap)] = True
     held[np.asarray(list(keep), dtype=np.int64)] = True
     rest = np.flatnonzero(~held)
     held[rest[sample_rows(len(rest), max(cap - int(held.sum()), 0), seed)]] = True
@@ -312,8 +335,7 @@ def map_layout(view: MapView, shown: int, total: int) -> dict:
     ``total`` images; fewer when the page holds a sample) and axes."""
     note = view.note
     if shown < total:
-        note = (f"a seeded sample of {shown:,} of {total:,}, every flagged image included; "
-                + note)
+        note = (f"a seeded sample of {shown:,} of {total:,}, flagged images first; " + note)
     return {
         "title": {"text": f"{view.name}: {shown:,} images" + (f" ({note})" if note else ""),
                   "x": 0.01, "xanchor": "left", "y": 0.97, "yref": "container"},
@@ -892,11 +914,17 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
     note = ("Maps of the images: " + "; ".join(f"**{m.name}**, {len(m.rows):,} images"
                                                 for m in maps) +
             f". Thumbnails ({px} px): {sampled} of the {n:,} images.")
-    if len(rows) < n:
+    n_flagged = len(flagged_rows(table)) if len(rows) < n else 0
+    if len(rows) < n and n_flagged <= cap_points:
         note += (f" The page holds {len(rows):,} of the {n:,} images (`report.max_points`: "
                  f"{cap_points:,}): a sample seeded by `seed`, plus every image an audit flag "
                  "marks, the most outlying, the thumbnailed ones and the t-SNE's; the maps "
                  "draw those.")
+    elif len(rows) < n:
+        note += (f" The page holds {len(rows):,} of the {n:,} images: {n_flagged:,} are flagged, "
+                 f"more than `report.max_points` ({cap_points:,}), so it holds the most severe "
+                 "of each flag (the cap shared among them), the most outlying, the thumbnailed "
+                 "ones and the t-SNE's. Every image and its flags: `data/images.parquet`.")
     rates = list((leaks or {}).get("by_split_pair", {}).values())
     if rates:
         note += " Leaks between splits (colour by `leak`, or by `split`): " + "; ".join(
