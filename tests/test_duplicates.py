@@ -7,7 +7,13 @@ CIFAR-10 photos.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +281,41 @@ def test_planted_copies_of_cifar_photos_are_found_and_nothing_else(tmp_path):
     false = [p for p, v in verdicts.items() if v not in ("", "same_scene") and p not in truth]
     # CIFAR-10's test set holds a few real near-copies of its own; 480 images, ~2,000 pairs
     assert len(false) <= 2, false
+
+
+VERIFY_INTERRUPTED = """
+import sys, time
+import numpy as np
+import clusterlens.audit.duplicates as dup
+dup.CHUNK = 4
+dup.match_images = lambda *a, **k: time.sleep(60)   # pairs that never end
+imgs = [(np.zeros((8, 8), np.uint8), np.zeros((4, 4, 2), np.uint8))] * 40
+pairs = np.array([(i, i + 1) for i in range(39)])
+c = dup.Candidates(pairs, np.zeros(39, bool), np.ones(39, bool), np.zeros(39, bool))
+try:
+    dup.verify(imgs, c, workers=2)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    raise SystemExit(130)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups")
+def test_ctrl_c_ends_the_verification_workers_at_once(tmp_path):
+    """Ctrl-C (SIGINT to the process group) while forked workers compare pairs: the parent gets
+    it at once, the pool is terminated, and no worker is left."""
+    proc = subprocess.Popen([sys.executable, "-c", VERIFY_INTERRUPTED],
+                            stderr=subprocess.PIPE, start_new_session=True, cwd=Path.cwd())
+    seen = b""
+    while b"verify:" not in seen:    # the progress bar: the workers are comparing
+        chunk = proc.stderr.read1(256)
+        assert chunk, seen.decode()
+        seen += chunk
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    err = (seen + proc.communicate(timeout=30)[1]).decode()
+    assert time.monotonic() - t0 < 10, err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(proc.pid, 0)
