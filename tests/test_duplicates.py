@@ -284,7 +284,8 @@ def test_planted_copies_of_cifar_photos_are_found_and_nothing_else(tmp_path):
 
 
 VERIFY_INTERRUPTED = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the parent ignores
 import numpy as np
 import clusterlens.audit.duplicates as dup
 dup.CHUNK = 4
