@@ -529,3 +529,27 @@ def test_report_stage_passes_the_corrections_in_force_and_ticks_audit_images(inp
     assert "| 1 | cherry/2.png | cherry -> berry | 0.97 | 0.01 | berry |" in md
     stage.run(parse_stage(PARAMS, stage.Params))
     assert (Path("report/report.md").read_bytes(), Path("report/report.html").read_bytes()) == first
+
+
+def test_large_figures_are_embedded_as_webp_and_small_ones_as_they_are(tmp_path):
+    """A figure over EMBED_PNG_MAX (a noisy 600 x 500 heatmap) goes into the page as WebP of the
+    same size on white, several times smaller; a small PNG goes in byte for byte."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    pixels = rng.integers(0, 256, (600, 500, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    pixels[:100, :100, 3] = 0                                  # a transparent corner
+    Image.fromarray(pixels, "RGBA").save(big)
+    Image.new("RGB", (200, 100), "white").save(small)
+    assert big.stat().st_size > document.EMBED_PNG_MAX
+    assert document.embedded_figure(small) == ("image/png", small.read_bytes())
+    mime, raw = document.embedded_figure(big)
+    assert mime == "image/webp" and len(raw) < big.stat().st_size / 2
+    with Image.open(io.BytesIO(raw)) as img:
+        assert img.format == "WEBP" and img.size == (500, 600)
+        assert img.convert("RGB").getpixel((5, 5)) == (255, 255, 255)   # on white
+    assert document.embedded_figure(big) == (mime, raw)                  # deterministic

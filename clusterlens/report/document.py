@@ -24,6 +24,8 @@ import pandas as pd
 
 TOP_CLUSTERS = 10
 TOP_IMAGES = 10
+EMBED_PNG_MAX = 512 * 1024  # bytes: a larger figure is embedded in the page as WebP
+EMBED_WEBP_QUALITY = 85
 KEY_METRICS = ["nmi", "ami", "ari", "purity", "hungarian_accuracy", "kappa", "silhouette",
                "davies_bouldin", "noise_fraction", "n_clusters"]
 
@@ -310,12 +312,36 @@ def render_html(doc: Doc, title: str) -> str:
             parts.append(f"<div class=\"tw\"><table><thead><tr>{head}</tr></thead><tbody>{rows}"
                          "</tbody></table></div>")
         elif kind == "img":
-            data = base64.b64encode(block[1].read_bytes()).decode("ascii")
+            mime, raw = embedded_figure(block[1])
+            data = base64.b64encode(raw).decode("ascii")
             parts.append(f"<figure><img alt=\"{html.escape(block[2])}\" "
-                         f"src=\"data:image/png;base64,{data}\"><figcaption>"
+                         f"src=\"data:{mime};base64,{data}\"><figcaption>"
                          f"{_inline_html(block[2])}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def embedded_figure(path: Path) -> tuple[str, bytes]:
+    """A figure as the page embeds it: the PNG itself up to :data:`EMBED_PNG_MAX` bytes; a
+    larger one (a montage of photos, a heatmap of 1,000 classes) re-encoded as WebP at quality
+    :data:`EMBED_WEBP_QUALITY` on white, which keeps the page within its size at 10^6 images.
+    The PNG under ``plots/`` is unchanged; a figure WebP cannot hold (over 16,383 px a side)
+    stays PNG."""
+    raw = path.read_bytes()
+    if len(raw) <= EMBED_PNG_MAX:
+        return "image/png", raw
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if max(img.size) > 16383:
+            return "image/png", raw
+        rgb = Image.new("RGB", img.size, "white")
+        rgb.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+    out = BytesIO()
+    rgb.save(out, format="WEBP", quality=EMBED_WEBP_QUALITY, method=4)
+    return "image/webp", out.getvalue()
 
 
 # --------------------------------------------------------------------------- sections
