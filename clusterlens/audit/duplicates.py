@@ -68,7 +68,7 @@ MIN_COVERAGE = 0.45
 CROP_COVERAGE = 0.95
 CACHED_IMAGES = 4096  # images whose working image and coarse views `verify` keeps (LRU)
 HASH_K = 5  # nearest hashes looked at per image and mirror state
-CHUNK = 512  # items per batch of thread work: Ctrl-C waits for at most one batch
+CHUNK = 512  # items per batch of work (threads, or the pairs sent to a worker process)
 FLUSH = 8192  # files read per shard written to the pixel store (a killed run keeps them)
 MAX_PAIRS_PER_IMAGE = 100  # compared pairs one image takes part in, at most (:func:`cap_pairs`)
 IMAGE_COLUMNS = ["is_near_duplicate", "near_duplicate_kind", "near_duplicate_score",
@@ -367,9 +367,9 @@ def _compare_chunk(idx: np.ndarray) -> list:
 
 
 def _compared_rows(images, pairs: np.ndarray, todo: np.ndarray, workers: int):
-    """Yield (pairs done, reported rows) chunk by chunk: in ``workers`` forked processes where
-    the platform forks (the comparison is mostly Python, so threads share one core), else in
-    ``workers`` threads."""
+    """Yield the reported rows of each chunk of :data:`CHUNK` pairs, in order: compared in
+    ``workers`` forked processes where the platform forks (the comparison is mostly Python, so
+    threads share one core), else in ``workers`` threads."""
     desc, unit = "near-duplicates: verify", "pair"
     if workers > 1 and "fork" in mp.get_all_start_methods() and len(todo) > CHUNK:
         _VERIFY.update(images=images, pairs=pairs)

@@ -337,8 +337,9 @@ def embedded_figure(path: Path) -> tuple[str, bytes]:
     with Image.open(path) as img:
         if max(img.size) > 16383:
             return "image/png", raw
+        rgba = img.convert("RGBA")
         rgb = Image.new("RGB", img.size, "white")
-        rgb.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))
     out = BytesIO()
     rgb.save(out, format="WEBP", quality=EMBED_WEBP_QUALITY, method=4)
     return "image/webp", out.getvalue()
