@@ -103,6 +103,39 @@ def dvc_env() -> dict:
     return env
 
 
+# Ctrl-C as a terminal delivers it, whatever disposition the test's own parent passes down
+# (a CI script's `trap '' INT` would leave SIGINT ignored in every child)
+TERMINAL_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
+def ctrl_c_when(script: str, args: list[str], marker: bytes, timeout: float
+                ) -> tuple[subprocess.Popen, float, str]:
+    """Run ``python -c script args`` in a process group of its own, wait until ``marker``
+    appears on its stderr (e.g. a progress bar: its workers are busy), wait 1 s more, send
+    SIGINT to the whole group (Ctrl-C) and wait for the end (at most ``timeout`` s).
+
+    Returns
+    -------
+    tuple
+        The finished process, the seconds it took to end after the SIGINT, its whole stderr.
+    """
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", TERMINAL_SIGINT + script, *args],
+                            stderr=subprocess.PIPE, start_new_session=True)
+    seen = b""
+    while marker not in seen:
+        chunk = proc.stderr.read1(256)
+        assert chunk, seen.decode()
+        seen += chunk
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    err = (seen + proc.communicate(timeout=timeout)[1]).decode()
+    return proc, time.monotonic() - t0, err
+
+
 def sh(cwd, *cmd) -> str:
     """Run a command; its stdout + stderr. Fails the test when it exits non-zero."""
     res = subprocess.run(cmd, cwd=cwd, env=dvc_env(), capture_output=True, text=True)

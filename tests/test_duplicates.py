@@ -8,12 +8,7 @@ CIFAR-10 photos.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +17,7 @@ from PIL import Image, ImageDraw
 from clusterlens.audit import duplicates as dup
 from clusterlens.audit import hashes as hs
 from clusterlens.audit import verification as vf
-from tests.conftest import CIFAR
+from tests.conftest import CIFAR, ctrl_c_when
 from tests.planting import COPY_KINDS, jpeg, photo, planted
 
 
@@ -284,8 +279,7 @@ def test_planted_copies_of_cifar_photos_are_found_and_nothing_else(tmp_path):
 
 
 VERIFY_INTERRUPTED = """
-import signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the parent ignores
+import sys, time
 import numpy as np
 import clusterlens.audit.duplicates as dup
 dup.CHUNK = 4
@@ -305,18 +299,9 @@ except KeyboardInterrupt:
 def test_ctrl_c_ends_the_verification_workers_at_once(tmp_path):
     """Ctrl-C (SIGINT to the process group) while forked workers compare pairs: the parent gets
     it at once, the pool is terminated, and no worker is left."""
-    proc = subprocess.Popen([sys.executable, "-c", VERIFY_INTERRUPTED],
-                            stderr=subprocess.PIPE, start_new_session=True, cwd=Path.cwd())
-    seen = b""
-    while b"verify:" not in seen:    # the progress bar: the workers are comparing
-        chunk = proc.stderr.read1(256)
-        assert chunk, seen.decode()
-        seen += chunk
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    t0 = time.monotonic()
-    err = (seen + proc.communicate(timeout=30)[1]).decode()
-    assert time.monotonic() - t0 < 10, err
+    # the progress bar: the workers are comparing
+    proc, seconds, err = ctrl_c_when(VERIFY_INTERRUPTED, [], b"verify:", 30)
+    assert seconds < 10, err
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     with pytest.raises(ProcessLookupError):  # no worker left behind
         os.killpg(proc.pid, 0)

@@ -1,10 +1,6 @@
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -17,7 +13,7 @@ from clusterlens.core.errors import DataError, ParamError
 from clusterlens.data import index as ix
 from clusterlens.data.index import build_index, index_metrics, scan_tree
 from stages.index import Params, run
-from tests.conftest import make_image, make_tree
+from tests.conftest import ctrl_c_when, make_image, make_tree
 
 RNG = np.random.default_rng(1)
 
@@ -281,8 +277,7 @@ def test_the_store_follows_the_bytes_and_min_side(tmp_path):
 
 
 INTERRUPTED = """
-import signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the parent ignores
+import sys, time
 import clusterlens.data.index as ix
 from clusterlens.core.cli import run_cli
 real = ix._inspect_bytes
@@ -296,18 +291,9 @@ raise SystemExit(run_cli(lambda argv: ix.build_index(root, workers=2, store=stor
 @pytest.mark.skipif(os.name != "posix", reason="process groups")
 def test_ctrl_c_ends_the_workers_at_once_with_one_line(tmp_path):
     root = make_tree(tmp_path / "r", {"a": 60, "b": 60}, size=(16, 16))
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(root), str(tmp_path / "s")],
-                            stderr=subprocess.PIPE, start_new_session=True)
-    seen = b""
-    while b"index:" not in seen:  # the progress bar: the workers are decoding
-        chunk = proc.stderr.read1(256)
-        assert chunk, seen.decode()
-        seen += chunk
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
-    t0 = time.monotonic()
-    err = (seen + proc.communicate(timeout=20)[1]).decode()
-    assert time.monotonic() - t0 < 5, err
+    # Ctrl-C to the whole process group once the progress bar shows the workers decoding
+    proc, seconds, err = ctrl_c_when(INTERRUPTED, [str(root), str(tmp_path / "s")], b"index:", 20)
+    assert seconds < 5, err
     assert proc.returncode == 130, err
     assert "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
     with pytest.raises(ProcessLookupError):  # no worker left behind
