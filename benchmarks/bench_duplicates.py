@@ -26,9 +26,9 @@ folder with planted copies, against Lite0 feature extraction of the same folder.
   run describes the step).
 - **Near-duplicate step**, in the same process, each part timed as the stage runs it:
   ``normalise`` + ``nearest_neighbours`` (k = max(``--k``, ``--candidates``): 10), reading the
-  working images and perceptual hashes (``working_images``, ``--workers`` (2) threads),
+  working images and perceptual hashes (``working_images``, ``--workers`` (2) processes),
   ``candidate_pairs`` (``--candidates`` nearest neighbours, hash pairs within
-  ``--hash-distance`` (10) bits, equal bytes), ``verify`` (``--workers`` threads), then
+  ``--hash-distance`` (10) bits, equal bytes), ``verify`` (``--workers`` processes), then
   ``copy_groups`` and ``pairs_table``. Reported: seconds per part and in all, the ratio of that
   total to the extraction seconds, candidate pairs per image, milliseconds per verified pair
   (``verify`` seconds over the pairs compared on the pixels), the process's peak RSS during the

@@ -56,9 +56,7 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
         fused_path: str = IN_FUSED, pca_path: str = IN_PCA) -> dict:
     """Score every image out of fold, find the label issues, write every output; returns the
     metrics."""
-    p = cfg.label_issues
-    max_iter = cfg.upper_bound.max_iter
-    seed = cfg.seed
+    p, max_iter, seed = cfg.label_issues, cfg.upper_bound.max_iter, cfg.seed
     index = read_table(index_path)
     names = class_names(index, index_path)
     y = index["label"].to_numpy(np.int64)
@@ -112,6 +110,8 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
         rank_by=p.rank_by) | {"route": li.route_record(
             route, why, max_work=p.max_work, max_train=p.max_train, dim=X.shape[1], alpha=alpha,
             oof=oof)})
+    if metrics["warning"]:
+        log.warning(metrics["warning"])
     worst = table[table["is_label_issue"]].sort_values("label_issue_rank").head(3)
     log_block(log, "label_issues done", outputs={
         OUT_METRICS: f"{metrics['issues']} issues ({metrics['issue_fraction']:.1%}), estimated "

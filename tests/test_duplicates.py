@@ -161,6 +161,13 @@ def _folder(tmp_path, n=60, seed=3):
 def test_candidates_and_verification_find_every_planted_copy(tmp_path, monkeypatch):
     paths, classes, truth = _folder(tmp_path)
     images, hashes = dup.working_images(tmp_path, paths, workers=2)
+    with monkeypatch.context() as mp:   # chunks of 4 files: read in forked worker processes
+        mp.setattr(dup, "CHUNK", 4)
+        forked, forked_hashes = dup.working_images(tmp_path, paths, workers=2)
+    np.testing.assert_array_equal(forked_hashes, hashes)
+    for (g, c), (fg, fc) in zip(images, forked, strict=True):
+        np.testing.assert_array_equal(fg, g)
+        np.testing.assert_array_equal(fc, c)
     sha = [str(hash((tmp_path / p).read_bytes())) for p in paths]
     # feature neighbours stand-in: each image's 3 nearest by raw pixels of a 16 px thumbnail
     thumbs = np.stack([np.asarray(Image.fromarray(g).resize((16, 12)), np.float32).ravel()

@@ -262,6 +262,25 @@ def stage_inputs(work, given, X):
                                     "rank_by": "self_confidence"}}
 
 
+def test_a_list_too_long_to_be_label_errors_carries_a_warning():
+    """The same features with 5% of the labels moved, then with every label shuffled: only
+    the second list is longer than label errors plausibly are, and only it is warned about."""
+    X, _, given, _ = noisy_blobs(n_per=60, k=5, sep=1.0)
+    names = [f"c{c}" for c in range(5)]
+    metrics = {}
+    for name, labels in {"moved": given,
+                         "shuffled": np.random.default_rng(0).permutation(given)}.items():
+        scored = li.score_labels(X, labels, names, alpha=ALPHA, folds=5, max_iter=1000, seed=0)
+        metrics[name] = li.summary(labels, scored, alpha=ALPHA, folds_requested=5,
+                                   filter_by=li.FILTER_BY, rank_by=li.RANK_BY)
+    assert metrics["moved"]["issue_fraction"] < li.PLAUSIBLE_FRACTION
+    assert metrics["moved"]["warning"] is None
+    assert metrics["shuffled"]["issue_fraction"] > li.PLAUSIBLE_FRACTION
+    assert metrics["shuffled"]["warning"].startswith(
+        f"{metrics['shuffled']['issue_fraction']:.0%} of the scored images")
+    assert "hard to classify" in metrics["shuffled"]["warning"]
+
+
 def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     X, _, given, moved = noisy_blobs()
     index, params = stage_inputs(in_tmp_cwd, given, X)
@@ -269,7 +288,8 @@ def test_stage_writes_the_documented_outputs(in_tmp_cwd):
     assert set(metrics) == {"images", "classes", "scored_images", "issues", "issue_fraction", "kept",
                             "noise_rate", "oof_accuracy", "folds", "folds_requested",
                             "filter_by", "rank_by", "config", "converged", "excluded_classes",
-                            "route"}
+                            "warning", "route"}
+    assert metrics["warning"] is None   # 5% of the labels moved: a plausible list
     assert metrics["route"] == {"route": "exact", "reason": "400 x 20 x 5 = 4e+04 <= max_work 1.5e+09",
                                 "max_work": 1_500_000_000, "features": "selected", "dim": 20,
                                 "alpha": ALPHA}

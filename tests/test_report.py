@@ -11,7 +11,7 @@ import pytest
 from clusterlens.audit.issues import ISSUE_TYPES
 from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import ParamError
-from clusterlens.core.io import write_json, write_table
+from clusterlens.core.io import read_json, write_json, write_table
 from clusterlens.report import colours, document, explorer
 from stages import report as stage
 from tests.conftest import make_image
@@ -271,6 +271,18 @@ def test_small_classes_left_out_and_a_skipped_bound_are_reported_by_name(inputs)
             "a stratified split needs 2)") in md
     assert "left out of the label-issue search (their images get no verdict): `lonely`" in md
     assert "Per-class test accuracy" not in md
+
+
+def test_an_implausibly_long_label_issue_list_is_warned_about(inputs):
+    from clusterlens.audit.label_issues import plausibility_warning
+
+    metrics = read_json("metrics/label_issues.json")
+    stage.run(parse_stage(PARAMS, stage.Params))
+    assert "**Warning:**" not in Path("report/report.md").read_text(encoding="utf-8")
+    write_json("metrics/label_issues.json", metrics | {"warning": plausibility_warning(0.91)})
+    stage.run(parse_stage(PARAMS, stage.Params))
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "**Warning:** 91% of the scored images are suspected label issues" in md
 
 
 def test_report_stage_feature_set_comes_from_fusion_set(inputs):

@@ -145,10 +145,38 @@ def _threaded_chunks(fn: Callable, items: Sequence, *, workers: int, desc: str, 
             yield out
 
 
-def _threaded(fn: Callable, items: Sequence, *, workers: int, desc: str, unit: str) -> list:
-    """``[fn(x) for x in items]`` on ``workers`` threads, in order, with a progress bar."""
-    return [y for chunk in _threaded_chunks(fn, items, workers=workers, desc=desc, unit=unit)
-            for y in chunk]
+_WORK: dict = {}  # what a forked worker computes: ``make`` (set before the fork) and its ``fn``
+
+
+def _init_worker() -> None:
+    """A worker process: Ctrl-C is the parent's to handle (it ends the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORK["fn"] = _WORK["make"]()
+
+
+def _work_chunk(items: Sequence) -> list:
+    return list(map(_WORK["fn"], items))
+
+
+def _in_chunks(make: Callable[[], Callable], items: Sequence, *, workers: int, desc: str,
+               unit: str):
+    """Yield ``[fn(x) for x in chunk]`` for each chunk of :data:`CHUNK` items, in order, with one
+    progress bar, where ``fn = make()``: computed in ``workers`` forked processes where the
+    platform forks (decoding and comparing are partly Python, so threads share one core), else
+    in ``workers`` threads. Each process calls ``make`` once, so ``fn`` may keep a cache."""
+    if workers > 1 and "fork" in mp.get_all_start_methods() and len(items) > CHUNK:
+        _WORK["make"] = make
+        try:
+            chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+            with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool, \
+                    tqdm(total=len(items), desc=desc, unit=unit, mininterval=1.0) as bar:
+                for chunk, out in zip(chunks, pool.imap(_work_chunk, chunks)):
+                    bar.update(len(chunk))
+                    yield out
+        finally:
+            _WORK.clear()
+        return
+    yield from _threaded_chunks(make(), items, workers=workers, desc=desc, unit=unit)
 
 
 def _reader(root: Path) -> Callable:
@@ -172,8 +200,9 @@ def working_images(root: str | Path, paths: Sequence[str], *,
     hashes : ndarray of uint64, shape (N, 2)
         Hash and mirror hash (:func:`clusterlens.audit.hashes.phashes`).
     """
-    done = _threaded(_reader(Path(root)), list(paths), workers=workers,
-                     desc="near-duplicates: read", unit="img")
+    done = [y for chunk in _in_chunks(functools.partial(_reader, Path(root)), list(paths),
+                                      workers=workers, desc="near-duplicates: read",
+                                      unit="img") for y in chunk]
     hashes = np.array([h for _, h in done], dtype=np.uint64).reshape(len(done), 2)
     return [p for p, _ in done], hashes
 
@@ -203,8 +232,8 @@ def stored_working_images(root: str | Path, paths: Sequence[str], sha256: Sequen
         rels = np.asarray(paths, dtype=object)[todo]
         batch: list = []
         done = 0
-        chunks = _threaded_chunks(_reader(Path(root)), list(rels), workers=workers,
-                                  desc="near-duplicates: read", unit="img")
+        chunks = _in_chunks(functools.partial(_reader, Path(root)), list(rels),
+                            workers=workers, desc="near-duplicates: read", unit="img")
         for chunk in chunks:
             batch.extend(chunk)
             if len(batch) >= flush:
@@ -336,9 +365,6 @@ def classify(match: Match | None) -> str:
     return "same_scene" if match.agreement >= SCENE_AGREEMENT else ""
 
 
-_VERIFY: dict = {}  # what a forked verification worker compares (set before the fork)
-
-
 def _comparer(images, pairs: np.ndarray) -> Callable[[int], tuple | None]:
     """``compare(i)``: the reported row of candidate pair ``i``, or None; each image's working
     image, colours and coarse views kept for the last :data:`CACHED_IMAGES` images used."""
@@ -355,37 +381,11 @@ def _comparer(images, pairs: np.ndarray) -> Callable[[int], tuple | None]:
     return compare
 
 
-def _init_verifier() -> None:
-    """A verification worker: Ctrl-C is the parent's to handle (it ends the pool)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _VERIFY["compare"] = _comparer(_VERIFY["images"], _VERIFY["pairs"])
-
-
-def _compare_chunk(idx: np.ndarray) -> list:
-    compare = _VERIFY["compare"]
-    return [r for r in map(compare, idx) if r is not None]
-
-
 def _compared_rows(images, pairs: np.ndarray, todo: np.ndarray, workers: int):
-    """Yield the reported rows of each chunk of :data:`CHUNK` pairs, in order: compared in
-    ``workers`` forked processes where the platform forks (the comparison is mostly Python, so
-    threads share one core), else in ``workers`` threads."""
-    desc, unit = "near-duplicates: verify", "pair"
-    if workers > 1 and "fork" in mp.get_all_start_methods() and len(todo) > CHUNK:
-        _VERIFY.update(images=images, pairs=pairs)
-        try:
-            chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
-            with mp.get_context("fork").Pool(workers, initializer=_init_verifier) as pool, \
-                    tqdm(total=len(todo), desc=desc, unit=unit, mininterval=1.0) as bar:
-                for idx, out in zip(chunks, pool.imap(_compare_chunk, chunks)):
-                    bar.update(len(idx))
-                    yield out
-        finally:
-            _VERIFY.clear()
-        return
-    compare = _comparer(images, pairs)
-    for chunk in _threaded_chunks(compare, list(todo), workers=workers, desc=desc, unit=unit):
-        yield [r for r in chunk if r is not None]
+    """Yield the reported rows of each chunk of pairs ``todo``, in order (:func:`_in_chunks`)."""
+    for out in _in_chunks(functools.partial(_comparer, images, pairs), todo, workers=workers,
+                          desc="near-duplicates: verify", unit="pair"):
+        yield [r for r in out if r is not None]
 
 
 def verify(images: Sequence[tuple[np.ndarray, np.ndarray]], candidates: Candidates, *,

@@ -63,6 +63,10 @@ FILTER_BY = LOWEST_QUALITY  # the defaults of clusterlens.config.label_issues
 RANK_BY = "self_confidence"
 MIN_TRAIN_PER_CLASS = 5  # images per class kept in a fold's training sample (bounded route)
 PREDICT_CHUNK = 65_536  # rows per predict_proba call on the bounded route
+# Issues above this share of the scored images read as features that do not separate the
+# classes, not as wrong labels: Northcutt et al. (2021, "Pervasive label errors in test sets")
+# estimate 0.15-10.1% label errors across ten widely used data sets.
+PLAUSIBLE_FRACTION = 0.2
 ISSUE_COLUMNS = ["path", "class", "label_quality", "suggested_class", "suggested_probability",
                  "is_label_issue", "label_issue_rank"]
 PER_CLASS_COLUMNS = ["class", "images", "issues", "noise_rate"]
@@ -440,7 +444,19 @@ def summary(labels: np.ndarray, scored: Scored, *, alpha: float, folds_requested
         "config": classifier(alpha, scored.oof.C),
         "converged": bool(scored.oof.converged),
         "excluded_classes": ub.public(scored.excluded),
+        "warning": plausibility_warning(issues.is_issue.sum() / len(rows)),
     }
+
+
+def plausibility_warning(issue_fraction: float) -> str | None:
+    """A warning when more than :data:`PLAUSIBLE_FRACTION` of the scored images are issues,
+    else None."""
+    if not issue_fraction > PLAUSIBLE_FRACTION:
+        return None
+    return (f"{issue_fraction:.0%} of the scored images are suspected label issues, more than "
+            f"the {PLAUSIBLE_FRACTION:.0%} that label errors plausibly reach: the features "
+            "separate these classes poorly (see the supervised bound), so read the list as "
+            "images that are hard to classify, not as wrong labels")
 
 
 def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason: str, *,
@@ -459,6 +475,6 @@ def skipped(index: pd.DataFrame, names: list[str], excluded: list[dict], reason:
                "oof_accuracy": None, "folds": None, "folds_requested": int(folds_requested),
                "filter_by": filter_by, "rank_by": rank_by, "config": classifier(alpha),
                "converged": None,
-               "excluded_classes": ub.public(excluded)}
+               "excluded_classes": ub.public(excluded), "warning": None}
     return (probs, issues_table(index, names, probs, issues),
             per_class_table(labels, names, issues), metrics)

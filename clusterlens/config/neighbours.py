@@ -18,7 +18,7 @@ class NeighboursParams(Section):
     ``k``: the outlier score is the cosine distance to the k-th nearest other image (>= 1,
     fewer than the images); ``candidates``: nearest feature neighbours of every image checked
     for copies (>= 0; 0 leaves only the hash and same-bytes candidates); ``hash_distance``:
-    perceptual-hash pairs within this many bits of 64 are checked (0-32); ``workers``: threads
+    perceptual-hash pairs within this many bits of 64 are checked (0-32); ``workers``: processes
     that read images and compare pairs (>= 1); ``block_mb``: working memory of one block of the
     search, MiB (>= 1); ``engine``: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``;
     ``search``: ``exact``, ``approximate`` (faiss inverted lists on the leading principal

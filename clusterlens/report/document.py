@@ -737,6 +737,8 @@ def section_images(doc: Doc, images: pd.DataFrame, label_issues: dict, neighbour
           "label noise "
           f"{_pct(label_issues.get('noise_rate'))}." + (" The most suspicious:" if n_issues
                                                             else ""))
+    if label_issues.get("warning"):
+        doc.p(f"**Warning:** {label_issues['warning']}.")
     if label_issues.get("skipped"):
         doc.p(f"No label-issue search: {label_issues['skipped']}.")
     excluded_paragraph(doc, label_issues.get("excluded_classes", []), "the label-issue search "
