@@ -27,10 +27,11 @@
 Results: ``<workdir>/pipeline.json`` (the resume state) and ``--out-dir``/pipeline_<n>.json and
 .csv, rewritten after every stage; each stage's output in ``<workdir>/logs/``. ``--resume``
 keeps the clone and its outputs and skips the stages already measured (ok, timeout, memory),
-but those named by ``--again``; ``--set`` applies on a resume too (e.g. ``--resume --set
-captions.enabled=false --again captions`` after captions timed out: the earlier record is kept
-under ``earlier``); ``--only`` runs just the stages named (glob patterns on the short names,
-e.g. ``kmeans@*``).
+but those named by ``--again`` (with another ``--rev``, the clone is moved to it first: only the
+stages run again measure it; each record names the commit it ran at); ``--set`` applies on a
+resume too (e.g. ``--resume --set captions.enabled=false --again captions`` after captions
+timed out: the earlier record is kept under ``earlier``); ``--only`` runs just the stages named
+(glob patterns on the short names, e.g. ``kmeans@*``).
 """
 from __future__ import annotations
 
@@ -183,9 +184,17 @@ def prepare_clone(args, repo: Path, folder: Path, state: dict) -> list[dict]:
     commit = u.sh(source, "git", "rev-parse", args.rev).stdout.strip()
     if args.resume and (repo / ".git").is_dir():
         have = u.sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
-        if have != commit:
+        if have != commit and not args.again:
             raise SystemExit(f"{repo} is at {have[:10]}, --rev {args.rev} is {commit[:10]}: "
-                             "run without --resume (or another workdir)")
+                             "run without --resume, or name the stages to run again at "
+                             "--rev (--again)")
+        if have != commit:  # the params are set again below; the outputs stay
+            u.sh(repo, "git", "fetch", "-q", source, commit)
+            u.sh(repo, "git", "checkout", "-q", "-f", commit)
+            set_param(repo / "params.yaml", "data.root", str(folder))
+            for item in state.get("set", []):
+                set_param(repo / "params.yaml", *item.partition("=")[::2])
+            state.update(rev=args.rev, commit=commit)
         fresh = False
     else:
         if repo.exists():
@@ -284,7 +293,7 @@ def save(state: dict, workdir: Path, out_dir: Path) -> None:
         for name, r in state["stages"].items():
             w.writerow([state["n"], state["classes"], name, r.get("phase", ""), r["status"],
                         r.get("seconds", ""), r.get("cpu_seconds", ""), r.get("peak_gib", ""),
-                        r.get("load1_at_start", ""), state.get("commit", "")[:10]])
+                        r.get("load1_at_start", ""), r.get("commit", state.get("commit", ""))[:10]])
     os.replace(path.with_name(path.name + ".tmp"), path)
 
 
@@ -402,7 +411,8 @@ def main(argv=None) -> dict:
             rec = run_stage(st["cmd"], repo / st["wdir"], log, timeout, args.max_gib)
             if rec["status"] == "timeout" and timeout < args.timeout:
                 rec["note"] = f"stopped at {timeout:.0f} s: the rest of --budget"
-            records[name] = {"phase": phase, **rec}
+            records[name] = {"phase": phase, **rec, "commit": u.sh(
+                repo, "git", "rev-parse", "HEAD").stdout.strip()}
             ran_index = ran_index or name == "index"
         if old and old is not records[name] and old["status"] not in ("skipped", "not run"):
             records[name]["earlier"] = [*old.pop("earlier", []), old]
