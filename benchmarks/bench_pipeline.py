@@ -189,6 +189,8 @@ def prepare_clone(args, repo: Path, folder: Path, state: dict) -> list[dict]:
                              "run without --resume, or name the stages to run again at "
                              "--rev (--again)")
         if have != commit:  # the params are set again below; the outputs stay
+            for rec in state.get("stages", {}).values():
+                rec.setdefault("commit", have)  # measured at the clone's earlier commit
             u.sh(repo, "git", "fetch", "-q", source, commit)
             u.sh(repo, "git", "checkout", "-q", "-f", commit)
             set_param(repo / "params.yaml", "data.root", str(folder))
