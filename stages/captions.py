@@ -2,9 +2,9 @@
 
 Reads ``data/features.npy`` and ``data/index.parquet``; writes ``data/captions.parquet`` (caption,
 top-3 labels and probabilities per index row), ``data/text_features.npy`` (N x 384 float32, unit
-rows) and ``metrics/captions.json``; the timing goes to ``logs/captions_timing.json`` (not a
-metric: it differs on every run). ``enabled: false``, or above ``captions.max_n`` images with
-``captions.sample: 0``: an empty table, N x 0 text features; ``sample`` > 0: a stratified sample.
+rows; a CLIP backbone: its text tower's), ``metrics/captions.json`` and ``logs/captions_timing.json``
+(not a metric: it differs on every run). ``enabled: false``, or above ``captions.max_n`` images
+with ``captions.sample: 0``: an empty table, N x 0 text features; ``sample`` > 0: a stratified sample.
 """
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def write_disabled(n: int, route: dict) -> dict:
 def check_params_vs_input(cfg: Params, index):
     """The rules that need the data: ``(captioner, recipe, reused)`` for the images' sizes
     (:func:`clusterlens.features.captions.resolve_captioner`); the index, when not reused."""
-    ep = cfg.extract
-    cap, recipe, reused = captions.resolve_captioner(ep.backbone, ep.weights, ep.image_size, ep.resize,
+    e = cfg.extract
+    cap, recipe, reused = captions.resolve_captioner(e.backbone, e.weights, e.image_size, e.resize,
                                                      cfg.captions.preprocessing, *index_sides(index))
     if not reused and index is None:
         raise DataError(f"captions need the index to extract {cap.name} features at {recipe.image_size} px")
@@ -114,11 +114,11 @@ def run(cfg: Params, features_path: str = IN_FEATURES, index_path: str = IN_INDE
         log.warning("captions: %d images > captions.max_n: captioning a stratified sample of %d", len(feats), len(rows))
         feats, index = feats[rows], None if index is None else index.iloc[rows].reset_index(drop=True)
     feats, W, b, info, extracted = captioner_features(cfg, feats, index, cap, recipe, reused)
-    table = captions.caption_table(feats, W, b, captions.imagenet_class_names(), p.template)
+    table = captions.caption_table(feats, W, b, cap.names, p.template)
     start = time.perf_counter()
-    captions.load_text_model(ep.device)
+    encoder = captions.text_encoder(cap, ep.device)  # CLIP's text tower, or the sentence model
     load_seconds, start = time.perf_counter() - start, time.perf_counter()
-    emb = captions.embed_texts(table["caption"].tolist(), p.batch_size, ep.device, cfg.seed)
+    emb = captions.embed_texts(table["caption"].tolist(), p.batch_size, ep.device, cfg.seed, encoder=encoder)
     seconds = time.perf_counter() - start
     if index is not None:
         table.insert(0, "path", index["path"].to_numpy())

@@ -21,24 +21,27 @@ preprocessing its weights were trained with.
 - ``scratch_cnn``: the CNN trained from scratch by :mod:`clusterlens.features.scratch_cnn_training`
   (loaded with :mod:`clusterlens.features.scratch_cnn`), read from the folder
   it was saved to; features = its Dense embedding.
+- ``timm:<model>`` and ``open_clip:<arch>``: any timm model, and CLIP's image tower through
+  open_clip (:mod:`clusterlens.features.hub_models`).
 """
 from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import json
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from clusterlens.core.errors import ParamError
-
-if TYPE_CHECKING:  # annotations only
-    from torch import nn
+from clusterlens.features import hub_models
+from clusterlens.features.network import (
+    FIT_HINT,
+    Backbone,
+    file_sha256,
+    load_into,
+    load_state_dict_file,
+)
 
 # torch is imported where it is used: the params check (clusterlens.config.extract) imports
 # this module for the backbone names, and must not pay for torch.
@@ -52,23 +55,6 @@ LITE0_MEAN = (127.0 / 255.0,) * 3
 LITE0_STD = (128.0 / 255.0,) * 3
 
 
-@dataclass
-class Backbone:
-    """A feature network and the preprocessing its weights expect."""
-
-    name: str
-    model: nn.Module  # maps (B, 3, S, S) -> (B, dim)
-    dim: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    native_size: int  # crop size the weights were trained at
-    resize_ratio: float  # resize_size / crop_size, used by resize mode `center_crop`
-    interpolation: str  # "bilinear" or "bicubic"
-    weights: str  # human-readable description of the weights
-    weights_sha256: str = ""
-    extra: dict = field(default_factory=dict)
-
-
 def torchvision_models() -> list[str]:
     """Names of torchvision's classification models."""
     import torchvision
@@ -77,7 +63,8 @@ def torchvision_models() -> list[str]:
 
 
 def available_backbones() -> list[str]:
-    """Every backbone name :func:`build_backbone` accepts."""
+    """Every backbone name :func:`build_backbone` accepts, but the ``timm:`` and ``open_clip:``
+    ones (:mod:`clusterlens.features.hub_models`)."""
     return [LITE0, RAW, SCRATCH_CNN] + torchvision_models()
 
 
@@ -85,13 +72,16 @@ def unknown_backbone(name) -> str | None:
     """Why ``name`` is no backbone (with the closest names), or None when it is one."""
     if name in (LITE0, RAW, SCRATCH_CNN):  # without importing torchvision, whose model zoo
         return None  # pulls in torch._dynamo: 1-1.5 s of every extract run's start-up
+    if hub_models.split_name(name):
+        return hub_models.unknown(name)
     names = available_backbones()
     if name in names:
         return None
     close = difflib.get_close_matches(str(name), names, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return (f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW}, {SCRATCH_CNN} "
-            "or a torchvision classification model (torchvision.models.list_models()).")
+    return (f"names no known backbone: {name!r}.{hint} Choose {LITE0}, {RAW}, {SCRATCH_CNN}, "
+            "a torchvision classification model (torchvision.models.list_models()), "
+            "timm:<model> or open_clip:<arch>.")
 
 
 def check_backbone_name(name: str) -> str:
@@ -106,82 +96,6 @@ def check_backbone_name(name: str) -> str:
     if problem:
         raise ParamError("extract.backbone", problem)
     return name
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_state_dict_file(path: str | Path, what: str = "", hint: str = "") -> dict:
-    """Load a state_dict safely (``weights_only=True``: tensors only, nothing executed).
-
-    Parameters
-    ----------
-    path : str or Path
-        The weights file.
-    what : str
-        How the error names the file (default: the path itself).
-    hint : str
-        What the error suggests when the file is no plain state_dict.
-
-    Raises
-    ------
-    ParamError
-        Naming ``extract.weights`` and the file: missing, not loadable without unpickling
-        arbitrary objects (a pickle that would run code is refused, never executed), or no
-        mapping of names to tensors.
-    """
-    import torch
-
-    path = Path(path)
-    what = what or repr(str(path))
-    if not path.is_file():
-        raise ParamError("extract.weights", f"file not found: {str(path)!r} (use DEFAULT, "
-                         "none, a torchvision weights name, or a path to a state_dict file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
-        if type(exc).__name__ == "UnpicklingError":  # anything but tensors and containers
-            why = next((ln for ln in lines if "global" in ln.lower()), lines[0] if lines else "")
-            why = why.split(". Please")[0].removeprefix("WeightsUnpickler error: ")
-            raise ParamError("extract.weights", f"{what} is not a loadable PyTorch state_dict: "
-                             "it holds objects other than tensors, so it was refused and not "
-                             f"unpickled ({why[:200]}){hint}") from None
-        first = (lines or [""])[0][:200]
-        raise ParamError("extract.weights", f"{what} is not a loadable PyTorch state_dict; it "
-                         f"was not unpickled ({type(exc).__name__}: {first}){hint}") from None
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ParamError("extract.weights", f"{what} does not hold a state_dict "
-                         f"(a mapping of parameter names to tensors){hint}")
-    return obj
-
-
-FIT_HINT = ("; set `extract.backbone` to the model these weights were saved from, or give a "
-            "state_dict of this backbone")
-
-
-def load_into(model, state_dict: dict, source: str, backbone: str) -> None:
-    """Strictly load weights; a mismatch is a clear error naming both sides."""
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-        missing, unexpected = result.missing_keys, result.unexpected_keys
-    except RuntimeError as exc:  # shape mismatches
-        first = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:3]
-        raise ParamError("extract.weights", f"{source} does not fit backbone {backbone!r}: "
-                         + "; ".join(first or [str(exc)[:300]]) + FIT_HINT) from None
-    if missing or unexpected:
-        raise ParamError("extract.weights", f"{source} does not fit backbone {backbone!r}: "
-                         f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})" + FIT_HINT)
 
 
 # --------------------------------------------------------------------------- Lite0
@@ -425,9 +339,11 @@ def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None =
     Parameters
     ----------
     name : str
-        ``efficientnet_lite0``, ``raw_pixels``, ``scratch_cnn`` or a torchvision model name.
+        ``efficientnet_lite0``, ``raw_pixels``, ``scratch_cnn``, a torchvision model name,
+        ``timm:<model>`` or ``open_clip:<arch>``.
     weights : str
-        ``DEFAULT``, ``none``, a torchvision weights name or a state_dict path.
+        ``DEFAULT``, ``none``, a torchvision weights name or open_clip pretrained tag, or a
+        weights file (a state_dict, or ``.safetensors``).
     image_size : int or None
         The input side; None means the backbone's native size (it matters to Lite0's padding
         and to the raw-pixel dimension).
@@ -453,4 +369,9 @@ def build_backbone(name: str, weights: str = "DEFAULT", image_size: int | None =
             raise ParamError("extract.backbone", f"= {SCRATCH_CNN}, but no trained CNN folder "
                              "was given: run the `backbone` stage first (`dvc repro`)")
         return build_scratch_cnn(model_dir)
+    hub = hub_models.split_name(name)
+    if hub:
+        lib, model = hub
+        return (hub_models.build_timm if lib == hub_models.TIMM
+                else hub_models.build_open_clip)(model, weights)
     return build_torchvision(name, weights)

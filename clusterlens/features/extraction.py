@@ -350,6 +350,7 @@ def store_spec(backbone: Backbone, size: int, device: torch.device, *, resize: s
             # not `import torchvision`: its model zoo imports torch._dynamo, about a second of
             # start-up the Lite0 path does not need
             "torch": torch.__version__, "torchvision": version("torchvision")}
+    spec.update(backbone.extra)  # e.g. the timm / open_clip version (hub backbones only)
     if backbone.weights.startswith("none"):
         spec["seed"] = seed  # random-init weights come from the seed
     if onednn_fusion(device, jit):

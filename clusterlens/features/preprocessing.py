@@ -12,7 +12,8 @@
   ``raw_pixels`` and ``scratch_cnn`` always squash (the scratch CNN is trained on squashed
   images).
 
-The scratch CNN runs at the size it was trained at, whatever ``image_size`` says. Everything
+The scratch CNN runs at the size it was trained at, whatever ``image_size`` says; an open_clip
+tower runs at its native size only (``auto``; another size is an error). Everything
 downstream (the feature store's key, metrics, the captioner) uses the resolved values.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clusterlens.core.errors import ParamError
 from clusterlens.features.backbones import (
     LITE0,
     LITE0_NATIVE_SIZE,
@@ -31,6 +33,7 @@ from clusterlens.features.backbones import (
     Backbone,
     build_backbone,
 )
+from clusterlens.features.hub_models import fixed_size
 
 log = logging.getLogger("clusterlens.extract")
 
@@ -130,6 +133,12 @@ def resolve_input(backbone_name: str, native_size: int, image_size, resize: str,
     median = None if widths is None or heights is None else median_short_side(widths, heights)
     if backbone_name == SCRATCH_CNN:
         size = int(native_size)  # it runs at the size it was trained at
+    elif fixed_size(backbone_name):
+        if image_size not in (AUTO, int(native_size)):
+            raise ParamError("extract.image_size", f"= {image_size}, but {backbone_name} takes "
+                             f"{native_size} px inputs only (its position embeddings); use "
+                             "auto")
+        size = int(native_size)
     elif image_size == AUTO:
         size = auto_image_size(native_size, median)
     else:
@@ -172,8 +181,8 @@ def build_for_input(name: str, weights: str, image_size, resize: str, widths=Non
     native = FIXED_NATIVE_SIZES.get(name)
     backbone = None
     if native is None:
-        backbone = build_backbone(name, weights, None if image_size == AUTO else image_size,
-                                  model_dir=model_dir)
+        backbone = build_backbone(name, weights, None if image_size == AUTO or fixed_size(name)
+                                  else image_size, model_dir=model_dir)
         native = backbone.native_size
     recipe = resolve_input(name, native, image_size, resize, widths, heights)
     if name == SCRATCH_CNN and image_size not in (AUTO, recipe.image_size):
