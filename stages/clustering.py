@@ -4,14 +4,19 @@ the selected model.
 The grid is read from params.yaml, never by globbing, so files left over from grid points that
 were removed from params do not leak into the aggregate (they are deleted). K values that follow
 the class count (``classes``, ``classes_x0.5``) are the points of the K their JSON records; two
-values with the same K are one point (see :mod:`clusterlens.clustering.selection`).
+values with the same K are one point (see :mod:`clusterlens.clustering.selection`). Every point
+also gets its label-free silhouettes, in the UMAP embedding of ``data/umap.npz`` and in the PCA
+space of the same images (:mod:`clusterlens.clustering.label_free`); ``label_free`` in the
+metrics compares the label-free choice with the NMI one.
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 
-from clusterlens.clustering import selection
+import numpy as np
+
+from clusterlens.clustering import label_free, selection
 from clusterlens.config.agglomerative import AgglomerativeParams
 from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.dbscan import DBSCANParams
@@ -29,6 +34,8 @@ from clusterlens.report.figures.clustering import plot_metrics_vs_k
 log = get_logger("clustering")
 CLUSTERS_DIR = "data/clusters"
 PLOTS_DIR = "plots/clustering"
+IN_PCA = "data/pca.npy"
+IN_UMAP = "data/umap.npz"
 OUT_METRICS = "metrics/clustering.json"
 OUT_TABLE = "metrics/clustering_table.csv"
 OUT_INERTIA = "plots/clustering/kmeans_inertia.csv"
@@ -46,6 +53,7 @@ class Params:
     dbscan: DBSCANParams
     hdbscan: HDBSCANParams
     nmf: NMFParams
+    seed: int
 
 
 def grid_points(cfg: Params) -> dict[str, list[str]]:
@@ -63,7 +71,19 @@ def grid_points(cfg: Params) -> dict[str, list[str]]:
     return grid
 
 
-def run(cfg: Params, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
+def add_label_free(cfg: Params, results: dict, clusters_dir, pca_path: str, umap_path: str) -> str:
+    """Every point's label-free silhouettes; the label-free metric compared with NMI."""
+    umap = np.load(umap_path, allow_pickle=False)
+    if cfg.select.metric == "silhouette_umap" and not len(umap["rows"]):
+        raise ParamError("select.metric", "is silhouette_umap, but umap.enabled is false: enable "
+                         "UMAP, or select by silhouette_pca")
+    return label_free.add_scores(results, clusters_dir, pca=np.load(pca_path, mmap_mode="r"),
+                                 umap_rows=umap["rows"], umap_reduced=umap["reduced"],
+                                 seed=cfg.seed)
+
+
+def run(cfg: Params, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR, pca_path=IN_PCA,
+        umap_path=IN_UMAP) -> dict:
     """Aggregate the grid: prune stale files, collect, select, write the tables and figure."""
     sel = cfg.select
     grid = grid_points(cfg)
@@ -73,7 +93,11 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
     selection.prune_stale_dendrograms(cfg.agglomerative.linkage, plots_dir)
     results = selection.collect(grid, clusters_dir)
     log_block(log, "grid values -> K", outputs=selection.resolved_grids(results))
-    out = write_json(OUT_METRICS, selection.summarize(results, sel.metric, sel.max_noise))
+    free = add_label_free(cfg, results, clusters_dir, pca_path, umap_path)
+    out = selection.summarize(results, sel.metric, sel.max_noise)
+    out["label_free"] = label_free.comparison(
+        results, lambda r, metric: selection.select_model(r, metric, sel.max_noise), label_free=free)
+    write_json(OUT_METRICS, out)
     table = selection.results_table(results)
     write_table(OUT_TABLE, table)
     if "kmeans" in results:
@@ -83,7 +107,8 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, plots_dir=PLOTS_DIR) -> dict:
     plot_metrics_vs_k(results, OUT_VS_K)
     selected = out["selected"]
     log_block(log, "clustering done", outputs={
-        OUT_METRICS: f"selected {selected['method']}/{selected['point']}: {selected['reason']}",
+        OUT_METRICS: f"selected {selected['method']}/{selected['point']}: {selected['reason']}; "
+                     + label_free.describe(out["label_free"]),
         OUT_TABLE: f"{len(table)} grid points",
         "plots": f"{OUT_INERTIA}, {OUT_SILHOUETTE}, {OUT_VS_K}"})
     return out

@@ -4,7 +4,9 @@ Reads the model chosen by the `clustering` aggregate (``metrics/clustering.json:
 writes, for it:
 
 - ``metrics/composition.csv``: one row per cluster (largest first; noise, if any, as cluster -1):
-  size, share of all images, the top-5 classes with counts and %, and the class entropy in bits;
+  its ``name`` (its most characteristic caption labels, from ``data/captions.parquet``:
+  :mod:`clusterlens.analysis.cluster_names`; empty without captions), size, share of all images,
+  the top-5 classes with counts and %, and the class entropy in bits;
 - ``plots/composition/heatmap.png``: the cluster-vs-class matrix, each row normalised to 1;
 - ``plots/composition/montage.png``: the representatives of the largest clusters (the members
   nearest each cluster's centre, from ``data/representatives.json``), one row each; an image
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clusterlens.analysis.cluster_names import names_from_captions
 from clusterlens.analysis.composition import composition_table, row_normalised
 from clusterlens.audit.representatives import nearest_rows
 from clusterlens.clustering.selection import selected_labels
@@ -42,6 +45,7 @@ IN_INDEX = "data/index.parquet"
 IN_TSNE = "data/tsne.npz"
 IN_PCA_2D = "data/pca_2d.npy"
 IN_REPRESENTATIVES = "data/representatives.json"
+IN_CAPTIONS = "data/captions.parquet"
 OUT_TABLE = "metrics/composition.csv"
 OUT_HEATMAP = "plots/composition/heatmap.png"
 OUT_MONTAGE = "plots/composition/montage.png"
@@ -76,6 +80,8 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
               params={"composition.montage_clusters": p.montage_clusters,
                       "composition.montage_images": p.montage_images})
     table = composition_table(labels, classes)
+    names = names_from_captions(labels, index["path"], read_table(IN_CAPTIONS))
+    table.insert(1, "name", table["cluster"].map(names).fillna("").astype(str))
     write_table(OUT_TABLE, table)
 
     matplotlib_setup()

@@ -45,6 +45,7 @@ IN_INDEX = "data/index.parquet"
 IN_PCA = "data/pca.npy"
 IN_PCA_2D = "data/pca_2d.npy"
 IN_TSNE = "data/tsne.npz"
+IN_UMAP = "data/umap.npz"
 IN_LABEL_ISSUES = "data/label_issues.parquet"
 IN_NEIGHBOURS = "data/neighbours.parquet"
 IN_PAIRS = "data/near_duplicates.csv"
@@ -80,7 +81,7 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     pca = load_npy(pca_path)
     check_rows(str(pca_path), len(pca), str(index_path), len(index))
     check_rows(f"the labels of {model}", len(labels), str(index_path), len(index))
-    emb = np.load(tsne_path, allow_pickle=False)
+    emb, umap = np.load(tsne_path, allow_pickle=False), np.load(IN_UMAP, allow_pickle=False)
     pairs = read_table(pairs_path)
     log_block(log, "images", inputs={
         "selected": model, "index": f"{index_path} ({len(index)} images)",
@@ -92,7 +93,9 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     distance = centre_distances(pca, labels)
     table = images_table(index, labels, distance, load_npy(pca_2d_path),
                          tsne_columns(len(index), emb["rows"], emb["embedding"]),
-                         read_table(label_issues_path), read_table(neighbours_path))
+                         read_table(label_issues_path), read_table(neighbours_path),
+                         umap_xy=tsne_columns(len(index), umap["rows"], umap["embedding"],
+                                              name="UMAP", stage="umap"))
     write_table(OUT_TABLE, table)
     write_table(OUT_CSV, table)
     reps = representatives(labels, distance, table["path"].to_numpy(), table["class"].to_numpy(),

@@ -121,7 +121,7 @@ def run(cfg: Params, out_md: Path = OUT_MD, out_html: Path = OUT_HTML,
     fragment, note, route = explorer.explorer_section(
         loaded["images"], loaded["groups"], root, p.thumbnails, p.thumbnail_px, seed,
         max_points=p.max_points, corrections=loaded["corrections"],
-        leaks=loaded["neighbours"].get("leaks"))
+        leaks=loaded["neighbours"].get("leaks"), composition=loaded["composition"])
     (log.warning if route["route"] == "sample" else log.info)("explorer: %s", route)
     data = ReportData(root=root, linkages=linkages, feature_set=feature_set,
                       explorer=fragment, explorer_note=note, **loaded)

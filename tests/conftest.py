@@ -76,6 +76,17 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     return work
 
 
+def write_umap(path: str = "data/umap.npz", rows=(), reduced=None) -> None:
+    """The `umap` stage's output: the embedded ``rows`` and their ``reduced`` coordinates (none:
+    UMAP off, as ``umap.enabled: false`` writes it)."""
+    from clusterlens.core.io import save_npz
+
+    rows = np.asarray(rows, dtype=np.int64)
+    reduced = np.zeros((len(rows), 10), np.float32) if reduced is None else reduced
+    save_npz(path, rows=rows, embedding=np.zeros((len(rows), 2), np.float32),
+             reduced=np.asarray(reduced, dtype=np.float32))
+
+
 def run_point(method: str, value, params: dict, **paths):
     """One clustering grid point in-process, as its stage runs it: the params and the value
     parsed at the stage's door (``stages.grid_point.parse_point``), then its ``run``."""

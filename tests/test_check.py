@@ -84,7 +84,7 @@ BAD_VALUE = {
     "captions.batch_size": 0, "fusion.weight": 2, "cnn.epochs": 0, "reduce.n_components": "many",
     "kmeans.n_init": 0, "agglomerative.route": "fast", "large_n.mmap_threshold_mb": "x",
     "gmm.covariance_type": "round", "dbscan.min_samples": 0, "hdbscan.min_samples": "x",
-    "nmf.max_iter": 0, "metrics.silhouette_sample": "x", "tsne.perplexity": "x",
+    "nmf.max_iter": 0, "metrics.silhouette_sample": "x", "tsne.perplexity": "x", "umap.min_dist": 2,
     "composition.montage_clusters": "x", "macro.linkage": "fast", "upper_bound.test_size": 2,
     "select.metric": "best", "label_issues.folds": 1, "images.show": "x", "neighbours.k": 0,
     "report.thumbnails": -1,

@@ -14,7 +14,7 @@ from clusterlens.config.base import parse_stage
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import save_npy, write_table
 from stages import clustering, nmf
-from tests.conftest import run_point
+from tests.conftest import run_point, write_umap
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def blobs(in_tmp_cwd):
     X = np.concatenate([c + rng.normal(0, 0.5, (40, 5)) for c in centers]).astype(np.float32)
     y = np.repeat([0, 1, 2], 40)
     save_npy("data/pca.npy", X)
+    write_umap()
     write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(120)],
                                                     "class": [f"c{v}" for v in y], "label": y}))
     params = {"seed": 0, "metrics": {"silhouette_sample": 50},
@@ -248,3 +249,30 @@ def test_grid_functions_in_process(blobs):
     scores = cl.score_points(X, y, res, 50, 0)
     assert scores["average_k3"]["ari"] == pytest.approx(1.0)
     assert scores["average_k3"]["route"] == "exact"
+
+
+def test_the_aggregate_selects_without_labels_and_compares_with_nmi(blobs):
+    X, y, params = blobs
+    params.update(agglomerative={**params["agglomerative"], "linkage": ["ward"]},
+                  gmm={**params["gmm"], "k": []}, dbscan={**params["dbscan"], "eps_percentile": []},
+                  hdbscan={**params["hdbscan"], "min_cluster_size": []}, nmf={**params["nmf"], "k": []})
+    params["kmeans"]["k"] = [2, 3, 5]
+    for k in (2, 3, 5):
+        run_point("kmeans", k, params)
+    run_point("agglomerative", "ward", params)
+    out = clustering.run(parse_stage(params, clustering.Params))
+    assert out["label_free"]["label_free"]["metric"] == "silhouette_pca"  # UMAP is off
+    assert out["label_free"]["agree"] and out["label_free"]["label_based"]["nmi"] == 1.0
+    assert all(out["kmeans"][p]["silhouette_umap"] is None for p in out["kmeans"])
+    table = pd.read_csv("metrics/clustering_table.csv")
+    assert {"silhouette_pca", "silhouette_umap"} <= set(table.columns)
+    params["select"]["metric"] = "silhouette_pca"
+    out = clustering.run(parse_stage(params, clustering.Params))
+    assert out["selected"]["metric"] == "silhouette_pca" and out["selected"]["value"] > 0.8
+    params["select"]["metric"] = "silhouette_umap"
+    with pytest.raises(ParamError, match="`select.metric` is silhouette_umap, but umap.enabled"):
+        clustering.run(parse_stage(params, clustering.Params))
+    write_umap(rows=np.arange(0, 120, 2), reduced=X[::2, :3])  # a UMAP of every other image
+    out = clustering.run(parse_stage(params, clustering.Params))
+    assert out["selected"]["metric"] == "silhouette_umap" and out["selected"]["point"] in (
+        "k3", "ward_k3")

@@ -22,7 +22,7 @@ from clusterlens.report.figures.clustering import plot_dendrogram
 from clusterlens.report.figures.style import matplotlib_setup
 from stages import clustering, tsne
 from stages import composition as stage
-from tests.conftest import make_tree, run_point
+from tests.conftest import make_tree, run_point, write_umap
 
 
 def test_composition_table_counts_shares_and_entropy():
@@ -142,6 +142,9 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
     rng = np.random.default_rng(0)
     save_npy("data/pca_2d.npy", rng.normal(size=(len(rows), 2)).astype(np.float32))
     np.savez("data/tsne.npz", embedding=rng.normal(size=(6, 2)), rows=np.arange(0, 12, 2))
+    captioned = [r for i, r in enumerate(rows) if i % 2]  # captions of a sample
+    write_table("data/captions.parquet", pd.DataFrame({
+        "path": captioned, "label1": [f"{r.split('/')[0]} pie" for r in captioned]}))
     with pytest.raises(DataError, match="representatives.json is missing: run `dvc repro images`"):
         stage.run(parse_stage({**PARAMS, "data": {"root": str(root)}}, stage.Params))
     _write_representatives("kmeans/k3", labels, rng.normal(size=(len(rows), 3)), rows, cls)
@@ -151,8 +154,10 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
                            rows, cls)
     table = stage.run(parse_stage({**PARAMS, "data": {"root": str(root)}}, stage.Params))
     assert table["cluster"].tolist() == [0, 1, 2, -1]
+    assert table["name"].tolist() == ["apple pie", "berry pie", "cherry pie", ""]
     assert table["size"].tolist() == [5, 4, 4, 2]
-    assert pd.read_csv(stage.OUT_TABLE)["cluster"].tolist() == [0, 1, 2, -1]
+    assert pd.read_csv(stage.OUT_TABLE, keep_default_na=False)["name"].tolist() == [
+        "apple pie", "berry pie", "cherry pie", ""]
     for png in [stage.OUT_HEATMAP, stage.OUT_MONTAGE, stage.OUT_TSNE, stage.OUT_PCA]:
         assert Image.open(png).size[0] > 300, png
 
@@ -175,6 +180,8 @@ def selected_run(tmp_path, in_tmp_cwd):
     rng = np.random.default_rng(0)
     X = (np.eye(3)[y] * 8 + rng.normal(0, 0.5, (len(y), 3))).astype(np.float32)
     save_npy("data/pca.npy", X)
+    write_umap()
+    write_table("data/captions.parquet", pd.DataFrame({"path": [], "label1": []}))
     save_npy("data/pca_2d.npy", X[:, :2])
     write_table("data/index.parquet", pd.DataFrame({"path": rows, "class": cls, "label": y}))
     params = {"seed": 0, "data": {"root": str(root)}, "metrics": {"silhouette_sample": 100},
@@ -206,6 +213,7 @@ def test_composition_stage_writes_table_and_figures(selected_run):
     assert sel["value"] == pytest.approx(1.0)  # three well separated blobs
     assert sorted(table["size"].tolist(), reverse=True) == [12, 10, 8]
     assert (table["top1_pct"] == 100).all() and (table["entropy_bits"] == 0).all()
+    assert (table["name"] == "").all()  # no captions
     on_disk = pd.read_csv("metrics/composition.csv")
     assert on_disk["size"].tolist() == table["size"].tolist()
     for png in [stage.OUT_HEATMAP, stage.OUT_MONTAGE, stage.OUT_TSNE, stage.OUT_PCA]:
@@ -266,3 +274,20 @@ def test_heatmap_labels_of_many_classes_do_not_overlap(monkeypatch, tmp_path):
         assert (len(shown) == n_cls) == expect_all
         assert ("one label every" in ax.get_xlabel()) != expect_all
         plt.close(fig)
+
+
+def test_cluster_names_take_the_most_characteristic_caption_labels():
+    from clusterlens.analysis.cluster_names import cluster_names
+
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 5 + [-1] * 3)
+    words = (["tabby"] * 6 + ["tiger cat"] * 3 + ["dog"]      # cluster 0: two cat labels
+             + ["dog"] * 5 + ["wolf"] * 4 + ["tabby"]         # cluster 1
+             + ["tabby"] * 3 + ["dog"] * 2                    # cluster 2
+             + ["owl"] * 3)                                   # noise: never a name
+    names = cluster_names(labels, np.arange(len(labels)), words)
+    # tiger cat: 30% of cluster 0, 12% overall, lift 2.5; tabby: 60% there, 40% overall
+    assert names == {0: "tiger cat / tabby", 1: "wolf / dog", 2: "tabby / dog"}
+    # only some images captioned; a cluster without captioned members gets no name
+    some = np.arange(0, 20)
+    assert cluster_names(labels, some, words[:20])[2] == ""
+    assert cluster_names(labels, np.zeros(0, int), []) == {0: "", 1: "", 2: ""}

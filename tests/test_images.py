@@ -18,10 +18,11 @@ from clusterlens.config.base import parse_section, parse_stage
 from clusterlens.config.images import ImagesParams
 from clusterlens.core.errors import DataError, ParamError
 from clusterlens.core.io import read_json, save_npy, write_json, write_table
+from clusterlens.report.explorer import maps_from_table
 from clusterlens.report.figures import audit
 from clusterlens.report.figures.style import matplotlib_setup
 from stages import images as stage
-from tests.conftest import make_tree
+from tests.conftest import make_tree, write_umap
 
 IMAGES = {"representatives": 3, "doubtful": 2, "show": 6, "pairs": 4, "clusters": 3}
 
@@ -211,6 +212,7 @@ def _inputs(tmp_path):
     save_npy("data/pca.npy", pca)
     save_npy("data/pca_2d.npy", pca[:, :2])
     np.savez("data/tsne.npz", embedding=rng.normal(size=(9, 2)), rows=np.arange(0, 18, 2))
+    write_umap(rows=np.arange(1, 18, 3), reduced=rng.normal(size=(6, 4)))  # a 6-image UMAP
     li, nb = _scores(rows, cls, rng)
     write_table("data/label_issues.parquet", li)
     write_table("data/neighbours.parquet", nb)
@@ -232,6 +234,9 @@ def test_images_stage_writes_the_table_representatives_and_figures(tmp_path, in_
     assert csv["path"].tolist() == rows and list(csv.columns) == list(t.columns)
     np.testing.assert_allclose(csv["centre_distance"], t["centre_distance"])
     assert t["cluster"].tolist() == labels.tolist()
+    umap_rows = np.flatnonzero(t["umap_x"].notna().to_numpy())
+    assert umap_rows.tolist() == list(range(1, 18, 3))  # the UMAP map's sample, NaN elsewhere
+    assert [m.name for m in maps_from_table(t)] == ["t-SNE", "UMAP", "PCA-2D"]
     assert not t.loc[0, "agrees"] and t.loc[0, "cluster_majority_class"] == "berry_bush"
     reps = read_json(stage.OUT_REPRESENTATIVES)
     assert reps["model"] == "kmeans/k3" and reps["space"] == "pca"

@@ -285,6 +285,22 @@ def test_an_implausibly_long_label_issue_list_is_warned_about(inputs):
     assert "**Warning:** 91% of the scored images are suspected label issues" in md
 
 
+def test_the_label_free_choice_is_shown_beside_the_label_based_one(inputs):
+    clustering = read_json("metrics/clustering.json")
+    clustering["label_free"] = {
+        "label_free": {"metric": "silhouette_pca", "method": "kmeans", "point": "k3", "nmi": 0.7},
+        "label_based": {"metric": "nmi", "method": "agglomerative", "point": "ward_k3",
+                        "nmi": 0.9}, "agree": False, "nmi_lost": 0.2}
+    write_json("metrics/clustering.json", clustering)
+    stage.run(parse_stage(PARAMS, stage.Params))
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "**Without labels.** Selecting by `silhouette_pca` (the silhouette in PCA space" in md
+    assert "set `umap.enabled: true`" in md
+    assert "picks another model than `nmi` does" in md
+    assert "| silhouette_pca (no labels) | kmeans/k3 | 0.7 |" in md
+    assert "| nmi (labels) | agglomerative/ward_k3 | 0.9 |" in md
+
+
 def test_report_stage_feature_set_comes_from_fusion_set(inputs):
     write_json("metrics/fusion.json", {"k": 3, "best": {"method": "kmeans", "features": "text",
                                                         "kappa": 0.5}})
@@ -329,6 +345,14 @@ def test_clusters_take_the_colour_of_their_matched_class():
     assert not styles[7].matched and styles[7].name(7) == "c7 ~ dog"
     assert styles[5].name(5) == "c5 = cat"
     assert len(set(colours.palette(30))) == 30 and colours.palette(3) == colours.TAB10[:3]
+
+
+def test_the_cluster_legend_carries_each_clusters_caption_name():
+    table = pd.DataFrame({"class": ["cat"] * 6 + ["dog"] * 6,
+                          "cluster": [5] * 6 + [2] * 4 + [-1] * 2})
+    paints = explorer.colourings(table, {}, ["cat", "dog"], {5: "tabby / tiger cat", 2: ""})
+    legend = next(c for c in paints if c["source"] == "cluster")["cats"]
+    assert [name for name, _, _ in legend] == ["c2 = dog", "c5 = cat: tabby / tiger cat", "noise"]
 
 
 def test_thumbnail_rows_sample_above_the_cap_keeping_the_priority_rows():

@@ -27,7 +27,7 @@ ISSUE_COLUMNS = [c for issue in ISSUE_TYPES for c in (flag_column(issue), score_
 COLUMNS = list(dict.fromkeys([
     "path", "split", "class", "given_class", "correction", "width", "height", "cluster",
     "cluster_majority_class", "agrees", "centre_distance", "pca_x", "pca_y", "tsne_x", "tsne_y",
-    *LABEL_ISSUE_COLUMNS, *NEIGHBOUR_COLUMNS, "near_duplicate_kind",
+    "umap_x", "umap_y", *LABEL_ISSUE_COLUMNS, *NEIGHBOUR_COLUMNS, "near_duplicate_kind",
     *ISSUE_COLUMNS]))  # is_label_issue is both a label-issue and an issue column
 
 
@@ -56,8 +56,10 @@ def check_aligned(index: pd.DataFrame, other: pd.DataFrame, name: str,
                         "images in index order: it is stale, re-run `dvc repro`")
 
 
-def tsne_columns(n_images: int, rows: np.ndarray, embedding: np.ndarray) -> np.ndarray:
-    """The t-SNE coordinates as an ``(n_images, 2)`` array, NaN for images outside the sample.
+def tsne_columns(n_images: int, rows: np.ndarray, embedding: np.ndarray, *,
+                 name: str = "t-SNE", stage: str = "tsne") -> np.ndarray:
+    """The coordinates of a sampled map (the t-SNE's, or ``name`` made by ``stage``: the UMAP's)
+    as an ``(n_images, 2)`` array, NaN for images outside the sample.
 
     Parameters
     ----------
@@ -77,8 +79,8 @@ def tsne_columns(n_images: int, rows: np.ndarray, embedding: np.ndarray) -> np.n
     embedding = np.asarray(embedding, dtype=np.float64)
     if embedding.shape != (len(rows), 2) or (len(rows) and not 0 <= rows.min() <= rows.max()
                                              < n_images):
-        raise DataError(f"t-SNE rows ({len(rows)}) and embedding {embedding.shape} do not fit "
-                        f"an index of {n_images} images: re-run `dvc repro tsne`")
+        raise DataError(f"{name} rows ({len(rows)}) and embedding {embedding.shape} do not fit "
+                        f"an index of {n_images} images: re-run `dvc repro {stage}`")
     out = np.full((n_images, 2), np.nan)
     out[rows] = embedding
     return out
@@ -86,7 +88,7 @@ def tsne_columns(n_images: int, rows: np.ndarray, embedding: np.ndarray) -> np.n
 
 def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
                  pca_2d: np.ndarray, tsne_xy: np.ndarray, label_issues: pd.DataFrame,
-                 neighbours: pd.DataFrame) -> pd.DataFrame:
+                 neighbours: pd.DataFrame, *, umap_xy: np.ndarray | None = None) -> pd.DataFrame:
     """Join everything known about each image into one table, in index order.
 
     Parameters
@@ -107,6 +109,8 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
         Per-image label-issue scores, aligned with the index (:data:`LABEL_ISSUE_COLUMNS`).
     neighbours : DataFrame
         Per-image neighbour scores, aligned with the index (:data:`NEIGHBOUR_COLUMNS`).
+    umap_xy : ndarray of shape (n_images, 2), optional
+        The UMAP map's coordinates, NaN outside its sample (:func:`tsne_columns`); None: NaN.
 
     Returns
     -------
@@ -121,8 +125,10 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
     """
     n = len(index)
     labels = np.asarray(labels).astype(np.int64)
+    umap_xy = np.full((n, 2), np.nan) if umap_xy is None else umap_xy
     for name, arr, shape in (("cluster labels", labels, (n,)), ("distances", distance, (n,)),
-                             ("PCA 2-D", pca_2d, (n, 2)), ("t-SNE", tsne_xy, (n, 2))):
+                             ("PCA 2-D", pca_2d, (n, 2)), ("t-SNE", tsne_xy, (n, 2)),
+                             ("UMAP", umap_xy, (n, 2))):
         if np.shape(arr) != shape:
             raise DataError(f"{name} have shape {np.shape(arr)}, expected {shape} for the "
                             f"index's {n} images: re-run `dvc repro`")
@@ -141,7 +147,9 @@ def images_table(index: pd.DataFrame, labels: np.ndarray, distance: np.ndarray,
         "centre_distance": np.asarray(distance, dtype=np.float64),
         "pca_x": np.asarray(pca_2d[:, 0], dtype=np.float64),
         "pca_y": np.asarray(pca_2d[:, 1], dtype=np.float64),
-        "tsne_x": tsne_xy[:, 0], "tsne_y": tsne_xy[:, 1]})
+        "tsne_x": tsne_xy[:, 0], "tsne_y": tsne_xy[:, 1],
+        "umap_x": np.asarray(umap_xy[:, 0], dtype=np.float64),
+        "umap_y": np.asarray(umap_xy[:, 1], dtype=np.float64)})
     for col in LABEL_ISSUE_COLUMNS:
         out[col] = label_issues[col].to_numpy()
     for col in NEIGHBOUR_COLUMNS:

@@ -18,6 +18,8 @@ HIGHER_IS_BETTER = {
     "silhouette": True, "davies_bouldin": False, "calinski_harabasz": True, "inertia": False,
     "purity": True, "nmi": True, "ami": True, "ari": True, "homogeneity": True,
     "completeness": True, "v_measure": True, "hungarian_accuracy": True, "kappa": True,
+    # label-free, measured by the `clustering` aggregate (clusterlens.clustering.label_free)
+    "silhouette_umap": True, "silhouette_pca": True,
 }
 
 

@@ -11,7 +11,7 @@ from clusterlens.config.rules import choice, fraction
 # every metric of clusterlens.clustering.metrics.HIGHER_IS_BETTER except inertia (tests check they agree)
 SELECT_METRICS = ("silhouette", "davies_bouldin", "calinski_harabasz", "purity", "nmi", "ami",
                   "ari", "homogeneity", "completeness", "v_measure", "hungarian_accuracy",
-                  "kappa")
+                  "kappa", "silhouette_umap", "silhouette_pca")
 
 
 class SelectParams(Section):

@@ -40,6 +40,7 @@ from clusterlens.config.reduce import ReduceParams
 from clusterlens.config.report import ReportParams
 from clusterlens.config.select import SelectParams
 from clusterlens.config.tsne import TSNEParams
+from clusterlens.config.umap import UMAPParams
 from clusterlens.config.upper_bound import UpperBoundParams
 from clusterlens.core.errors import ParamError
 
@@ -51,6 +52,7 @@ SECTIONS: dict[str, type[Section]] = {
     "reduce": ReduceParams, "kmeans": KMeansParams, "agglomerative": AgglomerativeParams,
     "large_n": LargeNParams, "gmm": GMMParams, "dbscan": DBSCANParams,
     "hdbscan": HDBSCANParams, "nmf": NMFParams, "metrics": MetricsParams, "tsne": TSNEParams,
+    "umap": UMAPParams,
     "composition": CompositionParams, "macro": MacroParams, "upper_bound": UpperBoundParams,
     "select": SelectParams, "label_issues": LabelIssuesParams, "images": ImagesParams,
     "neighbours": NeighboursParams, "report": ReportParams,

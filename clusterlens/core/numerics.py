@@ -46,6 +46,10 @@ PINS: dict[str, str] = {
     # faiss-cpu >= 1.12 (one dynamically dispatched build): AVX2 kernels. Upper case: faiss
     # aborts on an unknown level name.
     "FAISS_SIMD_LEVEL": "AVX2",
+    # numba (umap-learn, pynndescent) compiles for the host CPU; "generic" is baseline x86-64
+    # with no host features (numba then leaves NUMBA_CPU_FEATURES empty), the same code on
+    # every CPU, and a cache any CPU can reuse.
+    "NUMBA_CPU_NAME": "generic",
 }
 
 

@@ -442,16 +442,36 @@ def best_table(clustering: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def label_free_paragraph(doc: Doc, comp: dict | None):
+    """The model a label-free criterion selects beside the label-based one, with the NMI of
+    each (``label_free`` of the clustering metrics)."""
+    if not comp:
+        return
+    free, based = comp["label_free"], comp["label_based"]
+    doc.p(f"**Without labels.** Selecting by `{free['metric']}` (the silhouette in "
+          + ("UMAP space" if free["metric"] == "silhouette_umap" else "PCA space, which favours "
+             "cuts into one giant cluster and a few outliers; the silhouette in UMAP space "
+             "tracks the labels far better: set `umap.enabled: true`")
+          + "), which needs no labels, picks "
+          + ("the same model as" if comp["agree"] else "another model than")
+          + f" `{based['metric']}` does:")
+    doc.table(pd.DataFrame({
+        "criterion": [f"{free['metric']} (no labels)", f"{based['metric']} (labels)"],
+        "model": [f"{d['method']}/{d['point']}" for d in (free, based)],
+        "nmi": [d["nmi"] for d in (free, based)]}))
+
+
 def section_clustering(doc: Doc, clustering: dict, linkages: list[str], files: ReportFiles):
     """Section 4: the clustering grid, the best point per method and the selected model."""
     sel = clustering["selected"]
     doc.h(2, "4. Clustering grid")
     n_points = sum(len(v) for k, v in clustering.items()
-                   if k not in ("selected", "best", "kmeans_recommended_k"))
+                   if k not in ("selected", "best", "kmeans_recommended_k", "label_free"))
     doc.p(f"{n_points} grid points over {len(clustering['best'])} methods. Best point per method "
           f"by **{sel['metric']}** (all points: `{files.clustering_table}`):")
     doc.table(best_table(clustering))
     doc.p(f"**Selected model: `{sel['method']}/{sel['point']}`**, {sel['reason']}.")
+    label_free_paragraph(doc, clustering.get("label_free"))
     rec = clustering.get("kmeans_recommended_k")
     if rec:
         doc.p(f"K-Means K recommended by silhouette: {rec['by_silhouette']}; by the elbow of the "
@@ -507,7 +527,9 @@ def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame, file
           f"clusters (all in `{files.composition}`):")
     show = composition.head(TOP_CLUSTERS)
     top = [_top_classes(r) for _, r in show.iterrows()]
-    doc.table(pd.DataFrame({"cluster": show["cluster"], "size": show["size"],
+    named = "name" in show.columns and show["name"].fillna("").astype(str).str.len().any()
+    doc.table(pd.DataFrame({"cluster": show["cluster"], **(
+        {"name (captions)": show["name"].fillna("")} if named else {}), "size": show["size"],
                             "share %": show["share_pct"], "entropy (bits)": show["entropy_bits"],
                             "top classes": top}))
     doc.fig(files.heatmap, "Cluster composition, each row normalised to 1")

@@ -228,15 +228,18 @@ def explorer_rows(table: pd.DataFrame, maps: list[MapView], thumbnails_cap: int,
 
 
 def maps_from_table(table: pd.DataFrame) -> list[MapView]:
-    """The maps of the per-image table: the t-SNE (its rows with coordinates: the sample the
-    ``tsne`` stage embedded) when there is one, and the PCA-2D view of every image."""
+    """The maps of the per-image table: the t-SNE and the UMAP (their rows with coordinates:
+    the samples the ``tsne`` and ``umap`` stages embedded) when there are, and the PCA-2D view
+    of every image."""
     out = []
-    if {"tsne_x", "tsne_y"} <= set(table.columns):
-        xy = table[["tsne_x", "tsne_y"]].to_numpy(dtype=np.float64)
+    for name, cols in (("t-SNE", ["tsne_x", "tsne_y"]), ("UMAP", ["umap_x", "umap_y"])):
+        if not set(cols) <= set(table.columns):
+            continue
+        xy = table[cols].to_numpy(dtype=np.float64)
         rows = np.flatnonzero(np.isfinite(xy).all(axis=1))
         if len(rows):
             note = "all" if len(rows) == len(table) else f"a seeded sample of {len(table):,}"
-            out.append(MapView("t-SNE", rows, xy[rows], note))
+            out.append(MapView(name, rows, xy[rows], note))
     xy = table[["pca_x", "pca_y"]].to_numpy(dtype=np.float64)
     out.append(MapView("PCA-2D", np.arange(len(table)), xy, "first two principal components"))
     return out
@@ -255,7 +258,7 @@ def macro_cuts(groups: dict) -> dict[str, dict[str, str]]:
 
 # --------------------------------------------------------------------------- colourings
 def colourings(table: pd.DataFrame, macro: dict[str, dict[str, str]],
-               class_order: list[str]) -> list[dict]:
+               class_order: list[str], cluster_names: dict | None = None) -> list[dict]:
     """The ways to colour the points, each a table of categories over one per-image column.
 
     Parameters
@@ -266,6 +269,9 @@ def colourings(table: pd.DataFrame, macro: dict[str, dict[str, str]],
         Cut name (e.g. ``g5``) -> class -> group name.
     class_order : list of str
         The class codes of the page's ``cls`` column (every class and folder class, sorted).
+    cluster_names : dict, optional
+        Cluster -> name (from the captions); a non-empty name follows the cluster's legend
+        entry: ``c3 = cat: tabby / tiger cat``.
 
     Returns
     -------
@@ -296,7 +302,8 @@ def colourings(table: pd.DataFrame, macro: dict[str, dict[str, str]],
     cats = []
     for c, s in styles.items():
         lookup[c + 1] = len(cats)
-        cats.append([s.name(c), s.colour, MARKERS[s.marker][1]])
+        named = (cluster_names or {}).get(c) or ""
+        cats.append([s.name(c) + (f": {named}" if named else ""), s.colour, MARKERS[s.marker][1]])
     if (labels == NOISE).any():
         lookup[0] = len(cats)
         cats.append(["noise", NOISE_COLOUR, "x"])
@@ -705,7 +712,8 @@ def corrections_panel(classes: list[str], rows: list[list[str]]) -> str:
 
 
 def _page_data(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dict[str, str]],
-               rows: np.ndarray, thumbs: dict[int, str]) -> tuple[dict, dict, dict]:
+               rows: np.ndarray, thumbs: dict[int, str],
+               cluster_names: dict | None = None) -> tuple[dict, dict, dict]:
     """The page's JSON part, its columns and its thumbnails (by page position)."""
     n = len(table)
     pos = np.full(n, -1, dtype=np.int64)
@@ -733,7 +741,7 @@ def _page_data(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dict[s
     if {"width", "height"} <= set(table.columns):
         pixels = table["width"].fillna(0).to_numpy(np.float64) * table["height"].fillna(0)
         cols["pixels"] = np.minimum(pixels.to_numpy()[rows], 2**31 - 1).astype(np.int32)
-    paints = colourings(table, macro, class_order)
+    paints = colourings(table, macro, class_order, cluster_names)
     if any(c["source"] == "split" for c in paints):
         names = sorted(set(table["split"].astype(str)) - {""})
         cols["split"] = pd.Index(names).get_indexer(
@@ -780,7 +788,8 @@ def _page_data(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dict[s
 
 def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dict[str, str]],
                   thumbs: dict[int, str], plotly_js: str | None = None, *,
-                  corrections: pd.DataFrame | None = None, rows=None) -> str:
+                  corrections: pd.DataFrame | None = None, rows=None,
+                  cluster_names: dict | None = None) -> str:
     """The explorer as one HTML fragment.
 
     Parameters
@@ -808,6 +817,8 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
     rows : array-like of int, optional
         The rows the page holds (:func:`page_rows`), sorted; by default every row. The maps
         and galleries show the images among them; the thumbnails of other rows are left out.
+    cluster_names : dict, optional
+        Cluster -> name, in the cluster legend (:func:`colourings`).
 
     Returns
     -------
@@ -827,7 +838,7 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
         plotly_js = get_plotlyjs()
     table = table.reset_index(drop=True)
     rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
-    data, cols, thumb_at = _page_data(table, maps, macro, rows, thumbs)
+    data, cols, thumb_at = _page_data(table, maps, macro, rows, thumbs, cluster_names)
     block, data["layout"] = pack_columns(cols, {"path": table["path"].astype(str).to_numpy(
         dtype=object)[rows].tolist()})
     data["fixes"] = correction_rows(corrections)
@@ -873,7 +884,8 @@ def explorer_html(table: pd.DataFrame, maps: list[MapView], macro: dict[str, dic
 def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike, cap: int,
                      px: int, seed: int, *, max_points: int | None = None,
                      corrections: pd.DataFrame | None = None,
-                     leaks: dict | None = None) -> tuple[str, str, dict]:
+                     leaks: dict | None = None,
+                     composition: pd.DataFrame | None = None) -> tuple[str, str, dict]:
     """The report's explorer: its HTML fragment (:func:`explorer_html`), the sentence that
     introduces it, and the route it took.
 
@@ -895,6 +907,9 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
     leaks : dict, optional
         The leak rates (``metrics/neighbours.json: leaks``), said in the note when the folder
         has splits.
+    composition : DataFrame, optional
+        ``metrics/composition.csv``: its ``name`` of each cluster joins the cluster's legend
+        entry.
 
     Returns
     -------
@@ -933,5 +948,7 @@ def explorer_section(table: pd.DataFrame, groups: dict, root: str | os.PathLike,
             for r in rates) + "."
     route = {"route": "sample" if len(rows) < n else "all", "images": n,
              "points": int(len(rows)), "max_points": int(cap_points)}
+    names = ({} if composition is None or "name" not in composition
+             else dict(zip(composition["cluster"].astype(int), composition["name"].fillna(""))))
     return explorer_html(table, maps, macro_cuts(groups), thumbs, corrections=corrections,
-                         rows=rows), note, route
+                         rows=rows, cluster_names=names), note, route

@@ -1,0 +1,73 @@
+"""Label-free selection: silhouettes in UMAP and PCA space, and the comparison with NMI."""
+import numpy as np
+import pytest
+
+from clusterlens.clustering import label_free, selection
+from clusterlens.core.io import save_npy
+from clusterlens.core.sampling import sample_rows
+
+
+def blobs(n_per=60, k=4, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 6, (k, dim))
+    y = np.repeat(np.arange(k), n_per)
+    return (centers[y] + rng.normal(0, 1, (len(y), dim))).astype(np.float32), y
+
+
+def test_silhouettes_rank_the_true_partition_over_a_random_one_and_leave_noise_out():
+    X, y = blobs()
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.choice(len(y), 150, replace=False))
+    noisy = y.copy()
+    noisy[rows[:30]] = -1  # noise points are left out, not a cluster
+    labelings = {"true": y, "random": rng.integers(0, 4, len(y)), "noisy": noisy,
+                 "one": np.zeros(len(y), int)}
+    s = label_free.silhouettes(X[rows], labelings, rows)
+    from sklearn.metrics import silhouette_score
+    assert s["true"] == pytest.approx(silhouette_score(X[rows], y[rows]), rel=1e-6)
+    assert s["true"] > 0.5 > s["random"] and s["one"] is None
+    keep = noisy[rows] != -1
+    assert s["noisy"] == pytest.approx(silhouette_score(X[rows][keep], y[rows][keep]), rel=1e-6)
+
+
+def test_the_label_free_choice_finds_the_planted_k_and_is_compared_with_nmi(in_tmp_cwd):
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    X, y = blobs()
+    results = {"kmeans": {}}
+    for k in (2, 3, 4, 6, 8):
+        labels = KMeans(k, n_init=3, random_state=0).fit_predict(X)
+        save_npy(f"data/clusters/kmeans/k{k}.npy", labels)
+        results["kmeans"][f"k{k}"] = {"k": k, "nmi": nmi(y, labels), "noise_fraction": 0.0}
+    # UMAP off: silhouette_pca on a seeded sample, silhouette_umap None everywhere
+    free = label_free.add_scores(results, "data/clusters", pca=X, umap_rows=np.zeros(0, int),
+                                 umap_reduced=np.zeros((0, 10)), seed=0)
+    assert free == "silhouette_pca"
+    assert all(m["silhouette_umap"] is None for m in results["kmeans"].values())
+    assert max(results["kmeans"], key=lambda p: results["kmeans"][p]["silhouette_pca"]) == "k4"
+    comp = label_free.comparison(results, lambda r, m: selection.select_model(r, m, 0.3),
+                                 label_free=free)
+    assert comp["label_free"]["point"] == comp["label_based"]["point"] == "k4"
+    assert comp["agree"] and comp["nmi_lost"] == 0.0
+    assert "the same model" in label_free.describe(comp)
+    # a UMAP sample: silhouette_umap on its rows and embedding (here 3 of the 8 dimensions)
+    rows = sample_rows(len(y), 100, 0)
+    free = label_free.add_scores(results, "data/clusters", pca=X, umap_rows=rows,
+                                 umap_reduced=X[rows, :3], seed=0)
+    assert free == "silhouette_umap"
+    labels = np.load("data/clusters/kmeans/k4.npy")
+    assert results["kmeans"]["k4"]["silhouette_umap"] == pytest.approx(
+        label_free.silhouettes(X[rows, :3], {"k": labels}, rows)["k"])
+    assert results["kmeans"]["k4"]["silhouette_pca"] == pytest.approx(
+        label_free.silhouettes(X[rows], {"k": labels}, rows)["k"])
+
+
+def test_a_disagreement_reports_both_models_and_the_nmi_lost():
+    results = {"kmeans": {"k2": {"nmi": 0.4, "silhouette_pca": 0.7, "noise_fraction": 0.0},
+                          "k5": {"nmi": 0.9, "silhouette_pca": 0.3, "noise_fraction": 0.0}}}
+    comp = label_free.comparison(results, lambda r, m: selection.select_model(r, m, 0.3),
+                                 label_free="silhouette_pca")
+    assert (comp["label_free"]["point"], comp["label_based"]["point"]) == ("k2", "k5")
+    assert not comp["agree"] and comp["nmi_lost"] == pytest.approx(0.5)
+    assert "kmeans/k2 (NMI 0.4000)" in label_free.describe(comp)

@@ -1,0 +1,82 @@
+"""The `umap` stage: a seeded UMAP of a sample of the PCA features, off by default."""
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from clusterlens.config.base import parse_stage
+from clusterlens.core.errors import ParamError
+from clusterlens.core.io import save_npy
+from stages import umap as stage
+
+# not imported here: importing umap-learn imports numba, which must come after the cache is set
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("umap") is None,
+                                reason="umap-learn is not installed")
+
+
+def params(**umap) -> dict:
+    return {"seed": 0, "umap": {"enabled": True, "sample": 150, "dim": 5, "n_neighbors": 10,
+                                "min_dist": 0.1, **umap}}
+
+
+def blobs(n_per=50, k=4, dim=12, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 8, (k, dim))
+    y = np.repeat(np.arange(k), n_per)
+    return (centers[y] + rng.normal(0, 1, (len(y), dim))).astype(np.float32), y
+
+
+def test_off_by_default_it_writes_an_empty_embedding(in_tmp_cwd):
+    save_npy("data/pca.npy", np.zeros((20, 3), np.float32))
+    cfg = parse_stage({"seed": 0, "umap": {}}, stage.Params)
+    assert cfg.umap.enabled is False
+    assert stage.run(cfg) == {"points": 0}
+    out = np.load(stage.OUT)
+    assert out["rows"].shape == (0,) and out["embedding"].shape == (0, 2)
+    assert out["reduced"].shape == (0, cfg.umap.dim)
+
+
+def test_a_seeded_sample_is_embedded_the_same_twice_and_keeps_the_clusters_apart(in_tmp_cwd):
+    from sklearn.metrics import silhouette_score
+
+    X, y = blobs()
+    save_npy("data/pca.npy", X)
+    runs = []
+    for _ in range(2):
+        assert stage.run(parse_stage(params(), stage.Params)) == {"points": 150}
+        with np.load(stage.OUT) as out:
+            runs.append({k: out[k] for k in out.files})
+    rows = runs[0]["rows"]
+    assert len(rows) == 150 and (np.diff(rows) > 0).all()
+    assert runs[0]["embedding"].shape == (150, 2) and runs[0]["reduced"].shape == (150, 5)
+    for k in runs[0]:
+        assert runs[0][k].tobytes() == runs[1][k].tobytes(), k
+    assert silhouette_score(runs[0]["reduced"], y[rows]) > 0.5
+    assert silhouette_score(runs[0]["embedding"], y[rows]) > 0.5
+    assert os.environ["NUMBA_CPU_NAME"] == "generic"  # the CPU pin (stages/__init__.py)
+
+
+def test_numbas_cache_is_set_before_numba_is_imported_and_left_alone_after(in_tmp_cwd,
+                                                                             monkeypatch):
+    from clusterlens.clustering import umap_embed
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    assert umap_embed.configure_numba(".cache/numba")
+    assert os.environ["NUMBA_CACHE_DIR"] == os.path.abspath(".cache/numba")
+    assert os.path.isdir(".cache/numba")
+    monkeypatch.setitem(sys.modules, "numba", object())  # imported: its settings are fixed
+    assert not umap_embed.configure_numba("elsewhere")
+    assert os.environ["NUMBA_CACHE_DIR"] == os.path.abspath(".cache/numba")
+    assert not os.path.exists("elsewhere")
+
+
+def test_too_few_rows_and_bad_params_name_the_key(in_tmp_cwd):
+    save_npy("data/pca.npy", np.zeros((3, 2), np.float32))
+    with pytest.raises(ParamError, match="umap.sample.*at least 5 points"):
+        stage.run(parse_stage(params(), stage.Params))
+    for key, value in (("dim", 1), ("min_dist", 1.5), ("n_neighbors", 1), ("sample", 2)):
+        with pytest.raises(ParamError, match=f"umap.{key}"):
+            parse_stage(params(**{key: value}), stage.Params)
