@@ -19,10 +19,11 @@ both see the same machine load):
   grid/dvc.yaml and params.yaml, with stages/ and clusterlens/ linked to the code, and with the
   features written to data/features.npy and a matching data/index.parquet (what `extract` and
   `index` leave). Timed:
-  one `dvc repro --single-item reduce grid/dvc.yaml:kmeans grid/dvc.yaml:agglomerative
+  one `dvc repro --single-item reduce grid/dvc.yaml:kmeans grid/dvc.yaml:agglomerative umap
   clustering`, which runs `reduce`, every
   `kmeans@K` of the default grid, every `agglomerative@LINKAGE` (all four linkages, each cut at
-  every K of agglomerative.k) and the `clustering` aggregate, each in its own process, with
+  every K of agglomerative.k), `umap` (off by default: it writes its empty output) and the
+  `clustering` aggregate, each in its own process, with
   DVC's own start-up, dependency hashing, cache saves and lock updates. `--single-item` keeps
   DVC from running `index`/`extract` (their inputs, an image folder, do not exist here: the
   features stand in for them); the GMM, DBSCAN and HDBSCAN grids are set empty in the temporary
@@ -61,7 +62,8 @@ import numpy as np
 from benchmarks import _util as u
 
 TARGET_RATIO = 5.0
-STAGE_TARGETS = ["reduce", "grid/dvc.yaml:kmeans", "grid/dvc.yaml:agglomerative", "clustering"]
+STAGE_TARGETS = ["reduce", "grid/dvc.yaml:kmeans", "grid/dvc.yaml:agglomerative", "umap",
+                 "clustering"]
 EMPTY_GRIDS = {"gmm.k": [], "dbscan.eps_percentile": [], "hdbscan.min_cluster_size": [],
                "nmf.k": []}
 
@@ -236,6 +238,7 @@ def stage_commands(repo: Path) -> dict[str, str]:
         cmds[f"kmeans@{k}"] = f"python -m stages.grid_point kmeans --k {k}"
     for link in params["agglomerative"]["linkage"]:
         cmds[f"agglomerative@{link}"] = f"python -m stages.grid_point agglomerative --linkage {link}"
+    cmds["umap"] = "python -m stages.umap"
     cmds["clustering"] = "python -m stages.clustering"
     return cmds
 

@@ -21,7 +21,7 @@ def test_bench_grid_runs_the_current_dvc_pipeline_and_its_checks_pass(tmp_path):
     pipe = res["pipeline"]["pipeline"]
     assert pipe["median_seconds"] > 0
     assert set(pipe["median_stage_seconds"]) == {"reduce", "kmeans@3", "kmeans@5",
-                                                 "agglomerative@ward", "clustering"}
+                                                 "agglomerative@ward", "umap", "clustering"}
     chk = res["checks"]["pipeline"]
     assert [r["k"] for r in chk["kmeans"]] == [3, 5] and all(r["ok"] for r in chk["kmeans"])
     assert len(chk["metrics"]) == 4 and all(r["ok"] for r in chk["metrics"])

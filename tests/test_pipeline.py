@@ -40,7 +40,7 @@ DATA_HALF = STAGES[2:]  # what follows `index`, up to the PCA
 CLUSTER_STAGES = [*map(grid, ["kmeans@2", "kmeans@3", "gmm@3", "dbscan@50", "hdbscan@5"]),
                   "nmf", grid("nmf_kmeans@3"), grid("agglomerative@ward"),
                   grid("agglomerative@single"), "clustering",
-                  "tsne", "composition", "macro", "macro_purity", "upper_bound", "summary",
+                  "tsne", "umap", "composition", "macro", "macro_purity", "upper_bound", "summary",
                   "label_issues", "neighbours", "images", "report"]
 AGGREGATES = {"clustering", "images", "composition", "macro_purity", "summary", "report"}
 

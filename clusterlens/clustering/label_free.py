@@ -50,8 +50,11 @@ def silhouettes(X: np.ndarray, labelings: dict, rows: np.ndarray) -> dict:
         lab = np.asarray(labels)[rows]
         keep = lab != NOISE
         n_clusters = len(np.unique(lab[keep]))
-        out[key] = (None if not 2 <= n_clusters < keep.sum() else float(silhouette_score(
-            dist[np.ix_(keep, keep)], lab[keep], metric="precomputed")))
+        if not 2 <= n_clusters < keep.sum():
+            out[key] = None
+            continue
+        sub = dist if keep.all() else dist[np.ix_(keep, keep)]  # no copy without noise
+        out[key] = float(silhouette_score(sub, lab[keep], metric="precomputed"))
     return out
 
 
