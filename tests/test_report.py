@@ -426,6 +426,22 @@ def test_explorer_page_stores_each_point_once_and_colourings_as_code_lookups():
     assert explorer.priority_rows(table, per_cluster=2) == [2, 10, 8, 9, 6]
 
 
+def test_a_umap_sample_is_a_third_map_with_its_own_rows():
+    table = _explorer_table()
+    umap_rows = np.array([1, 4, 7, 11])
+    xy = np.full((len(table), 2), np.nan)
+    xy[umap_rows] = np.arange(8).reshape(4, 2)
+    table = table.assign(umap_x=xy[:, 0], umap_y=xy[:, 1])
+    maps = explorer.maps_from_table(table)
+    assert [(m.name, len(m.rows)) for m in maps] == [("t-SNE", 10), ("UMAP", 4), ("PCA-2D", 12)]
+    page = explorer.explorer_html(table, maps, {}, {}, plotly_js="/*plotly*/")
+    data, cols = explorer.page_columns(page)
+    umap = data["figures"]["cl-map-1"]
+    np.testing.assert_array_equal(cols[umap["rows"]], umap_rows)
+    np.testing.assert_array_equal(cols[umap["x"]], xy[umap_rows, 0].astype(np.float32))
+    assert '<option value="cl-map-1">UMAP' in page
+
+
 def test_page_rows_sample_above_the_cap_and_keep_the_flagged_images():
     n = 5000
     table = pd.DataFrame({"is_label_issue": np.arange(n) % 97 == 0,
