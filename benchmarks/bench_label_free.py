@@ -3,7 +3,8 @@
     python -m benchmarks.bench_label_free --cifar /work/shared/datasets/cifar10-test
 
 For each data set: PCA-50 of its features (scikit-learn, seeded), a grid like the pipeline's
-(K-Means and Ward at K = C/2, C, 1.5C and 2C for C classes), and three choices of one grid point:
+(K-Means, and agglomerative trees with the ward, complete, average and single linkages, at
+K = C/2, C, 1.5C and 2C for C classes), and three choices of one grid point:
 by NMI against the labels (the baseline, what ``select.metric: nmi`` does), by the silhouette in
 PCA space and by the silhouette in a 10-D UMAP embedding (``silhouette_pca`` and
 ``silhouette_umap`` of ``clusterlens.clustering.label_free``, on the same seeded sample of at
@@ -32,13 +33,19 @@ from benchmarks.bench_grid import fmt_table
 SAMPLE = 5000
 
 
-def grid_labels(X: np.ndarray, classes: int, seed: int) -> dict:
-    from sklearn.cluster import AgglomerativeClustering, KMeans
+LINKAGES = ("ward", "complete", "average", "single")  # the pipeline's default linkages
 
-    out = {}
-    for k in sorted({max(2, round(classes * f)) for f in (0.5, 1, 1.5, 2)}):
-        out[("kmeans", f"k{k}")] = KMeans(k, n_init=3, random_state=seed).fit_predict(X)
-        out[("agglomerative", f"ward_k{k}")] = AgglomerativeClustering(k).fit_predict(X)
+
+def grid_labels(X: np.ndarray, classes: int, seed: int) -> dict:
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.cluster import KMeans
+
+    ks = sorted({max(2, round(classes * f)) for f in (0.5, 1, 1.5, 2)})
+    out = {("kmeans", f"k{k}"): KMeans(k, n_init=3, random_state=seed).fit_predict(X) for k in ks}
+    for method in LINKAGES:  # one tree per linkage, cut at every K
+        tree = linkage(X, method=method)
+        for k in ks:
+            out[("agglomerative", f"{method}_k{k}")] = fcluster(tree, k, "maxclust") - 1
     return out
 
 

@@ -1,10 +1,10 @@
 """DVC stages `kmeans`, `gmm`, `dbscan`, `hdbscan`, `agglomerative`, `nmf_kmeans`: one grid point,
 e.g. ``python -m stages.grid_point kmeans --k 10`` (:mod:`clusterlens.clustering.methods`; a K that follows
 the class count, ``--k classes_x0.5``, and its file names: :mod:`clusterlens.clustering.grid`).
-
-Each point writes ``data/clusters/<method>/<point>.npy`` (int64 labels in index row order, -1
-for noise) and ``<point>.json`` (its metrics on the PCA features), read by the `clustering`
-aggregate; agglomerative also writes its tree and ``plots/clustering/dendrogram_<linkage>.png``.
+Each point writes ``data/clusters/<method>/<point>.npy`` (int64 labels in index row order, -1 for
+noise) and ``<point>.json`` (its metrics on the features it clustered: PCA, or with ``space: umap``
+``data/umap_features.npy``), read by the `clustering` aggregate; agglomerative also writes its tree
+and ``plots/clustering/dendrogram_<linkage>.png``.
 """
 from __future__ import annotations
 
@@ -39,9 +39,8 @@ SECTION = {"kmeans": "kmeans", "nmf": "kmeans", "gmm": "gmm", "dbscan": "dbscan"
 
 @dataclass(frozen=True)
 class Params:
-    """What the grid stages read from params.yaml (parsed once, in :func:`main`); the point's
-    own value comes from the command line (:func:`parse_point`). A method's own section is
-    required (:func:`parse_point`); the other methods' sections may be absent."""
+    """What the grid stages read from params.yaml (parsed once, in :func:`main`; the point's own
+    value from the command line, :func:`parse_point`): a method's own section is required."""
     seed: int
     metrics: MetricsParams
     kmeans: KMeansParams
@@ -53,8 +52,7 @@ class Params:
 
 
 def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_path):
-    """The rules that need the data (K and neighbourhood sizes against the ``n`` images, K
-    values that follow the ``c`` classes): the value the method runs with, and its options."""
+    """The rules that need the data (K, sizes vs ``n`` images, ``c`` classes): value, options."""
     km = cfg.kmeans
     g = cfg.gmm  # `x and x.field`: None for a section other methods read and params lack
     d = cfg.dbscan
@@ -75,8 +73,7 @@ def check_params_vs_input(cfg: Params, method: str, value, n: int, c: int, nmf_p
 
 
 def parse_point(params: dict, method: str, text) -> tuple[Params, object]:
-    """The door: every section a grid stage reads, and the point's value as the command line
-    gives it, typed and checked by its section's model (named by its params key)."""
+    """The door: every section a grid stage reads, and the point's value typed by its model."""
     if method not in methods.GRID_METHODS:
         raise ParamError("method", f"unknown clustering method {method!r}")
     return parse_stage(params, Params), grid_value(params, *GRID_KEYS[method], text)
@@ -84,12 +81,18 @@ def parse_point(params: dict, method: str, text) -> tuple[Params, object]:
 
 def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
         index_path="data/index.parquet", out_dir: Path = CLUSTERS_DIR,
-        plots_dir: Path = PLOTS_DIR, nmf_path="data/nmf.npz") -> dict:
+        plots_dir: Path = PLOTS_DIR, nmf_path="data/nmf.npz",
+        umap_path="data/umap_features.npy") -> dict:
     """Run one grid point (agglomerative: one tree, every cut) with ``value`` as params give
     it (:func:`parse_point`); returns point -> metrics."""
-    seed = cfg.seed
-    sample = cfg.metrics.silhouette_sample
+    seed, sample = cfg.seed, cfg.metrics.silhouette_sample
+    h = cfg.hdbscan  # `space: umap`: the UMAP embedding of every image
+    a = cfg.agglomerative
+    if {"hdbscan": h and h.space, "agglomerative": a and a.space}.get(method) == "umap":
+        pca_path = umap_path
     X = load_features(pca_path, cfg.large_n.mmap_threshold_bytes)
+    if not X.shape[1]:
+        raise ParamError(f"{method}.space", f"is umap, but {umap_path} is empty: set umap.grid")
     y = read_table(index_path)["label"].to_numpy()
     c = grid.n_classes(y)
     asked = value

@@ -80,3 +80,38 @@ def test_too_few_rows_and_bad_params_name_the_key(in_tmp_cwd):
     for key, value in (("dim", 1), ("min_dist", 1.5), ("n_neighbors", 1), ("sample", 2)):
         with pytest.raises(ParamError, match=f"umap.{key}"):
             parse_stage(params(**{key: value}), stage.Params)
+
+
+def test_the_grid_route_embeds_every_image_and_hdbscan_and_ward_cluster_it(in_tmp_cwd):
+    """umap.grid: every image gets dim-D coordinates (the sample's are its fit's); HDBSCAN and
+    Ward with `space: umap` cluster them (and recover the blobs); without them, the error names
+    the key."""
+    import pandas as pd
+
+    from clusterlens.core.io import write_table
+    from tests.conftest import run_point
+
+    X, y = blobs(n_per=60)
+    save_npy("data/pca.npy", X)
+    write_table("data/index.parquet", pd.DataFrame({"path": [f"{i}.png" for i in range(len(y))],
+                                                    "class": [f"c{v}" for v in y], "label": y}))
+    grid_params = {"seed": 0, "metrics": {"silhouette_sample": 100},
+                   "kmeans": {"k": [4], "n_init": 2, "max_iter": 50},
+                   "hdbscan": {"min_cluster_size": [10], "min_samples": None, "space": "umap"},
+                   "agglomerative": {"linkage": ["ward"], "k": [4], "space": "umap"}}
+    stage.run(parse_stage(params(grid=False), stage.Params))
+    assert np.load(stage.OUT_FEATURES).shape == (240, 0)
+    with pytest.raises(ParamError, match="`hdbscan.space` is umap, but .* is empty"):
+        run_point("hdbscan", 10, grid_params)
+    stage.run(parse_stage(params(grid=True), stage.Params))
+    every = np.load(stage.OUT_FEATURES)
+    with np.load(stage.OUT) as out:
+        rows, reduced = out["rows"], out["reduced"]
+    assert every.shape == (240, 5) and np.isfinite(every).all() and len(rows) == 150
+    np.testing.assert_array_equal(every[rows], reduced)  # the sample's own fit
+    first = every.copy()
+    stage.run(parse_stage(params(grid=True), stage.Params))
+    assert np.load(stage.OUT_FEATURES).tobytes() == first.tobytes()
+    hdb = run_point("hdbscan", 10, grid_params)["mcs10"]
+    ward = run_point("agglomerative", "ward", grid_params)["ward_k4"]
+    assert hdb["nmi"] > 0.9 and ward["nmi"] > 0.9, (hdb, ward)

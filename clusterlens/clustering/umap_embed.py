@@ -37,6 +37,35 @@ def configure_numba(cache_dir: str | os.PathLike) -> bool:
     return True
 
 
+def _reducer(n: int, n_components: int, n_neighbors: int, min_dist: float, seed: int):
+    import umap
+
+    return umap.UMAP(n_components=int(n_components), n_neighbors=int(min(n_neighbors, n - 1)),
+                     min_dist=float(min_dist), random_state=int(seed), n_jobs=1,
+                     init="spectral" if n_components < n - 1 else "random")
+
+
+def embed_all(X, rows: np.ndarray, *, n_components: int, n_neighbors: int, min_dist: float,
+              seed: int, chunk: int = 20_000) -> np.ndarray:
+    """UMAP fitted on the ``rows`` of ``X`` (as :func:`embed`, the same coordinates), every
+    other row placed in that embedding by umap-learn's ``transform``, in chunks of ``chunk``
+    rows; returns (len(X), n_components) float32."""
+    from tqdm.auto import tqdm
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) < MIN_POINTS:
+        raise ValueError(f"UMAP needs at least {MIN_POINTS} points, got {len(rows)}")
+    reducer = _reducer(len(rows), n_components, n_neighbors, min_dist, seed)
+    out = np.empty((len(X), int(n_components)), dtype=np.float32)
+    out[rows] = reducer.fit_transform(np.asarray(X[rows], dtype=np.float32))
+    rest = np.setdiff1d(np.arange(len(X)), rows)
+    for start in tqdm(range(0, len(rest), chunk), desc="umap: transform", unit="chunk",
+                      disable=not len(rest)):
+        part = rest[start:start + chunk]
+        out[part] = reducer.transform(np.asarray(X[part], dtype=np.float32))
+    return out
+
+
 def embed(X, *, n_components: int, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     """umap-learn's UMAP of the rows of ``X`` (Euclidean), seeded.
 
@@ -59,9 +88,5 @@ def embed(X, *, n_components: int, n_neighbors: int, min_dist: float, seed: int)
     n = len(X)
     if n < MIN_POINTS:
         raise ValueError(f"UMAP needs at least {MIN_POINTS} points, got {n}")
-    import umap
-
-    reducer = umap.UMAP(n_components=int(n_components), n_neighbors=int(min(n_neighbors, n - 1)),
-                        min_dist=float(min_dist), random_state=int(seed), n_jobs=1,
-                        init="spectral" if n_components < n - 1 else "random")
+    reducer = _reducer(n, n_components, n_neighbors, min_dist, seed)
     return reducer.fit_transform(np.asarray(X, dtype=np.float32)).astype(np.float32)

@@ -2,7 +2,7 @@
 route choice (exact tree on all points, or K-Means cells then the tree over the cells)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationInfo, field_validator
 
@@ -23,7 +23,9 @@ class AgglomerativeParams(Section):
     of every tree (the agglomerative stage needs at least one); ``route``:
     exact, two_step or auto (default auto); ``max_exact_n``: the N above which auto takes
     two_step (null for the per-linkage defaults, an integer >= 2, or a mapping linkage ->
-    integer); ``n_centroids``: K-Means cells of the two-step route, 2 to 20,000 (default 2000).
+    integer); ``n_centroids``: K-Means cells of the two-step route, 2 to 20,000 (default 2000);
+    ``space``: the features the trees are built on, ``pca`` (default) or ``umap`` (the ``umap``
+    stage's embedding of every image: needs ``umap.grid``).
     """
 
     linkage: list[str]
@@ -31,6 +33,7 @@ class AgglomerativeParams(Section):
     route: str = "auto"
     max_exact_n: int | dict[str, int] | None = None
     n_centroids: int = 2000
+    space: Literal["pca", "umap"] = "pca"
 
     @field_validator("linkage", mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """The ``hdbscan`` section: the HDBSCAN grid over minimum cluster sizes."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -13,11 +13,14 @@ class HDBSCANParams(Section):
     """``hdbscan``: ``min_cluster_size`` (list of integers >= 2), ``min_samples`` (an integer
     >= 1, or null: HDBSCAN's default, the minimum cluster size), ``max_exact_n`` (above this
     many points a grid point runs on a seeded sample of this many and assigns the rest:
-    :mod:`clusterlens.clustering.density`; >= 2, default 20,000)."""
+    :mod:`clusterlens.clustering.density`; >= 2, default 20,000), ``space``: the features the
+    points cluster, ``pca`` (default) or ``umap`` (the ``umap`` stage's embedding of every
+    image: needs ``umap.grid``)."""
 
     min_cluster_size: list[int]
     min_samples: int | None
     max_exact_n: int = 20_000
+    space: Literal["pca", "umap"] = "pca"
 
     @field_validator("min_cluster_size", mode="before")
     @classmethod
