@@ -11,9 +11,9 @@ writes, for it:
 - ``plots/composition/montage.png``: the representatives of the largest clusters (the members
   nearest each cluster's centre, from ``data/representatives.json``), one row each; an image
   whose class is not its cluster's majority class is framed in red;
-- ``plots/composition/tsne.png`` and ``plots/composition/pca_2d.png``: the 2-D t-SNE and PCA
-  views side by side, coloured by class and by cluster (above ``PCA_VIEW_MAX`` images the PCA
-  view draws the t-SNE's sampled images).
+- ``plots/composition/tsne.png``, ``umap.png`` and ``pca_2d.png``: the 2-D t-SNE, UMAP (a
+  notice when ``umap`` is off) and PCA views side by side, coloured by class and by cluster
+  (above ``PCA_VIEW_MAX`` images the PCA view draws the t-SNE's sampled images).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from clusterlens.core.errors import DataError
 from clusterlens.core.io import load_npy, read_json, read_table, write_table
 from clusterlens.core.logs import get_logger, log_block
 from clusterlens.report.figures.composition import plot_heatmap, plot_montage, plot_side_by_side
-from clusterlens.report.figures.style import matplotlib_setup
+from clusterlens.report.figures.style import matplotlib_setup, plot_notice
 
 log = get_logger("composition")
 CLUSTERS_DIR = Path("data/clusters")
@@ -46,10 +46,12 @@ IN_TSNE = "data/tsne.npz"
 IN_PCA_2D = "data/pca_2d.npy"
 IN_REPRESENTATIVES = "data/representatives.json"
 IN_CAPTIONS = "data/captions.parquet"
+IN_UMAP = "data/umap.npz"
 OUT_TABLE = "metrics/composition.csv"
 OUT_HEATMAP = "plots/composition/heatmap.png"
 OUT_MONTAGE = "plots/composition/montage.png"
 OUT_TSNE = "plots/composition/tsne.png"
+OUT_UMAP = "plots/composition/umap.png"
 OUT_PCA = "plots/composition/pca_2d.png"
 PCA_VIEW_MAX = 50_000  # above this many images the PCA view draws the t-SNE's sample
 
@@ -96,6 +98,12 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     rows = emb["rows"]
     plot_side_by_side(emb["embedding"], classes[rows], labels[rows], "t-SNE",
                       f"t-SNE of {len(rows)} images (PCA features), {headline}", OUT_TSNE)
+    umap = np.load(IN_UMAP, allow_pickle=False)
+    if len(umap["rows"]):
+        plot_side_by_side(umap["embedding"], classes[umap["rows"]], labels[umap["rows"]], "UMAP",
+                          f"UMAP of {len(umap['rows'])} images (PCA features), {headline}", OUT_UMAP)
+    else:
+        plot_notice("UMAP is off (umap.enabled: false)", OUT_UMAP)
     pca_2d, shown = load_npy(pca_2d_path), np.arange(len(classes))
     if len(classes) > PCA_VIEW_MAX:  # one scatter per class and cluster: draw the t-SNE's rows
         shown = rows
@@ -107,7 +115,7 @@ def run(cfg: Params, clusters_dir=CLUSTERS_DIR, clustering_path=IN_CLUSTERING,
     log_block(log, "composition done", outputs={
         OUT_TABLE: f"{len(table)} clusters; largest {table['size'].iloc[0]} images, "
                    f"median entropy {table['entropy_bits'].median():.2f} bits",
-        "plots": ", ".join([OUT_HEATMAP, OUT_MONTAGE, OUT_TSNE, OUT_PCA])})
+        "plots": ", ".join([OUT_HEATMAP, OUT_MONTAGE, OUT_TSNE, OUT_UMAP, OUT_PCA])})
     return table
 
 

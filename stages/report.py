@@ -64,7 +64,7 @@ FILES = ReportFiles(
     reduce_pca_2d="plots/reduce/pca_2d.png", metrics_vs_k="plots/clustering/metrics_vs_k.png",
     dendrogram="plots/clustering/dendrogram_{linkage}.png",
     heatmap="plots/composition/heatmap.png", montage="plots/composition/montage.png",
-    tsne="plots/composition/tsne.png", pca_2d="plots/composition/pca_2d.png",
+    tsne="plots/composition/tsne.png", pca_2d="plots/composition/pca_2d.png", umap="plots/composition/umap.png",
     macro_dendrogram="plots/macro/dendrogram.png",
     centroid_distances="plots/macro/centroid_distances.png",
     purity_lines="plots/macro/purity_lines.png", purity_heatmap="plots/macro/purity_heatmap.png",

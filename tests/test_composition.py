@@ -142,6 +142,7 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
     rng = np.random.default_rng(0)
     save_npy("data/pca_2d.npy", rng.normal(size=(len(rows), 2)).astype(np.float32))
     np.savez("data/tsne.npz", embedding=rng.normal(size=(6, 2)), rows=np.arange(0, 12, 2))
+    write_umap(rows=np.arange(1, 15, 2))  # a UMAP of every other image
     captioned = [r for i, r in enumerate(rows) if i % 2]  # captions of a sample
     write_table("data/captions.parquet", pd.DataFrame({
         "path": captioned, "label1": [f"{r.split('/')[0]} pie" for r in captioned]}))
@@ -160,6 +161,7 @@ def test_composition_stage_on_a_given_selection(tmp_path, in_tmp_cwd):
         "apple pie", "berry pie", "cherry pie", ""]
     for png in [stage.OUT_HEATMAP, stage.OUT_MONTAGE, stage.OUT_TSNE, stage.OUT_PCA]:
         assert Image.open(png).size[0] > 300, png
+    assert Image.open(stage.OUT_UMAP).size == Image.open(stage.OUT_TSNE).size  # a side-by-side
 
 
 def test_composition_stage_checks_its_params_first(in_tmp_cwd):
@@ -218,6 +220,7 @@ def test_composition_stage_writes_table_and_figures(selected_run):
     assert on_disk["size"].tolist() == table["size"].tolist()
     for png in [stage.OUT_HEATMAP, stage.OUT_MONTAGE, stage.OUT_TSNE, stage.OUT_PCA]:
         assert Image.open(png).size[0] > 500, png
+    assert Image.open(stage.OUT_UMAP).size[0] < 800  # UMAP off: a one-line notice
     assert Image.open("plots/clustering/dendrogram_ward.png").size[0] > 800
 
 

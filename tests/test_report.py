@@ -301,6 +301,24 @@ def test_the_label_free_choice_is_shown_beside_the_label_based_one(inputs):
     assert "| nmi (labels) | agglomerative/ward_k3 | 0.9 |" in md
 
 
+def test_the_umap_figure_is_shown_only_when_the_umap_stage_ran(inputs):
+    import shutil
+
+    stage.run(parse_stage(PARAMS, stage.Params))
+    assert "umap.png" not in Path("report/report.md").read_text(encoding="utf-8")  # not asked for
+    images = pd.read_parquet("data/images.parquet")
+    write_table("data/images.parquet", images.assign(umap_x=np.arange(len(images), dtype=float),
+                                                     umap_y=0.0))
+    stage.run(parse_stage(PARAMS, stage.Params))
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "*(figure `plots/composition/umap.png` is missing)*" in md  # asked for now
+    Path("plots/composition").mkdir(parents=True)
+    shutil.copy("plots/summary/gap.png", "plots/composition/umap.png")
+    stage.run(parse_stage(PARAMS, stage.Params))
+    md = Path("report/report.md").read_text(encoding="utf-8")
+    assert "UMAP by true class and by cluster" in md and "umap.png` is missing" not in md
+
+
 def test_report_stage_feature_set_comes_from_fusion_set(inputs):
     write_json("metrics/fusion.json", {"k": 3, "best": {"method": "kmeans", "features": "text",
                                                         "kappa": 0.5}})

@@ -76,6 +76,7 @@ class ReportFiles:
     audit_representatives: str
     corrections: str = "data/corrections_applied.csv"
     leaks: str = "data/leaks.csv"
+    umap: str = "plots/composition/umap.png"  # shown when the umap stage ran
 
 
 @dataclass(frozen=True)
@@ -516,7 +517,8 @@ def _top_classes(row) -> str:
                      and row[f"top{i}_class"] == row[f"top{i}_class"])
 
 
-def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame, files: ReportFiles):
+def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame, files: ReportFiles,
+                     umap: bool = False):
     """Section 5: the selected model's scores, its largest clusters and their figures."""
     sel = clustering["selected"]
     doc.h(2, f"5. The selected model: {sel['method']}/{sel['point']}")
@@ -536,6 +538,8 @@ def section_selected(doc: Doc, clustering: dict, composition: pd.DataFrame, file
     doc.fig(files.montage, "Representatives of the largest clusters (the members nearest "
             "each cluster's centre)")
     doc.fig(files.tsne, "t-SNE by true class and by cluster")
+    if umap:
+        doc.fig(files.umap, "UMAP by true class and by cluster")
     doc.fig(files.pca_2d, "PCA-2D by true class and by cluster")
 
 
@@ -851,7 +855,8 @@ def build_report(data: ReportData, files: ReportFiles) -> Doc:
     section_clustering(doc, clustering, data.linkages, files)
     section_feature_sets(doc, data.fusion, data.fusion_table, data.captions, data.caption_rows,
                          data.feature_set, files)
-    section_selected(doc, clustering, data.composition, files)
+    section_selected(doc, clustering, data.composition, files, umap=bool(
+        "umap_x" in data.images and data.images["umap_x"].notna().any()))
     section_macro(doc, data.macro, data.groups, data.purity, files)
     section_upper(doc, data.upper, data.upper_configs, data.summary, files)
     section_images(doc, data.images, data.label_issues, data.neighbours, data.near_duplicates,
