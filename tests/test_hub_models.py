@@ -103,6 +103,10 @@ def test_a_local_timm_checkpoint_is_loaded_safely_with_or_without_its_classifier
     torch.save(timm.create_model("test_vit", pretrained=False).state_dict(), other)
     with pytest.raises(ParamError, match=r"`extract.weights`.*does not fit backbone timm:"):
         build_backbone(TIMM_CNN, str(other), None)
+    wider = tmp_path / "wider.pth"  # the same layer names, other widths
+    torch.save(timm.create_model("test_convnext2", pretrained=False).state_dict(), wider)
+    with pytest.raises(ParamError, match=r"`extract.weights`.*does not fit backbone timm:"):
+        build_backbone(TIMM_CNN, str(wider), None)
     (tmp_path / "evil.pth").write_bytes(b"\x80\x04cos\nsystem\n(S'echo hi'\ntR.")
     with pytest.raises(ParamError, match="extract.weights"):
         build_backbone(TIMM_CNN, str(tmp_path / "evil.pth"), None)

@@ -181,7 +181,13 @@ def _load_timm(model, model_name: str, weights: str) -> tuple[str, str]:
     own = {k: v.shape for k, v in model.state_dict().items()}
     sd = {k: v for k, v in _state_dict(path, f"weights file {str(path)!r}").items()
           if not (k.startswith(heads) and own.get(k) != v.shape)}  # another class count
-    result = model.load_state_dict(sd, strict=False)
+    try:
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # shape mismatches: another size of the model
+        first = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:2]
+        raise ParamError("extract.weights", f"file {str(path)!r} does not fit backbone "
+                         f"timm:{model_name}: " + "; ".join(first or [str(exc)[:300]])
+                         + FIT_HINT) from None
     missing = [k for k in result.missing_keys if not k.startswith(heads)]
     if missing or result.unexpected_keys:
         raise ParamError("extract.weights", f"file {str(path)!r} does not fit backbone "
