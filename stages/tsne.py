@@ -15,9 +15,9 @@ from clusterlens.clustering import tsne
 from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.tsne import TSNEParams
 from clusterlens.core.cli import run_cli
-from clusterlens.core.errors import ParamError
 from clusterlens.core.io import load_npy, save_npz
 from clusterlens.core.logs import get_logger, log_block
+from clusterlens.core.sampling import embedded_rows
 
 log = get_logger("tsne")
 IN_PCA = "data/pca.npy"
@@ -33,11 +33,8 @@ class Params:
 
 def check_params_vs_input(cfg: Params, n_rows: int, source: str) -> np.ndarray:
     """The rules that need the data: the sampled rows, at least t-SNE's minimum."""
-    rows = tsne.sample_rows(n_rows, cfg.tsne.sample, cfg.seed)
-    if len(rows) < tsne.MIN_POINTS:
-        raise ParamError("tsne.sample", f"t-SNE needs at least {tsne.MIN_POINTS} points, got "
-                         f"{len(rows)} ({source} has {n_rows} rows)")
-    return rows
+    return embedded_rows(n_rows, cfg.tsne.sample, cfg.seed, minimum=tsne.MIN_POINTS,
+                         key="tsne.sample", what="t-SNE", source=source)
 
 
 def run(cfg: Params, pca_path: str = IN_PCA, out: str = OUT) -> dict:

@@ -21,10 +21,9 @@ from clusterlens.clustering import umap_embed
 from clusterlens.config.base import load_params, parse_stage
 from clusterlens.config.umap import UMAPParams
 from clusterlens.core.cli import run_cli
-from clusterlens.core.errors import ParamError
-from clusterlens.core.io import load_npy, save_npy, save_npz
+from clusterlens.core.io import save_npy, save_npz
 from clusterlens.core.logs import get_logger, log_block
-from clusterlens.core.sampling import sample_rows
+from clusterlens.core.sampling import embedded_rows
 
 log = get_logger("umap")
 IN_PCA = "data/pca.npy"
@@ -42,11 +41,8 @@ class Params:
 
 def check_params_vs_input(cfg: Params, n_rows: int, source: str) -> np.ndarray:
     """The rules that need the data: the sampled rows, at least UMAP's minimum."""
-    rows = sample_rows(n_rows, cfg.umap.sample, cfg.seed)
-    if len(rows) < umap_embed.MIN_POINTS:
-        raise ParamError("umap.sample", f"UMAP needs at least {umap_embed.MIN_POINTS} points, "
-                         f"got {len(rows)} ({source} has {n_rows} rows)")
-    return rows
+    return embedded_rows(n_rows, cfg.umap.sample, cfg.seed, minimum=umap_embed.MIN_POINTS,
+                         key="umap.sample", what="UMAP", source=source)
 
 
 def run(cfg: Params, pca_path: str = IN_PCA, out: str = OUT,
@@ -61,7 +57,6 @@ def run(cfg: Params, pca_path: str = IN_PCA, out: str = OUT,
         save_npz(out, rows=np.zeros(0, np.int64), embedding=np.zeros((0, 2), np.float32),
                  reduced=np.zeros((0, p.dim), np.float32))
         return {"points": 0}
-    X = load_npy(pca_path)
     log_block(log, "umap", inputs={"features": f"{pca_path} {X.shape}"},
               params={"umap.sample": p.sample, "umap.dim": p.dim,
                       "umap.n_neighbors": p.n_neighbors, "umap.min_dist": p.min_dist,

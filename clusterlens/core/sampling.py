@@ -21,6 +21,25 @@ def sample_rows(n: int, m: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)).astype(np.int64)
 
 
+def embedded_rows(n: int, m: int, seed: int, *, minimum: int, key: str, what: str,
+                  source: str) -> np.ndarray:
+    """:func:`sample_rows` for an embedding that needs at least ``minimum`` points.
+
+    Raises
+    ------
+    ParamError
+        Naming ``key`` (the sample size's param) when fewer rows than ``minimum`` are drawn
+        (``what``: the embedding's name; ``source``: the input's, with its ``n`` rows).
+    """
+    from clusterlens.core.errors import ParamError
+
+    rows = sample_rows(n, m, seed)
+    if len(rows) < minimum:
+        raise ParamError(key, f"{what} needs at least {minimum} points, got {len(rows)} "
+                         f"({source} has {n} rows)")
+    return rows
+
+
 def stratified_rows(y: np.ndarray, m: int, seed: int, *, min_per_class: int = 1) -> np.ndarray:
     """A seeded sample of about ``m`` rows of the labels ``y`` in which every class keeps its
     share of rows, and at least ``min_per_class`` rows (all of a smaller class); sorted.

@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 from importlib.metadata import PackageNotFoundError, version
@@ -281,6 +282,7 @@ def clip_model(arch: str, weights: str):
     return model.eval(), desc, file_sha256(path)
 
 
+@functools.cache
 def _clip_image_class():
     from torch import nn
     from torch.nn import functional as F
