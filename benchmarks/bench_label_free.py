@@ -4,19 +4,23 @@
 
 For each data set: PCA-50 of its features (scikit-learn, seeded), a grid like the pipeline's
 (K-Means, and agglomerative trees with the ward, complete, average and single linkages, at
-K = C/2, C, 1.5C and 2C for C classes), and three choices of one grid point:
-by NMI against the labels (the baseline, what ``select.metric: nmi`` does), by the silhouette in
-PCA space and by the silhouette in a 10-D UMAP embedding (``silhouette_pca`` and
-``silhouette_umap`` of ``clusterlens.clustering.label_free``, on the same seeded sample of at
-most 5,000 images). Reported: the point each picks, its NMI, whether it is the NMI choice, and
-the NMI lost. Data sets:
+K = C/2, C, 1.5C and 2C for C classes), and the choices of one grid point the pipeline makes
+(``clusterlens.clustering.selection.select_model``): by NMI against the labels (the baseline,
+what ``select.metric: nmi`` does), by the silhouette in PCA space and by the silhouette in a
+10-D UMAP embedding (``silhouette_pca`` and ``silhouette_umap`` of
+``clusterlens.clustering.label_free``, on the same seeded sample of at most 5,000 images), each
+passing over points whose clusters are uneven (``selection.MIN_EVENNESS``), and the same two
+without that rule. Reported: the point each picks, its NMI, whether it is the NMI choice, and
+the NMI lost; the JSON also keeps every point's scores and evenness. Data sets:
 
 - ``digits``: the demo's 1,797 digits, ``data/pca.npy`` and ``data/index.parquet`` of this
   repository (run ``dvc repro`` first);
 - ``cifar64`` and ``cifar224``: a seeded stratified subset of ``--per-class`` CIFAR-10 test
   images per class, EfficientNet-Lite0 features at 64 and 224 px (squash and centre crop);
 - ``generated10`` and ``generated100``: ``benchmarks._util.cnn_like_features`` (1,280-D,
-  10 and 100 classes, 5,000 rows).
+  10 and 100 classes, ``--generated-n`` rows, 5,000 by default).
+
+``--sets`` runs some of them only.
 
 Writes benchmarks/results/label_free.json.
 """
@@ -31,6 +35,9 @@ from benchmarks import _util as u
 from benchmarks.bench_grid import fmt_table
 
 SAMPLE = 5000
+UNGATED = " (no evenness rule)"
+CRITERIA = ("nmi", "silhouette_pca", "silhouette_umap", f"silhouette_pca{UNGATED}",
+            f"silhouette_umap{UNGATED}")
 
 
 LINKAGES = ("ward", "complete", "average", "single")  # the pipeline's default linkages
@@ -54,6 +61,8 @@ def choose(X: np.ndarray, y: np.ndarray, seed: int) -> dict:
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from clusterlens.clustering import label_free, umap_embed
+    from clusterlens.clustering.metrics import LABEL_FREE, evenness
+    from clusterlens.clustering.selection import select_model
     from clusterlens.core.sampling import sample_rows
 
     X = PCA(min(50, *X.shape), random_state=seed).fit_transform(X).astype(np.float32)
@@ -65,13 +74,27 @@ def choose(X: np.ndarray, y: np.ndarray, seed: int) -> dict:
     scores = {"nmi": {key: float(nmi(y, lab)) for key, lab in labelings.items()},
               "silhouette_pca": label_free.silhouettes(X[rows], labelings, rows),
               "silhouette_umap": label_free.silhouettes(reduced, labelings, rows)}
-    best = {name: max((v, key) for key, v in s.items() if v is not None)[1]
-            for name, s in scores.items()}
-    out = {"n": int(len(X)), "classes": int(classes)}
-    for name, key in best.items():
-        out[name] = {"point": "/".join(key), "nmi": round(scores["nmi"][key], 4),
-                     "agrees": key == best["nmi"],
-                     "nmi_lost": round(scores["nmi"][best["nmi"]] - scores["nmi"][key], 4)}
+    results: dict = {}
+    for (method, pt), lab in labelings.items():
+        results.setdefault(method, {})[pt] = {
+            "evenness": round(evenness(lab), 4), "noise_fraction": 0.0,
+            **{m: None if v[(method, pt)] is None else round(v[(method, pt)], 4)
+               for m, v in scores.items()}}
+    ungated = {m: {pt: {**r, "evenness": 1.0} for pt, r in pts.items()}
+               for m, pts in results.items()}
+    picks = {"nmi": select_model(results, "nmi", 1.0)}
+    for crit in LABEL_FREE:
+        picks[crit] = select_model(results, crit, 1.0)
+        picks[f"{crit}{UNGATED}"] = select_model(ungated, crit, 1.0)
+    out = {"n": int(len(X)), "classes": int(classes),
+           "points": {f"{m}/{pt}": r for m, pts in results.items() for pt, r in pts.items()}}
+    best = results[picks["nmi"]["method"]][picks["nmi"]["point"]]["nmi"]
+    for name, pick in picks.items():
+        got = results[pick["method"]][pick["point"]]["nmi"]
+        out[name] = {"point": f"{pick['method']}/{pick['point']}", "nmi": got,
+                     "agrees": (pick["method"], pick["point"]) == (
+                         picks["nmi"]["method"], picks["nmi"]["point"]),
+                     "nmi_lost": round(best - got, 4)}
     return out
 
 
@@ -97,6 +120,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cifar", type=Path, default=u.PROJECT.parent / "shared/datasets/cifar10-test")
     ap.add_argument("--per-class", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", nargs="+", help="run these data sets only (default: all)")
+    ap.add_argument("--generated-n", type=int, default=5000, help="rows of the generated sets")
     ap.add_argument("--out", type=Path, default=u.PROJECT / "benchmarks/results/label_free.json")
     args = ap.parse_args(argv)
     import pandas as pd
@@ -113,19 +138,22 @@ def main(argv=None) -> dict:
             sets[f"cifar{side}"] = lambda s=side: cifar_features(args.cifar, args.per_class, s,
                                                                  args.seed)
     for k in (10, 100):
-        sets[f"generated{k}"] = lambda k=k: u.cnn_like_features(5000, k=k, seed=args.seed)
+        sets[f"generated{k}"] = lambda k=k: u.cnn_like_features(args.generated_n, k=k,
+                                                                seed=args.seed)
+    if args.sets:
+        sets = {name: sets[name] for name in args.sets}
     info = u.machine()
     print(u.machine_line(info), flush=True)
     result, rows = {"machine": info, "sets": {}}, []
     for name, load in sets.items():
         X, y = load()
         r = result["sets"][name] = choose(np.asarray(X, dtype=np.float32), y, args.seed)
-        for crit in ("nmi", "silhouette_pca", "silhouette_umap"):
+        for crit in CRITERIA:
             rows.append([name, crit, r[crit]["point"], r[crit]["nmi"], r[crit]["agrees"],
                          r[crit]["nmi_lost"]])
         print(fmt_table(rows, ["data set", "chosen by", "point", "NMI", "= NMI choice",
                                "NMI lost"]), flush=True)
-    for crit in ("silhouette_pca", "silhouette_umap"):
+    for crit in CRITERIA[1:]:
         agree = sum(r[crit]["agrees"] for r in result["sets"].values())
         lost = float(np.mean([r[crit]["nmi_lost"] for r in result["sets"].values()]))
         result[crit] = {"agree": agree, "of": len(result["sets"]), "mean_nmi_lost": round(lost, 4)}

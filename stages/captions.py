@@ -64,7 +64,7 @@ def check_params_vs_input(cfg: Params, index):
     (:func:`clusterlens.features.captions.resolve_captioner`); the index, when not reused."""
     e = cfg.extract
     cap, recipe, reused = captions.resolve_captioner(e.backbone, e.weights, e.image_size, e.resize,
-                                                     cfg.captions.preprocessing, *index_sides(index))
+                                                     cfg.captions.preprocessing, *index_sides(index), store=e.store)
     if not reused and index is None:
         raise DataError(f"captions need the index to extract {cap.name} features at {recipe.image_size} px")
     return cap, recipe, reused

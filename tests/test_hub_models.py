@@ -172,7 +172,7 @@ def test_clip_captions_are_zero_shot_over_imagenet_names_with_its_text_tower(tmp
     with torch.no_grad():
         text = torch.nn.functional.normalize(model.encode_text(tok(
             [f"a photo of {n}." for n in c.names[:5]])), dim=-1)
-    scale = float(model.logit_scale.exp())
+    scale = float(model.logit_scale.detach().exp())
     np.testing.assert_allclose(c.W[:5], scale * text.numpy(), rtol=1e-4, atol=1e-5)
     assert not c.b.any()
     # the captions' text features: CLIP's text tower on each caption, unit rows
@@ -185,6 +185,29 @@ def test_clip_captions_are_zero_shot_over_imagenet_names_with_its_text_tower(tmp
     # random CLIP weights caption nothing: Lite0 captions instead, with the sentence model
     fallback = cap.choose_captioner(CLIP, "none")
     assert fallback.name == "efficientnet_lite0" and fallback.text_encoder is None
+
+
+def test_the_clip_zero_shot_head_is_read_back_from_the_store(tmp_path, monkeypatch):
+    """The 1000 prompt embeddings are encoded once per model: the next captioner reads them
+    from the store, with the bytes of a run without it; other weights get their own."""
+    save_tiny_clip(tmp_path / "clip.pt")
+    save_tiny_clip(tmp_path / "other.pt", seed=1)
+    real, encoded = hm.clip_text_encoder, []
+
+    def counting(model, arch, **kw):
+        encode = real(model, arch, **kw)
+        return lambda texts: (encoded.append(len(texts)), encode(texts))[1]
+
+    monkeypatch.setattr(hm, "clip_text_encoder", counting)
+    store = tmp_path / "store"
+    first = cap.choose_captioner(CLIP, str(tmp_path / "clip.pt"), store=store)
+    again = cap.choose_captioner(CLIP, str(tmp_path / "clip.pt"), store=store)
+    assert encoded == [1000]
+    plain = cap.choose_captioner(CLIP, str(tmp_path / "clip.pt"))
+    assert first.W.tobytes() == again.W.tobytes() == plain.W.tobytes()
+    other = cap.choose_captioner(CLIP, str(tmp_path / "other.pt"), store=store)
+    assert encoded == [1000, 1000, 1000] and not np.allclose(other.W, first.W)
+    assert len(list(store.glob("*/fingerprint.json"))) == 2
 
 
 def test_clip_features_of_a_folder_are_deterministic(tmp_path):

@@ -71,3 +71,45 @@ def test_a_disagreement_reports_both_models_and_the_nmi_lost():
     assert (comp["label_free"]["point"], comp["label_based"]["point"]) == ("k2", "k5")
     assert not comp["agree"] and comp["nmi_lost"] == pytest.approx(0.5)
     assert "kmeans/k2 (NMI 0.4000)" in label_free.describe(comp)
+
+
+def test_evenness_is_the_effective_share_of_the_clusters():
+    from clusterlens.clustering.metrics import evenness
+
+    assert evenness(np.repeat(np.arange(4), 25)) == pytest.approx(1.0)
+    giant = np.r_[np.zeros(97, int), 1, 2, 3]
+    assert evenness(giant) == pytest.approx(np.exp(-(0.97 * np.log(0.97) + 0.03 * np.log(
+        0.01))) / 4)
+    assert evenness(np.r_[giant, -np.ones(50, int)]) == evenness(giant)  # noise left out
+    assert evenness(-np.ones(5, int)) == 0.0
+
+
+def test_the_label_free_choice_passes_over_one_giant_cluster_with_outliers(in_tmp_cwd):
+    """Three far outliers as their own clusters and everything else one: the silhouette rates
+    it above the planted clusters, the label-free choice skips it (and says so), NMI does not
+    apply the rule."""
+    from sklearn.cluster import KMeans
+
+    X, y = blobs()
+    X = np.r_[X, np.full((3, X.shape[1]), 80.0) * np.array([[1], [-1], [2]])]
+    y = np.r_[y, 0, 0, 0]
+    planted = KMeans(4, n_init=3, random_state=0).fit_predict(X[:-3])
+    labelings = {"ward_k4": np.r_[planted, 0, 0, 0], "single_k4": np.r_[np.zeros(len(X) - 3, int), 1, 2,
+                                                                 3]}
+    results = {"agglomerative": {}}
+    for name, labels in labelings.items():
+        save_npy(f"data/clusters/agglomerative/{name.replace('_', '/')}.npy", labels)
+        results["agglomerative"][name] = {"k": 4, "noise_fraction": 0.0,
+                                          "nmi": 0.9 if name == "single_k4" else 0.5}
+    label_free.add_scores(results, "data/clusters", pca=X, umap_rows=np.zeros(0, int),
+                          umap_reduced=np.zeros((0, 10)), seed=0)
+    giant, k4 = (results["agglomerative"][p] for p in ("single_k4", "ward_k4"))
+    assert giant["silhouette_pca"] > k4["silhouette_pca"]
+    assert giant["evenness"] < selection.MIN_EVENNESS < k4["evenness"]
+    chosen = selection.select_model(results, "silhouette_pca", 0.3)
+    assert chosen["point"] == "ward_k4"
+    assert "agglomerative/single_k4 (evenness 0.27)" in chosen["reason"]
+    assert selection.select_model(results, "nmi", 0.3)["point"] == "single_k4"
+    del results["agglomerative"]["ward_k4"]
+    with pytest.raises(Exception, match="evenness of at least 0.3"):
+        selection.select_model(results, "silhouette_pca", 0.3)

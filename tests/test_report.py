@@ -295,7 +295,8 @@ def test_the_label_free_choice_is_shown_beside_the_label_based_one(inputs):
     stage.run(parse_stage(PARAMS, stage.Params))
     md = Path("report/report.md").read_text(encoding="utf-8")
     assert "**Without labels.** Selecting by `silhouette_pca` (the silhouette in PCA space" in md
-    assert "set `umap.enabled: true`" in md
+    assert "`umap.enabled: true` adds the silhouette in UMAP space" in md
+    assert "cuts into one giant cluster and a few outliers are passed over" in md
     assert "picks another model than `nmi` does" in md
     assert "| silhouette_pca (no labels) | kmeans/k3 | 0.7 |" in md
     assert "| nmi (labels) | agglomerative/ward_k3 | 0.9 |" in md

@@ -115,3 +115,36 @@ def test_the_grid_route_embeds_every_image_and_hdbscan_and_ward_cluster_it(in_tm
     hdb = run_point("hdbscan", 10, grid_params)["mcs10"]
     ward = run_point("agglomerative", "ward", grid_params)["ward_k4"]
     assert hdb["nmi"] > 0.9 and ward["nmi"] > 0.9, (hdb, ward)
+
+
+# --------------------------------------------------------------------------- benchmarks
+def test_bench_umap_times_both_embeddings_against_tsne(tmp_path, capsys):
+    from benchmarks import bench_umap
+
+    res = bench_umap.main(["--n", "400", "--classes", "4", "--tsne-max", "400", "--out",
+                           str(tmp_path / "umap.json")])
+    run = res["runs"][400]
+    assert set(run) >= {"umap_2d", "umap_10d", "tsne_2d", "umap_2d_over_tsne"}
+    assert run["umap_2d"]["seconds"] > 0 and run["umap_2d_over_tsne"] > 0
+    # UMAP draws the generated classes apart better than their PCA-50 does
+    assert run["umap_10d"]["class_silhouette"] > run["pca_class_silhouette"]
+    assert "UMAP 2-D / t-SNE time ratio" in capsys.readouterr().out
+    assert (tmp_path / "umap.json").is_file()
+
+
+def test_bench_label_free_compares_the_choices_with_and_without_the_evenness_rule(tmp_path):
+    from benchmarks import bench_label_free
+    from clusterlens.clustering.selection import MIN_EVENNESS
+
+    res = bench_label_free.main(["--sets", "generated10", "--generated-n", "600", "--out",
+                                 str(tmp_path / "label_free.json")])
+    r = res["sets"]["generated10"]
+    even = {key: p["evenness"] for key, p in r["points"].items()}
+    assert len(even) == 20  # K-Means and four linkages at K = 5, 10, 15, 20
+    for crit in ("silhouette_pca", "silhouette_umap"):
+        assert even[r[crit]["point"]] >= MIN_EVENNESS
+        assert r[crit]["nmi_lost"] == pytest.approx(r["nmi"]["nmi"] - r[crit]["nmi"], abs=1e-4)
+    # without the rule, the PCA silhouette picks a cut into one giant cluster and outliers
+    ungated = r[f"silhouette_pca{bench_label_free.UNGATED}"]
+    assert even[ungated["point"]] < MIN_EVENNESS and ungated["nmi"] < r["silhouette_pca"]["nmi"]
+    assert res["silhouette_pca"]["of"] == 1

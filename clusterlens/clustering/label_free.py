@@ -12,15 +12,17 @@ and measured in UMAP space it tracks agreement with the true labels on embedding
 
 Noise points are left out, as for the other internal metrics
 (:mod:`clusterlens.clustering.metrics`); a point with fewer than 2 clusters on the sample gets
-None. :func:`comparison` then says which point each kind of choice selects, and the NMI of each.
+None. Every point also gets its ``evenness`` (:func:`clusterlens.clustering.metrics.evenness`):
+a label-free choice passes over points whose clusters are too uneven
+(:data:`clusterlens.clustering.selection.MIN_EVENNESS`). :func:`comparison` then says which
+point each kind of choice selects, and the NMI of each.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from clusterlens.clustering.metrics import NOISE
+from clusterlens.clustering.metrics import LABEL_FREE, NOISE, evenness
 
-LABEL_FREE = ("silhouette_umap", "silhouette_pca")
 SAMPLE = 5000  # images scored when UMAP is off (its own sample otherwise)
 
 
@@ -108,7 +110,8 @@ def add_scores(results: dict, clusters_dir, *, pca: np.ndarray, umap_rows: np.nd
               "silhouette_umap": (silhouettes(umap_reduced, labelings, rows) if has_umap
                                   else dict.fromkeys(keys))}
     for m, pt in keys:
-        results[m][pt].update({name: scores[name][(m, pt)] for name in LABEL_FREE})
+        results[m][pt].update({name: scores[name][(m, pt)] for name in LABEL_FREE},
+                              evenness=evenness(labelings[(m, pt)]))
     return "silhouette_umap" if has_umap else "silhouette_pca"
 
 

@@ -21,6 +21,20 @@ HIGHER_IS_BETTER = {
     # label-free, measured by the `clustering` aggregate (clusterlens.clustering.label_free)
     "silhouette_umap": True, "silhouette_pca": True,
 }
+LABEL_FREE = ("silhouette_umap", "silhouette_pca")  # the metrics that choose without labels
+
+
+def evenness(labels) -> float:
+    """How evenly the non-noise points spread over the clusters: the effective number of
+    clusters (the exponential of the Shannon entropy of the cluster sizes) over the number of
+    clusters, in (0, 1]. 1: equal sizes; near 1/K: one cluster holds nearly every point. 0 when
+    every point is noise."""
+    lab = np.asarray(labels)
+    lab = lab[lab != NOISE]
+    if not len(lab):
+        return 0.0
+    p = np.unique(lab, return_counts=True)[1] / len(lab)
+    return float(np.exp(-(p * np.log(p)).sum()) / len(p))
 
 
 def _skm():

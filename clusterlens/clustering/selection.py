@@ -18,11 +18,16 @@ import numpy as np
 import pandas as pd
 
 from clusterlens.clustering.grid import DENSITY, METHODS, point_name, point_path
-from clusterlens.clustering.metrics import HIGHER_IS_BETTER
+from clusterlens.clustering.metrics import HIGHER_IS_BETTER, LABEL_FREE
 from clusterlens.core.errors import DataError
 from clusterlens.core.io import load_npy, read_json
 
 log = logging.getLogger("clusterlens.clustering.selection")
+# A label-free metric selects only points whose clusters hold the images evenly enough
+# (``evenness`` at least this): the silhouette rates one giant cluster plus a few outliers
+# highly. Measured with benchmarks/bench_label_free.py: single- and average-linkage cuts of
+# that kind have an evenness of 0.01-0.27, the other points 0.5-1.
+MIN_EVENNESS = 0.3
 
 
 def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gmm_k=(),
@@ -199,9 +204,11 @@ def best_per_method(results: dict, metric: str) -> dict:
 def select_model(results: dict, metric: str, max_noise: float) -> dict:
     """The best point over all methods by ``metric``.
 
-    A density method's point qualifies only if its noise fraction is at most ``max_noise``
-    (else the next best is taken, and the reason says which were skipped). Ties go to the
-    method, then point, name first in alphabetical order.
+    A density method's point qualifies only if its noise fraction is at most ``max_noise``;
+    for a label-free ``metric`` (:data:`clusterlens.clustering.metrics.LABEL_FREE`), a point
+    qualifies only if its ``evenness`` is at least :data:`MIN_EVENNESS`. Else the next best is
+    taken, and the reason says which were skipped. Ties go to the method, then point, name first
+    in alphabetical order.
 
     Returns
     -------
@@ -216,20 +223,28 @@ def select_model(results: dict, metric: str, max_noise: float) -> dict:
     ranked = sorted(((s, method, pt) for method, points in results.items()
                      for pt, m in points.items() if (s := _score(m, metric)) is not None),
                     key=lambda t: (-t[0], t[1], t[2]))
-    skipped = []
+    skipped, uneven = [], []
     for _, method, pt in ranked:
         m = results[method][pt]
         if method in DENSITY and m["noise_fraction"] > max_noise:
             skipped.append(f"{method}/{pt} (noise {m['noise_fraction']:.1%})")
             continue
+        if metric in LABEL_FREE and m.get("evenness", 1.0) < MIN_EVENNESS:
+            uneven.append(f"{method}/{pt} (evenness {m['evenness']:.2f})")
+            continue
         reason = f"highest {metric} ({m[metric]:.4f})"
         if skipped:
             reason += (f"; skipped better-scoring {', '.join(skipped[:5])} with noise above "
                        f"select.max_noise={max_noise:g}")
+        if uneven:
+            reason += (f"; skipped {len(uneven)} better-scoring point(s) whose clusters are "
+                       f"uneven (evenness below {MIN_EVENNESS:g}: one cluster holds most "
+                       f"images), e.g. {', '.join(uneven[:3])}")
         return {"method": method, "point": pt, "metric": metric, "value": m[metric],
                 "noise_fraction": m["noise_fraction"], "reason": reason}
     raise DataError(f"no grid point has a value for select.metric={metric!r} within "
-                    f"select.max_noise={max_noise:g}")
+                    f"select.max_noise={max_noise:g}" + (
+                        f" and an evenness of at least {MIN_EVENNESS:g}" if uneven else ""))
 
 
 def elbow_k(ks, inertias):

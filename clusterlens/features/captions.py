@@ -462,7 +462,7 @@ class Captioner:
                 + (f" (fallback: {self.fallback})" if self.fallback else ""))
 
 
-def choose_captioner(backbone_name: str, weights: str) -> Captioner:
+def choose_captioner(backbone_name: str, weights: str, *, store=None) -> Captioner:
     """The feature backbone when it has a trained ImageNet-1k classifier, else Lite0.
 
     ``raw_pixels``, the scratch CNN, ``weights: none`` and weights with another head fall back
@@ -472,6 +472,9 @@ def choose_captioner(backbone_name: str, weights: str) -> Captioner:
     ----------
     backbone_name, weights : str
         The feature backbone and its weights (``extract.backbone``, ``extract.weights``).
+    store : str or PathLike, optional
+        The feature store (``extract.store``), where a CLIP captioner keeps its zero-shot
+        head's text embeddings (:func:`clip_captioner`).
 
     Returns
     -------
@@ -480,7 +483,7 @@ def choose_captioner(backbone_name: str, weights: str) -> Captioner:
     name, head, reason = backbone_name, None, None
     hub = hub_models.split_name(name)
     if hub and hub[0] == hub_models.OPEN_CLIP and str(weights).lower() != "none":
-        return clip_captioner(hub[1], weights)
+        return clip_captioner(hub[1], weights, store=store)
     if name in (RAW, SCRATCH_CNN):
         reason = f"backbone {name!r} has no ImageNet classifier"
     else:
@@ -502,16 +505,33 @@ def choose_captioner(backbone_name: str, weights: str) -> Captioner:
     return Captioner(name, weights, built.native_size, head[0], head[1], reason, built)
 
 
-def clip_captioner(arch: str, weights: str) -> Captioner:
-    """CLIP as its own captioner: zero-shot over the ImageNet class names, its image tower the
-    feature network and its text tower the captions' encoder (one model loaded)."""
+def clip_text_spec(built: Backbone) -> dict:
+    """What a CLIP model's text embeddings depend on besides the texts (a store's key space):
+    the model and its weights, the libraries, and the CPU thread count (oneDNN's last bits)."""
     import torch
+
+    return {"kind": "clip_text", "backbone": built.name, "weights": built.weights,
+            "weights_sha256": built.weights_sha256, "dim": built.dim, "device_type": "cpu",
+            "threads": torch.get_num_threads(), "torch": torch.__version__, **built.extra}
+
+
+def clip_captioner(arch: str, weights: str, *, store=None) -> Captioner:
+    """CLIP as its own captioner: zero-shot over the ImageNet class names, its image tower the
+    feature network and its text tower the captions' encoder (one model loaded). With a
+    ``store``, the zero-shot head's 1000 prompt embeddings are kept there and read back by the
+    next run with the same model (:func:`clusterlens.features.store.cached_encoder`)."""
+    import torch
+
+    from clusterlens.features.store import cached_encoder
 
     loaded = hub_models.clip_model(arch, weights)
     model = loaded[0]
     names = clip_class_names()
-    W, b = hub_models.clip_zero_shot_head(model, hub_models.clip_text_encoder(model, arch), names)
     built = hub_models.build_open_clip(arch, weights, loaded=loaded)
+    encode = hub_models.clip_text_encoder(model, arch)
+    if store is not None:
+        encode = cached_encoder(encode, store, clip_text_spec(built), built.dim)
+    W, b = hub_models.clip_zero_shot_head(model, encode, names)
 
     def text_encoder(device=None):
         return hub_models.clip_text_encoder(model, arch, device=device or torch.device("cpu"))
@@ -563,7 +583,7 @@ def captioner_input(captioner: Captioner, preprocessing: str, extracted: InputRe
 
 
 def resolve_captioner(backbone_name: str, weights: str, image_size, resize: str, preprocessing: str,
-                      widths=None, heights=None) -> tuple[Captioner, InputRecipe, bool]:
+                      widths=None, heights=None, *, store=None) -> tuple[Captioner, InputRecipe, bool]:
     """The captioner of a feature backbone (:func:`choose_captioner`), the input its classifier
     reads for these images (:func:`captioner_input`), and whether that is the extracted features.
 
@@ -579,6 +599,8 @@ def resolve_captioner(backbone_name: str, weights: str, image_size, resize: str,
         ``captions.preprocessing``.
     widths, heights : array-like, optional
         The indexed images' sizes, for ``auto``.
+    store : str or PathLike, optional
+        ``extract.store`` (:func:`choose_captioner`).
 
     Returns
     -------
@@ -586,7 +608,7 @@ def resolve_captioner(backbone_name: str, weights: str, image_size, resize: str,
     recipe : InputRecipe
     reused : bool
     """
-    cap = choose_captioner(backbone_name, weights)
+    cap = choose_captioner(backbone_name, weights, store=store)
     extracted = None if cap.fallback else resolve_input(backbone_name, cap.native_size,
                                                         image_size, resize, widths, heights)
     recipe, reused = captioner_input(cap, preprocessing, extracted, widths, heights)

@@ -164,3 +164,46 @@ class FeatureStore:
             for row, k in enumerate(d):
                 self._index.setdefault(k.tobytes(), (feat_path, row))
         return feat_path
+
+
+def text_sha256(text: str) -> str:
+    """The hex sha256 of a text's UTF-8 bytes (a text's key in a store)."""
+    return hashlib.sha256(str(text).encode("utf-8")).hexdigest()
+
+
+def cached_encoder(encode, root: str | os.PathLike, spec: dict, dim: int):
+    """``encode`` (``texts -> (n, dim)`` float32) behind a store, keyed by each text's sha256.
+
+    When the store holds every text, they are read back; otherwise every text is encoded (the
+    batches a run without the store makes, so the same bytes) and the missing ones are added.
+
+    Parameters
+    ----------
+    encode : callable
+        ``encode(list of str) -> (n, dim)`` array.
+    root : str or PathLike
+        The store folder.
+    spec : dict
+        Everything the embeddings depend on besides the texts (the key space).
+    dim : int
+        The embedding dimension.
+
+    Returns
+    -------
+    callable
+        ``cached(texts) -> (n, dim)`` float32.
+    """
+    def cached(texts) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        shas = [text_sha256(t) for t in texts]
+        store = FeatureStore(root, spec, dim)
+        found, feats = store.get(shas)
+        if found.all():
+            log.info("read %d text embeddings from the store %s", len(texts), store.dir)
+            return feats
+        out = np.asarray(encode(texts), dtype=np.float32)
+        new = {s: row for row, (s, f) in enumerate(zip(shas, found)) if not f}  # once a text
+        store.put(list(new), out[list(new.values())])
+        return out
+
+    return cached

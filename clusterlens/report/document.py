@@ -450,11 +450,10 @@ def label_free_paragraph(doc: Doc, comp: dict | None):
         return
     free, based = comp["label_free"], comp["label_based"]
     doc.p(f"**Without labels.** Selecting by `{free['metric']}` (the silhouette in "
-          + ("UMAP space" if free["metric"] == "silhouette_umap" else "PCA space, which favours "
-             "cuts into one giant cluster and a few outliers; the silhouette in UMAP space "
-             "tracks the labels far better: set `umap.enabled: true`")
-          + "), which needs no labels, picks "
-          + ("the same model as" if comp["agree"] else "another model than")
+          + ("UMAP space" if free["metric"] == "silhouette_umap" else "PCA space; "
+             "`umap.enabled: true` adds the silhouette in UMAP space")
+          + "; cuts into one giant cluster and a few outliers are passed over), which needs no "
+          "labels, picks " + ("the same model as" if comp["agree"] else "another model than")
           + f" `{based['metric']}` does:")
     doc.table(pd.DataFrame({
         "criterion": [f"{free['metric']} (no labels)", f"{based['metric']} (labels)"],
