@@ -78,10 +78,13 @@ def test_evenness_is_the_effective_share_of_the_clusters():
 
     assert evenness(np.repeat(np.arange(4), 25)) == pytest.approx(1.0)
     giant = np.r_[np.zeros(97, int), 1, 2, 3]
-    assert evenness(giant) == pytest.approx(np.exp(-(0.97 * np.log(0.97) + 0.03 * np.log(
-        0.01))) / 4)
+    assert evenness(giant) == pytest.approx(-(0.97 * np.log(0.97) + 0.03 * np.log(0.01))
+                                            / np.log(4))
     assert evenness(np.r_[giant, -np.ones(50, int)]) == evenness(giant)  # noise left out
-    assert evenness(-np.ones(5, int)) == 0.0
+    assert evenness(-np.ones(5, int)) == 0.0 and evenness(np.zeros(5, int)) == 1.0
+    # whatever K: one giant cluster is near 0, a 60/30/10 split is not
+    assert evenness(np.r_[np.zeros(998, int), 1, 2]) < 0.05
+    assert evenness(np.repeat([0, 1, 2], [60, 30, 10])) > 0.8
 
 
 def test_the_label_free_choice_passes_over_one_giant_cluster_with_outliers(in_tmp_cwd):
@@ -108,8 +111,8 @@ def test_the_label_free_choice_passes_over_one_giant_cluster_with_outliers(in_tm
     assert giant["evenness"] < selection.MIN_EVENNESS < k4["evenness"]
     chosen = selection.select_model(results, "silhouette_pca", 0.3)
     assert chosen["point"] == "ward_k4"
-    assert "agglomerative/single_k4 (evenness 0.27)" in chosen["reason"]
+    assert "agglomerative/single_k4 (evenness 0.06)" in chosen["reason"]
     assert selection.select_model(results, "nmi", 0.3)["point"] == "single_k4"
     del results["agglomerative"]["ward_k4"]
-    with pytest.raises(Exception, match="evenness of at least 0.3"):
+    with pytest.raises(Exception, match="evenness of at least 0.5"):
         selection.select_model(results, "silhouette_pca", 0.3)

@@ -25,16 +25,18 @@ LABEL_FREE = ("silhouette_umap", "silhouette_pca")  # the metrics that choose wi
 
 
 def evenness(labels) -> float:
-    """How evenly the non-noise points spread over the clusters: the effective number of
-    clusters (the exponential of the Shannon entropy of the cluster sizes) over the number of
-    clusters, in (0, 1]. 1: equal sizes; near 1/K: one cluster holds nearly every point. 0 when
-    every point is noise."""
+    """How evenly the non-noise points spread over the clusters: the Shannon entropy of the
+    cluster sizes over its maximum, log K (Pielou's evenness), in [0, 1]. 1: equal sizes; near
+    0: one cluster holds nearly every point, whatever K. 1 for a single cluster, 0 when every
+    point is noise."""
     lab = np.asarray(labels)
     lab = lab[lab != NOISE]
     if not len(lab):
         return 0.0
     p = np.unique(lab, return_counts=True)[1] / len(lab)
-    return float(np.exp(-(p * np.log(p)).sum()) / len(p))
+    if len(p) == 1:
+        return 1.0
+    return float(-(p * np.log(p)).sum() / np.log(len(p)))
 
 
 def _skm():

@@ -25,9 +25,9 @@ from clusterlens.core.io import load_npy, read_json
 log = logging.getLogger("clusterlens.clustering.selection")
 # A label-free metric selects only points whose clusters hold the images evenly enough
 # (``evenness`` at least this): the silhouette rates one giant cluster plus a few outliers
-# highly. Measured with benchmarks/bench_label_free.py: single- and average-linkage cuts of
-# that kind have an evenness of 0.01-0.27, the other points 0.5-1.
-MIN_EVENNESS = 0.3
+# highly. Measured with benchmarks/bench_label_free.py: cuts of that kind (single, average and
+# some complete linkage) have an evenness of 0.005-0.49, the other points 0.69-1.
+MIN_EVENNESS = 0.5
 
 
 def grid_points(*, kmeans_k=(), agglomerative_linkage=(), agglomerative_k=(), gmm_k=(),

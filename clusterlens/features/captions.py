@@ -528,7 +528,10 @@ def clip_captioner(arch: str, weights: str, *, store=None) -> Captioner:
     model = loaded[0]
     names = clip_class_names()
     built = hub_models.build_open_clip(arch, weights, loaded=loaded)
-    encode = hub_models.clip_text_encoder(model, arch)
+    log.info("captions: the CLIP zero-shot head: %d prompts %r through the text tower%s",
+             len(names), hub_models.CLIP_PROMPT, " (or read back from the feature store)"
+             if store is not None else "")
+    encode = hub_models.clip_text_encoder(model, arch, progress="CLIP zero-shot prompts")
     if store is not None:
         encode = cached_encoder(encode, store, clip_text_spec(built), built.dim)
     W, b = hub_models.clip_zero_shot_head(model, encode, names)

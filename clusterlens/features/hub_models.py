@@ -28,6 +28,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -240,6 +241,22 @@ def build_timm(model_name: str, weights: str):
 
 
 # --------------------------------------------------------------------------- open_clip
+@contextlib.contextmanager
+def quiet_root_logging():
+    """Silence the records a library sends through the root logger (``logging.info(...)``, as
+    open_clip does), below ERROR, and keep them from configuring it: the first such call
+    installs a root handler when there is none (``logging.basicConfig``), after which every
+    stage log line would print twice. A NullHandler on the root stands in for the block."""
+    root, null = logging.getLogger(), logging.NullHandler()
+    root.addHandler(null)
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+        root.removeHandler(null)
+
+
 def clip_model(arch: str, weights: str):
     """The whole open_clip model (both towers) with ``weights``; returns (model, description,
     sha256). A pretrained tag's own settings apply (QuickGELU, mean and std): a file of weights
@@ -270,11 +287,8 @@ def clip_model(arch: str, weights: str):
             k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg})
         path = hub_file(hub, CLIP_HUB_FILES, f"open_clip:{arch} {tag} weights")
         desc = f"open_clip {tag} ({hub}, Hugging Face hub)"
-    logging.disable(logging.WARNING)  # open_clip's "no pretrained weights loaded" line
-    try:
+    with quiet_root_logging():  # e.g. open_clip's "no pretrained weights loaded" line
         model = open_clip.create_model(arch, pretrained=None, **opts)
-    finally:
-        logging.disable(logging.NOTSET)
     if path is None:
         return model.eval(), desc, ""
     load_into(model, _state_dict(path, f"weights file {str(path)!r}"),
@@ -331,20 +345,26 @@ def build_open_clip(arch: str, weights: str, *, loaded: tuple | None = None):
                     weights=desc, weights_sha256=sha, extra={"libraries": versions(OPEN_CLIP)})
 
 
-def clip_text_encoder(model, arch: str, *, device=None, batch_size: int = 256):
-    """``encode(texts) -> (N, embed_dim) float32``, unit rows, from CLIP's text tower."""
+def clip_text_encoder(model, arch: str, *, device=None, batch_size: int = 256,
+                      progress: str | None = None):
+    """``encode(texts) -> (N, embed_dim) float32``, unit rows, from CLIP's text tower
+    (``progress``: a tqdm bar over the batches, with this description)."""
     import numpy as np
     import open_clip
     import torch
+    from tqdm.auto import tqdm
 
-    tokenizer = open_clip.get_tokenizer(arch)
+    with quiet_root_logging():
+        tokenizer = open_clip.get_tokenizer(arch)
     dev = torch.device(device or "cpu")
     model = model.to(dev)
 
     def encode(texts: list[str]) -> np.ndarray:
         out = []
+        starts = range(0, max(len(texts), 1), batch_size)
         with torch.inference_mode():
-            for s in range(0, max(len(texts), 1), batch_size):
+            for s in tqdm(starts, desc=progress, unit="batch", disable=progress is None,
+                          mininterval=1.0):
                 batch = list(texts[s:s + batch_size]) or [""]  # none: the dimension only
                 emb = model.encode_text(tokenizer(batch).to(dev))
                 out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
