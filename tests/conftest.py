@@ -313,11 +313,12 @@ def e2e_module(e2e_base, tmp_path_factory) -> E2E:
 
 
 # --------------------------------------------------------------------------- scheduling
-# The file that builds the end-to-end repository runs first; the other files that use it run
-# last, so that under `-n auto --dist loadfile` (with --no-loadscope-reorder) the other worker
-# runs in-process tests meanwhile instead of waiting for the build.
+# The file that builds the end-to-end repository runs first; every other file that uses it
+# runs last, so that under `-n auto --dist loadfile` (with --no-loadscope-reorder) the other
+# worker runs in-process tests meanwhile instead of waiting for the build.
 E2E_FIRST = ("test_pipeline.py",)
-E2E_LAST = ("test_interrupt.py", "test_robustness.py", "test_parallel_grid.py")
+E2E_LAST = ("test_check.py", "test_grids.py", "test_report_browser.py", "test_interrupt.py",
+            "test_robustness.py", "test_parallel_grid.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

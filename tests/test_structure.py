@@ -3,6 +3,7 @@ stage's code deps in dvc.yaml are exactly the modules its code imports."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,13 @@ def test_code_and_docs_do_not_narrate_the_projects_history():
             if pattern.search(line):
                 hits.append(f"{rel(f)}:{i}: {line.strip()[:100]}")
     assert not hits, "\n".join(hits)
+
+
+def test_every_file_using_the_end_to_end_repository_is_scheduled_around_its_build():
+    """The file that builds the shared end-to-end repository runs first and every other file
+    that uses it last (tests/conftest.py), so no worker waits for the build."""
+    from tests.conftest import E2E_FIRST, E2E_LAST
+
+    takes = re.compile(r"def \w+\([^)]*\be2e_(base|module)\b")  # as a fixture
+    users = {p.name for p in (PROJECT / "tests").glob("test_*.py") if takes.search(p.read_text())}
+    assert users == set(E2E_FIRST) | set(E2E_LAST)

@@ -121,9 +121,9 @@ def test_the_grid_route_embeds_every_image_and_hdbscan_and_ward_cluster_it(in_tm
 def test_bench_umap_times_both_embeddings_against_tsne(tmp_path, capsys):
     from benchmarks import bench_umap
 
-    res = bench_umap.main(["--n", "400", "--classes", "4", "--tsne-max", "400", "--out",
+    res = bench_umap.main(["--n", "250", "--classes", "4", "--tsne-max", "250", "--out",
                            str(tmp_path / "umap.json")])
-    run = res["runs"][400]
+    run = res["runs"][250]
     assert set(run) >= {"umap_2d", "umap_10d", "tsne_2d", "umap_2d_over_tsne"}
     assert run["umap_2d"]["seconds"] > 0 and run["umap_2d_over_tsne"] > 0
     # UMAP draws the generated classes apart better than their PCA-50 does
