@@ -222,7 +222,7 @@ def make_repo(path: Path, images: str | Path, **params) -> Path:
 
 # --------------------------------------------------------------------------- the e2e repository
 # Small grids: every method runs, at one or two points each. Captions are off here (the stage
-# then writes empty text features; tests/test_pipeline.py turns them on where it checks them).
+# then writes empty text features; tests/test_pipeline_backbones.py turns them on where it checks them).
 E2E_PARAMS = dict(extract__image_size=32, extract__batch_size=8, captions__enabled=False,
                   reduce__n_components=5,
                   kmeans__k=[2, 3], agglomerative__linkage=["ward", "single"],
@@ -315,15 +315,20 @@ def e2e_module(e2e_base, tmp_path_factory) -> E2E:
 # --------------------------------------------------------------------------- scheduling
 # The file that builds the end-to-end repository runs first; every other file that uses it
 # runs last, so that under `-n auto --dist loadfile` (with --no-loadscope-reorder) the other
-# worker runs in-process tests meanwhile instead of waiting for the build.
+# worker runs in-process tests meanwhile instead of waiting for the build. The last ones go
+# longest first (about 70 s each for the first five, then 60, 30, 25 and 12 s), so that the
+# two workers end close together.
 E2E_FIRST = ("test_pipeline.py",)
-E2E_LAST = ("test_check.py", "test_grids.py", "test_report_browser.py", "test_interrupt.py",
-            "test_robustness.py", "test_parallel_grid.py")
+E2E_LAST = ("test_pipeline_backbones.py", "test_robustness.py",
+            "test_pipeline_single_image_class.py", "test_grids.py", "test_interrupt.py",
+            "test_report_browser.py", "test_check.py", "test_parallel_grid.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
     def rank(item):
         name = item.path.name
-        return 0 if name in E2E_FIRST else 2 if name in E2E_LAST else 1
+        if name in E2E_LAST:
+            return (2, E2E_LAST.index(name))
+        return (0 if name in E2E_FIRST else 1, 0)
 
-    items.sort(key=rank)  # stable: the order inside each group is kept
+    items.sort(key=rank)  # stable: the order inside each file is kept

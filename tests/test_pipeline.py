@@ -3,8 +3,9 @@
 The full pipeline ran once when the repository was built; the tests here read its outputs,
 ask `dvc status` / `dvc repro --dry` what a change would re-run, and run DVC for real only
 where the result of running is what they check (a failing stage, pruning, the run cache, a
-remote, a backbone switch). They share one copy of the repository (``e2e_module``) and restore
-every param they change.
+remote). They share one copy of the repository (``e2e_module``) and restore every param they
+change. Switching backbones and a one-image class run in files of their own
+(test_pipeline_backbones.py, test_pipeline_single_image_class.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from clusterlens.features.backbones import SCRATCH_CNN
 from tests.conftest import (
     E2E_IMAGES,
     changed,
@@ -28,7 +28,6 @@ from tests.conftest import (
     grid,
     params_set,
     ran_all,
-    set_params,
     sh,
     up_to_date,
 )
@@ -210,74 +209,3 @@ def test_remote_round_trip_restores_outputs_without_rerunning(repo, tmp_path):
     assert _output_hashes(repo) == before
     assert up_to_date(sh(repo, "dvc", "status"))
     assert ran_all(sh(repo, "dvc", "repro")) == ["index"]
-
-
-# --------------------------------------------------------------------------- backbones
-CNN = dict(extract__backbone=SCRATCH_CNN, cnn__epochs=3, cnn__image_size=16, cnn__patience=5,
-           captions__enabled=True)
-
-
-def test_each_backbone_runs_through_dvc_repro_and_back_from_the_run_cache(e2e_base, tmp_path):
-    """The `backbone` stage trains the scratch CNN only when it is the backbone (DVCLive logs
-    per epoch; captions fall back to Lite0); raw pixels; switching back restores every stage
-    from DVC's run cache, nothing retrained or re-extracted."""
-    repo = e2e_copy(e2e_base, tmp_path / "copy").repo
-    set_params(repo, **CNN)
-    ran = ran_all(sh(repo, "dvc", "repro", "reduce"))
-    assert data_half(ran) == DATA_HALF
-    feats = np.load(repo / "data/features.npy")
-    assert feats.shape == (E2E_IMAGES, 256) and (feats >= 0).all()  # the Dense-256 ReLU output
-    summary = json.loads((repo / "metrics/cnn.json").read_text())
-    assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
-    loss = pd.read_csv(repo / "dvclive/cnn/plots/metrics/val/loss.tsv", sep="\t")
-    assert list(loss["step"]) == [0, 1, 2]
-    assert len(pd.read_csv(repo / "metrics/cnn_history.csv")) == 3
-    cap = json.loads((repo / "metrics/captions.json").read_text())
-    assert "fallback" in cap["captioner"]  # the CNN has no ImageNet head
-    sh(repo, "dvc", "plots", "show")
-    assert "CNN loss (train vs validation)" in (repo / "dvc_plots/index.html").read_text()
-    # a clustering param never retrains the CNN
-    with params_set(repo, kmeans__k=[2, 3, 4]):
-        todo = would_change(repo)
-        assert grid("kmeans@4") in todo and "backbone" not in todo and "extract" not in todo
-    # raw pixels: 3 x 32 x 32 features; the backbone stage writes its placeholder
-    with params_set(repo, extract__backbone="raw_pixels", extract__image_size="auto",
-                    captions__enabled=False):
-        ran = ran_all(sh(repo, "dvc", "repro", "reduce"))
-        assert {"backbone", "extract", "reduce"} <= set(ran)
-        assert np.load(repo / "data/features.npy").shape == (E2E_IMAGES, 3 * 32 * 32)
-        assert json.loads((repo / "metrics/cnn.json").read_text()) == {"trained": False}
-    # and back: restored from the run cache
-    out = sh(repo, "dvc", "repro", "reduce")
-    assert data_half(ran_all(out)) == [], ran_all(out)
-    assert "Stage 'backbone' is cached - skipping run" in out
-    assert "Stage 'extract' is cached - skipping run" in out
-    assert "Stage 'captions' is cached - skipping run" in out
-    assert np.load(repo / "data/features.npy").shape == (E2E_IMAGES, 256)
-    assert json.loads((repo / "metrics/cnn.json").read_text()) == summary
-
-
-# --------------------------------------------------------------------------- a tiny class
-def test_a_single_image_class_runs_through_summary_and_report(e2e_base, tmp_path):
-    """A class folder holding one image: every stage runs; the supervised bound and the label
-    issues leave that class out and name it; the summary and the report are written."""
-    from tests.conftest import make_image
-
-    copy = e2e_copy(e2e_base, tmp_path / "copy")
-    (copy.photos / "lonely").mkdir()
-    make_image(4, np.random.default_rng(9), (48, 36)).save(copy.photos / "lonely" / "000.jpg")
-    out = sh(copy.repo, "dvc", "repro")
-    assert {"upper_bound", "label_issues", "summary", "report"} <= set(ran_all(out))
-    read = lambda rel: json.loads((copy.repo / rel).read_text())  # noqa: E731
-    upper, issues = read("metrics/upper_bound.json"), read("metrics/label_issues.json")
-    assert upper["excluded_classes"] == [
-        {"class": "lonely", "images": 1, "reason": "fewer than 2 images: a stratified split "
-                                                   "needs 2"}]
-    assert (upper["split"]["classes"], upper["split"]["images"]) == (3, E2E_IMAGES)
-    assert [e["class"] for e in issues["excluded_classes"]] == ["lonely"]
-    assert (issues["images"], issues["scored_images"]) == (E2E_IMAGES + 1, E2E_IMAGES)
-    assert read("metrics/summary.json")["fine"]["supervised_test_accuracy"] is not None
-    table = pd.read_parquet(copy.repo / "data/label_issues.parquet")
-    assert table.loc[table["class"] == "lonely", "label_quality"].isna().all()
-    assert (copy.repo / "report/report.md").is_file()
-    assert (copy.repo / "report/report.html").is_file()
