@@ -14,20 +14,25 @@ def blobs(n_per=60, k=4, dim=8, seed=0):
     return (centers[y] + rng.normal(0, 1, (len(y), dim))).astype(np.float32), y
 
 
-def test_silhouettes_rank_the_true_partition_over_a_random_one_and_leave_noise_out():
+def test_silhouettes_rank_the_true_partition_over_a_random_one_and_count_noise_as_a_cluster():
+    from sklearn.metrics import silhouette_samples, silhouette_score
+
     X, y = blobs()
     rng = np.random.default_rng(1)
     rows = np.sort(rng.choice(len(y), 150, replace=False))
-    noisy = y.copy()
-    noisy[rows[:30]] = -1  # noise points are left out, not a cluster
+    noisy = y.copy()  # the 30 hardest images of the sample called noise
+    noisy[rows[np.argsort(silhouette_samples(X[rows], y[rows]))[:30]]] = -1
     labelings = {"true": y, "random": rng.integers(0, 4, len(y)), "noisy": noisy,
-                 "one": np.zeros(len(y), int)}
+                 "one": np.zeros(len(y), int), "one_and_noise": np.where(noisy < 0, -1, 0)}
     s = label_free.silhouettes(X[rows], labelings, rows)
-    from sklearn.metrics import silhouette_score
     assert s["true"] == pytest.approx(silhouette_score(X[rows], y[rows]), rel=1e-6)
     assert s["true"] > 0.5 > s["random"] and s["one"] is None
+    # the noise is one more cluster: discarding the hard images as noise lowers the score,
+    # where leaving the noise out would raise it
+    assert s["noisy"] == pytest.approx(silhouette_score(X[rows], noisy[rows]), rel=1e-6)
     keep = noisy[rows] != -1
-    assert s["noisy"] == pytest.approx(silhouette_score(X[rows][keep], y[rows][keep]), rel=1e-6)
+    assert s["noisy"] < s["true"] < silhouette_score(X[rows][keep], y[rows][keep])
+    assert s["one_and_noise"] is None  # one cluster and its noise choose nothing
 
 
 def test_the_label_free_choice_finds_the_planted_k_and_is_compared_with_nmi(in_tmp_cwd):

@@ -10,10 +10,12 @@ and measured in UMAP space it tracks agreement with the true labels on embedding
   :data:`SAMPLE` images when UMAP is off), so that every method, NMF-based ones included, is
   measured in one space.
 
-Noise points are left out, as for the other internal metrics
-(:mod:`clusterlens.clustering.metrics`); a point with fewer than 2 clusters on the sample gets
-None. Every point also gets its ``evenness`` (:func:`clusterlens.clustering.metrics.evenness`):
-a label-free choice passes over points whose clusters are too uneven
+The noise points of a density method count as one cluster, as for the external metrics
+(:mod:`clusterlens.clustering.metrics`), not left out as for the internal ones: these scores
+choose a model, and leaving noise out would reward a method for discarding the hard images. A
+point with fewer than 2 clusters besides the noise on the sample gets None. Every point also
+gets its ``evenness`` (:func:`clusterlens.clustering.metrics.evenness`): a label-free choice
+passes over points whose clusters are too uneven
 (:data:`clusterlens.clustering.selection.MIN_EVENNESS`). :func:`comparison` then says which
 point each kind of choice selects, and the NMI of each.
 """
@@ -41,8 +43,8 @@ def silhouettes(X: np.ndarray, labelings: dict, rows: np.ndarray) -> dict:
     Returns
     -------
     dict
-        key -> silhouette (float), or None with fewer than 2 clusters (or one point a
-        cluster) among the sample's non-noise images.
+        key -> silhouette (float), the noise (-1) one cluster, or None with fewer than 2
+        clusters besides the noise (or one point a cluster) among the sample's images.
     """
     from sklearn.metrics import pairwise_distances, silhouette_score
 
@@ -50,13 +52,11 @@ def silhouettes(X: np.ndarray, labelings: dict, rows: np.ndarray) -> dict:
     out = {}
     for key, labels in labelings.items():
         lab = np.asarray(labels)[rows]
-        keep = lab != NOISE
-        n_clusters = len(np.unique(lab[keep]))
-        if not 2 <= n_clusters < keep.sum():
+        clusters = len(np.unique(lab[lab != NOISE]))
+        if clusters < 2 or len(np.unique(lab)) >= len(lab):
             out[key] = None
             continue
-        sub = dist if keep.all() else dist[np.ix_(keep, keep)]  # no copy without noise
-        out[key] = float(silhouette_score(sub, lab[keep], metric="precomputed"))
+        out[key] = float(silhouette_score(dist, lab, metric="precomputed"))
     return out
 
 
