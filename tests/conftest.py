@@ -316,8 +316,8 @@ def e2e_module(e2e_base, tmp_path_factory) -> E2E:
 # The file that builds the end-to-end repository runs first; every other file that uses it
 # runs last, so that under `-n auto --dist loadfile` (with --no-loadscope-reorder) the other
 # worker runs in-process tests meanwhile instead of waiting for the build. The last ones go
-# longest first (about 70 s each for the first five, then 60, 30, 25 and 12 s), so that the
-# two workers end close together.
+# longest first (about 70 s each for the first three, 60 for the next two, then 30, 25 and
+# 12 s), so that the two workers end close together.
 E2E_FIRST = ("test_pipeline.py",)
 E2E_LAST = ("test_pipeline_backbones.py", "test_robustness.py",
             "test_pipeline_single_image_class.py", "test_grids.py", "test_interrupt.py",
