@@ -88,10 +88,10 @@ def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
     seed, sample = cfg.seed, cfg.metrics.silhouette_sample
     h = cfg.hdbscan  # `space: umap`: the UMAP embedding of every image
     a = cfg.agglomerative
-    if {"hdbscan": h and h.space, "agglomerative": a and a.space}.get(method) == "umap":
-        pca_path = umap_path
-    X = load_features(pca_path, cfg.large_n.mmap_threshold_bytes)
-    if not X.shape[1]:
+    on_umap = {"hdbscan": h and h.space, "agglomerative": a and a.space}.get(method) == "umap"
+    features_path = umap_path if on_umap else pca_path
+    X = load_features(features_path, cfg.large_n.mmap_threshold_bytes)
+    if on_umap and not X.shape[1]:
         raise ParamError(f"{method}.space", f"is umap, but {umap_path} is empty: set umap.grid")
     y = read_table(index_path)["label"].to_numpy()
     c = grid.n_classes(y)
@@ -111,7 +111,7 @@ def run(method: str, value, cfg: Params, pca_path="data/pca.npy",
         save_npy(folder / "tree.npy", result.tree)
         plot_dendrogram(result.tree, options["ks"], Path(plots_dir) / f"dendrogram_{value}.png",
                         value, unit=result.unit)
-    log_block(log, f"cluster {method} {asked}", inputs={"features": f"{pca_path} {X.shape}",
+    log_block(log, f"cluster {method} {asked}", inputs={"features": f"{features_path} {X.shape}",
               "classes": c}, params={"seed": seed, "metrics.silhouette_sample": sample})
     summary, written = {}, {}
     for name, metrics in methods.score_points(X, y, result, sample, seed).items():

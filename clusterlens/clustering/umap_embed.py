@@ -37,12 +37,17 @@ def configure_numba(cache_dir: str | os.PathLike) -> bool:
     return True
 
 
-def _reducer(n: int, n_components: int, n_neighbors: int, min_dist: float, seed: int):
+def _fit(X, n_components: int, n_neighbors: int, min_dist: float, seed: int):
+    """The fitted reducer and the (n, n_components) float32 embedding of the rows of ``X``."""
     import umap
 
-    return umap.UMAP(n_components=int(n_components), n_neighbors=int(min(n_neighbors, n - 1)),
-                     min_dist=float(min_dist), random_state=int(seed), n_jobs=1,
-                     init="spectral" if n_components < n - 1 else "random")
+    n = len(X)
+    if n < MIN_POINTS:
+        raise ValueError(f"UMAP needs at least {MIN_POINTS} points, got {n}")
+    reducer = umap.UMAP(n_components=int(n_components), n_neighbors=int(min(n_neighbors, n - 1)),
+                        min_dist=float(min_dist), random_state=int(seed), n_jobs=1,
+                        init="spectral" if n_components < n - 1 else "random")
+    return reducer, reducer.fit_transform(np.asarray(X, dtype=np.float32)).astype(np.float32)
 
 
 def embed_all(X, rows: np.ndarray, *, n_components: int, n_neighbors: int, min_dist: float,
@@ -53,11 +58,9 @@ def embed_all(X, rows: np.ndarray, *, n_components: int, n_neighbors: int, min_d
     from tqdm.auto import tqdm
 
     rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) < MIN_POINTS:
-        raise ValueError(f"UMAP needs at least {MIN_POINTS} points, got {len(rows)}")
-    reducer = _reducer(len(rows), n_components, n_neighbors, min_dist, seed)
+    reducer, fitted = _fit(X[rows], n_components, n_neighbors, min_dist, seed)
     out = np.empty((len(X), int(n_components)), dtype=np.float32)
-    out[rows] = reducer.fit_transform(np.asarray(X[rows], dtype=np.float32))
+    out[rows] = fitted
     rest = np.setdiff1d(np.arange(len(X)), rows)
     for start in tqdm(range(0, len(rest), chunk), desc="umap: transform", unit="chunk",
                       disable=not len(rest)):
@@ -85,8 +88,4 @@ def embed(X, *, n_components: int, n_neighbors: int, min_dist: float, seed: int)
     -------
     ndarray of shape (n, n_components), float32
     """
-    n = len(X)
-    if n < MIN_POINTS:
-        raise ValueError(f"UMAP needs at least {MIN_POINTS} points, got {n}")
-    reducer = _reducer(n, n_components, n_neighbors, min_dist, seed)
-    return reducer.fit_transform(np.asarray(X, dtype=np.float32)).astype(np.float32)
+    return _fit(X, n_components, n_neighbors, min_dist, seed)[1]
